@@ -1,0 +1,255 @@
+//! The library's entry point: `Downloader`, built once from a `DownloaderBuilder` around one
+//! shared `reqwest::Client`, cheap to clone and safe to share across tasks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::scheduler::Batch;
+use crate::{Completed, Error, Request};
+
+/// What to do when the final file already exists before a download starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnExists {
+    /// Leave it and report the download as already complete (after checking its digest when one
+    /// was given: a mismatch is an error and the file is left alone). The default: a rerun of a
+    /// finished batch transfers nothing, and no file is ever clobbered without being asked.
+    #[default]
+    Skip,
+    /// Download again and replace it atomically once the new file is complete and verified.
+    Overwrite,
+    /// Fail that download.
+    Error,
+}
+
+/// Settings shared by every download of a `Downloader`.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) jobs: usize,
+    pub(crate) per_host: usize,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) stall_timeout: Duration,
+    pub(crate) retries: u32,
+    pub(crate) retry_delay: Duration,
+    pub(crate) max_retry_wait: Duration,
+    pub(crate) checkpoint_interval: Duration,
+    pub(crate) on_exists: OnExists,
+}
+
+pub(crate) struct Shared {
+    pub(crate) client: reqwest::Client,
+    pub(crate) config: Config,
+}
+
+/// Runs downloads. Build one with [`Downloader::builder`] and reuse it: clones share one
+/// connection pool.
+#[derive(Clone)]
+pub struct Downloader {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Downloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Downloader")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Downloader {
+    /// A builder with the defaults documented on each setter.
+    #[must_use]
+    pub fn builder() -> DownloaderBuilder {
+        DownloaderBuilder::default()
+    }
+
+    /// Downloads one file (a batch of one).
+    ///
+    /// # Errors
+    /// Whatever stopped the download; see [`Error`].
+    pub async fn download(&self, request: Request) -> Result<Completed, Error> {
+        let mut outcomes = self.batch(vec![request]).run().await?;
+        outcomes
+            .pop()
+            .unwrap_or_else(|| Err(Error::Config("the batch produced no outcome".into())))
+    }
+
+    /// A batch of downloads run under the global and per-host limits.
+    #[must_use]
+    pub fn batch(&self, requests: Vec<Request>) -> Batch {
+        Batch::new(self.clone(), requests)
+    }
+}
+
+/// Builds a [`Downloader`].
+#[derive(Debug)]
+pub struct DownloaderBuilder {
+    config: Config,
+    user_agent: String,
+    headers: HeaderMap,
+    client: Option<reqwest::Client>,
+    header_error: Option<String>,
+}
+
+impl Default for DownloaderBuilder {
+    fn default() -> Self {
+        Self {
+            config: Config {
+                jobs: 8,
+                per_host: 8,
+                connect_timeout: Duration::from_secs(15),
+                stall_timeout: Duration::from_secs(20),
+                retries: 5,
+                retry_delay: Duration::from_secs(1),
+                max_retry_wait: Duration::from_secs(60),
+                checkpoint_interval: Duration::from_secs(2),
+                on_exists: OnExists::Skip,
+            },
+            user_agent: concat!("haul/", env!("CARGO_PKG_VERSION")).to_owned(),
+            headers: HeaderMap::new(),
+            client: None,
+            header_error: None,
+        }
+    }
+}
+
+impl DownloaderBuilder {
+    /// How many files download at once (default 8, at least 1).
+    #[must_use]
+    pub fn jobs(mut self, jobs: usize) -> Self {
+        self.config.jobs = jobs.max(1);
+        self
+    }
+
+    /// How many connections one host gets at once, across all files (default 8, at least 1).
+    #[must_use]
+    pub fn per_host(mut self, connections: usize) -> Self {
+        self.config.per_host = connections.max(1);
+        self
+    }
+
+    /// The `User-Agent` header (default `haul/VERSION`). Ignored with [`Self::client`].
+    #[must_use]
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = user_agent.into();
+        self
+    }
+
+    /// A header sent with every request. Invalid names or values make [`Self::build`] fail.
+    #[must_use]
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                self.headers.append(name, value);
+            }
+            _ => self.header_error = Some(format!("invalid header `{name}: {value}`")),
+        }
+        self
+    }
+
+    /// Longest wait for a TCP (and TLS) connection (default 15 s). Ignored with [`Self::client`].
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// An attempt that receives no byte for this long is aborted and resumed by a new one
+    /// (default 20 s). There is no limit on a transfer's total time.
+    #[must_use]
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+        self.config.stall_timeout = timeout;
+        self
+    }
+
+    /// How many times a failed attempt is retried (default 5). The count starts again whenever
+    /// an attempt made progress, so a long download over a flaky link keeps going.
+    #[must_use]
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.config.retries = retries;
+        self
+    }
+
+    /// The first retry's delay, doubled for each further retry, with jitter (default 1 s).
+    #[must_use]
+    pub fn retry_delay(mut self, delay: Duration) -> Self {
+        self.config.retry_delay = delay;
+        self
+    }
+
+    /// The longest wait before a retry, `Retry-After` included (default 60 s).
+    #[must_use]
+    pub fn max_retry_wait(mut self, wait: Duration) -> Self {
+        self.config.max_retry_wait = wait;
+        self
+    }
+
+    /// How often the resume state of a running download is made durable (default 2 s). Each
+    /// checkpoint syncs the `.part` data first, so a crash loses at most this much work.
+    #[must_use]
+    pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.config.checkpoint_interval = interval;
+        self
+    }
+
+    /// What to do with a final file that already exists (default [`OnExists::Skip`]).
+    #[must_use]
+    pub fn on_exists(mut self, policy: OnExists) -> Self {
+        self.config.on_exists = policy;
+        self
+    }
+
+    /// Use this client (proxies, custom TLS, middleware) instead of building one. It should
+    /// not decompress bodies: haul always asks for the identity encoding.
+    #[must_use]
+    pub fn client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Builds the downloader.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid header, [`Error::Client`] when the HTTP client cannot be
+    /// built.
+    pub fn build(self) -> Result<Downloader, Error> {
+        if let Some(message) = self.header_error {
+            return Err(Error::Config(message));
+        }
+        let client = match self.client {
+            Some(client) => client,
+            None => default_client(&self.config, &self.user_agent, self.headers)?,
+        };
+        Ok(Downloader {
+            shared: Arc::new(Shared {
+                client,
+                config: self.config,
+            }),
+        })
+    }
+}
+
+fn default_client(
+    config: &Config,
+    user_agent: &str,
+    headers: HeaderMap,
+) -> Result<reqwest::Client, Error> {
+    // Err means a provider is installed already, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        // The exact entity, never a decoded one, whatever features other crates enable.
+        .no_gzip()
+        .no_brotli()
+        .no_zstd()
+        .no_deflate()
+        .connect_timeout(config.connect_timeout)
+        .user_agent(user_agent)
+        .default_headers(headers)
+        .build()
+        .map_err(|source| Error::Client { source })
+}

@@ -1,0 +1,301 @@
+//! Typed errors of the library, their classification (`ErrorKind`) and the decisions built on it
+//! (retry or not, keep the `.part` or not). Nothing here prints: the CLI turns an `Error` into one
+//! line for a person.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What went wrong with one download. `Display` covers one layer; the cause is in `source()`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL could not be parsed or uses a scheme other than http/https.
+    #[error("invalid URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL as given (credentials redacted).
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A checksum specification could not be parsed.
+    #[error("invalid checksum `{spec}`: {reason}")]
+    InvalidChecksum {
+        /// The specification as given.
+        spec: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// No safe file name could be derived, or the name would leave the destination directory.
+    #[error("unsafe or empty output name `{name}`")]
+    UnsafeName {
+        /// The offending name.
+        name: String,
+    },
+    /// Two requests of one batch would write the same file.
+    #[error("`{path}` is the output of more than one download (requests {first} and {second})")]
+    DuplicateOutput {
+        /// The shared output path.
+        path: PathBuf,
+        /// Index of the first request.
+        first: usize,
+        /// Index of the second request.
+        second: usize,
+    },
+    /// The connection failed: refused, reset, timed out, TLS, or the body was cut.
+    #[error("connection to {url} failed")]
+    Network {
+        /// The URL (credentials redacted).
+        url: String,
+        /// The underlying transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// No body byte arrived for the stall timeout.
+    #[error("{url} stalled: no data for {timeout:?}")]
+    Stalled {
+        /// The URL (credentials redacted).
+        url: String,
+        /// The stall timeout that expired.
+        timeout: Duration,
+    },
+    /// The server answered with a status that is not a success.
+    #[error("{url} answered HTTP {status}")]
+    Status {
+        /// The URL (credentials redacted).
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The body ended before the announced length.
+    #[error("{url} ended the body after {received} of {expected} bytes")]
+    ShortBody {
+        /// The URL (credentials redacted).
+        url: String,
+        /// Bytes of the file received (resumed prefix included).
+        received: u64,
+        /// Total length announced.
+        expected: u64,
+    },
+    /// The server sent more bytes than it announced.
+    #[error("{url} sent more than the {expected} bytes it announced")]
+    LongBody {
+        /// The URL (credentials redacted).
+        url: String,
+        /// Total length announced.
+        expected: u64,
+    },
+    /// A `206` whose `Content-Range` does not match what was asked, or a malformed one.
+    #[error("{url} answered a range request with a wrong range: {detail}")]
+    BadRange {
+        /// The URL (credentials redacted).
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The downloaded file does not have the expected digest. The `.part` file is deleted.
+    #[error("checksum mismatch for `{path}`: expected {algorithm} {expected}, got {actual}")]
+    ChecksumMismatch {
+        /// The file that was checked (its final name; it was never created).
+        path: PathBuf,
+        /// `sha-256` or `sha-512`.
+        algorithm: &'static str,
+        /// Expected digest, lower-case hex.
+        expected: String,
+        /// Actual digest, lower-case hex.
+        actual: String,
+    },
+    /// A local file operation failed.
+    #[error("failed to {action} `{path}`")]
+    Io {
+        /// What was being done ("write", "rename", ...).
+        action: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The output file exists and the policy says not to touch it.
+    #[error("`{path}` already exists")]
+    AlreadyExists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// The download was cancelled; its `.part` file and state are kept for a later resume.
+    #[error("cancelled")]
+    Cancelled,
+    /// The HTTP client could not be built (bad header value, TLS setup).
+    #[error("failed to set up the HTTP client")]
+    Client {
+        /// The underlying error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A configuration value is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// A coarse class of [`Error`], stable for scripts (`--json`) and exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Bad URL, name, checksum, duplicate output or configuration: nothing was started.
+    InvalidInput,
+    /// Transport failure, stall or cut body.
+    Network,
+    /// A non-success HTTP status.
+    HttpStatus,
+    /// The server broke the protocol (wrong range, too many bytes).
+    Protocol,
+    /// The file's digest did not match.
+    Integrity,
+    /// A local file operation failed.
+    Io,
+    /// The output exists and was left alone.
+    AlreadyExists,
+    /// Cancelled by the caller.
+    Cancelled,
+}
+
+impl ErrorKind {
+    /// A stable lower-case name, used in JSON output.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidInput => "invalid_input",
+            Self::Network => "network",
+            Self::HttpStatus => "http_status",
+            Self::Protocol => "protocol",
+            Self::Integrity => "integrity",
+            Self::Io => "io",
+            Self::AlreadyExists => "already_exists",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl Error {
+    /// The class of this error.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidUrl { .. }
+            | Self::InvalidChecksum { .. }
+            | Self::UnsafeName { .. }
+            | Self::DuplicateOutput { .. }
+            | Self::Client { .. }
+            | Self::Config(_) => ErrorKind::InvalidInput,
+            Self::Network { .. } | Self::Stalled { .. } | Self::ShortBody { .. } => {
+                ErrorKind::Network
+            }
+            Self::Status { .. } => ErrorKind::HttpStatus,
+            Self::BadRange { .. } | Self::LongBody { .. } => ErrorKind::Protocol,
+            Self::ChecksumMismatch { .. } => ErrorKind::Integrity,
+            Self::Io { .. } => ErrorKind::Io,
+            Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Self::Cancelled => ErrorKind::Cancelled,
+        }
+    }
+
+    /// Whether another attempt may succeed: transport failures, stalls, cut bodies, and the
+    /// statuses that say "later" (408, 429, 500, 502, 503, 504). Permanent answers (401, 403,
+    /// 404, 410, ...) and local failures are not retried.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Network { source, .. } => !source.is_builder(),
+            Self::Stalled { .. } | Self::ShortBody { .. } => true,
+            Self::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
+            _ => false,
+        }
+    }
+
+    /// Whether the `.part` file and its state should be kept for a later resume. An integrity
+    /// failure means the bytes are wrong, so they are thrown away; everything else keeps them.
+    #[must_use]
+    pub fn keeps_partial(&self) -> bool {
+        !matches!(self, Self::ChecksumMismatch { .. })
+    }
+
+    /// The delay the server asked for with `Retry-After`, if any.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> Error {
+        Error::Status {
+            url: "http://h/f".into(),
+            status: code,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn temporary_statuses_are_retried_and_permanent_ones_are_not() {
+        for code in [408, 429, 500, 502, 503, 504] {
+            assert!(status(code).is_retryable(), "{code} should be retried");
+        }
+        for code in [400, 401, 403, 404, 410, 416, 501] {
+            assert!(!status(code).is_retryable(), "{code} should not be retried");
+        }
+    }
+
+    #[test]
+    fn cut_bodies_and_stalls_are_retried() {
+        let short = Error::ShortBody {
+            url: "u".into(),
+            received: 1,
+            expected: 2,
+        };
+        assert!(short.is_retryable());
+        let stalled = Error::Stalled {
+            url: "u".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(stalled.is_retryable());
+        assert_eq!(stalled.kind(), ErrorKind::Network);
+    }
+
+    #[test]
+    fn only_integrity_failures_discard_the_partial_file() {
+        let mismatch = Error::ChecksumMismatch {
+            path: "f".into(),
+            algorithm: "sha-256",
+            expected: "00".into(),
+            actual: "11".into(),
+        };
+        assert!(!mismatch.keeps_partial());
+        assert_eq!(mismatch.kind(), ErrorKind::Integrity);
+        assert!(status(503).keeps_partial());
+        assert!(Error::Cancelled.keeps_partial());
+    }
+
+    #[test]
+    fn local_failures_are_not_retried() {
+        let io = Error::io("write", "f", io::Error::other("disk full"));
+        assert!(!io.is_retryable());
+        assert_eq!(io.kind(), ErrorKind::Io);
+        assert_eq!(io.to_string(), "failed to write `f`");
+    }
+}

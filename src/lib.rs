@@ -1,0 +1,43 @@
+//! haul: a streaming, resumable, verifying download manager.
+//!
+//! A [`Downloader`] runs batches of [`Request`]s under a global and a per-host concurrency
+//! limit. Each download streams its body to `NAME.part` beside the final path (memory stays flat
+//! whatever the size), verifies a SHA-256/SHA-512 checksum while it writes, and appears under its
+//! final name only when complete and verified. An interrupted download keeps its `.part` file
+//! and a small state file (`NAME.part.haul`), and the next run resumes it with `Range` and
+//! `If-Range`, never splicing bytes of two versions of a file.
+//!
+//! The library never prints: it reports [`Event`]s to an [`Observer`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), haul::Error> {
+//! use haul::{Downloader, Request};
+//!
+//! let downloader = Downloader::builder().jobs(4).build()?;
+//! let request = Request::new("https://example.org/file.iso")?
+//!     .into_dir("downloads")
+//!     .with_checksum("sha-256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse()?);
+//! let done = downloader.download(request).await?;
+//! println!("{} bytes in {}", done.bytes, done.path.display());
+//! # Ok(()) }
+//! ```
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+mod downloader;
+mod error;
+mod integrity;
+pub mod naming;
+mod progress;
+mod request;
+mod scheduler;
+mod storage;
+mod transfer;
+
+pub use downloader::{Downloader, DownloaderBuilder, OnExists};
+pub use error::{Error, ErrorKind};
+pub use integrity::{Algorithm, Checksum};
+pub use progress::{ChannelObserver, Event, NoObserver, Observer, TransferId, error_chain};
+pub use request::{Destination, Request};
+pub use scheduler::{Batch, Outcome, Outcomes};
+pub use transfer::Completed;
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,165 @@
+//! Output names: derived from a URL or given by a user, made safe so that a name that came from
+//! the network can never leave the destination directory. Also redacts credentials from URLs
+//! before they reach an error message or an event.
+
+use std::path::{Path, PathBuf};
+
+use percent_encoding::percent_decode_str;
+use url::Url;
+
+use crate::Error;
+
+/// Longest file name accepted, in bytes (the common file-system limit).
+const MAX_NAME_BYTES: usize = 255;
+
+/// The file name a URL downloads to: its last path segment, percent-decoded and sanitised;
+/// `index.html` when the path is empty or ends with `/`.
+///
+/// # Errors
+/// [`Error::UnsafeName`] when the segment decodes to nothing usable (for example `..`).
+pub fn file_name_from_url(url: &Url) -> Result<String, Error> {
+    let last = url
+        .path_segments()
+        .and_then(|mut segments| segments.next_back())
+        .unwrap_or("");
+    if last.is_empty() {
+        return Ok("index.html".to_owned());
+    }
+    let decoded = percent_decode_str(last).decode_utf8_lossy();
+    sanitize_file_name(&decoded).ok_or_else(|| Error::UnsafeName {
+        name: decoded.into_owned(),
+    })
+}
+
+/// Makes one file-name component safe: path separators, NUL and control characters become `_`,
+/// leading and trailing dots and spaces are trimmed (so `.`/`..` and hidden or Windows-invalid
+/// names cannot result), and the name is cut to 255 bytes on a character boundary. Returns `None`
+/// when nothing usable is left.
+#[must_use]
+pub fn sanitize_file_name(name: &str) -> Option<String> {
+    let replaced: String = name
+        .chars()
+        .map(|c| {
+            if c == '/' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let trimmed = replaced.trim_matches(|c: char| c == '.' || c.is_whitespace());
+    if trimmed.is_empty() || trimmed.chars().all(|c| c == '_') {
+        return None;
+    }
+    let mut end = trimmed.len().min(MAX_NAME_BYTES);
+    while !trimmed.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = trimmed[..end].trim_end_matches(|c: char| c == '.' || c.is_whitespace());
+    (!cut.is_empty()).then(|| cut.to_owned())
+}
+
+/// Joins a user-given relative path (from `-o` or an input file's `out=`) to `dir`, refusing
+/// anything that is absolute or climbs out with `..`.
+///
+/// # Errors
+/// [`Error::UnsafeName`] for an absolute path, a `..` component or an empty name.
+pub fn join_inside(dir: &Path, relative: &str) -> Result<PathBuf, Error> {
+    let unsafe_name = || Error::UnsafeName {
+        name: relative.to_owned(),
+    };
+    let rel = Path::new(relative);
+    let mut out = dir.to_path_buf();
+    let mut has_name = false;
+    for component in rel.components() {
+        match component {
+            std::path::Component::Normal(part) => {
+                let part = part.to_str().ok_or_else(unsafe_name)?;
+                if part.contains('\\') || part.chars().any(char::is_control) {
+                    return Err(unsafe_name());
+                }
+                out.push(part);
+                has_name = true;
+            }
+            std::path::Component::CurDir => {}
+            _ => return Err(unsafe_name()),
+        }
+    }
+    if has_name { Ok(out) } else { Err(unsafe_name()) }
+}
+
+/// The URL as text with any password replaced by `***`, for messages and events.
+#[must_use]
+pub fn redact_url(url: &Url) -> String {
+    if url.password().is_none() {
+        return url.as_str().to_owned();
+    }
+    let mut redacted = url.clone();
+    // Only fails for URLs that cannot have credentials, which this one has.
+    let _ = redacted.set_password(Some("***"));
+    redacted.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(url: &str) -> Result<String, Error> {
+        file_name_from_url(&Url::parse(url).unwrap())
+    }
+
+    #[test]
+    fn names_come_from_the_last_decoded_path_segment() {
+        let cases = [
+            ("http://h/a/b/file.iso", "file.iso"),
+            ("http://h/a/my%20file.txt?x=1#frag", "my file.txt"),
+            ("http://h/", "index.html"),
+            ("http://h", "index.html"),
+            ("http://h/dir/", "index.html"),
+            ("http://h/a%2Fb", "a_b"),
+            ("http://h/..%2F..%2Fetc%2Fpasswd", "_.._etc_passwd"),
+            ("http://h/%2e%2e", "index.html"),
+            ("http://h/a/%2e%2e%2e", ""),
+            ("http://h/%20.%20", ""),
+            ("http://h/a%00b", "a_b"),
+            ("http://h/evil%5C..%5Cx", "evil_.._x"),
+            ("http://h/.hidden", "hidden"),
+        ];
+        for (url, expected) in cases {
+            match name(url) {
+                Ok(got) => assert_eq!(got, expected, "{url}"),
+                Err(_) => assert!(expected.is_empty(), "{url} should give {expected}"),
+            }
+        }
+    }
+
+    #[test]
+    fn long_names_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(200);
+        let cut = sanitize_file_name(&long).unwrap();
+        assert!(cut.len() <= MAX_NAME_BYTES);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn user_paths_stay_inside_the_directory() {
+        let dir = Path::new("/out");
+        assert_eq!(
+            join_inside(dir, "a/b.txt").unwrap(),
+            Path::new("/out/a/b.txt")
+        );
+        assert_eq!(join_inside(dir, "./b").unwrap(), Path::new("/out/b"));
+        for bad in ["../x", "/etc/passwd", "a/../../x", "", ".", "a\\b"] {
+            assert!(join_inside(dir, bad).is_err(), "{bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        let url = Url::parse("https://user:secret@h/f").unwrap();
+        let shown = redact_url(&url);
+        assert!(!shown.contains("secret"));
+        assert!(shown.contains("user:***@h"));
+        assert_eq!(redact_url(&Url::parse("http://h/f").unwrap()), "http://h/f");
+    }
+}

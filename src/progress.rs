@@ -1,0 +1,158 @@
+//! Events a download reports while it runs, and the observer trait that receives them. The
+//! library only counts and reports; throttling and drawing are the observer's business.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::{Completed, ErrorKind};
+
+/// Identifies one request of a batch: its index in the order the requests were given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransferId(pub(crate) usize);
+
+impl TransferId {
+    /// The request's index in its batch, starting at 0.
+    #[must_use]
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// Something that happened to one transfer. Every request gets exactly one terminal event
+/// (`Finished` or `Failed`), after its `Queued`, `Started` and `Progress` events.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// The request is accepted and waits for a free slot.
+    Queued {
+        /// Which request.
+        id: TransferId,
+        /// Its URL, credentials redacted.
+        url: String,
+        /// The file it will produce, when that could be determined.
+        path: Option<PathBuf>,
+    },
+    /// The server answered and the body starts flowing.
+    Started {
+        /// Which request.
+        id: TransferId,
+        /// The whole file's length, when the server said.
+        total_bytes: Option<u64>,
+        /// Bytes already on disk from an earlier attempt or run.
+        resumed_from: u64,
+    },
+    /// More of the body arrived.
+    Progress {
+        /// Which request.
+        id: TransferId,
+        /// Bytes of the file received so far, resumed prefix included.
+        bytes_done: u64,
+    },
+    /// An attempt failed and another follows after `delay`.
+    Retrying {
+        /// Which request.
+        id: TransferId,
+        /// The attempt that comes next (2 for the first retry).
+        attempt: u32,
+        /// How long until it starts.
+        delay: Duration,
+        /// Why the last attempt failed.
+        reason: String,
+    },
+    /// The bytes on disk cannot be continued (the file changed on the server, ranges are
+    /// unsupported, or the saved state was unusable) and the download starts from zero.
+    Restarted {
+        /// Which request.
+        id: TransferId,
+        /// Why.
+        reason: String,
+    },
+    /// The file is complete and verified under its final name.
+    Finished {
+        /// Which request.
+        id: TransferId,
+        /// What was produced.
+        completed: Completed,
+    },
+    /// The download failed. Its `.part` file is kept when it can be resumed.
+    Failed {
+        /// Which request.
+        id: TransferId,
+        /// The error's class.
+        kind: ErrorKind,
+        /// The error, one line, with its causes.
+        message: String,
+    },
+}
+
+impl Event {
+    /// The transfer the event is about.
+    #[must_use]
+    pub fn id(&self) -> TransferId {
+        match self {
+            Self::Queued { id, .. }
+            | Self::Started { id, .. }
+            | Self::Progress { id, .. }
+            | Self::Retrying { id, .. }
+            | Self::Restarted { id, .. }
+            | Self::Finished { id, .. }
+            | Self::Failed { id, .. } => *id,
+        }
+    }
+}
+
+/// Receives events. Called on the download's own task, often (once per received chunk), so an
+/// implementation must be quick and must not block.
+pub trait Observer: Send + Sync {
+    /// One event happened.
+    fn on_event(&self, event: &Event);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn on_event(&self, _event: &Event) {}
+}
+
+/// Forwards every event into a `tokio` channel, for embedders that prefer to `recv()`.
+/// Events sent after the receiver is dropped are discarded.
+#[derive(Debug, Clone)]
+pub struct ChannelObserver {
+    sender: mpsc::UnboundedSender<Event>,
+}
+
+impl ChannelObserver {
+    /// An observer and the receiver its events arrive on.
+    #[must_use]
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<Event>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        (Self { sender }, receiver)
+    }
+}
+
+impl Observer for ChannelObserver {
+    fn on_event(&self, event: &Event) {
+        let _ = self.sender.send(event.clone());
+    }
+}
+
+/// Renders an error and its chain of causes on one line: `outer: cause: root cause`.
+#[must_use]
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some errors repeat their source in their own message; do not say it twice.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

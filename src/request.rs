@@ -1,0 +1,182 @@
+//! What to download: a URL, where to put it, and what it must hash to.
+
+use std::path::{Path, PathBuf};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use url::Url;
+
+use crate::naming::{file_name_from_url, redact_url};
+use crate::{Checksum, Error};
+
+/// Where a download's file goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Destination {
+    /// Into this directory, under a name derived from the URL (made safe).
+    Directory(PathBuf),
+    /// Exactly this path, as chosen by the caller.
+    File(PathBuf),
+}
+
+/// One file to download.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub(crate) url: Url,
+    pub(crate) destination: Destination,
+    pub(crate) checksum: Option<Checksum>,
+    pub(crate) headers: HeaderMap,
+}
+
+impl Request {
+    /// A request for `url`, saved into the current directory under the URL's file name.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] when `url` does not parse or is not http/https.
+    pub fn new(url: &str) -> Result<Self, Error> {
+        let parsed = Url::parse(url).map_err(|e| Error::InvalidUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::from_url(parsed)
+    }
+
+    /// A request for an already parsed URL.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] when the scheme is not http or https, or there is no host.
+    pub fn from_url(url: Url) -> Result<Self, Error> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::InvalidUrl {
+                url: redact_url(&url),
+                reason: format!("unsupported scheme `{}` (use http or https)", url.scheme()),
+            });
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(Error::InvalidUrl {
+                url: redact_url(&url),
+                reason: "no host".to_owned(),
+            });
+        }
+        Ok(Self {
+            url,
+            destination: Destination::Directory(PathBuf::from(".")),
+            checksum: None,
+            headers: HeaderMap::new(),
+        })
+    }
+
+    /// Save into `dir` under the name derived from the URL.
+    #[must_use]
+    pub fn into_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.destination = Destination::Directory(dir.into());
+        self
+    }
+
+    /// Save to exactly `path` (its directory must exist or be creatable).
+    #[must_use]
+    pub fn to_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.destination = Destination::File(path.into());
+        self
+    }
+
+    /// Require the file to have this digest; a mismatch fails the download and the file never
+    /// appears under its final name.
+    #[must_use]
+    pub fn with_checksum(mut self, checksum: Checksum) -> Self {
+        self.checksum = Some(checksum);
+        self
+    }
+
+    /// Send this header with every request of this download (after the downloader's own).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the name or value is not a valid HTTP header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Result<Self, Error> {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| Error::Config(format!("invalid header name `{name}`")))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| Error::Config(format!("invalid value for header `{name}`")))?;
+        self.headers.append(name, value);
+        Ok(self)
+    }
+
+    /// The URL.
+    #[must_use]
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// Where the file goes.
+    #[must_use]
+    pub fn destination(&self) -> &Destination {
+        &self.destination
+    }
+
+    /// The expected digest, if any.
+    #[must_use]
+    pub fn checksum(&self) -> Option<&Checksum> {
+        self.checksum.as_ref()
+    }
+
+    /// The final path of the file this request produces.
+    ///
+    /// # Errors
+    /// [`Error::UnsafeName`] when no safe name can be derived from the URL.
+    pub fn output_path(&self) -> Result<PathBuf, Error> {
+        match &self.destination {
+            Destination::File(path) => Ok(path.clone()),
+            Destination::Directory(dir) => Ok(dir.join(file_name_from_url(&self.url)?)),
+        }
+    }
+
+    /// The key the per-host limit counts by: scheme, host and port.
+    pub(crate) fn host_key(&self) -> String {
+        host_key(&self.url)
+    }
+}
+
+pub(crate) fn host_key(url: &Url) -> String {
+    format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port_or_known_default().unwrap_or(0)
+    )
+}
+
+/// Whether two paths name the same output, comparing them lexically after dropping `.` parts.
+pub(crate) fn normalized(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http_and_https_are_accepted() {
+        assert!(Request::new("https://example.org/f").is_ok());
+        for bad in ["ftp://h/f", "file:///etc/passwd", "not a url", "http://"] {
+            let err = Request::new(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidUrl { .. }), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_output_path_joins_the_directory_and_the_url_name() {
+        let request = Request::new("http://h/a/b.tar.gz").unwrap().into_dir("out");
+        assert_eq!(request.output_path().unwrap(), Path::new("out/b.tar.gz"));
+        let exact = request.to_file("x/y.bin");
+        assert_eq!(exact.output_path().unwrap(), Path::new("x/y.bin"));
+    }
+
+    #[test]
+    fn hosts_are_told_apart_by_scheme_host_and_port() {
+        let key = |u: &str| host_key(&Url::parse(u).unwrap());
+        assert_eq!(key("http://h/a"), key("http://h:80/b"));
+        assert_ne!(key("http://h/a"), key("https://h/a"));
+        assert_ne!(key("http://h:8080/a"), key("http://h/a"));
+    }
+}

@@ -1,0 +1,271 @@
+//! Runs a batch: a queue in input order, at most `jobs` downloads at once and at most
+//! `per_host` to one host, outcomes handed back as they complete (or collected in input order).
+//! Only running downloads hold a task; a queued request is just its `Request`.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::downloader::Downloader;
+use crate::naming::redact_url;
+use crate::progress::{Event, NoObserver, Observer, TransferId, error_chain};
+use crate::request::normalized;
+use crate::transfer::Transfer;
+use crate::{Completed, Error, Request};
+
+/// The end of one request of a batch.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Outcome {
+    /// Which request (its index in the batch).
+    pub id: TransferId,
+    /// What became of it.
+    pub result: Result<Completed, Error>,
+}
+
+/// A set of requests to run together. Configure it, then [`Batch::start`] or [`Batch::run`].
+pub struct Batch {
+    downloader: Downloader,
+    requests: Vec<Request>,
+    observer: Arc<dyn Observer>,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("requests", &self.requests.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batch {
+    pub(crate) fn new(downloader: Downloader, requests: Vec<Request>) -> Self {
+        Self {
+            downloader,
+            requests,
+            observer: Arc::new(NoObserver),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// Report events to `observer`.
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Stop the batch when `token` is cancelled: running downloads keep a resumable `.part`
+    /// and end with [`Error::Cancelled`], queued ones end with it without starting.
+    #[must_use]
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// Checks the batch and starts it. Must be called inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::DuplicateOutput`] when two requests would write the same file; then nothing
+    /// starts.
+    pub fn start(self) -> Result<Outcomes, Error> {
+        let mut seen: HashMap<PathBuf, usize> = HashMap::new();
+        let mut planned = Vec::with_capacity(self.requests.len());
+        for (index, request) in self.requests.into_iter().enumerate() {
+            let path = request.output_path();
+            if let Ok(path) = &path
+                && let Some(first) = seen.insert(normalized(path), index)
+            {
+                return Err(Error::DuplicateOutput {
+                    path: path.clone(),
+                    first,
+                    second: index,
+                });
+            }
+            planned.push((request, path));
+        }
+        for (index, (request, path)) in planned.iter().enumerate() {
+            self.observer.on_event(&Event::Queued {
+                id: TransferId(index),
+                url: redact_url(&request.url),
+                path: path.as_ref().ok().cloned(),
+            });
+        }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let driver = Driver {
+            downloader: self.downloader,
+            observer: self.observer,
+            cancel: self.cancel,
+            outcomes: sender,
+        };
+        tokio::spawn(driver.run(planned));
+        Ok(Outcomes { receiver })
+    }
+
+    /// Runs the batch to the end and returns every outcome in input order.
+    ///
+    /// # Errors
+    /// As [`Batch::start`].
+    pub async fn run(self) -> Result<Vec<Result<Completed, Error>>, Error> {
+        let total = self.requests.len();
+        let outcomes = self.start()?;
+        Ok(outcomes.in_input_order(total).await)
+    }
+}
+
+/// The outcomes of a started batch, as a `Stream` in completion order.
+#[derive(Debug)]
+pub struct Outcomes {
+    receiver: mpsc::UnboundedReceiver<Outcome>,
+}
+
+impl Outcomes {
+    /// Waits for every outcome and returns them in input order.
+    pub async fn in_input_order(mut self, total: usize) -> Vec<Result<Completed, Error>> {
+        let mut slots: Vec<Option<Result<Completed, Error>>> = (0..total).map(|_| None).collect();
+        while let Some(outcome) = self.receiver.recv().await {
+            if let Some(slot) = slots.get_mut(outcome.id.0) {
+                *slot = Some(outcome.result);
+            }
+        }
+        slots
+            .into_iter()
+            .map(|slot| slot.unwrap_or(Err(Error::Cancelled)))
+            .collect()
+    }
+}
+
+impl Stream for Outcomes {
+    type Item = Outcome;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outcome>> {
+        self.receiver.poll_recv(cx)
+    }
+}
+
+struct Driver {
+    downloader: Downloader,
+    observer: Arc<dyn Observer>,
+    cancel: CancellationToken,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+}
+
+type Planned = (Request, Result<PathBuf, Error>);
+
+impl Driver {
+    async fn run(self, planned: Vec<Planned>) {
+        let config = &self.downloader.shared.config;
+        let mut slots: Vec<Option<Request>> = Vec::with_capacity(planned.len());
+        // Per host, the queued indices in input order.
+        let mut queues: HashMap<String, VecDeque<usize>> = HashMap::new();
+        let mut paths: Vec<Option<PathBuf>> = Vec::with_capacity(planned.len());
+        for (index, (request, path)) in planned.into_iter().enumerate() {
+            match path {
+                Ok(path) => {
+                    queues
+                        .entry(request.host_key())
+                        .or_default()
+                        .push_back(index);
+                    slots.push(Some(request));
+                    paths.push(Some(path));
+                }
+                Err(error) => {
+                    slots.push(None);
+                    paths.push(None);
+                    self.finish(TransferId(index), Err(error));
+                }
+            }
+        }
+        let mut running_per_host: HashMap<String, usize> = HashMap::new();
+        let mut running: JoinSet<(TransferId, String, Result<Completed, Error>)> = JoinSet::new();
+        loop {
+            while running.len() < config.jobs && !self.cancel.is_cancelled() {
+                // The host with room whose next request came first in the input.
+                let next = queues
+                    .iter()
+                    .filter(|(host, queue)| {
+                        !queue.is_empty()
+                            && running_per_host.get(*host).copied().unwrap_or(0) < config.per_host
+                    })
+                    .min_by_key(|(_, queue)| queue.front().copied())
+                    .map(|(host, _)| host.clone());
+                let Some(host) = next else { break };
+                let Some(index) = queues.get_mut(&host).and_then(VecDeque::pop_front) else {
+                    break;
+                };
+                let (Some(request), Some(final_path)) = (
+                    slots.get_mut(index).and_then(Option::take),
+                    paths.get_mut(index).and_then(Option::take),
+                ) else {
+                    continue;
+                };
+                *running_per_host.entry(host.clone()).or_default() += 1;
+                let downloader = self.downloader.clone();
+                let observer = Arc::clone(&self.observer);
+                let cancel = self.cancel.child_token();
+                running.spawn(async move {
+                    let id = TransferId(index);
+                    let transfer = Transfer {
+                        shared: &downloader.shared,
+                        request: &request,
+                        id,
+                        observer: observer.as_ref(),
+                        cancel: &cancel,
+                        final_path,
+                    };
+                    let result = transfer.run().await;
+                    report_end(observer.as_ref(), id, &result);
+                    (id, host, result)
+                });
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            match joined {
+                Ok((id, host, result)) => {
+                    if let Some(count) = running_per_host.get_mut(&host) {
+                        *count = count.saturating_sub(1);
+                    }
+                    let _ = self.outcomes.send(Outcome { id, result });
+                }
+                // A transfer task cannot panic by design; if one did, its outcome is lost and
+                // `in_input_order` reports it as cancelled rather than hanging.
+                Err(_) => {}
+            }
+        }
+        // Cancelled before they started.
+        for (index, slot) in slots.iter().enumerate() {
+            if slot.is_some() {
+                self.finish(TransferId(index), Err(Error::Cancelled));
+            }
+        }
+    }
+
+    fn finish(&self, id: TransferId, result: Result<Completed, Error>) {
+        report_end(self.observer.as_ref(), id, &result);
+        let _ = self.outcomes.send(Outcome { id, result });
+    }
+}
+
+fn report_end(observer: &dyn Observer, id: TransferId, result: &Result<Completed, Error>) {
+    let event = match result {
+        Ok(completed) => Event::Finished {
+            id,
+            completed: completed.clone(),
+        },
+        Err(error) => Event::Failed {
+            id,
+            kind: error.kind(),
+            message: error_chain(error),
+        },
+    };
+    observer.on_event(&event);
+}

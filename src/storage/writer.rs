@@ -1,0 +1,317 @@
+//! The writer that owns a `.part` file while its download runs. It lives on one blocking thread
+//! and takes large coalesced buffers from a bounded channel, so no async worker ever waits on
+//! the disk or on hashing, and memory is bounded by the channel's capacity. It writes with
+//! positional writes (never `O_APPEND`, whose `pwrite` ignores the offset on Linux), hashes what
+//! it writes in file order, and checkpoints the resume state only after the data is synced.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::PartPaths;
+use super::state::{ResumeState, Validators};
+use crate::integrity::{Algorithm, Checksum, Hasher};
+use crate::Error;
+
+/// Buffers queued between the network and the disk; with 1 MiB buffers this bounds a
+/// download's data in flight to a few MiB.
+const QUEUE_DEPTH: usize = 4;
+/// Read size when hashing data already on disk.
+const READ_BACK_BYTES: usize = 1 << 20;
+
+/// How the writer ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseMode {
+    /// The file is complete: hash what was not hashed yet, sync, and report.
+    Complete,
+    /// Keep the `.part` and a durable state for a later resume.
+    Suspend,
+    /// The bytes are worthless (wrong digest): delete the `.part` and its state.
+    Discard,
+}
+
+/// What the writer reports when it closes.
+#[derive(Debug, Default)]
+pub(crate) struct Closed {
+    /// The digest of the whole file, when an algorithm was asked for and the mode was Complete.
+    pub(crate) digest: Option<Checksum>,
+}
+
+enum Command {
+    Write { offset: u64, data: Bytes },
+    Restart(Validators),
+    Close(CloseMode),
+}
+
+/// Handle to the writer thread of one `.part` file.
+pub(crate) struct PartWriter {
+    commands: mpsc::Sender<Command>,
+    thread: Option<JoinHandle<Result<Closed, Error>>>,
+}
+
+/// Opens a file for reading and writing without following a symlink planted at `path`.
+pub(crate) fn create_no_follow(path: &Path, truncate: bool) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(truncate);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    options.open(path)
+}
+
+impl PartWriter {
+    /// Starts the writer. With `fresh`, the `.part` file is truncated and `state.done` is
+    /// ignored; otherwise the bytes in `state.done` are kept (and hashed again when
+    /// `algorithm` is set, so the digest covers the whole file).
+    pub(crate) fn spawn(
+        paths: PartPaths,
+        state: ResumeState,
+        fresh: bool,
+        algorithm: Option<Algorithm>,
+        checkpoint_interval: Duration,
+    ) -> Self {
+        let (commands, mut receiver) = mpsc::channel(QUEUE_DEPTH);
+        let thread = tokio::task::spawn_blocking(move || {
+            let mut core = WriterCore::open(paths, state, fresh, algorithm, checkpoint_interval)?;
+            let result = core.serve(&mut receiver);
+            if result.is_err() {
+                // Keep what is durable resumable; the original error is what matters.
+                let _ = core.close(CloseMode::Suspend);
+            }
+            result
+        });
+        Self {
+            commands,
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues `data` to be written at `offset`. Waits while the queue is full (backpressure).
+    ///
+    /// # Errors
+    /// The writer's own error (for example a full disk) once it has stopped.
+    pub(crate) async fn write(&mut self, offset: u64, data: Bytes) -> Result<(), Error> {
+        self.send(Command::Write { offset, data }).await
+    }
+
+    /// Truncates the file and starts over for a new version of the entity.
+    pub(crate) async fn restart(&mut self, validators: Validators) -> Result<(), Error> {
+        self.send(Command::Restart(validators)).await
+    }
+
+    /// Ends the writer and waits until it has done what `mode` says.
+    pub(crate) async fn close(mut self, mode: CloseMode) -> Result<Closed, Error> {
+        // A failed send means the thread already stopped; its result says why.
+        let _ = self.commands.send(Command::Close(mode)).await;
+        self.join().await
+    }
+
+    async fn send(&mut self, command: Command) -> Result<(), Error> {
+        if self.commands.send(command).await.is_ok() {
+            return Ok(());
+        }
+        match self.join().await {
+            Err(error) => Err(error),
+            Ok(_) => Err(Error::io(
+                "write",
+                "<part file>",
+                io::Error::other("the writer stopped early"),
+            )),
+        }
+    }
+
+    async fn join(&mut self) -> Result<Closed, Error> {
+        let Some(thread) = self.thread.take() else {
+            return Err(Error::io(
+                "write",
+                "<part file>",
+                io::Error::other("the writer already stopped"),
+            ));
+        };
+        thread
+            .await
+            .unwrap_or_else(|e| Err(Error::io("write", "<part file>", io::Error::other(e))))
+    }
+}
+
+struct WriterCore {
+    file: File,
+    paths: PartPaths,
+    state: ResumeState,
+    algorithm: Option<Algorithm>,
+    hasher: Option<Hasher>,
+    /// Everything below this offset has been fed to the hasher, in order.
+    hashed_upto: u64,
+    /// One past the highest byte written.
+    length: u64,
+    checkpoint_interval: Duration,
+    last_checkpoint: Instant,
+    /// Whether data was written since the last checkpoint.
+    dirty: bool,
+}
+
+impl WriterCore {
+    fn open(
+        paths: PartPaths,
+        mut state: ResumeState,
+        fresh: bool,
+        algorithm: Option<Algorithm>,
+        checkpoint_interval: Duration,
+    ) -> Result<Self, Error> {
+        let file = create_no_follow(&paths.part, fresh)
+            .map_err(|e| Error::io("open", &paths.part, e))?;
+        let on_disk = file
+            .metadata()
+            .map_err(|e| Error::io("inspect", &paths.part, e))?
+            .len();
+        if fresh {
+            state.done = super::ranges::RangeSet::default();
+        } else {
+            state.done.clip(on_disk);
+        }
+        let mut core = Self {
+            file,
+            paths,
+            state,
+            algorithm,
+            hasher: algorithm.map(Hasher::new),
+            hashed_upto: 0,
+            length: 0,
+            checkpoint_interval,
+            last_checkpoint: Instant::now(),
+            dirty: false,
+        };
+        core.length = core.state.done.contiguous_prefix();
+        // The state exists before any data does, so a `.part` without a state file was never
+        // ours and is not trusted.
+        core.state.save(&core.paths.state)?;
+        let prefix = core.state.done.contiguous_prefix();
+        core.hash_from_disk(prefix)?;
+        Ok(core)
+    }
+
+    fn serve(&mut self, receiver: &mut mpsc::Receiver<Command>) -> Result<Closed, Error> {
+        while let Some(command) = receiver.blocking_recv() {
+            match command {
+                Command::Write { offset, data } => self.write(offset, &data)?,
+                Command::Restart(validators) => self.restart(validators)?,
+                Command::Close(mode) => return self.close(mode),
+            }
+        }
+        // The download's task went away without closing us (it was dropped): keep the bytes.
+        self.close(CloseMode::Suspend)
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|e| Error::io("write", &self.paths.part, e))?;
+        let end = offset + data.len() as u64;
+        if let Some(hasher) = self.hasher.as_mut()
+            && offset == self.hashed_upto
+        {
+            hasher.update(data);
+            self.hashed_upto = end;
+        }
+        self.state.done.insert(offset, end);
+        self.length = self.length.max(end);
+        self.dirty = true;
+        if self.last_checkpoint.elapsed() >= self.checkpoint_interval {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Makes the data durable, then the state that describes it.
+    fn checkpoint(&mut self) -> Result<(), Error> {
+        if self.dirty {
+            self.file
+                .sync_data()
+                .map_err(|e| Error::io("sync", &self.paths.part, e))?;
+            self.state.save(&self.paths.state)?;
+            self.dirty = false;
+        }
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    fn restart(&mut self, validators: Validators) -> Result<(), Error> {
+        self.file
+            .set_len(0)
+            .map_err(|e| Error::io("truncate", &self.paths.part, e))?;
+        self.state.validators = validators;
+        self.state.done = super::ranges::RangeSet::default();
+        self.hasher = self.algorithm.map(Hasher::new);
+        self.hashed_upto = 0;
+        self.length = 0;
+        self.dirty = false;
+        self.state.save(&self.paths.state)
+    }
+
+    fn close(&mut self, mode: CloseMode) -> Result<Closed, Error> {
+        match mode {
+            CloseMode::Complete => {
+                self.hash_from_disk(self.length)?;
+                self.file
+                    .sync_data()
+                    .map_err(|e| Error::io("sync", &self.paths.part, e))?;
+                Ok(Closed {
+                    digest: self.hasher.take().map(Hasher::finish),
+                })
+            }
+            CloseMode::Suspend => {
+                self.dirty = true;
+                self.checkpoint()?;
+                Ok(Closed::default())
+            }
+            CloseMode::Discard => {
+                remove_if_present(&self.paths.part)?;
+                remove_if_present(&self.paths.state)?;
+                Ok(Closed::default())
+            }
+        }
+    }
+
+    /// Feeds the hasher the bytes from `hashed_upto` to `end` by reading them back, for data
+    /// that was on disk before this run or written out of order.
+    fn hash_from_disk(&mut self, end: u64) -> Result<(), Error> {
+        let Some(hasher) = self.hasher.as_mut() else {
+            return Ok(());
+        };
+        let mut buffer = vec![0u8; READ_BACK_BYTES];
+        while self.hashed_upto < end {
+            let want = usize::try_from(end - self.hashed_upto)
+                .unwrap_or(usize::MAX)
+                .min(buffer.len());
+            let read = self
+                .file
+                .read_at(&mut buffer[..want], self.hashed_upto)
+                .map_err(|e| Error::io("read", &self.paths.part, e))?;
+            if read == 0 {
+                return Err(Error::io(
+                    "read",
+                    &self.paths.part,
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than recorded"),
+                ));
+            }
+            hasher.update(&buffer[..read]);
+            self.hashed_upto += read as u64;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn remove_if_present(path: &Path) -> Result<(), Error> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path, e)),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,579 @@
+//! One file's life: check what is already on disk, fetch (resuming where it can, retrying what
+//! is worth retrying), verify, and commit under the final name. A final name appears only for a
+//! complete, verified file; any failure leaves a resumable `.part` or nothing.
+
+mod http;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT_ENCODING, IF_RANGE, RANGE};
+use tokio_util::sync::CancellationToken;
+
+use crate::downloader::{OnExists, Shared};
+use crate::integrity::{Checksum, Hasher};
+use crate::naming::redact_url;
+use crate::progress::{Event, Observer, TransferId, error_chain};
+use crate::storage::PartPaths;
+use crate::storage::state::{ResumeState, Unusable, Validators};
+use crate::storage::writer::{CloseMode, PartWriter, remove_if_present};
+use crate::{Error, Request};
+
+/// Network chunks are gathered into buffers of this size before they go to the writer: large
+/// writes are cheap, and the writer's queue bounds memory to a few of them.
+const COALESCE_BYTES: usize = 1 << 20;
+/// How many times in a row one download may be sent back to byte zero before haul gives up.
+const MAX_START_OVERS: u32 = 3;
+
+/// A finished download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Completed {
+    /// The final path of the file.
+    pub path: PathBuf,
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// Its digest, when a checksum was asked for (then it equals the expected one).
+    pub digest: Option<Checksum>,
+    /// Bytes that were already on disk from an earlier attempt or run.
+    pub resumed_from: u64,
+    /// Wall time of this download.
+    pub duration: Duration,
+    /// The file was already complete and nothing was transferred.
+    pub already_present: bool,
+}
+
+/// Everything one download needs from its batch.
+pub(crate) struct Transfer<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) request: &'a Request,
+    pub(crate) id: TransferId,
+    pub(crate) observer: &'a dyn Observer,
+    pub(crate) cancel: &'a CancellationToken,
+    pub(crate) final_path: PathBuf,
+}
+
+/// What one download has reached so far, carried across attempts.
+struct Session {
+    /// The state a writer starts from: validators and the ranges already on disk.
+    state: ResumeState,
+    /// Bytes of the file handed to the writer, from offset 0 without a gap.
+    offset: u64,
+    writer: Option<PartWriter>,
+    /// Whether `Started` was reported.
+    started: bool,
+    resumed_from: u64,
+}
+
+/// How an attempt ended when it did not fail.
+enum AttemptEnd {
+    Complete,
+    /// The bytes on disk cannot be continued; fetch again from zero.
+    StartOver(String),
+}
+
+impl Transfer<'_> {
+    pub(crate) async fn run(self) -> Result<Completed, Error> {
+        let clock = Instant::now();
+        if let Some(done) = self.existing_file(clock).await? {
+            return Ok(done);
+        }
+        if let Some(parent) = self.final_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| Error::io("create directory", parent, e))?;
+        }
+        let paths = PartPaths::beside(&self.final_path);
+        let state = self.resume_state(&paths).await;
+        let offset = state.done.contiguous_prefix();
+        let mut session = Session {
+            state,
+            offset,
+            writer: None,
+            started: false,
+            resumed_from: 0,
+        };
+        match self.fetch(&mut session, &paths).await {
+            Ok(()) => self.commit(session, &paths, clock).await,
+            Err(error) => {
+                if let Some(writer) = session.writer.take() {
+                    let worthless = !error.keeps_partial() || session.offset == 0;
+                    let mode = if worthless {
+                        CloseMode::Discard
+                    } else {
+                        CloseMode::Suspend
+                    };
+                    // The download's own error matters more than a failure to tidy up.
+                    let _ = writer.close(mode).await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        redact_url(&self.request.url)
+    }
+
+    fn emit(&self, event: Event) {
+        self.observer.on_event(&event);
+    }
+
+    /// Applies the `OnExists` policy to a final file that is already there.
+    async fn existing_file(&self, clock: Instant) -> Result<Option<Completed>, Error> {
+        let Ok(metadata) = tokio::fs::symlink_metadata(&self.final_path).await else {
+            return Ok(None);
+        };
+        let exists = || Error::AlreadyExists {
+            path: self.final_path.clone(),
+        };
+        match self.shared.config.on_exists {
+            OnExists::Overwrite if !metadata.is_dir() => return Ok(None),
+            OnExists::Skip if metadata.is_file() => {}
+            _ => return Err(exists()),
+        }
+        let digest = match &self.request.checksum {
+            None => None,
+            Some(expected) => {
+                let actual = hash_file(&self.final_path, expected).await?;
+                if &actual != expected {
+                    return Err(exists());
+                }
+                Some(actual)
+            }
+        };
+        Ok(Some(Completed {
+            path: self.final_path.clone(),
+            bytes: metadata.len(),
+            digest,
+            resumed_from: metadata.len(),
+            duration: clock.elapsed(),
+            already_present: true,
+        }))
+    }
+
+    /// The resume state to start from: the saved one when it can be trusted for this request,
+    /// otherwise an empty one (and a `Restarted` event saying why, when there was one).
+    async fn resume_state(&self, paths: &PartPaths) -> ResumeState {
+        let checksum = self.request.checksum.as_ref().map(ToString::to_string);
+        let fresh = ResumeState::new(self.url(), Validators::default(), checksum.clone());
+        let state_path = paths.state.clone();
+        let loaded = tokio::task::spawn_blocking(move || ResumeState::load(&state_path))
+            .await
+            .unwrap_or_else(|e| Err(Unusable::Invalid(e.to_string())));
+        let refuse = |why: String| {
+            self.emit(Event::Restarted {
+                id: self.id,
+                reason: format!("not resuming `{}`: {why}", paths.part.display()),
+            });
+            fresh.clone()
+        };
+        let state = match loaded {
+            Err(Unusable::Missing) => return fresh.clone(),
+            Err(Unusable::Invalid(why)) => return refuse(format!("its state file is {why}")),
+            Ok(state) => state,
+        };
+        let part_len = tokio::fs::symlink_metadata(&paths.part)
+            .await
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len());
+        if state.url != fresh.url {
+            return refuse("it was downloaded from another URL".into());
+        }
+        if state.checksum != checksum {
+            return refuse("it was started with another checksum".into());
+        }
+        let Some(part_len) = part_len else {
+            return fresh.clone();
+        };
+        if state.validators.if_range().is_none() && state.validators.total_bytes.is_none() {
+            return refuse("the server gave no validator and no length to check it against".into());
+        }
+        let mut state = state;
+        state.done.clip(part_len);
+        state
+    }
+
+    /// Attempts until the file is complete, a permanent error occurs, or retries run out.
+    async fn fetch(&self, session: &mut Session, paths: &PartPaths) -> Result<(), Error> {
+        let config = &self.shared.config;
+        let mut failures = 0u32;
+        let mut start_overs = 0u32;
+        loop {
+            let before = session.offset;
+            let error = match self.attempt(session, paths).await {
+                Ok(AttemptEnd::Complete) => return Ok(()),
+                Ok(AttemptEnd::StartOver(reason)) => {
+                    start_overs += 1;
+                    if start_overs > MAX_START_OVERS {
+                        return Err(Error::BadRange {
+                            url: self.url(),
+                            detail: format!("gave up after {MAX_START_OVERS} restarts: {reason}"),
+                        });
+                    }
+                    self.emit(Event::Restarted {
+                        id: self.id,
+                        reason,
+                    });
+                    session.offset = 0;
+                    session.state.validators = Validators::default();
+                    continue;
+                }
+                Err(error) => error,
+            };
+            if !error.is_retryable() {
+                return Err(error);
+            }
+            if session.offset > before {
+                failures = 0;
+            }
+            failures += 1;
+            if failures > config.retries {
+                return Err(error);
+            }
+            let delay = retry_delay(
+                failures,
+                config.retry_delay,
+                config.max_retry_wait,
+                error.retry_after(),
+            );
+            self.emit(Event::Retrying {
+                id: self.id,
+                attempt: failures + 1,
+                delay,
+                reason: error_chain(&error),
+            });
+            tokio::select! {
+                () = self.cancel.cancelled() => return Err(Error::Cancelled),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One request: send, judge the answer, stream the body to the writer.
+    async fn attempt(
+        &self,
+        session: &mut Session,
+        paths: &PartPaths,
+    ) -> Result<AttemptEnd, Error> {
+        let response = self.send(session).await?;
+        let status = response.status();
+        let headers = response.headers();
+        let resuming = session.offset > 0;
+        let body_total = match status {
+            StatusCode::PARTIAL_CONTENT => {
+                let Some(range) = http::content_range(headers) else {
+                    return Err(self.bad_range("missing or malformed Content-Range"));
+                };
+                if range.start != session.offset {
+                    return Err(self.bad_range(&format!(
+                        "asked for bytes from {}, got {}-{}",
+                        session.offset,
+                        range.start,
+                        range.end.saturating_sub(1)
+                    )));
+                }
+                let known = session.state.validators.total_bytes;
+                if range.total.is_none() || (known.is_some() && range.total != known) {
+                    return Ok(AttemptEnd::StartOver(format!(
+                        "the file's length changed from {} to {} bytes",
+                        known.map_or("unknown".into(), |t| t.to_string()),
+                        range.total.map_or("unknown".into(), |t| t.to_string()),
+                    )));
+                }
+                if session.writer.is_none() {
+                    self.open_writer(session, paths, false);
+                }
+                range.end
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE if resuming => {
+                let total = session.state.validators.total_bytes;
+                if total == Some(session.offset) {
+                    if session.writer.is_none() {
+                        self.open_writer(session, paths, false);
+                    }
+                    self.report_started(session, total);
+                    return Ok(AttemptEnd::Complete);
+                }
+                return Ok(AttemptEnd::StartOver(
+                    "the server refused the range; the file changed".into(),
+                ));
+            }
+            status if status.is_success() && status != StatusCode::PARTIAL_CONTENT => {
+                let total = response.content_length();
+                let validators = http::validators(headers, total);
+                if resuming {
+                    self.emit(Event::Restarted {
+                        id: self.id,
+                        reason: "the server sent the whole file (it changed, or ranges are \
+                                 unsupported); starting over"
+                            .into(),
+                    });
+                }
+                session.offset = 0;
+                session.state.validators = validators.clone();
+                match session.writer.as_mut() {
+                    Some(writer) => writer.restart(validators).await?,
+                    None => self.open_writer(session, paths, true),
+                }
+                total.unwrap_or(u64::MAX)
+            }
+            status => {
+                return Err(Error::Status {
+                    url: self.url(),
+                    status: status.as_u16(),
+                    retry_after: http::retry_after(headers),
+                });
+            }
+        };
+        let total = session.state.validators.total_bytes;
+        self.report_started(session, total);
+        self.stream_body(session, response, body_total).await?;
+        Ok(AttemptEnd::Complete)
+    }
+
+    async fn send(&self, session: &Session) -> Result<reqwest::Response, Error> {
+        let mut builder = self
+            .shared
+            .client
+            .get(self.request.url.clone())
+            .header(ACCEPT_ENCODING, "identity")
+            .headers(self.request.headers.clone());
+        if session.offset > 0 {
+            builder = builder.header(RANGE, format!("bytes={}-", session.offset));
+            if let Some(validator) = session.state.validators.if_range() {
+                builder = builder.header(IF_RANGE, validator);
+            }
+        }
+        let config = &self.shared.config;
+        let deadline = config.connect_timeout + config.stall_timeout;
+        tokio::select! {
+            () = self.cancel.cancelled() => Err(Error::Cancelled),
+            sent = tokio::time::timeout(deadline, builder.send()) => match sent {
+                Err(_) => Err(Error::Stalled { url: self.url(), timeout: deadline }),
+                Ok(Err(source)) => Err(Error::Network { url: self.url(), source: source.without_url() }),
+                Ok(Ok(response)) => Ok(response),
+            },
+        }
+    }
+
+    fn bad_range(&self, detail: &str) -> Error {
+        Error::BadRange {
+            url: self.url(),
+            detail: detail.to_owned(),
+        }
+    }
+
+    fn open_writer(&self, session: &mut Session, paths: &PartPaths, fresh: bool) {
+        if fresh {
+            session.offset = 0;
+        }
+        session.writer = Some(PartWriter::spawn(
+            paths.clone(),
+            session.state.clone(),
+            fresh,
+            self.request.checksum.as_ref().map(Checksum::algorithm),
+            self.shared.config.checkpoint_interval,
+        ));
+    }
+
+    fn report_started(&self, session: &mut Session, total_bytes: Option<u64>) {
+        if !session.started {
+            session.started = true;
+            session.resumed_from = session.offset;
+            self.emit(Event::Started {
+                id: self.id,
+                total_bytes,
+                resumed_from: session.offset,
+            });
+        }
+    }
+
+    /// Streams the body into the writer until `end` (one past the last byte the response
+    /// carries; `u64::MAX` when unknown). Chunks are coalesced into large buffers; on any
+    /// failure what was received is still handed over, so a retry resumes after it.
+    async fn stream_body(
+        &self,
+        session: &mut Session,
+        response: reqwest::Response,
+        end: u64,
+    ) -> Result<(), Error> {
+        let stall = self.shared.config.stall_timeout;
+        let Some(writer) = session.writer.as_mut() else {
+            return Err(Error::Config("internal: no writer for the body".into()));
+        };
+        let mut body = response.bytes_stream();
+        let mut pending = BytesMut::new();
+        let outcome = loop {
+            let next = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => break Err(Error::Cancelled),
+                next = tokio::time::timeout(stall, body.next()) => next,
+            };
+            let chunk: Bytes = match next {
+                Err(_) => break Err(Error::Stalled { url: self.url(), timeout: stall }),
+                Ok(None) => break Ok(()),
+                Ok(Some(Err(source))) => {
+                    break Err(Error::Network {
+                        url: self.url(),
+                        source: source.without_url(),
+                    });
+                }
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            let received = session.offset + (pending.len() + chunk.len()) as u64;
+            if received > end {
+                break Err(Error::LongBody {
+                    url: self.url(),
+                    expected: end,
+                });
+            }
+            if pending.is_empty() && chunk.len() >= COALESCE_BYTES {
+                writer.write(session.offset, chunk).await?;
+                session.offset = received;
+            } else {
+                pending.extend_from_slice(&chunk);
+                if pending.len() >= COALESCE_BYTES {
+                    writer.write(session.offset, pending.split().freeze()).await?;
+                    session.offset = received;
+                }
+            }
+            self.emit(Event::Progress {
+                id: self.id,
+                bytes_done: received,
+            });
+        };
+        if !pending.is_empty() {
+            let length = pending.len() as u64;
+            writer.write(session.offset, pending.freeze()).await?;
+            session.offset += length;
+        }
+        outcome?;
+        if end != u64::MAX && session.offset < end {
+            return Err(Error::ShortBody {
+                url: self.url(),
+                received: session.offset,
+                expected: end,
+            });
+        }
+        Ok(())
+    }
+
+    /// Verifies the finished `.part` and gives it its final name.
+    async fn commit(
+        &self,
+        mut session: Session,
+        paths: &PartPaths,
+        clock: Instant,
+    ) -> Result<Completed, Error> {
+        let Some(writer) = session.writer.take() else {
+            return Err(Error::Config("internal: completed without a writer".into()));
+        };
+        let closed = writer.close(CloseMode::Complete).await?;
+        if let Some(expected) = &self.request.checksum {
+            let actual = closed.digest.clone();
+            if actual.as_ref() != Some(expected) {
+                remove_if_present(&paths.part)?;
+                remove_if_present(&paths.state)?;
+                return Err(Error::ChecksumMismatch {
+                    path: self.final_path.clone(),
+                    algorithm: expected.algorithm().name(),
+                    expected: expected.hex(),
+                    actual: actual.map_or_else(|| "nothing".into(), |d| d.hex()),
+                });
+            }
+        }
+        tokio::fs::rename(&paths.part, &self.final_path)
+            .await
+            .map_err(|e| Error::io("rename", &paths.part, e))?;
+        remove_if_present(&paths.state)?;
+        let completed = Completed {
+            path: self.final_path.clone(),
+            bytes: session.offset,
+            digest: closed.digest,
+            resumed_from: session.resumed_from,
+            duration: clock.elapsed(),
+            already_present: false,
+        };
+        Ok(completed)
+    }
+}
+
+/// Hashes a whole file on a blocking thread.
+async fn hash_file(path: &Path, like: &Checksum) -> Result<Checksum, Error> {
+    let path = path.to_path_buf();
+    let algorithm = like.algorithm();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut file = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let mut hasher = Hasher::new(algorithm);
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let read = file
+                .read(&mut buffer)
+                .map_err(|e| Error::io("read", &path, e))?;
+            if read == 0 {
+                return Ok(hasher.finish());
+            }
+            hasher.update(&buffer[..read]);
+        }
+    })
+    .await
+    .map_err(|e| Error::io("hash", "<file>", std::io::Error::other(e)))?
+}
+
+/// Exponential backoff with "equal jitter": half the delay is fixed, half random, so retries of
+/// many downloads do not arrive together. A server's `Retry-After` wins, both capped by `max`.
+fn retry_delay(
+    failures: u32,
+    base: Duration,
+    max: Duration,
+    retry_after: Option<Duration>,
+) -> Duration {
+    if let Some(asked) = retry_after {
+        return asked.min(max);
+    }
+    let exponential = base.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    let capped = exponential.min(max);
+    let half = capped / 2;
+    half + half.mul_f64(random_unit())
+}
+
+/// A number in `[0, 1)` from the standard library's randomly seeded hasher; good enough for
+/// jitter and free of a dependency.
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(Instant::now().elapsed().as_nanos());
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_respects_the_cap() {
+        let base = Duration::from_secs(1);
+        let max = Duration::from_secs(10);
+        for failures in 1..=8 {
+            let full = base.saturating_mul(1 << (failures - 1)).min(max);
+            let delay = retry_delay(failures, base, max, None);
+            assert!(delay >= full / 2 && delay <= full, "{failures}: {delay:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_wins_but_is_capped() {
+        let base = Duration::from_secs(1);
+        let max = Duration::from_secs(10);
+        let asked = Some(Duration::from_secs(3));
+        assert_eq!(retry_delay(1, base, max, asked), Duration::from_secs(3));
+        let too_long = Some(Duration::from_secs(3600));
+        assert_eq!(retry_delay(1, base, max, too_long), max);
+    }
+}
