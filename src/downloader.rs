@@ -104,7 +104,7 @@ impl Default for DownloaderBuilder {
                 retries: 5,
                 retry_delay: Duration::from_secs(1),
                 max_retry_wait: Duration::from_secs(60),
-                checkpoint_interval: Duration::from_secs(2),
+                checkpoint_interval: Duration::from_secs(1),
                 on_exists: OnExists::Skip,
             },
             user_agent: concat!("haul/", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -189,7 +189,7 @@ impl DownloaderBuilder {
         self
     }
 
-    /// How often the resume state of a running download is made durable (default 2 s). Each
+    /// How often the resume state of a running download is made durable (default 1 s). Each
     /// checkpoint syncs the `.part` data first, so a crash loses at most this much work.
     #[must_use]
     pub fn checkpoint_interval(mut self, interval: Duration) -> Self {

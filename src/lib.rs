@@ -25,6 +25,7 @@
 
 mod downloader;
 mod error;
+pub mod input;
 mod integrity;
 pub mod naming;
 mod progress;
@@ -39,5 +40,5 @@ pub use integrity::{Algorithm, Checksum};
 pub use progress::{ChannelObserver, Event, NoObserver, Observer, TransferId, error_chain};
 pub use request::{Destination, Request};
 pub use scheduler::{Batch, Outcome, Outcomes};
-pub use transfer::Completed;
 pub use tokio_util::sync::CancellationToken;
+pub use transfer::Completed;

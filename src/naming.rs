@@ -85,7 +85,11 @@ pub fn join_inside(dir: &Path, relative: &str) -> Result<PathBuf, Error> {
             _ => return Err(unsafe_name()),
         }
     }
-    if has_name { Ok(out) } else { Err(unsafe_name()) }
+    if has_name {
+        Ok(out)
+    } else {
+        Err(unsafe_name())
+    }
 }
 
 /// The URL as text with any password replaced by `***`, for messages and events.

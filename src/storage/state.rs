@@ -166,10 +166,7 @@ mod tests {
             etag: Some("W/\"weak\"".into()),
             last_modified: Some("Sun, 06 Nov 1994 08:49:37 GMT".into()),
         };
-        assert_eq!(
-            validators.if_range(),
-            Some("Sun, 06 Nov 1994 08:49:37 GMT")
-        );
+        assert_eq!(validators.if_range(), Some("Sun, 06 Nov 1994 08:49:37 GMT"));
         validators.last_modified = None;
         assert_eq!(validators.if_range(), None);
         validators.etag = Some("\"strong\"".into());

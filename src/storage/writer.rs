@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 
 use super::PartPaths;
 use super::state::{ResumeState, Validators};
-use crate::integrity::{Algorithm, Checksum, Hasher};
 use crate::Error;
+use crate::integrity::{Algorithm, Checksum, Hasher};
 
 /// Buffers queued between the network and the disk; with 1 MiB buffers this bounds a
 /// download's data in flight to a few MiB.
@@ -58,7 +58,11 @@ pub(crate) struct PartWriter {
 /// Opens a file for reading and writing without following a symlink planted at `path`.
 pub(crate) fn create_no_follow(path: &Path, truncate: bool) -> io::Result<File> {
     let mut options = OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(truncate);
+    options
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(truncate);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -166,8 +170,8 @@ impl WriterCore {
         algorithm: Option<Algorithm>,
         checkpoint_interval: Duration,
     ) -> Result<Self, Error> {
-        let file = create_no_follow(&paths.part, fresh)
-            .map_err(|e| Error::io("open", &paths.part, e))?;
+        let file =
+            create_no_follow(&paths.part, fresh).map_err(|e| Error::io("open", &paths.part, e))?;
         let on_disk = file
             .metadata()
             .map_err(|e| Error::io("inspect", &paths.part, e))?
@@ -299,7 +303,10 @@ impl WriterCore {
                 return Err(Error::io(
                     "read",
                     &self.paths.part,
-                    io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than recorded"),
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file is shorter than recorded",
+                    ),
                 ));
             }
             hasher.update(&buffer[..read]);

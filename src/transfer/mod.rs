@@ -81,7 +81,11 @@ impl Transfer<'_> {
         if let Some(done) = self.existing_file(clock).await? {
             return Ok(done);
         }
-        if let Some(parent) = self.final_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Some(parent) = self
+            .final_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
             tokio::fs::create_dir_all(parent)
                 .await
                 .map_err(|e| Error::io("create directory", parent, e))?;
@@ -181,8 +185,10 @@ impl Transfer<'_> {
             .ok()
             .filter(std::fs::Metadata::is_file)
             .map(|m| m.len());
-        if state.url != fresh.url {
-            return refuse("it was downloaded from another URL".into());
+        // Another URL (a mirror, a re-signed link) is fine when the server can vouch for the
+        // bytes with If-Range; without a validator only the same URL is trusted.
+        if state.url != fresh.url && state.validators.if_range().is_none() {
+            return refuse("it was downloaded from another URL and has no validator".into());
         }
         if state.checksum != checksum {
             return refuse("it was started with another checksum".into());
@@ -255,11 +261,7 @@ impl Transfer<'_> {
     }
 
     /// One request: send, judge the answer, stream the body to the writer.
-    async fn attempt(
-        &self,
-        session: &mut Session,
-        paths: &PartPaths,
-    ) -> Result<AttemptEnd, Error> {
+    async fn attempt(&self, session: &mut Session, paths: &PartPaths) -> Result<AttemptEnd, Error> {
         let response = self.send(session).await?;
         let status = response.status();
         let headers = response.headers();
@@ -415,7 +417,12 @@ impl Transfer<'_> {
                 next = tokio::time::timeout(stall, body.next()) => next,
             };
             let chunk: Bytes = match next {
-                Err(_) => break Err(Error::Stalled { url: self.url(), timeout: stall }),
+                Err(_) => {
+                    break Err(Error::Stalled {
+                        url: self.url(),
+                        timeout: stall,
+                    });
+                }
                 Ok(None) => break Ok(()),
                 Ok(Some(Err(source))) => {
                     break Err(Error::Network {
@@ -438,7 +445,9 @@ impl Transfer<'_> {
             } else {
                 pending.extend_from_slice(&chunk);
                 if pending.len() >= COALESCE_BYTES {
-                    writer.write(session.offset, pending.split().freeze()).await?;
+                    writer
+                        .write(session.offset, pending.split().freeze())
+                        .await?;
                     session.offset = received;
                 }
             }

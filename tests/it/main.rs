@@ -1,1 +1,7 @@
+//! Integration tests: the library and the real binary against the in-process server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod cli;
+mod library;
+mod resume;
+mod support;

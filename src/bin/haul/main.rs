@@ -1,1 +1,315 @@
-fn main(){}
+//! `haul`: the command-line face of the library. Parses arguments and input files into
+//! requests, runs them, renders events, and maps outcomes to exit codes.
+
+mod args;
+mod render;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures_util::StreamExt;
+use haul::input::{InputEntry, parse_input};
+use haul::naming::join_inside;
+use haul::{CancellationToken, Checksum, Downloader, ErrorKind, OnExists, Request};
+use indicatif::HumanBytes;
+
+use args::{Cli, Command, GetArgs, OnExistsArg, ProgressMode};
+use render::{Renderer, Style};
+
+/// Exit codes, documented in the README.
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// An error in what the user asked for: reported before anything starts, exit code 2.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("caused by: {cause}");
+            }
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Get(args) => get(args).await,
+    }
+}
+
+async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
+    let requests = build_requests(&args)?;
+    if requests.is_empty() {
+        bail!(UsageError(
+            "nothing to download: give URLs or --input-file".into()
+        ));
+    }
+    let downloader = build_downloader(&args)?;
+    let renderer = Arc::new(Renderer::new(render_style(&args)));
+    let cancel = CancellationToken::new();
+    let interrupted = watch_interrupts(cancel.clone());
+    let total = requests.len();
+    let clock = Instant::now();
+    let mut outcomes = downloader
+        .batch(requests)
+        .with_observer(renderer.clone())
+        .with_cancellation(cancel.clone())
+        .start()
+        .map_err(|e| UsageError(haul::error_chain(&e)))?;
+    let mut integrity_failures = 0usize;
+    while let Some(outcome) = outcomes.next().await {
+        if let Err(error) = &outcome.result
+            && error.kind() == ErrorKind::Integrity
+        {
+            integrity_failures += 1;
+        }
+    }
+    let summary = renderer.finish();
+    let quiet = args.quiet || args.progress == ProgressMode::None;
+    if cancel.is_cancelled() || interrupted.is_cancelled() {
+        let unfinished = renderer.unfinished();
+        eprintln!(
+            "interrupted: {} of {total} downloads unfinished; their .part files are kept.",
+            unfinished.len()
+        );
+        for name in unfinished.iter().take(10) {
+            eprintln!("  {name}");
+        }
+        if unfinished.len() > 10 {
+            eprintln!("  ... and {} more", unfinished.len() - 10);
+        }
+        eprintln!("Run the same command again to resume.");
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
+    if !quiet {
+        let seconds = clock.elapsed().as_secs_f64();
+        #[expect(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a display rate"
+        )]
+        let rate = (summary.bytes_transferred as f64 / seconds.max(1e-3)) as u64;
+        eprintln!(
+            "{} downloaded, {} already complete, {} failed; {} in {:.1}s ({}/s)",
+            summary.downloaded,
+            summary.already_present,
+            summary.failed,
+            HumanBytes(summary.bytes_transferred),
+            seconds,
+            HumanBytes(rate)
+        );
+    }
+    let _ = integrity_failures;
+    Ok(if summary.failed > 0 {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The first Ctrl-C cancels the batch (transfers save their state and stop); a second one
+/// exits at once. State stays consistent either way: it is only written after its data.
+fn watch_interrupts(cancel: CancellationToken) -> CancellationToken {
+    let interrupted = CancellationToken::new();
+    let flag = interrupted.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        flag.cancel();
+        cancel.cancel();
+        eprintln!("\ninterrupt: stopping and saving state (press Ctrl-C again to quit at once)");
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+    });
+    interrupted
+}
+
+fn render_style(args: &GetArgs) -> Style {
+    if args.quiet {
+        return Style::ErrorsOnly;
+    }
+    match args.progress {
+        ProgressMode::None => Style::ErrorsOnly,
+        ProgressMode::Bars => Style::Bars,
+        ProgressMode::Lines => Style::Lines,
+        ProgressMode::Auto if std::io::stderr().is_terminal() => Style::Bars,
+        ProgressMode::Auto => Style::Lines,
+    }
+}
+
+fn build_downloader(args: &GetArgs) -> anyhow::Result<Downloader> {
+    let mut builder = Downloader::builder()
+        .jobs(args.jobs as usize)
+        .per_host(args.per_host as usize)
+        .retries(args.retries)
+        .max_retry_wait(args.max_retry_wait)
+        .connect_timeout(args.connect_timeout)
+        .stall_timeout(args.stall_timeout)
+        .checkpoint_interval(args.checkpoint_interval)
+        .on_exists(match args.on_exists {
+            OnExistsArg::Skip => OnExists::Skip,
+            OnExistsArg::Overwrite => OnExists::Overwrite,
+            OnExistsArg::Error => OnExists::Error,
+        });
+    if let Some(agent) = &args.user_agent {
+        builder = builder.user_agent(agent.clone());
+    }
+    for header in &args.headers {
+        let (name, value) = split_header(header)?;
+        builder = builder.header(name, value);
+    }
+    builder
+        .build()
+        .map_err(|e| UsageError(haul::error_chain(&e)).into())
+}
+
+fn split_header(header: &str) -> Result<(&str, &str), UsageError> {
+    header
+        .split_once(':')
+        .map(|(name, value)| (name.trim(), value.trim()))
+        .ok_or_else(|| UsageError(format!("header `{header}` is not `Name: value`")))
+}
+
+fn build_requests(args: &GetArgs) -> anyhow::Result<Vec<Request>> {
+    let mut requests = Vec::new();
+    let single_only = |flag: &str| -> anyhow::Result<()> {
+        let count = args.urls.len() + usize::from(args.input_file.is_some());
+        if count != 1 || args.input_file.is_some() {
+            bail!(UsageError(format!(
+                "{flag} needs exactly one URL on the command line"
+            )));
+        }
+        Ok(())
+    };
+    if args.output.is_some() {
+        single_only("--output")?;
+    }
+    let checksum = match &args.checksum {
+        Some(spec) => {
+            single_only("--checksum")?;
+            Some(
+                spec.parse::<Checksum>()
+                    .map_err(|e| UsageError(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    for url in &args.urls {
+        let mut request = Request::new(url)
+            .map_err(|e| UsageError(e.to_string()))?
+            .into_dir(&args.dir);
+        if let Some(output) = &args.output {
+            request = request.to_file(args.dir.join(output));
+        }
+        if let Some(checksum) = &checksum {
+            request = request.with_checksum(checksum.clone());
+        }
+        requests.push(request);
+    }
+    if let Some(input) = &args.input_file {
+        let text = read_input(input)?;
+        let entries = parse_input(&text).map_err(|errors| {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            UsageError(format!(
+                "{} has {} bad line(s); nothing was started:\n  {}",
+                display_input(input),
+                errors.len(),
+                lines.join("\n  ")
+            ))
+        })?;
+        for entry in entries {
+            requests.push(
+                request_from_entry(&args.dir, entry).map_err(|message| {
+                    UsageError(format!("{}: {message}", display_input(input)))
+                })?,
+            );
+        }
+    }
+    Ok(requests)
+}
+
+fn display_input(path: &Path) -> String {
+    if path == Path::new("-") {
+        "standard input".into()
+    } else {
+        path.display().to_string()
+    }
+}
+
+fn read_input(path: &Path) -> anyhow::Result<String> {
+    if path == Path::new("-") {
+        return std::io::read_to_string(std::io::stdin()).context("failed to read standard input");
+    }
+    std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read input file `{}`", path.display()))
+        .map_err(|e| UsageError(format!("{e:#}")).into())
+}
+
+fn request_from_entry(base: &Path, entry: InputEntry) -> Result<Request, String> {
+    let line = entry.line;
+    let at_line = |e: haul::Error| format!("line {line}: {e}");
+    let Some(url) = entry.urls.first() else {
+        return Err(format!("line {line}: no URL"));
+    };
+    let dir: PathBuf = match &entry.dir {
+        Some(dir) => join_inside(base, dir).map_err(at_line)?,
+        None => base.to_path_buf(),
+    };
+    let mut request = Request::from_url(url.clone())
+        .map_err(at_line)?
+        .into_dir(&dir);
+    if let Some(out) = &entry.out {
+        request = request.to_file(join_inside(&dir, out).map_err(at_line)?);
+    }
+    if let Some(checksum) = entry.checksum {
+        request = request.with_checksum(checksum);
+    }
+    for (name, value) in &entry.headers {
+        request = request.with_header(name, value).map_err(at_line)?;
+    }
+    Ok(request)
+}

@@ -1,0 +1,161 @@
+//! Command-line arguments (clap derive) and the small value parsers they need.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "haul",
+    version,
+    about = "A streaming, resumable, verifying download manager"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download URLs (from the command line and/or an input file) into a directory.
+    #[command(after_help = GET_EXAMPLES)]
+    Get(GetArgs),
+}
+
+const GET_EXAMPLES: &str = "\
+Examples:
+  haul get https://example.org/file.iso
+  haul get -d downloads -j 16 -i urls.txt
+  haul get -o debian.iso --checksum sha-256=<64 hex digits> https://example.org/debian.iso
+  haul get -i - < urls.txt
+
+Exit codes: 0 all downloads succeeded (or were already complete); 1 at least one failed;
+2 usage or input error (nothing started); 130 interrupted (rerun the same command to resume).";
+
+#[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    /// URLs to download.
+    #[arg(value_name = "URL")]
+    pub urls: Vec<String>,
+
+    /// Read URLs from FILE (one per line, `#` comments, indented `out=`/`dir=`/`checksum=`/
+    /// `header=` options); `-` reads standard input.
+    #[arg(short = 'i', long, value_name = "FILE")]
+    pub input_file: Option<PathBuf>,
+
+    /// Directory to save into.
+    #[arg(short = 'd', long, value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+
+    /// Save the (single) download as NAME, relative to --dir unless absolute.
+    #[arg(short = 'o', long, value_name = "NAME")]
+    pub output: Option<PathBuf>,
+
+    /// How many files download at once.
+    #[arg(short = 'j', long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub jobs: u32,
+
+    /// How many connections one host gets at once, across all files.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub per_host: u32,
+
+    /// Expected digest of the (single) download: sha-256=HEX or sha-512=HEX.
+    #[arg(long, value_name = "ALGO=HEX")]
+    pub checksum: Option<String>,
+
+    /// Print nothing but errors.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// How progress is shown: bars on a terminal, plain lines otherwise (auto), or none.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+
+    /// Retries of a failed attempt (connection errors, cut bodies, 408/429/5xx); every retry
+    /// resumes from the bytes already written.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+
+    /// Longest wait before a retry, the server's Retry-After included (e.g. 60s, 2m).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub max_retry_wait: Duration,
+
+    /// Longest wait for a connection.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Abort an attempt that receives no data for this long, and resume with a new one.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
+
+    /// How often the resume state of a running download is made durable (data synced first):
+    /// a crash loses at most this much work.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub checkpoint_interval: Duration,
+
+    /// Extra request header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
+
+    /// The User-Agent header.
+    #[arg(long, value_name = "TEXT")]
+    pub user_agent: Option<String>,
+
+    /// What to do when the final file already exists: skip it (the default; a rerun transfers
+    /// nothing), overwrite it once the new copy is verified, or fail.
+    #[arg(long, value_enum, default_value_t = OnExistsArg::Skip)]
+    pub on_exists: OnExistsArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    Auto,
+    Bars,
+    Lines,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnExistsArg {
+    Skip,
+    Overwrite,
+    Error,
+}
+
+/// Parses `30`, `30s`, `500ms`, `2m` or `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (e.g. 30s, 500ms, 2m)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit `{other}` (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_common_units() {
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

@@ -1,0 +1,354 @@
+//! The library's promises for single downloads and batches (issue #2).
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use haul::{ChannelObserver, Checksum, Error, ErrorKind, Event, Observer, Request};
+use sha2::{Digest, Sha256, Sha512};
+
+use crate::support::server::{TestServer, content};
+use crate::support::{fast_downloader, listing};
+
+fn sha256(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_arrives_byte_for_byte_under_its_url_name() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader().build().unwrap();
+    for size in [0u64, 1, 65_521, 1_234_567, 5 << 20] {
+        let name = format!("f{size}.bin");
+        let request = Request::new(&server.file_url(size, &name, ""))
+            .unwrap()
+            .into_dir(dir.path());
+        let done = downloader.download(request).await.unwrap();
+        assert_eq!(done.path, dir.path().join(&name));
+        assert_eq!(done.bytes, size);
+        assert!(!done.already_present);
+        assert_eq!(
+            std::fs::read(&done.path).unwrap(),
+            content(&name, 1, size),
+            "{name}"
+        );
+    }
+    assert!(
+        listing(dir.path()).iter().all(|n| !n.contains(".part")),
+        "no working files are left: {:?}",
+        listing(dir.path())
+    );
+    assert!(
+        server
+            .log()
+            .iter()
+            .all(|r| r.accept_encoding.as_deref() == Some("identity"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_without_length_is_streamed_to_its_end() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader().build().unwrap();
+    let url = server.file_url(300_000, "chunked.bin", "chunked=1");
+    let done = downloader
+        .download(Request::new(&url).unwrap().into_dir(dir.path()))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(done.path).unwrap(),
+        content("chunked.bin", 1, 300_000)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_never_exceeds_the_per_host_limit() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader().jobs(8).per_host(3).build().unwrap();
+    let requests: Vec<Request> = (0..200)
+        .map(|i| {
+            Request::new(&server.file_url(1000 + i, &format!("s{i}"), "delay_ms=5"))
+                .unwrap()
+                .into_dir(dir.path())
+        })
+        .collect();
+    let outcomes = downloader.batch(requests).run().await.unwrap();
+    assert_eq!(outcomes.len(), 200);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let done = outcome.as_ref().unwrap();
+        assert_eq!(done.path, dir.path().join(format!("s{i}")), "input order");
+        assert_eq!(
+            std::fs::read(&done.path).unwrap(),
+            content(&format!("s{i}"), 1, 1000 + i as u64)
+        );
+    }
+    assert_eq!(server.requests(), 200);
+    let peak = server.peak_in_flight();
+    assert!(peak <= 3, "peak {peak} exceeds the per-host limit");
+    assert!(peak >= 2, "downloads should overlap (peak {peak})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_never_exceeds_the_global_limit() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader().jobs(4).per_host(100).build().unwrap();
+    let requests: Vec<Request> = (0..60)
+        .map(|i| {
+            Request::new(&server.file_url(10, &format!("g{i}"), "delay_ms=10"))
+                .unwrap()
+                .into_dir(dir.path())
+        })
+        .collect();
+    let outcomes = downloader.batch(requests).run().await.unwrap();
+    assert!(outcomes.iter().all(Result::is_ok));
+    let peak = server.peak_in_flight();
+    assert!((2..=4).contains(&peak), "peak {peak} with jobs = 4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_stream_in_completion_order() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader().jobs(2).build().unwrap();
+    let slow = Request::new(&server.file_url(10, "slow", "delay_ms=400"))
+        .unwrap()
+        .into_dir(dir.path());
+    let fast = Request::new(&server.file_url(10, "fast", ""))
+        .unwrap()
+        .into_dir(dir.path());
+    let mut outcomes = downloader.batch(vec![slow, fast]).start().unwrap();
+    let first = outcomes.next().await.unwrap();
+    assert_eq!(first.id.index(), 1, "the fast download ends first");
+    let second = outcomes.next().await.unwrap();
+    assert_eq!(second.id.index(), 0);
+    assert!(outcomes.next().await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksums_are_verified_while_writing() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader().build().unwrap();
+    let size = 3_000_001;
+    let body = content("sum.bin", 1, size);
+    let url = server.file_url(size, "sum.bin", "");
+
+    let good256: Checksum = format!("sha-256={}", sha256(&body)).parse().unwrap();
+    let done = downloader
+        .download(
+            Request::new(&url)
+                .unwrap()
+                .into_dir(dir.path())
+                .with_checksum(good256.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.digest, Some(good256));
+    std::fs::remove_file(&done.path).unwrap();
+
+    let good512: Checksum = format!("sha-512={}", hex::encode(Sha512::digest(&body)))
+        .parse()
+        .unwrap();
+    let done = downloader
+        .download(
+            Request::new(&url)
+                .unwrap()
+                .into_dir(dir.path())
+                .with_checksum(good512.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.digest, Some(good512));
+    std::fs::remove_file(&done.path).unwrap();
+
+    let wrong: Checksum = format!("sha-256={}", sha256(b"something else"))
+        .parse()
+        .unwrap();
+    let error = downloader
+        .download(
+            Request::new(&url)
+                .unwrap()
+                .into_dir(dir.path())
+                .with_checksum(wrong.clone()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Integrity);
+    let message = error.to_string();
+    assert!(message.contains(&wrong.hex()), "{message}");
+    assert!(message.contains(&sha256(&body)), "{message}");
+    assert_eq!(
+        listing(dir.path()),
+        Vec::<String>::new(),
+        "no final file and no .part after a mismatch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failure_does_not_stop_the_others() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader().build().unwrap();
+    let requests = vec![
+        Request::new(&server.file_url(100, "a", "")).unwrap(),
+        Request::new(&server.url("/missing")).unwrap(),
+        Request::new(&server.file_url(200, "b", "")).unwrap(),
+    ]
+    .into_iter()
+    .map(|r| r.into_dir(dir.path()))
+    .collect();
+    let outcomes = downloader.batch(requests).run().await.unwrap();
+    assert!(outcomes[0].is_ok() && outcomes[2].is_ok());
+    let error = outcomes[1].as_ref().unwrap_err();
+    assert!(
+        matches!(error, Error::Status { status: 404, .. }),
+        "{error}"
+    );
+    assert!(!error.is_retryable());
+    assert_eq!(listing(dir.path()), vec!["a", "b"]);
+    assert_eq!(server.requests(), 3, "a 404 is not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_leaves_a_resumable_part_and_no_final_file() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader().retries(0).build().unwrap();
+    let url = server.file_url(2_000_000, "cut.bin", "drop_after=700000");
+    let error = downloader
+        .download(Request::new(&url).unwrap().into_dir(dir.path()))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Network, "{error}");
+    assert!(error.keeps_partial());
+    assert_eq!(
+        listing(dir.path()),
+        vec!["cut.bin.part", "cut.bin.part.haul"]
+    );
+    let part = std::fs::read(dir.path().join("cut.bin.part")).unwrap();
+    assert_eq!(part.len(), 700_000);
+    assert_eq!(part, content("cut.bin", 1, 700_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_requests_for_one_path_are_refused_before_anything_starts() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader().build().unwrap();
+    let requests = vec![
+        Request::new(&server.file_url(10, "same", "")).unwrap(),
+        Request::new(&server.file_url(20, "same", "")).unwrap(),
+    ]
+    .into_iter()
+    .map(|r| r.into_dir(dir.path()))
+    .collect();
+    let error = downloader.batch(requests).run().await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::DuplicateOutput {
+                first: 0,
+                second: 1,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(server.requests(), 0);
+}
+
+/// Records every event in arrival order.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Event>>);
+
+impl Observer for Recorder {
+    fn on_event(&self, event: &Event) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_follow_the_life_of_each_download() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader().build().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let requests = vec![
+        Request::new(&server.file_url(3_000_000, "big", "")).unwrap(),
+        Request::new(&server.url("/nope")).unwrap(),
+    ]
+    .into_iter()
+    .map(|r| r.into_dir(dir.path()))
+    .collect();
+    downloader
+        .batch(requests)
+        .with_observer(recorder.clone())
+        .run()
+        .await
+        .unwrap();
+    let events = recorder.0.lock().unwrap().clone();
+    let of = |index: usize| -> Vec<&Event> {
+        events.iter().filter(|e| e.id().index() == index).collect()
+    };
+    let big = of(0);
+    assert!(matches!(big[0], Event::Queued { .. }));
+    assert!(matches!(
+        big[1],
+        Event::Started {
+            total_bytes: Some(3_000_000),
+            resumed_from: 0,
+            ..
+        }
+    ));
+    let progress: Vec<u64> = big
+        .iter()
+        .filter_map(|e| match e {
+            Event::Progress { bytes_done, .. } => Some(*bytes_done),
+            _ => None,
+        })
+        .collect();
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "monotonic");
+    assert_eq!(progress.last(), Some(&3_000_000));
+    assert!(matches!(big.last().unwrap(), Event::Finished { .. }));
+    let missing = of(1);
+    assert!(matches!(missing[0], Event::Queued { .. }));
+    assert!(matches!(
+        missing.last().unwrap(),
+        Event::Failed {
+            kind: ErrorKind::HttpStatus,
+            ..
+        }
+    ));
+    for index in 0..2 {
+        let terminal = of(index)
+            .iter()
+            .filter(|e| matches!(e, Event::Finished { .. } | Event::Failed { .. }))
+            .count();
+        assert_eq!(terminal, 1, "one terminal event for request {index}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_can_be_received_from_a_channel() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader().build().unwrap();
+    let (observer, mut events) = ChannelObserver::new();
+    let request = Request::new(&server.file_url(10, "c", ""))
+        .unwrap()
+        .into_dir(dir.path());
+    downloader
+        .batch(vec![request])
+        .with_observer(Arc::new(observer))
+        .run()
+        .await
+        .unwrap();
+    let mut last = None;
+    while let Ok(event) = events.try_recv() {
+        last = Some(event);
+    }
+    assert!(matches!(last, Some(Event::Finished { .. })));
+}

@@ -1,0 +1,49 @@
+//! Shared test helpers: the in-process server, a downloader tuned for tests, the real binary.
+
+pub mod server;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use haul::Downloader;
+
+/// A downloader with test-friendly retry timing.
+pub fn fast_downloader() -> haul::DownloaderBuilder {
+    Downloader::builder()
+        .retry_delay(Duration::from_millis(10))
+        .max_retry_wait(Duration::from_millis(100))
+        .stall_timeout(Duration::from_secs(5))
+}
+
+/// The real `haul` binary.
+pub fn haul() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_haul"));
+    command.env_remove("NO_COLOR");
+    command
+}
+
+/// Runs the binary off the async workers (the test server shares the runtime).
+pub async fn run(mut command: Command) -> Output {
+    tokio::task::spawn_blocking(move || command.output().expect("run haul"))
+        .await
+        .expect("join")
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Names of the entries of `dir`, sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}

@@ -1,0 +1,450 @@
+//! An in-process HTTP/1.1 test server (hyper on 127.0.0.1:0) that serves deterministic bodies
+//! of any size with real `Range`/`If-Range`/`206`/`416`/`ETag`/`Last-Modified` behaviour, and
+//! named faults chosen per request by query parameters:
+//!
+//! | query | effect |
+//! | --- | --- |
+//! | `drop_after=N` | abort the connection after N body bytes of the response |
+//! | `stall_after=N` | send N body bytes, then nothing until the client gives up |
+//! | `fault_times=K` | only the path's first K requests get the drop/stall/status fault |
+//! | `status=CODE` | answer CODE with an empty body (`retry_after=S` adds Retry-After) |
+//! | `no_ranges=1` | ignore `Range` and always send 200 |
+//! | `wrong_range=1` | answer a range request with a Content-Range one byte off |
+//! | `validators=none\|weak\|lm` | no validators, only a weak ETag, only Last-Modified |
+//! | `chunked=1` | no Content-Length |
+//! | `rate=BPS` | throttle the body to BPS bytes per second |
+//! | `delay_ms=N` | wait before answering (keeps the request in flight) |
+//!
+//! URLs look like `/files/SIZE/NAME?faults`. A path's content "version" can be changed with
+//! `set_version`, which changes its bytes, ETag and Last-Modified, like a file replaced on a
+//! real server. The server counts requests, body bytes and the peak number of requests in flight.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::Frame;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// Period of the content pattern: a prime, so misplaced bytes never line up by accident.
+const PERIOD: usize = 65_521;
+const CHUNK: usize = 64 * 1024;
+
+/// What one request looked like, for assertions.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub path: String,
+    pub range: Option<String>,
+    pub if_range: Option<String>,
+    pub accept_encoding: Option<String>,
+    pub status: u16,
+}
+
+#[derive(Default)]
+pub struct Counters {
+    requests: AtomicUsize,
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
+    body_bytes: AtomicU64,
+    hits: Mutex<HashMap<String, usize>>,
+    versions: Mutex<HashMap<String, u32>>,
+    log: Mutex<Vec<Logged>>,
+}
+
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    counters: Arc<Counters>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let counters = Arc::new(Counters::default());
+        let (shutdown, mut stop) = oneshot::channel();
+        let shared = Arc::clone(&counters);
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    _ = &mut stop => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => continue,
+                    },
+                };
+                let counters = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let counters = Arc::clone(&counters);
+                        async move { Ok::<_, Infallible>(handle(counters, request).await) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            counters,
+            shutdown: Some(shutdown),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/files/SIZE/NAME` plus `query` (without `?`) when not empty.
+    pub fn file_url(&self, size: u64, name: &str, query: &str) -> String {
+        let mut url = format!("http://{}/files/{size}/{name}", self.addr);
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(query);
+        }
+        url
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn requests(&self) -> usize {
+        self.counters.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn peak_in_flight(&self) -> usize {
+        self.counters.peak_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Body bytes the server has sent (or tried to send) in all responses.
+    pub fn body_bytes(&self) -> u64 {
+        self.counters.body_bytes.load(Ordering::SeqCst)
+    }
+
+    pub fn log(&self) -> Vec<Logged> {
+        self.counters.log.lock().unwrap().clone()
+    }
+
+    /// Replaces the file at `path` (e.g. `/files/100/a.bin`) with version `version`.
+    pub fn set_version(&self, path: &str, version: u32) {
+        self.counters
+            .versions
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), version);
+    }
+}
+
+/// The bytes of `name` at `version`, `size` long: what a correct download must produce.
+pub fn content(name: &str, version: u32, size: u64) -> Vec<u8> {
+    let pattern = pattern(name, version);
+    (0..size as usize).map(|i| pattern[i % PERIOD]).collect()
+}
+
+fn pattern(name: &str, version: u32) -> Vec<u8> {
+    let mut seed: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(version).wrapping_mul(0x9e37_79b9);
+    for byte in name.bytes() {
+        seed = (seed ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+    }
+    (0..PERIOD)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        })
+        .collect()
+}
+
+struct InFlight(Arc<Counters>);
+
+impl InFlight {
+    fn enter(counters: &Arc<Counters>) -> Self {
+        let now = counters.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        counters.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(Arc::clone(counters))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn query_map(query: Option<&str>) -> HashMap<String, String> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(Bytes::new())
+            .map_err(|n| match n {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response
+}
+
+async fn handle(
+    counters: Arc<Counters>,
+    request: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    counters.requests.fetch_add(1, Ordering::SeqCst);
+    let guard = InFlight::enter(&counters);
+    let path = request.uri().path().to_owned();
+    let query = query_map(request.uri().query());
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let range = header("range");
+    let if_range = header("if-range");
+    let hit = {
+        let mut hits = counters.hits.lock().unwrap();
+        let count = hits.entry(path.clone()).or_default();
+        *count += 1;
+        *count
+    };
+    let faulty = query
+        .get("fault_times")
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_none_or(|times| hit <= times);
+    let number = |key: &str| query.get(key).and_then(|v| v.parse::<u64>().ok());
+    if let Some(delay) = number("delay_ms") {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+
+    let response = respond(
+        &counters,
+        &path,
+        &query,
+        faulty,
+        range.as_deref(),
+        if_range.as_deref(),
+        guard,
+    );
+    counters.log.lock().unwrap().push(Logged {
+        path,
+        range,
+        if_range,
+        accept_encoding: header("accept-encoding"),
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+fn respond(
+    counters: &Arc<Counters>,
+    path: &str,
+    query: &HashMap<String, String>,
+    faulty: bool,
+    range: Option<&str>,
+    if_range: Option<&str>,
+    guard: InFlight,
+) -> Response<Body> {
+    let number = |key: &str| query.get(key).and_then(|v| v.parse::<u64>().ok());
+    if let (Some(code), true) = (number("status"), faulty) {
+        let mut response = empty(StatusCode::from_u16(code as u16).unwrap());
+        if let Some(seconds) = number("retry_after") {
+            response
+                .headers_mut()
+                .insert("retry-after", seconds.to_string().parse().unwrap());
+        }
+        return response;
+    }
+    let mut parts = path.trim_start_matches('/').split('/');
+    let (Some("files"), Some(size), Some(name), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return empty(StatusCode::NOT_FOUND);
+    };
+    let Ok(size) = size.parse::<u64>() else {
+        return empty(StatusCode::NOT_FOUND);
+    };
+    let version = counters
+        .versions
+        .lock()
+        .unwrap()
+        .get(path)
+        .copied()
+        .unwrap_or(1);
+    let etag = format!("\"{name}-v{version}-{size}\"");
+    let last_modified = format!("Sun, 0{} Nov 1994 08:49:37 GMT", version.min(9));
+    let validators = query.get("validators").map(String::as_str);
+    let (sent_etag, sent_lm) = match validators {
+        Some("none") => (None, None),
+        Some("weak") => (Some(format!("W/{etag}")), None),
+        Some("lm") => (None, Some(last_modified.clone())),
+        _ => (Some(etag.clone()), Some(last_modified.clone())),
+    };
+    // RFC 9110 §13.1.5: a range applies only when If-Range matches strongly.
+    let range_applies = match if_range {
+        None => true,
+        Some(value) if value.starts_with("W/") => false,
+        Some(value) if value.starts_with('"') => sent_etag.as_deref() == Some(value),
+        Some(value) => sent_lm.as_deref() == Some(value),
+    };
+    let wanted = range
+        .filter(|_| range_applies && !query.contains_key("no_ranges"))
+        .and_then(|r| parse_range(r, size));
+    let (status, start, end) = match wanted {
+        Some(Ok((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end),
+        Some(Err(())) => {
+            let mut response = empty(StatusCode::RANGE_NOT_SATISFIABLE);
+            response
+                .headers_mut()
+                .insert("content-range", format!("bytes */{size}").parse().unwrap());
+            return response;
+        }
+        None => (StatusCode::OK, 0, size),
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header("accept-ranges", "bytes");
+    if let Some(tag) = &sent_etag {
+        builder = builder.header("etag", tag);
+    }
+    if let Some(lm) = &sent_lm {
+        builder = builder.header("last-modified", lm);
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        let shown_start = if query.contains_key("wrong_range") {
+            start + 1
+        } else {
+            start
+        };
+        builder = builder.header(
+            "content-range",
+            format!("bytes {shown_start}-{}/{size}", end - 1),
+        );
+    }
+    if !query.contains_key("chunked") {
+        builder = builder.header("content-length", (end - start).to_string());
+    }
+    let fault = |key: &str| number(key).filter(|_| faulty);
+    let body = body_stream(
+        Arc::clone(counters),
+        Bytes::from(cyclic(name, version)),
+        start,
+        end,
+        fault("drop_after"),
+        fault("stall_after"),
+        number("rate"),
+        guard,
+    );
+    builder.body(body).unwrap()
+}
+
+/// The pattern repeated to cover PERIOD + CHUNK bytes, so any chunk is one zero-copy slice.
+fn cyclic(name: &str, version: u32) -> Vec<u8> {
+    let pattern = pattern(name, version);
+    let mut out = Vec::with_capacity(PERIOD + CHUNK);
+    while out.len() < PERIOD + CHUNK {
+        let take = (PERIOD + CHUNK - out.len()).min(PERIOD);
+        out.extend_from_slice(&pattern[..take]);
+    }
+    out
+}
+
+fn parse_range(value: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = value.strip_prefix("bytes=")?;
+    let (first, last) = spec.split_once('-')?;
+    if first.is_empty() {
+        let suffix: u64 = last.parse().ok()?;
+        return Some(Ok((size.saturating_sub(suffix), size)));
+    }
+    let start: u64 = first.parse().ok()?;
+    if start >= size {
+        return Some(Err(()));
+    }
+    let end = if last.is_empty() {
+        size
+    } else {
+        (last.parse::<u64>().ok()? + 1).min(size)
+    };
+    Some(Ok((start, end)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn body_stream(
+    counters: Arc<Counters>,
+    cyclic: Bytes,
+    start: u64,
+    end: u64,
+    drop_after: Option<u64>,
+    stall_after: Option<u64>,
+    rate: Option<u64>,
+    guard: InFlight,
+) -> Body {
+    let began = Instant::now();
+    let state = (start, 0u64, guard);
+    let stream = futures_util::stream::unfold(state, move |(position, sent, guard)| {
+        let counters = Arc::clone(&counters);
+        let cyclic = cyclic.clone();
+        async move {
+            if position >= end {
+                return None;
+            }
+            if drop_after.is_some_and(|limit| sent >= limit) {
+                // Let hyper flush what was sent, so the client receives exactly `limit` bytes.
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                let error =
+                    std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected drop");
+                return Some((Err(error), (end, sent, guard)));
+            }
+            if stall_after.is_some_and(|limit| sent >= limit) {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            let mut length = (end - position).min(CHUNK as u64);
+            for limit in [drop_after, stall_after].into_iter().flatten() {
+                if sent < limit {
+                    length = length.min(limit - sent);
+                }
+            }
+            if let Some(rate) = rate {
+                length = length.min((rate / 20).max(1));
+                let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(began.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            let offset = (position % PERIOD as u64) as usize;
+            let chunk = cyclic.slice(offset..offset + length as usize);
+            counters.body_bytes.fetch_add(length, Ordering::SeqCst);
+            Some((
+                Ok(Frame::data(chunk)),
+                (position + length, sent + length, guard),
+            ))
+        }
+    });
+    StreamBody::new(stream.boxed()).boxed_unsync()
+}
