@@ -229,16 +229,13 @@ impl Driver {
             let Some(joined) = running.join_next().await else {
                 break;
             };
-            match joined {
-                Ok((id, host, result)) => {
-                    if let Some(count) = running_per_host.get_mut(&host) {
-                        *count = count.saturating_sub(1);
-                    }
-                    let _ = self.outcomes.send(Outcome { id, result });
+            // A transfer task cannot panic by design; if one did, its outcome is lost and
+            // `in_input_order` reports it as cancelled rather than hanging.
+            if let Ok((id, host, result)) = joined {
+                if let Some(count) = running_per_host.get_mut(&host) {
+                    *count = count.saturating_sub(1);
                 }
-                // A transfer task cannot panic by design; if one did, its outcome is lost and
-                // `in_input_order` reports it as cancelled rather than hanging.
-                Err(_) => {}
+                let _ = self.outcomes.send(Outcome { id, result });
             }
         }
         // Cancelled before they started.

@@ -160,6 +160,8 @@ struct WriterCore {
     last_checkpoint: Instant,
     /// Whether data was written since the last checkpoint.
     dirty: bool,
+    /// A checkpoint running on its own thread, so syncing never stalls the writes.
+    background: Option<std::thread::JoinHandle<Result<(), Error>>>,
 }
 
 impl WriterCore {
@@ -192,6 +194,7 @@ impl WriterCore {
             checkpoint_interval,
             last_checkpoint: Instant::now(),
             dirty: false,
+            background: None,
         };
         core.length = core.state.done.contiguous_prefix();
         // The state exists before any data does, so a `.part` without a state file was never
@@ -229,13 +232,51 @@ impl WriterCore {
         self.length = self.length.max(end);
         self.dirty = true;
         if self.last_checkpoint.elapsed() >= self.checkpoint_interval {
-            self.checkpoint()?;
+            self.checkpoint_in_background()?;
         }
         Ok(())
     }
 
-    /// Makes the data durable, then the state that describes it.
+    /// Starts a checkpoint on its own thread unless one is still running. The ranges are
+    /// snapshotted before the sync starts, so the state it saves only names bytes whose writes
+    /// completed before the sync: a crash at any instant finds the state no further than the
+    /// data.
+    fn checkpoint_in_background(&mut self) -> Result<(), Error> {
+        if self.background.as_ref().is_some_and(|t| !t.is_finished()) {
+            return Ok(());
+        }
+        self.wait_for_background()?;
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| Error::io("open", &self.paths.part, e))?;
+        let snapshot = self.state.clone();
+        let paths = self.paths.clone();
+        self.background = Some(std::thread::spawn(move || {
+            file.sync_data()
+                .map_err(|e| Error::io("sync", &paths.part, e))?;
+            snapshot.save(&paths.state)
+        }));
+        self.dirty = false;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    fn wait_for_background(&mut self) -> Result<(), Error> {
+        match self.background.take().map(std::thread::JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(error))) => Err(error),
+            Some(Err(_)) => Err(Error::io(
+                "sync",
+                &self.paths.part,
+                io::Error::other("the checkpoint thread failed"),
+            )),
+        }
+    }
+
+    /// Makes the data durable, then the state that describes it, before returning.
     fn checkpoint(&mut self) -> Result<(), Error> {
+        self.wait_for_background()?;
         if self.dirty {
             self.file
                 .sync_data()
@@ -248,6 +289,8 @@ impl WriterCore {
     }
 
     fn restart(&mut self, validators: Validators) -> Result<(), Error> {
+        // A checkpoint still running would save the old ranges over the new state.
+        self.wait_for_background()?;
         self.file
             .set_len(0)
             .map_err(|e| Error::io("truncate", &self.paths.part, e))?;
@@ -261,8 +304,10 @@ impl WriterCore {
     }
 
     fn close(&mut self, mode: CloseMode) -> Result<Closed, Error> {
+        let background = self.wait_for_background();
         match mode {
             CloseMode::Complete => {
+                background?;
                 self.hash_from_disk(self.length)?;
                 self.file
                     .sync_data()
@@ -272,11 +317,14 @@ impl WriterCore {
                 })
             }
             CloseMode::Suspend => {
+                // A failed background checkpoint is retried here, synchronously.
+                drop(background);
                 self.dirty = true;
                 self.checkpoint()?;
                 Ok(Closed::default())
             }
             CloseMode::Discard => {
+                drop(background);
                 remove_if_present(&self.paths.part)?;
                 remove_if_present(&self.paths.state)?;
                 Ok(Closed::default())

@@ -122,8 +122,8 @@ impl Transfer<'_> {
         redact_url(&self.request.url)
     }
 
-    fn emit(&self, event: Event) {
-        self.observer.on_event(&event);
+    fn emit(&self, event: &Event) {
+        self.observer.on_event(event);
     }
 
     /// Applies the `OnExists` policy to a final file that is already there.
@@ -169,7 +169,7 @@ impl Transfer<'_> {
             .await
             .unwrap_or_else(|e| Err(Unusable::Invalid(e.to_string())));
         let refuse = |why: String| {
-            self.emit(Event::Restarted {
+            self.emit(&Event::Restarted {
                 id: self.id,
                 reason: format!("not resuming `{}`: {why}", paths.part.display()),
             });
@@ -221,7 +221,7 @@ impl Transfer<'_> {
                             detail: format!("gave up after {MAX_START_OVERS} restarts: {reason}"),
                         });
                     }
-                    self.emit(Event::Restarted {
+                    self.emit(&Event::Restarted {
                         id: self.id,
                         reason,
                     });
@@ -247,7 +247,7 @@ impl Transfer<'_> {
                 config.max_retry_wait,
                 error.retry_after(),
             );
-            self.emit(Event::Retrying {
+            self.emit(&Event::Retrying {
                 id: self.id,
                 attempt: failures + 1,
                 delay,
@@ -309,7 +309,7 @@ impl Transfer<'_> {
                 let total = response.content_length();
                 let validators = http::validators(headers, total);
                 if resuming {
-                    self.emit(Event::Restarted {
+                    self.emit(&Event::Restarted {
                         id: self.id,
                         reason: "the server sent the whole file (it changed, or ranges are \
                                  unsupported); starting over"
@@ -387,7 +387,7 @@ impl Transfer<'_> {
         if !session.started {
             session.started = true;
             session.resumed_from = session.offset;
-            self.emit(Event::Started {
+            self.emit(&Event::Started {
                 id: self.id,
                 total_bytes,
                 resumed_from: session.offset,
@@ -451,7 +451,7 @@ impl Transfer<'_> {
                     session.offset = received;
                 }
             }
-            self.emit(Event::Progress {
+            self.emit(&Event::Progress {
                 id: self.id,
                 bytes_done: received,
             });

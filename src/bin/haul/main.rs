@@ -123,22 +123,15 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_INTERRUPTED));
     }
     if !quiet {
-        let seconds = clock.elapsed().as_secs_f64();
-        #[expect(
-            clippy::cast_precision_loss,
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "a display rate"
-        )]
-        let rate = (summary.bytes_transferred as f64 / seconds.max(1e-3)) as u64;
+        let elapsed = clock.elapsed();
         eprintln!(
             "{} downloaded, {} already complete, {} failed; {} in {:.1}s ({}/s)",
             summary.downloaded,
             summary.already_present,
             summary.failed,
             HumanBytes(summary.bytes_transferred),
-            seconds,
-            HumanBytes(rate)
+            elapsed.as_secs_f64(),
+            HumanBytes(render::per_second(summary.bytes_transferred, elapsed))
         );
     }
     let _ = integrity_failures;
@@ -175,9 +168,8 @@ fn render_style(args: &GetArgs) -> Style {
     match args.progress {
         ProgressMode::None => Style::ErrorsOnly,
         ProgressMode::Bars => Style::Bars,
-        ProgressMode::Lines => Style::Lines,
         ProgressMode::Auto if std::io::stderr().is_terminal() => Style::Bars,
-        ProgressMode::Auto => Style::Lines,
+        ProgressMode::Lines | ProgressMode::Auto => Style::Lines,
     }
 }
 

@@ -139,26 +139,23 @@ impl Renderer {
     }
 
     fn file_bar(&self, name: &str, total: Option<u64>, resumed_from: u64) -> ProgressBar {
-        let bar = match total {
-            Some(total) => {
-                let bar = ProgressBar::new(total);
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "  {msg:30!} {bar:30.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} \
-                         ETA {eta}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                );
-                bar
-            }
-            None => {
-                let bar = ProgressBar::new_spinner();
-                bar.set_style(
-                    ProgressStyle::with_template("  {msg:30!} {spinner} {bytes} {bytes_per_sec}")
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                );
-                bar
-            }
+        let bar = if let Some(total) = total {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "  {msg:30!} {bar:30.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} \
+                     ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        } else {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("  {msg:30!} {spinner} {bytes} {bytes_per_sec}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar
         };
         bar.set_message(name.to_owned());
         bar.set_position(resumed_from);
@@ -171,7 +168,7 @@ impl Renderer {
         bar
     }
 
-    fn plain_progress_line(&self, state: &mut State) {
+    fn plain_progress_line(state: &mut State) {
         let now = Instant::now();
         if state.last_line.is_some_and(|at| now - at < LINE_INTERVAL) {
             return;
@@ -211,38 +208,8 @@ impl Observer for Renderer {
                 id,
                 total_bytes,
                 resumed_from,
-            } => {
-                let remaining = total_bytes.map_or(0, |t| t.saturating_sub(*resumed_from));
-                state.bytes_expected += remaining;
-                if let Some(bar) = &self.total_bar {
-                    bar.inc_length(remaining);
-                }
-                let bar = (self.style == Style::Bars).then(|| {
-                    let name = state.files.get(id).map_or("", |f| f.name.as_str());
-                    self.file_bar(name, *total_bytes, *resumed_from)
-                });
-                if let Some(file) = state.files.get_mut(id) {
-                    file.bytes_done = *resumed_from;
-                    file.bar = bar;
-                }
-            }
-            Event::Progress { id, bytes_done } => {
-                let Some(file) = state.files.get_mut(id) else {
-                    return;
-                };
-                let delta = bytes_done.saturating_sub(file.bytes_done);
-                file.bytes_done = *bytes_done;
-                if let Some(bar) = &file.bar {
-                    bar.set_position(*bytes_done);
-                }
-                state.bytes_transferred += delta;
-                if let Some(bar) = &self.total_bar {
-                    bar.inc(delta);
-                }
-                if self.style == Style::Lines {
-                    self.plain_progress_line(&mut state);
-                }
-            }
+            } => self.on_started(&mut state, *id, *total_bytes, *resumed_from),
+            Event::Progress { id, bytes_done } => self.on_progress(&mut state, *id, *bytes_done),
             Event::Retrying {
                 id,
                 attempt,
@@ -259,52 +226,97 @@ impl Observer for Renderer {
                 let name = state.files.get(id).map_or("", |f| f.name.as_str());
                 self.say(&format!("warning: {name}: {reason}"));
             }
-            Event::Finished { id, completed } => {
-                let file = state.files.remove(id);
-                if let Some(bar) = file.as_ref().and_then(|f| f.bar.as_ref()) {
-                    bar.finish_and_clear();
-                }
-                let name = file.map_or_else(String::new, |f| f.name);
-                if completed.already_present {
-                    state.already_present += 1;
-                    self.say(&format!("= {name}  already complete"));
-                } else {
-                    state.downloaded += 1;
-                    let fresh_bytes = completed.bytes - completed.resumed_from;
-                    let seconds = completed.duration.as_secs_f64().max(1e-3);
-                    #[expect(
-                        clippy::cast_precision_loss,
-                        clippy::cast_possible_truncation,
-                        clippy::cast_sign_loss,
-                        reason = "a display rate"
-                    )]
-                    let rate = (fresh_bytes as f64 / seconds) as u64;
-                    self.say(&format!(
-                        "✓ {name}  {}  {}/s",
-                        HumanBytes(completed.bytes),
-                        HumanBytes(rate)
-                    ));
-                }
-                self.update_total_message(&state);
-            }
+            Event::Finished { id, completed } => self.on_finished(&mut state, *id, completed),
             Event::Failed { id, kind, message } => {
-                if *kind == ErrorKind::Cancelled {
-                    // Kept in `files`: it is listed as unfinished.
-                    if let Some(bar) = state.files.get_mut(id).and_then(|f| f.bar.take()) {
-                        bar.finish_and_clear();
-                    }
-                    return;
-                }
-                let file = state.files.remove(id);
-                if let Some(bar) = file.as_ref().and_then(|f| f.bar.as_ref()) {
-                    bar.finish_and_clear();
-                }
-                let name = file.map_or_else(String::new, |f| f.name);
-                state.failed += 1;
-                self.print(&format!("✗ {name}  error: {message}"));
-                self.update_total_message(&state);
+                self.on_failed(&mut state, *id, *kind, message);
             }
             _ => {}
         }
     }
+}
+
+impl Renderer {
+    fn on_started(&self, state: &mut State, id: TransferId, total: Option<u64>, resumed_from: u64) {
+        let remaining = total.map_or(0, |t| t.saturating_sub(resumed_from));
+        state.bytes_expected += remaining;
+        if let Some(bar) = &self.total_bar {
+            bar.inc_length(remaining);
+        }
+        let bar = (self.style == Style::Bars).then(|| {
+            let name = state.files.get(&id).map_or("", |f| f.name.as_str());
+            self.file_bar(name, total, resumed_from)
+        });
+        if let Some(file) = state.files.get_mut(&id) {
+            file.bytes_done = resumed_from;
+            file.bar = bar;
+        }
+    }
+
+    fn on_progress(&self, state: &mut State, id: TransferId, bytes_done: u64) {
+        let Some(file) = state.files.get_mut(&id) else {
+            return;
+        };
+        let delta = bytes_done.saturating_sub(file.bytes_done);
+        file.bytes_done = bytes_done;
+        if let Some(bar) = &file.bar {
+            bar.set_position(bytes_done);
+        }
+        state.bytes_transferred += delta;
+        if let Some(bar) = &self.total_bar {
+            bar.inc(delta);
+        }
+        if self.style == Style::Lines {
+            Self::plain_progress_line(state);
+        }
+    }
+
+    fn on_finished(&self, state: &mut State, id: TransferId, completed: &haul::Completed) {
+        let file = state.files.remove(&id);
+        if let Some(bar) = file.as_ref().and_then(|f| f.bar.as_ref()) {
+            bar.finish_and_clear();
+        }
+        let name = file.map_or_else(String::new, |f| f.name);
+        if completed.already_present {
+            state.already_present += 1;
+            self.say(&format!("= {name}  already complete"));
+        } else {
+            state.downloaded += 1;
+            let fresh_bytes = completed.bytes - completed.resumed_from;
+            self.say(&format!(
+                "✓ {name}  {}  {}/s",
+                HumanBytes(completed.bytes),
+                HumanBytes(per_second(fresh_bytes, completed.duration))
+            ));
+        }
+        self.update_total_message(state);
+    }
+
+    fn on_failed(&self, state: &mut State, id: TransferId, kind: ErrorKind, message: &str) {
+        if kind == ErrorKind::Cancelled {
+            // Kept in `files`: it is listed as unfinished.
+            if let Some(bar) = state.files.get_mut(&id).and_then(|f| f.bar.take()) {
+                bar.finish_and_clear();
+            }
+            return;
+        }
+        let file = state.files.remove(&id);
+        if let Some(bar) = file.as_ref().and_then(|f| f.bar.as_ref()) {
+            bar.finish_and_clear();
+        }
+        let name = file.map_or_else(String::new, |f| f.name);
+        state.failed += 1;
+        self.print(&format!("✗ {name}  error: {message}"));
+        self.update_total_message(state);
+    }
+}
+
+/// Bytes per second over `elapsed`, for display.
+pub fn per_second(bytes: u64, elapsed: Duration) -> u64 {
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a display rate"
+    )]
+    let rate = (bytes as f64 / elapsed.as_secs_f64().max(1e-3)) as u64;
+    rate
 }
