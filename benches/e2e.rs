@@ -42,7 +42,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let dir = tempfile::tempdir_in(std::env::var("HAUL_BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
+    let dir = tempfile::tempdir_in(std::env::var("HAUL_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+        .unwrap();
     println!("| scenario | size | median MB/s | min–max MB/s | CPU s | peak RSS MiB |");
     println!("| --- | --- | --- | --- | --- | --- |");
     for size_mib in sizes {
@@ -114,7 +115,11 @@ fn download(dir: &Path, url: &str, extra: &[String], digest: &str) -> Run {
     };
     let seconds = started.elapsed().as_secs_f64();
     assert!(status.success(), "haul failed");
-    assert_eq!(file_digest(&target), digest, "a fast wrong download does not count");
+    assert_eq!(
+        file_digest(&target),
+        digest,
+        "a fast wrong download does not count"
+    );
     Run {
         seconds,
         cpu_seconds: cpu_ticks as f64 / 100.0,
