@@ -23,6 +23,8 @@
 //! ```
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+#[cfg(feature = "indicatif")]
+pub mod bars;
 mod downloader;
 mod error;
 pub mod input;

@@ -26,7 +26,7 @@ async fn get_downloads_a_url_into_the_directory() {
         !text.contains('\x1b'),
         "no escape codes off a terminal: {text:?}"
     );
-    assert!(text.contains("1 downloaded"), "{text}");
+    assert!(text.contains("1 ok, 0 skipped"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,7 +65,7 @@ async fn a_404_among_good_urls_exits_1_and_the_rest_succeed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_checksum_mismatch_fails_and_leaves_no_file() {
+async fn a_checksum_mismatch_exits_3_and_leaves_no_file() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut command = haul();
@@ -79,7 +79,7 @@ async fn a_checksum_mismatch_fails_and_leaves_no_file() {
         .arg(dir.path())
         .arg(server.file_url(5000, "bad.bin", ""));
     let output = run(command).await;
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(3));
     assert!(
         stderr(&output).contains("checksum mismatch"),
         "{}",

@@ -3,5 +3,6 @@
 
 mod cli;
 mod library;
+mod output;
 mod resume;
 mod support;

@@ -31,7 +31,8 @@ Examples:
   haul get -i - < urls.txt
 
 Exit codes: 0 all downloads succeeded (or were already complete); 1 at least one failed;
-2 usage or input error (nothing started); 130 interrupted (rerun the same command to resume).";
+2 usage or input error (nothing started); 3 a checksum mismatch was among the failures;
+130 interrupted (rerun the same command to resume).";
 
 #[derive(Debug, clap::Args)]
 pub struct GetArgs {
@@ -67,6 +68,10 @@ pub struct GetArgs {
     /// Print nothing but errors.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+
+    /// Write newline-delimited JSON events to stdout (schema in the README).
+    #[arg(long)]
+    pub json: bool,
 
     /// How progress is shown: bars on a terminal, plain lines otherwise (auto), or none.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]

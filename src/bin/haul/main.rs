@@ -8,22 +8,22 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use futures_util::StreamExt;
 use haul::input::{InputEntry, parse_input};
 use haul::naming::join_inside;
-use haul::{CancellationToken, Checksum, Downloader, ErrorKind, OnExists, Request};
-use indicatif::HumanBytes;
+use haul::{CancellationToken, Checksum, Downloader, OnExists, Request};
 
 use args::{Cli, Command, GetArgs, OnExistsArg, ProgressMode};
-use render::{Renderer, Style};
+use haul::bars::ProgressBars;
+use render::{Display, Renderer};
 
 /// Exit codes, documented in the README.
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
+const EXIT_CHECKSUM: u8 = 3;
 const EXIT_INTERRUPTED: u8 = 130;
 
 /// An error in what the user asked for: reported before anything starts, exit code 2.
@@ -86,29 +86,31 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let downloader = build_downloader(&args)?;
-    let renderer = Arc::new(Renderer::new(render_style(&args)));
+    let renderer = Arc::new(Renderer::new(display(&args), args.json));
     let cancel = CancellationToken::new();
-    let interrupted = watch_interrupts(cancel.clone());
+    watch_interrupts(cancel.clone());
     let total = requests.len();
-    let clock = Instant::now();
     let mut outcomes = downloader
         .batch(requests)
         .with_observer(renderer.clone())
         .with_cancellation(cancel.clone())
         .start()
         .map_err(|e| UsageError(haul::error_chain(&e)))?;
-    let mut integrity_failures = 0usize;
-    while let Some(outcome) = outcomes.next().await {
-        if let Err(error) = &outcome.result
-            && error.kind() == ErrorKind::Integrity
-        {
-            integrity_failures += 1;
-        }
-    }
-    let summary = renderer.finish();
-    let quiet = args.quiet || args.progress == ProgressMode::None;
-    if cancel.is_cancelled() || interrupted.is_cancelled() {
-        let unfinished = renderer.unfinished();
+    while outcomes.next().await.is_some() {}
+    let tally = renderer.finish();
+    let interrupted = cancel.is_cancelled();
+    let code = if interrupted {
+        EXIT_INTERRUPTED
+    } else if tally.integrity_failures > 0 {
+        EXIT_CHECKSUM
+    } else if tally.failed > 0 {
+        EXIT_FAILED
+    } else {
+        0
+    };
+    renderer.summarize(&tally, interrupted, code);
+    if interrupted {
+        let unfinished = tally.unfinished();
         eprintln!(
             "interrupted: {} of {total} downloads unfinished; their .part files are kept.",
             unfinished.len()
@@ -120,56 +122,35 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
             eprintln!("  ... and {} more", unfinished.len() - 10);
         }
         eprintln!("Run the same command again to resume.");
-        return Ok(ExitCode::from(EXIT_INTERRUPTED));
     }
-    if !quiet {
-        let elapsed = clock.elapsed();
-        eprintln!(
-            "{} downloaded, {} already complete, {} failed; {} in {:.1}s ({}/s)",
-            summary.downloaded,
-            summary.already_present,
-            summary.failed,
-            HumanBytes(summary.bytes_transferred),
-            elapsed.as_secs_f64(),
-            HumanBytes(render::per_second(summary.bytes_transferred, elapsed))
-        );
-    }
-    let _ = integrity_failures;
-    Ok(if summary.failed > 0 {
-        ExitCode::from(EXIT_FAILED)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(ExitCode::from(code))
 }
 
 /// The first Ctrl-C cancels the batch (transfers save their state and stop); a second one
 /// exits at once. State stays consistent either way: it is only written after its data.
-fn watch_interrupts(cancel: CancellationToken) -> CancellationToken {
-    let interrupted = CancellationToken::new();
-    let flag = interrupted.clone();
+fn watch_interrupts(cancel: CancellationToken) {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_err() {
             return;
         }
-        flag.cancel();
         cancel.cancel();
         eprintln!("\ninterrupt: stopping and saving state (press Ctrl-C again to quit at once)");
         if tokio::signal::ctrl_c().await.is_ok() {
             std::process::exit(i32::from(EXIT_INTERRUPTED));
         }
     });
-    interrupted
 }
 
-fn render_style(args: &GetArgs) -> Style {
+fn display(args: &GetArgs) -> Display {
+    let bars = || Display::Bars(ProgressBars::new());
     if args.quiet {
-        return Style::ErrorsOnly;
+        return Display::ErrorsOnly;
     }
     match args.progress {
-        ProgressMode::None => Style::ErrorsOnly,
-        ProgressMode::Bars => Style::Bars,
-        ProgressMode::Auto if std::io::stderr().is_terminal() => Style::Bars,
-        ProgressMode::Lines | ProgressMode::Auto => Style::Lines,
+        ProgressMode::None => Display::ErrorsOnly,
+        ProgressMode::Bars => bars(),
+        ProgressMode::Auto if std::io::stderr().is_terminal() => bars(),
+        ProgressMode::Lines | ProgressMode::Auto => Display::Lines,
     }
 }
 

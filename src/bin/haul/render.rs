@@ -1,322 +1,325 @@
-//! Turns the library's events into what a person sees on stderr: indicatif bars on a terminal,
-//! plain lines elsewhere, nothing but errors with `--quiet`. The library counts; this throttles.
+//! Turns the library's events into output: the library's progress bars on a terminal, plain
+//! lines elsewhere, nothing but errors with `--quiet`, and JSON lines on stdout with `--json`.
+//! It also tallies the batch for the closing summary. The library counts; this throttles.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::io::Write;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use haul::{ErrorKind, Event, Observer, TransferId};
-use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use haul::bars::{ProgressBars, rate};
+use haul::{Completed, ErrorKind, Event, Observer, TransferId};
+use indicatif::HumanBytes;
+use serde_json::{Value, json};
 
 /// How often a plain progress line is printed when not on a terminal.
 const LINE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often a JSON progress event is written for one file.
+const JSON_PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+/// Version of the JSON event schema (documented in the README).
+pub const JSON_SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
-    Bars,
+/// What a person sees on stderr.
+pub enum Display {
+    Bars(ProgressBars),
     Lines,
     /// Only failures are printed.
     ErrorsOnly,
 }
 
 pub struct Renderer {
-    style: Style,
-    multi: MultiProgress,
-    total_bar: Option<ProgressBar>,
-    state: Mutex<State>,
+    display: Display,
+    json: bool,
+    clock: Instant,
+    state: Mutex<Tally>,
 }
 
+/// What the batch did, for the summary and the exit code.
 #[derive(Default)]
-struct State {
-    files: HashMap<TransferId, FileState>,
-    queued: usize,
-    downloaded: usize,
-    already_present: usize,
-    failed: usize,
-    bytes_transferred: u64,
-    bytes_expected: u64,
-    last_line: Option<Instant>,
-}
-
-struct FileState {
-    name: String,
-    bytes_done: u64,
-    bar: Option<ProgressBar>,
-}
-
-/// What the batch did, for the closing summary.
-pub struct Summary {
+pub struct Tally {
+    files: HashMap<TransferId, FileTally>,
+    pub queued: usize,
     pub downloaded: usize,
     pub already_present: usize,
     pub failed: usize,
+    pub integrity_failures: usize,
     pub bytes_transferred: u64,
+    bytes_expected: u64,
+    /// Failures in order: name and reason.
+    pub failures: Vec<(String, String)>,
+    last_line: Option<Instant>,
+}
+
+struct FileTally {
+    name: String,
+    bytes_done: u64,
+    total: Option<u64>,
+    last_json: Option<Instant>,
 }
 
 impl Renderer {
-    pub fn new(style: Style) -> Self {
-        let multi = MultiProgress::with_draw_target(if style == Style::Bars {
-            ProgressDrawTarget::stderr_with_hz(10)
-        } else {
-            ProgressDrawTarget::hidden()
-        });
-        let total_bar = (style == Style::Bars).then(|| {
-            let bar = multi.add(ProgressBar::new(0));
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner:.green} total {wide_bar:.cyan/blue} {bytes}/{total_bytes} \
-                     {bytes_per_sec} ETA {eta} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
+    pub fn new(display: Display, json: bool) -> Self {
         Self {
-            style,
-            multi,
-            total_bar,
-            state: Mutex::new(State::default()),
+            display,
+            json,
+            clock: Instant::now(),
+            state: Mutex::new(Tally::default()),
         }
     }
 
-    /// Prints a line above the bars (or plainly), unless only errors are wanted.
+    fn lock(&self) -> MutexGuard<'_, Tally> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A line for a person, unless only errors are wanted.
     fn say(&self, line: &str) {
-        if self.style != Style::ErrorsOnly {
-            self.print(line);
+        match &self.display {
+            Display::Bars(bars) => bars.println(line),
+            Display::Lines => eprintln!("{line}"),
+            Display::ErrorsOnly => {}
         }
     }
 
-    fn print(&self, line: &str) {
-        if self.style == Style::Bars {
-            let _ = self.multi.println(line);
-        } else {
-            eprintln!("{line}");
+    /// An error line, always shown.
+    fn shout(&self, line: &str) {
+        match &self.display {
+            Display::Bars(bars) => bars.println(line),
+            Display::Lines | Display::ErrorsOnly => eprintln!("{line}"),
         }
     }
 
-    pub fn finish(&self) -> Summary {
-        if let Some(bar) = &self.total_bar {
-            bar.finish_and_clear();
-        }
-        let _ = self.multi.clear();
-        let state = self.lock();
-        Summary {
-            downloaded: state.downloaded,
-            already_present: state.already_present,
-            failed: state.failed,
-            bytes_transferred: state.bytes_transferred,
-        }
-    }
-
-    /// Names of the files that have not ended, for the interruption message.
-    pub fn unfinished(&self) -> Vec<String> {
-        let state = self.lock();
-        let mut names: Vec<(TransferId, String)> = state
-            .files
-            .iter()
-            .map(|(id, file)| (*id, file.name.clone()))
-            .collect();
-        names.sort();
-        names.into_iter().map(|(_, name)| name).collect()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn update_total_message(&self, state: &State) {
-        if let Some(bar) = &self.total_bar {
-            let ended = state.downloaded + state.already_present + state.failed;
-            let failures = if state.failed > 0 {
-                format!(", {} failed", state.failed)
-            } else {
-                String::new()
-            };
-            bar.set_message(format!("files {ended}/{}{failures}", state.queued));
-        }
-    }
-
-    fn file_bar(&self, name: &str, total: Option<u64>, resumed_from: u64) -> ProgressBar {
-        let bar = if let Some(total) = total {
-            let bar = ProgressBar::new(total);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "  {msg:30!} {bar:30.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} \
-                     ETA {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar
-        } else {
-            let bar = ProgressBar::new_spinner();
-            bar.set_style(
-                ProgressStyle::with_template("  {msg:30!} {spinner} {bytes} {bytes_per_sec}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            bar
-        };
-        bar.set_message(name.to_owned());
-        bar.set_position(resumed_from);
-        bar.reset_eta();
-        let bar = match &self.total_bar {
-            Some(total_bar) => self.multi.insert_after(total_bar, bar),
-            None => self.multi.add(bar),
-        };
-        bar.enable_steady_tick(Duration::from_millis(250));
-        bar
-    }
-
-    fn plain_progress_line(state: &mut State) {
-        let now = Instant::now();
-        if state.last_line.is_some_and(|at| now - at < LINE_INTERVAL) {
+    fn emit_json(&self, mut value: Value) {
+        if !self.json {
             return;
         }
-        state.last_line = Some(now);
-        let ended = state.downloaded + state.already_present + state.failed;
+        if let Some(object) = value.as_object_mut() {
+            object.insert("v".into(), json!(JSON_SCHEMA_VERSION));
+        }
+        // A closed pipe (`| head`) is not an error worth reporting.
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{value}");
+    }
+
+    /// Clears the bars and returns the tally.
+    pub fn finish(&self) -> std::sync::MutexGuard<'_, Tally> {
+        if let Display::Bars(bars) = &self.display {
+            bars.finish();
+        }
+        self.lock()
+    }
+
+    /// Writes the closing summary: a line on stderr (unless quiet) and a JSON `summary` event.
+    pub fn summarize(&self, tally: &Tally, interrupted: bool, exit_code: u8) {
+        let elapsed = self.clock.elapsed();
+        self.emit_json(json!({
+            "event": "summary",
+            "ok": tally.downloaded,
+            "skipped": tally.already_present,
+            "failed": tally.failed,
+            "unfinished": tally.files.len(),
+            "bytes": tally.bytes_transferred,
+            "duration_ms": elapsed.as_millis() as u64,
+            "interrupted": interrupted,
+            "exit_code": exit_code,
+        }));
+        if matches!(self.display, Display::ErrorsOnly) {
+            return;
+        }
+        eprintln!(
+            "{} ok, {} skipped (already complete), {} failed; {} in {:.1}s ({}/s)",
+            tally.downloaded,
+            tally.already_present,
+            tally.failed,
+            HumanBytes(tally.bytes_transferred),
+            elapsed.as_secs_f64(),
+            HumanBytes(rate(tally.bytes_transferred, elapsed))
+        );
+        if !tally.failures.is_empty() {
+            eprintln!("failed:");
+            for (name, reason) in &tally.failures {
+                eprintln!("  {name}: {reason}");
+            }
+        }
+    }
+
+    fn plain_progress_line(tally: &mut Tally) {
+        let now = Instant::now();
+        if tally.last_line.is_some_and(|at| now - at < LINE_INTERVAL) {
+            return;
+        }
+        tally.last_line = Some(now);
+        let ended = tally.downloaded + tally.already_present + tally.failed;
         eprintln!(
             "progress: {ended}/{} files, {} of {} received",
-            state.queued,
-            HumanBytes(state.bytes_transferred),
-            HumanBytes(state.bytes_expected)
+            tally.queued,
+            HumanBytes(tally.bytes_transferred),
+            HumanBytes(tally.bytes_expected)
         );
+    }
+
+    fn on_progress(&self, tally: &mut Tally, id: TransferId, bytes_done: u64) {
+        let Some(file) = tally.files.get_mut(&id) else {
+            return;
+        };
+        let delta = bytes_done.saturating_sub(file.bytes_done);
+        file.bytes_done = bytes_done;
+        let now = Instant::now();
+        let due = file
+            .last_json
+            .is_none_or(|at| now - at >= JSON_PROGRESS_INTERVAL)
+            || file.total == Some(bytes_done);
+        if self.json && due {
+            file.last_json = Some(now);
+            self.emit_json(json!({
+                "event": "progress", "id": id.index(), "bytes_done": bytes_done,
+                "total_bytes": file.total,
+            }));
+        }
+        tally.bytes_transferred += delta;
+        if matches!(self.display, Display::Lines) {
+            Self::plain_progress_line(tally);
+        }
+    }
+
+    fn on_finished(&self, tally: &mut Tally, id: TransferId, completed: &Completed) {
+        let name = tally.files.remove(&id).map_or_else(String::new, |f| f.name);
+        if completed.already_present {
+            tally.already_present += 1;
+        } else {
+            tally.downloaded += 1;
+        }
+        self.emit_json(json!({
+            "event": "finished",
+            "id": id.index(),
+            "path": completed.path,
+            "bytes": completed.bytes,
+            "digest": completed.digest.as_ref().map(ToString::to_string),
+            "duration_ms": completed.duration.as_millis() as u64,
+            "resumed_from": completed.resumed_from,
+            "already_present": completed.already_present,
+        }));
+        if !matches!(self.display, Display::Lines) {
+            return;
+        }
+        if completed.already_present {
+            self.say(&format!("= {name}  already complete"));
+        } else {
+            let fresh = completed.bytes.saturating_sub(completed.resumed_from);
+            self.say(&format!(
+                "✓ {name}  {}  {}/s",
+                HumanBytes(completed.bytes),
+                HumanBytes(rate(fresh, completed.duration))
+            ));
+        }
+    }
+
+    fn on_failed(&self, tally: &mut Tally, id: TransferId, kind: ErrorKind, message: &str) {
+        self.emit_json(json!({
+            "event": "failed", "id": id.index(), "kind": kind.as_str(), "message": message,
+        }));
+        if kind == ErrorKind::Cancelled {
+            // Kept in `files`: it is listed as unfinished.
+            return;
+        }
+        let name = tally.files.remove(&id).map_or_else(String::new, |f| f.name);
+        tally.failed += 1;
+        if kind == ErrorKind::Integrity {
+            tally.integrity_failures += 1;
+        }
+        if !matches!(self.display, Display::Bars(_)) {
+            self.shout(&format!("✗ {name}  error: {message}"));
+        }
+        tally.failures.push((name, message.to_owned()));
+    }
+}
+
+impl Tally {
+    /// Names of the downloads that have not ended, in input order.
+    pub fn unfinished(&self) -> Vec<String> {
+        let mut names: Vec<(TransferId, &str)> = self
+            .files
+            .iter()
+            .map(|(id, f)| (*id, f.name.as_str()))
+            .collect();
+        names.sort_unstable();
+        names.into_iter().map(|(_, n)| n.to_owned()).collect()
     }
 }
 
 impl Observer for Renderer {
     fn on_event(&self, event: &Event) {
-        let mut state = self.lock();
+        if let Display::Bars(bars) = &self.display {
+            bars.on_event(event);
+        }
+        let mut tally = self.lock();
         match event {
             Event::Queued { id, url, path } => {
                 let name = path
                     .as_ref()
                     .and_then(|p| p.file_name())
                     .map_or_else(|| url.clone(), |n| n.to_string_lossy().into_owned());
-                state.queued += 1;
-                state.files.insert(
+                tally.queued += 1;
+                tally.files.insert(
                     *id,
-                    FileState {
+                    FileTally {
                         name,
                         bytes_done: 0,
-                        bar: None,
+                        total: None,
+                        last_json: None,
                     },
                 );
-                self.update_total_message(&state);
+                self.emit_json(json!({
+                    "event": "queued", "id": id.index(), "url": url, "path": path,
+                }));
             }
             Event::Started {
                 id,
                 total_bytes,
                 resumed_from,
-            } => self.on_started(&mut state, *id, *total_bytes, *resumed_from),
-            Event::Progress { id, bytes_done } => self.on_progress(&mut state, *id, *bytes_done),
+            } => {
+                tally.bytes_expected += total_bytes.map_or(0, |t| t.saturating_sub(*resumed_from));
+                if let Some(file) = tally.files.get_mut(id) {
+                    file.bytes_done = *resumed_from;
+                    file.total = *total_bytes;
+                }
+                self.emit_json(json!({
+                    "event": "started", "id": id.index(), "total_bytes": total_bytes,
+                    "resumed_from": resumed_from,
+                }));
+            }
+            Event::Progress { id, bytes_done } => self.on_progress(&mut tally, *id, *bytes_done),
             Event::Retrying {
                 id,
                 attempt,
                 delay,
                 reason,
             } => {
-                let name = state.files.get(id).map_or("", |f| f.name.as_str());
-                self.say(&format!(
-                    "↻ {name}: attempt {attempt} in {:.1}s after: {reason}",
-                    delay.as_secs_f64()
-                ));
+                self.emit_json(json!({
+                    "event": "retry", "id": id.index(), "attempt": attempt,
+                    "delay_ms": delay.as_millis() as u64, "reason": reason,
+                }));
+                if matches!(self.display, Display::Lines) {
+                    let name = tally.files.get(id).map_or("", |f| f.name.as_str());
+                    self.say(&format!(
+                        "↻ {name}: attempt {attempt} in {:.1}s after: {reason}",
+                        delay.as_secs_f64()
+                    ));
+                }
             }
             Event::Restarted { id, reason } => {
-                let name = state.files.get(id).map_or("", |f| f.name.as_str());
-                self.say(&format!("warning: {name}: {reason}"));
+                self.emit_json(json!({
+                    "event": "restarted", "id": id.index(), "reason": reason,
+                }));
+                if matches!(self.display, Display::Lines) {
+                    let name = tally.files.get(id).map_or("", |f| f.name.as_str());
+                    self.say(&format!("! {name}: {reason}"));
+                }
             }
-            Event::Finished { id, completed } => self.on_finished(&mut state, *id, completed),
+            Event::Finished { id, completed } => self.on_finished(&mut tally, *id, completed),
             Event::Failed { id, kind, message } => {
-                self.on_failed(&mut state, *id, *kind, message);
+                self.on_failed(&mut tally, *id, *kind, message);
             }
             _ => {}
         }
     }
-}
-
-impl Renderer {
-    fn on_started(&self, state: &mut State, id: TransferId, total: Option<u64>, resumed_from: u64) {
-        let remaining = total.map_or(0, |t| t.saturating_sub(resumed_from));
-        state.bytes_expected += remaining;
-        if let Some(bar) = &self.total_bar {
-            bar.inc_length(remaining);
-        }
-        let bar = (self.style == Style::Bars).then(|| {
-            let name = state.files.get(&id).map_or("", |f| f.name.as_str());
-            self.file_bar(name, total, resumed_from)
-        });
-        if let Some(file) = state.files.get_mut(&id) {
-            file.bytes_done = resumed_from;
-            file.bar = bar;
-        }
-    }
-
-    fn on_progress(&self, state: &mut State, id: TransferId, bytes_done: u64) {
-        let Some(file) = state.files.get_mut(&id) else {
-            return;
-        };
-        let delta = bytes_done.saturating_sub(file.bytes_done);
-        file.bytes_done = bytes_done;
-        if let Some(bar) = &file.bar {
-            bar.set_position(bytes_done);
-        }
-        state.bytes_transferred += delta;
-        if let Some(bar) = &self.total_bar {
-            bar.inc(delta);
-        }
-        if self.style == Style::Lines {
-            Self::plain_progress_line(state);
-        }
-    }
-
-    fn on_finished(&self, state: &mut State, id: TransferId, completed: &haul::Completed) {
-        let file = state.files.remove(&id);
-        if let Some(bar) = file.as_ref().and_then(|f| f.bar.as_ref()) {
-            bar.finish_and_clear();
-        }
-        let name = file.map_or_else(String::new, |f| f.name);
-        if completed.already_present {
-            state.already_present += 1;
-            self.say(&format!("= {name}  already complete"));
-        } else {
-            state.downloaded += 1;
-            let fresh_bytes = completed.bytes - completed.resumed_from;
-            self.say(&format!(
-                "✓ {name}  {}  {}/s",
-                HumanBytes(completed.bytes),
-                HumanBytes(per_second(fresh_bytes, completed.duration))
-            ));
-        }
-        self.update_total_message(state);
-    }
-
-    fn on_failed(&self, state: &mut State, id: TransferId, kind: ErrorKind, message: &str) {
-        if kind == ErrorKind::Cancelled {
-            // Kept in `files`: it is listed as unfinished.
-            if let Some(bar) = state.files.get_mut(&id).and_then(|f| f.bar.take()) {
-                bar.finish_and_clear();
-            }
-            return;
-        }
-        let file = state.files.remove(&id);
-        if let Some(bar) = file.as_ref().and_then(|f| f.bar.as_ref()) {
-            bar.finish_and_clear();
-        }
-        let name = file.map_or_else(String::new, |f| f.name);
-        state.failed += 1;
-        self.print(&format!("✗ {name}  error: {message}"));
-        self.update_total_message(state);
-    }
-}
-
-/// Bytes per second over `elapsed`, for display.
-pub fn per_second(bytes: u64, elapsed: Duration) -> u64 {
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "a display rate"
-    )]
-    let rate = (bytes as f64 / elapsed.as_secs_f64().max(1e-3)) as u64;
-    rate
 }
