@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::naming::{file_name_from_url, redact_url};
@@ -25,6 +26,7 @@ pub struct Request {
     pub(crate) destination: Destination,
     pub(crate) checksum: Option<Checksum>,
     pub(crate) headers: HeaderMap,
+    pub(crate) cancel: Option<CancellationToken>,
 }
 
 impl Request {
@@ -62,6 +64,7 @@ impl Request {
             destination: Destination::Directory(PathBuf::from(".")),
             checksum: None,
             headers: HeaderMap::new(),
+            cancel: None,
         })
     }
 
@@ -100,6 +103,14 @@ impl Request {
         Ok(self)
     }
 
+    /// Stop this download alone when `token` is cancelled (the batch's own token stops all).
+    /// A cancelled download keeps a resumable `.part` and ends with [`Error::Cancelled`].
+    #[must_use]
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
     /// The URL.
     #[must_use]
     pub fn url(&self) -> &Url {
@@ -132,6 +143,12 @@ impl Request {
     /// The key the per-host limit counts by: scheme, host and port.
     pub(crate) fn host_key(&self) -> String {
         host_key(&self.url)
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
     }
 }
 

@@ -78,6 +78,9 @@ enum AttemptEnd {
 impl Transfer<'_> {
     pub(crate) async fn run(self) -> Result<Completed, Error> {
         let clock = Instant::now();
+        if self.request.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         if let Some(done) = self.existing_file(clock).await? {
             return Ok(done);
         }
@@ -115,6 +118,17 @@ impl Transfer<'_> {
                 }
                 Err(error)
             }
+        }
+    }
+
+    /// Completes when the batch or this request is cancelled.
+    async fn cancelled(&self) {
+        match &self.request.cancel {
+            Some(own) => tokio::select! {
+                () = self.cancel.cancelled() => {}
+                () = own.cancelled() => {}
+            },
+            None => self.cancel.cancelled().await,
         }
     }
 
@@ -254,7 +268,7 @@ impl Transfer<'_> {
                 reason: error_chain(&error),
             });
             tokio::select! {
-                () = self.cancel.cancelled() => return Err(Error::Cancelled),
+                () = self.cancelled() => return Err(Error::Cancelled),
                 () = tokio::time::sleep(delay) => {}
             }
         }
@@ -354,7 +368,7 @@ impl Transfer<'_> {
         let config = &self.shared.config;
         let deadline = config.connect_timeout + config.stall_timeout;
         tokio::select! {
-            () = self.cancel.cancelled() => Err(Error::Cancelled),
+            () = self.cancelled() => Err(Error::Cancelled),
             sent = tokio::time::timeout(deadline, builder.send()) => match sent {
                 Err(_) => Err(Error::Stalled { url: self.url(), timeout: deadline }),
                 Ok(Err(source)) => Err(Error::Network { url: self.url(), source: source.without_url() }),
@@ -413,7 +427,7 @@ impl Transfer<'_> {
         let outcome = loop {
             let next = tokio::select! {
                 biased;
-                () = self.cancel.cancelled() => break Err(Error::Cancelled),
+                () = self.cancelled() => break Err(Error::Cancelled),
                 next = tokio::time::timeout(stall, body.next()) => next,
             };
             let chunk: Bytes = match next {

@@ -1,0 +1,239 @@
+//! The library as an embedder uses it (issue #7): cancellation, a custom client, error kinds
+//! for each failure class, and the runnable examples against the in-process server.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use haul::{CancellationToken, Error, ErrorKind, OnExists, Request};
+
+use crate::support::server::{TestServer, content};
+use crate::support::{fast_downloader, listing, run, stderr};
+
+const SIZE: u64 = 4 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_one_download_leaves_the_others_running_and_it_resumes_later() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader().build().unwrap();
+    let slow = server.file_url(SIZE, "one.bin", "rate=4194304");
+    let token = CancellationToken::new();
+    let requests = vec![
+        Request::new(&slow)
+            .unwrap()
+            .into_dir(dir.path())
+            .with_cancellation(token.clone()),
+        Request::new(&server.file_url(SIZE, "other.bin", "rate=8388608"))
+            .unwrap()
+            .into_dir(dir.path()),
+    ];
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token.cancel();
+    });
+    let outcomes = downloader.batch(requests).run().await.unwrap();
+    canceller.await.unwrap();
+    let error = outcomes[0].as_ref().unwrap_err();
+    assert!(matches!(error, Error::Cancelled), "{error}");
+    assert_eq!(error.kind(), ErrorKind::Cancelled);
+    assert!(outcomes[1].is_ok(), "the other download finished");
+    let kept = std::fs::metadata(dir.path().join("one.bin.part"))
+        .unwrap()
+        .len();
+    assert!(kept > 0 && kept < SIZE, "a resumable part: {kept}");
+
+    let done = downloader
+        .download(Request::new(&slow).unwrap().into_dir(dir.path()))
+        .await
+        .unwrap();
+    assert_eq!(done.resumed_from, kept);
+    assert_eq!(
+        std::fs::read(done.path).unwrap(),
+        content("one.bin", 1, SIZE)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_the_batch_stops_running_and_queued_downloads() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader().jobs(2).build().unwrap();
+    let requests: Vec<Request> = (0..5)
+        .map(|i| {
+            Request::new(&server.file_url(SIZE, &format!("b{i}"), "rate=4194304"))
+                .unwrap()
+                .into_dir(dir.path())
+        })
+        .collect();
+    let token = CancellationToken::new();
+    let canceller = {
+        let token = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            token.cancel();
+        })
+    };
+    let outcomes = downloader
+        .batch(requests)
+        .with_cancellation(token)
+        .run()
+        .await
+        .unwrap();
+    canceller.await.unwrap();
+    assert!(outcomes.iter().all(|o| matches!(o, Err(Error::Cancelled))));
+    assert_eq!(server.requests(), 2, "queued downloads never started");
+    assert_eq!(
+        listing(dir.path()),
+        vec!["b0.part", "b0.part.haul", "b1.part", "b1.part.haul"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedder_can_bring_its_own_client() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::builder()
+        .user_agent("embedder/1.0")
+        .no_proxy()
+        .build()
+        .unwrap();
+    let downloader = fast_downloader().client(client).build().unwrap();
+    let done = downloader
+        .download(
+            Request::new(&server.file_url(1000, "c.bin", ""))
+                .unwrap()
+                .into_dir(dir.path()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(done.path).unwrap(), content("c.bin", 1, 1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_failure_class_has_its_own_kind() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let quick = fast_downloader().retries(0).build().unwrap();
+    let fetch = |url: String| {
+        let quick = quick.clone();
+        let dir = dir.path().to_path_buf();
+        async move {
+            quick
+                .download(Request::new(&url).unwrap().into_dir(dir))
+                .await
+                .unwrap_err()
+        }
+    };
+    assert_eq!(
+        fetch(server.url("/missing")).await.kind(),
+        ErrorKind::HttpStatus
+    );
+    assert_eq!(
+        fetch(server.file_url(100_000, "cut", "drop_after=1000"))
+            .await
+            .kind(),
+        ErrorKind::Network
+    );
+    // Nothing listens on port 9 of loopback.
+    assert_eq!(
+        fetch("http://127.0.0.1:9/x".into()).await.kind(),
+        ErrorKind::Network
+    );
+
+    let mismatch = quick
+        .download(
+            Request::new(&server.file_url(10, "sum", ""))
+                .unwrap()
+                .into_dir(dir.path())
+                .with_checksum(format!("sha-512={}", "0".repeat(128)).parse().unwrap()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(mismatch.kind(), ErrorKind::Integrity);
+
+    let blocked = dir.path().join("blocked");
+    std::fs::write(&blocked, b"a file where a directory should be").unwrap();
+    let io = quick
+        .download(
+            Request::new(&server.file_url(10, "f", ""))
+                .unwrap()
+                .into_dir(&blocked),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(io.kind(), ErrorKind::Io, "{io}");
+
+    std::fs::write(dir.path().join("exists"), b"mine").unwrap();
+    let strict = fast_downloader()
+        .on_exists(OnExists::Error)
+        .build()
+        .unwrap();
+    let exists = strict
+        .download(
+            Request::new(&server.file_url(10, "exists", ""))
+                .unwrap()
+                .into_dir(dir.path()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(exists.kind(), ErrorKind::AlreadyExists);
+    assert_eq!(std::fs::read(dir.path().join("exists")).unwrap(), b"mine");
+
+    let invalid = Request::new("gopher://h/x").unwrap_err();
+    assert_eq!(invalid.kind(), ErrorKind::InvalidInput);
+}
+
+/// The examples directory next to the test binary (`target/<profile>/examples`).
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the tests with `cargo test --all-targets`",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_examples_run_against_a_real_server() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut simple = std::process::Command::new(example("simple"));
+    simple
+        .arg(server.file_url(5000, "s.bin", ""))
+        .arg(dir.path());
+    let output = run(simple).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("5000 bytes"));
+
+    let mut batch = std::process::Command::new(example("batch_with_progress"));
+    batch
+        .arg(dir.path())
+        .arg(server.file_url(100, "b1", ""))
+        .arg(server.file_url(200, "b2", ""));
+    let output = run(batch).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 2);
+
+    let url = server.file_url(SIZE, "c.bin", "rate=4194304");
+    let mut cancel = std::process::Command::new(example("cancel"));
+    cancel.arg(&url).arg(dir.path()).arg("300");
+    let output = run(cancel).await;
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    assert!(dir.path().join("c.bin.part").exists());
+    let mut resume = std::process::Command::new(example("cancel"));
+    resume.arg(&url).arg(dir.path()).arg("60000");
+    let output = run(resume).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        std::fs::read(dir.path().join("c.bin")).unwrap(),
+        content("c.bin", 1, SIZE)
+    );
+}
