@@ -252,6 +252,7 @@ impl Observer for ProgressBars {
                 id,
                 total_bytes,
                 resumed_from,
+                ..
             } => {
                 self.total
                     .inc_length(total_bytes.map_or(0, |t| t.saturating_sub(*resumed_from)));

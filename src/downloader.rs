@@ -91,6 +91,9 @@ pub struct DownloaderBuilder {
     headers: HeaderMap,
     client: Option<reqwest::Client>,
     header_error: Option<String>,
+    ca_certificates_pem: Vec<Vec<u8>>,
+    accept_invalid_certificates: bool,
+    max_redirects: usize,
 }
 
 impl Default for DownloaderBuilder {
@@ -111,6 +114,9 @@ impl Default for DownloaderBuilder {
             headers: HeaderMap::new(),
             client: None,
             header_error: None,
+            ca_certificates_pem: Vec::new(),
+            accept_invalid_certificates: false,
+            max_redirects: 10,
         }
     }
 }
@@ -204,6 +210,32 @@ impl DownloaderBuilder {
         self
     }
 
+    /// Also trust the certificate authorities in this PEM data (one or more certificates), on
+    /// top of the system's. A malformed bundle makes [`Self::build`] fail. Ignored with
+    /// [`Self::client`].
+    #[must_use]
+    pub fn ca_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_certificates_pem.push(pem.into());
+        self
+    }
+
+    /// Accept any TLS certificate: no verification at all. Only for testing; anyone on the
+    /// path can then read and change the download. Ignored with [`Self::client`].
+    #[must_use]
+    pub fn danger_accept_invalid_certificates(mut self, accept: bool) -> Self {
+        self.accept_invalid_certificates = accept;
+        self
+    }
+
+    /// How many redirects one request may follow (default 10). Redirects go only to http and
+    /// https URLs, a loop is an error at once, and reqwest drops `Authorization` and `Cookie`
+    /// headers when a redirect leaves the host. Ignored with [`Self::client`].
+    #[must_use]
+    pub fn max_redirects(mut self, redirects: usize) -> Self {
+        self.max_redirects = redirects;
+        self
+    }
+
     /// Use this client (proxies, custom TLS, middleware) instead of building one. It should
     /// not decompress bodies: haul always asks for the identity encoding.
     #[must_use]
@@ -223,7 +255,7 @@ impl DownloaderBuilder {
         }
         let client = match self.client {
             Some(client) => client,
-            None => default_client(&self.config, &self.user_agent, self.headers)?,
+            None => self.default_client()?,
         };
         Ok(Downloader {
             shared: Arc::new(Shared {
@@ -234,22 +266,59 @@ impl DownloaderBuilder {
     }
 }
 
-fn default_client(
-    config: &Config,
-    user_agent: &str,
-    headers: HeaderMap,
-) -> Result<reqwest::Client, Error> {
-    // Err means a provider is installed already, which is just as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        // The exact entity, never a decoded one, whatever features other crates enable.
-        .no_gzip()
-        .no_brotli()
-        .no_zstd()
-        .no_deflate()
-        .connect_timeout(config.connect_timeout)
-        .user_agent(user_agent)
-        .default_headers(headers)
-        .build()
-        .map_err(|source| Error::Client { source })
+impl DownloaderBuilder {
+    fn default_client(&self) -> Result<reqwest::Client, Error> {
+        // Err means a provider is installed already, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut certificates = Vec::new();
+        for pem in &self.ca_certificates_pem {
+            let bundle = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Error::Config(format!("invalid CA certificate: {e}")))?;
+            if bundle.is_empty() {
+                return Err(Error::Config(
+                    "invalid CA certificate: no certificate in the PEM data".into(),
+                ));
+            }
+            certificates.extend(bundle);
+        }
+        let mut builder = reqwest::Client::builder()
+            // The exact entity, never a decoded one, whatever features other crates enable.
+            .no_gzip()
+            .no_brotli()
+            .no_zstd()
+            .no_deflate()
+            .connect_timeout(self.config.connect_timeout)
+            .user_agent(self.user_agent.as_str())
+            .default_headers(self.headers.clone())
+            .redirect(redirect_policy(self.max_redirects));
+        if !certificates.is_empty() {
+            builder = builder.tls_certs_merge(certificates);
+        }
+        if self.accept_invalid_certificates {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        builder.build().map_err(|source| Error::Client { source })
+    }
+}
+
+/// Follows at most `max` redirects, only to http and https, and stops at once on a loop.
+fn redirect_policy(max: usize) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if !matches!(attempt.url().scheme(), "http" | "https") {
+            let message = format!("redirect to a `{}` URL refused", attempt.url().scheme());
+            return attempt.error(message);
+        }
+        if attempt.previous().contains(attempt.url()) {
+            let message = format!(
+                "redirect loop at {}",
+                crate::naming::redact_url(attempt.url())
+            );
+            return attempt.error(message);
+        }
+        if attempt.previous().len() > max {
+            let message = format!("more than {max} redirects");
+            return attempt.error(message);
+        }
+        attempt.follow()
+    })
 }

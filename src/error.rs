@@ -149,6 +149,8 @@ pub enum ErrorKind {
     Network,
     /// A non-success HTTP status.
     HttpStatus,
+    /// The server's TLS certificate was not trusted.
+    Tls,
     /// The server broke the protocol (wrong range, too many bytes).
     Protocol,
     /// The file's digest did not match.
@@ -169,6 +171,7 @@ impl ErrorKind {
             Self::InvalidInput => "invalid_input",
             Self::Network => "network",
             Self::HttpStatus => "http_status",
+            Self::Tls => "tls",
             Self::Protocol => "protocol",
             Self::Integrity => "integrity",
             Self::Io => "io",
@@ -189,6 +192,8 @@ impl Error {
             | Self::DuplicateOutput { .. }
             | Self::Client { .. }
             | Self::Config(_) => ErrorKind::InvalidInput,
+            Self::Network { source, .. } if source.is_redirect() => ErrorKind::Protocol,
+            Self::Network { source, .. } if is_certificate_error(source) => ErrorKind::Tls,
             Self::Network { .. } | Self::Stalled { .. } | Self::ShortBody { .. } => {
                 ErrorKind::Network
             }
@@ -207,7 +212,9 @@ impl Error {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Network { source, .. } => !source.is_builder(),
+            Self::Network { source, .. } => {
+                !source.is_builder() && !source.is_redirect() && !is_certificate_error(source)
+            }
             Self::Stalled { .. } | Self::ShortBody { .. } => true,
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
             _ => false,
@@ -237,6 +244,30 @@ impl Error {
             source,
         }
     }
+}
+
+/// Whether a transport error comes from a rejected TLS certificate (retrying cannot help).
+fn is_certificate_error(error: &reqwest::Error) -> bool {
+    let mut pending: Vec<&(dyn std::error::Error + 'static)> = vec![error];
+    while let Some(cause) = pending.pop() {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            );
+        }
+        // `io::Error::source()` skips the error it wraps, so look inside it explicitly.
+        if let Some(inner) = cause
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::get_ref)
+        {
+            pending.push(inner);
+        }
+        if let Some(next) = cause.source() {
+            pending.push(next);
+        }
+    }
+    false
 }
 
 #[cfg(test)]

@@ -42,6 +42,8 @@ pub enum Event {
         total_bytes: Option<u64>,
         /// Bytes already on disk from an earlier attempt or run.
         resumed_from: u64,
+        /// The protocol the server answered with: `HTTP/1.1`, `HTTP/2.0`, ...
+        http_version: String,
     },
     /// More of the body arrived.
     Progress {

@@ -278,6 +278,7 @@ impl Transfer<'_> {
     async fn attempt(&self, session: &mut Session, paths: &PartPaths) -> Result<AttemptEnd, Error> {
         let response = self.send(session).await?;
         let status = response.status();
+        let version = response.version();
         let headers = response.headers();
         let resuming = session.offset > 0;
         let body_total = match status {
@@ -312,7 +313,7 @@ impl Transfer<'_> {
                     if session.writer.is_none() {
                         self.open_writer(session, paths, false);
                     }
-                    self.report_started(session, total);
+                    self.report_started(session, total, version);
                     return Ok(AttemptEnd::Complete);
                 }
                 return Ok(AttemptEnd::StartOver(
@@ -347,7 +348,7 @@ impl Transfer<'_> {
             }
         };
         let total = session.state.validators.total_bytes;
-        self.report_started(session, total);
+        self.report_started(session, total, version);
         self.stream_body(session, response, body_total).await?;
         Ok(AttemptEnd::Complete)
     }
@@ -397,7 +398,12 @@ impl Transfer<'_> {
         ));
     }
 
-    fn report_started(&self, session: &mut Session, total_bytes: Option<u64>) {
+    fn report_started(
+        &self,
+        session: &mut Session,
+        total_bytes: Option<u64>,
+        version: reqwest::Version,
+    ) {
         if !session.started {
             session.started = true;
             session.resumed_from = session.offset;
@@ -405,6 +411,7 @@ impl Transfer<'_> {
                 id: self.id,
                 total_bytes,
                 resumed_from: session.offset,
+                http_version: format!("{version:?}"),
             });
         }
     }

@@ -92,6 +92,8 @@ async fn cancelling_the_batch_stops_running_and_queued_downloads() {
 async fn an_embedder_can_bring_its_own_client() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
+    // An embedder's own client needs a TLS provider; haul's default client installs ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .user_agent("embedder/1.0")
         .no_proxy()

@@ -3,6 +3,7 @@
 
 mod cli;
 mod embedding;
+mod interop;
 mod library;
 mod output;
 mod resume;

@@ -99,6 +99,19 @@ pub struct GetArgs {
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
 
+    /// Also trust the certificate authorities in this PEM file (on top of the system's).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Do not verify TLS certificates at all (prints a warning; anyone on the path can then
+    /// read and change the downloads).
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+
+    /// How many redirects one request may follow (only to http/https; a loop is an error).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_redirects: usize,
+
     /// Extra request header, `Name: value` (repeatable).
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub headers: Vec<String>,

@@ -168,6 +168,20 @@ fn build_downloader(args: &GetArgs) -> anyhow::Result<Downloader> {
             OnExistsArg::Overwrite => OnExists::Overwrite,
             OnExistsArg::Error => OnExists::Error,
         });
+    if let Some(path) = &args.ca_cert {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("failed to read CA certificate `{}`", path.display()))
+            .map_err(|e| UsageError(format!("{e:#}")))?;
+        builder = builder.ca_certificates_pem(pem);
+    }
+    if args.insecure {
+        eprintln!(
+            "warning: --insecure: TLS certificates are not verified; anyone on the path can \
+             read and change these downloads"
+        );
+        builder = builder.danger_accept_invalid_certificates(true);
+    }
+    builder = builder.max_redirects(args.max_redirects);
     if let Some(agent) = &args.user_agent {
         builder = builder.user_agent(agent.clone());
     }

@@ -276,6 +276,7 @@ impl Observer for Renderer {
                 id,
                 total_bytes,
                 resumed_from,
+                http_version,
             } => {
                 tally.bytes_expected += total_bytes.map_or(0, |t| t.saturating_sub(*resumed_from));
                 if let Some(file) = tally.files.get_mut(id) {
@@ -284,7 +285,7 @@ impl Observer for Renderer {
                 }
                 self.emit_json(json!({
                     "event": "started", "id": id.index(), "total_bytes": total_bytes,
-                    "resumed_from": resumed_from,
+                    "resumed_from": resumed_from, "http_version": http_version,
                 }));
             }
             Event::Progress { id, bytes_done } => self.on_progress(&mut tally, *id, *bytes_done),
