@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::hosts::HostLimits;
 use crate::scheduler::Batch;
 use crate::{Completed, Error, Request};
 
@@ -24,6 +25,11 @@ pub enum OnExists {
     Error,
 }
 
+/// Connections per file when the server supports ranges (see `connections`).
+pub const DEFAULT_CONNECTIONS: usize = 4;
+/// Smallest piece a file is split into (see `min_split_size`).
+pub const DEFAULT_MIN_SPLIT_BYTES: u64 = 8 << 20;
+
 /// Settings shared by every download of a `Downloader`.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -36,11 +42,14 @@ pub(crate) struct Config {
     pub(crate) max_retry_wait: Duration,
     pub(crate) checkpoint_interval: Duration,
     pub(crate) on_exists: OnExists,
+    pub(crate) connections: usize,
+    pub(crate) min_split_bytes: u64,
 }
 
 pub(crate) struct Shared {
     pub(crate) client: reqwest::Client,
     pub(crate) config: Config,
+    pub(crate) hosts: HostLimits,
 }
 
 /// Runs downloads. Build one with [`Downloader::builder`] and reuse it: clones share one
@@ -109,6 +118,8 @@ impl Default for DownloaderBuilder {
                 max_retry_wait: Duration::from_secs(60),
                 checkpoint_interval: Duration::from_secs(1),
                 on_exists: OnExists::Skip,
+                connections: DEFAULT_CONNECTIONS,
+                min_split_bytes: DEFAULT_MIN_SPLIT_BYTES,
             },
             user_agent: concat!("haul/", env!("CARGO_PKG_VERSION")).to_owned(),
             headers: HeaderMap::new(),
@@ -133,6 +144,23 @@ impl DownloaderBuilder {
     #[must_use]
     pub fn per_host(mut self, connections: usize) -> Self {
         self.config.per_host = connections.max(1);
+        self
+    }
+
+    /// How many connections one file may use when the server supports ranges and the file is
+    /// at least two splits long (default 4, at least 1). Extra connections count against the
+    /// per-host limit and are only opened while it has room. A request can override this.
+    #[must_use]
+    pub fn connections(mut self, connections: usize) -> Self {
+        self.config.connections = connections.max(1);
+        self
+    }
+
+    /// The smallest piece a file is split into, in bytes (default 8 MiB): a file shorter than
+    /// two pieces uses one connection, and a piece is never stolen in halves smaller than this.
+    #[must_use]
+    pub fn min_split_size(mut self, bytes: u64) -> Self {
+        self.config.min_split_bytes = bytes.max(1);
         self
     }
 
@@ -260,6 +288,7 @@ impl DownloaderBuilder {
         Ok(Downloader {
             shared: Arc::new(Shared {
                 client,
+                hosts: HostLimits::new(self.config.per_host),
                 config: self.config,
             }),
         })

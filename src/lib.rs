@@ -27,6 +27,7 @@
 pub mod bars;
 mod downloader;
 mod error;
+mod hosts;
 pub mod input;
 mod integrity;
 pub mod naming;
@@ -36,7 +37,9 @@ mod scheduler;
 mod storage;
 mod transfer;
 
-pub use downloader::{Downloader, DownloaderBuilder, OnExists};
+pub use downloader::{
+    DEFAULT_CONNECTIONS, DEFAULT_MIN_SPLIT_BYTES, Downloader, DownloaderBuilder, OnExists,
+};
 pub use error::{Error, ErrorKind};
 pub use integrity::{Algorithm, Checksum};
 pub use progress::{ChannelObserver, Event, NoObserver, Observer, TransferId, error_chain};

@@ -27,6 +27,8 @@ pub struct Request {
     pub(crate) checksum: Option<Checksum>,
     pub(crate) headers: HeaderMap,
     pub(crate) cancel: Option<CancellationToken>,
+    pub(crate) mirrors: Vec<Url>,
+    pub(crate) connections: Option<usize>,
 }
 
 impl Request {
@@ -65,6 +67,8 @@ impl Request {
             checksum: None,
             headers: HeaderMap::new(),
             cancel: None,
+            mirrors: Vec::new(),
+            connections: None,
         })
     }
 
@@ -109,6 +113,31 @@ impl Request {
     pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
         self.cancel = Some(token);
         self
+    }
+
+    /// Another URL serving the same file. Segments are spread over the URL and its mirrors; a
+    /// mirror that fails is dropped for this file and its ranges go to the others; a mirror
+    /// whose length (or `Last-Modified`) differs from the first answer's is refused.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] when the mirror is not an http/https URL.
+    pub fn with_mirror(mut self, mirror: &str) -> Result<Self, Error> {
+        let mirror = Self::new(mirror)?.url;
+        self.mirrors.push(mirror);
+        Ok(self)
+    }
+
+    /// Use up to `connections` connections for this file (overrides the downloader's).
+    #[must_use]
+    pub fn with_connections(mut self, connections: usize) -> Self {
+        self.connections = Some(connections.max(1));
+        self
+    }
+
+    /// The mirrors, in the order given.
+    #[must_use]
+    pub fn mirrors(&self) -> &[Url] {
+        &self.mirrors
     }
 
     /// The URL.

@@ -184,30 +184,35 @@ impl Driver {
                 }
             }
         }
-        let mut running_per_host: HashMap<String, usize> = HashMap::new();
-        let mut running: JoinSet<(TransferId, String, Result<Completed, Error>)> = JoinSet::new();
+        let hosts = &self.downloader.shared.hosts;
+        let mut running: JoinSet<(TransferId, Result<Completed, Error>)> = JoinSet::new();
         loop {
             while running.len() < config.jobs && !self.cancel.is_cancelled() {
-                // The host with room whose next request came first in the input.
-                let next = queues
+                // Among hosts with queued requests, in the order of their next request, the
+                // first that has room for one more connection.
+                let mut candidates: Vec<(usize, &String)> = queues
                     .iter()
-                    .filter(|(host, queue)| {
-                        !queue.is_empty()
-                            && running_per_host.get(*host).copied().unwrap_or(0) < config.per_host
-                    })
-                    .min_by_key(|(_, queue)| queue.front().copied())
-                    .map(|(host, _)| host.clone());
-                let Some(host) = next else { break };
+                    .filter_map(|(host, queue)| queue.front().map(|index| (*index, host)))
+                    .collect();
+                candidates.sort_unstable();
+                let Some((host, permit)) = candidates
+                    .into_iter()
+                    .find_map(|(_, host)| hosts.try_acquire(host).map(|p| (host.clone(), p)))
+                else {
+                    break;
+                };
                 let Some(index) = queues.get_mut(&host).and_then(VecDeque::pop_front) else {
                     break;
                 };
+                if queues.get(&host).is_some_and(VecDeque::is_empty) {
+                    queues.remove(&host);
+                }
                 let (Some(request), Some(final_path)) = (
                     slots.get_mut(index).and_then(Option::take),
                     paths.get_mut(index).and_then(Option::take),
                 ) else {
                     continue;
                 };
-                *running_per_host.entry(host.clone()).or_default() += 1;
                 let downloader = self.downloader.clone();
                 let observer = Arc::clone(&self.observer);
                 let cancel = self.cancel.child_token();
@@ -220,22 +225,27 @@ impl Driver {
                         observer: observer.as_ref(),
                         cancel: &cancel,
                         final_path,
+                        permit,
                     };
                     let result = transfer.run().await;
                     report_end(observer.as_ref(), id, &result);
-                    (id, host, result)
+                    (id, result)
                 });
             }
-            let Some(joined) = running.join_next().await else {
+            let waiting = !queues.is_empty() && !self.cancel.is_cancelled();
+            if running.is_empty() && !waiting {
                 break;
-            };
-            // A transfer task cannot panic by design; if one did, its outcome is lost and
-            // `in_input_order` reports it as cancelled rather than hanging.
-            if let Ok((id, host, result)) = joined {
-                if let Some(count) = running_per_host.get_mut(&host) {
-                    *count = count.saturating_sub(1);
+            }
+            tokio::select! {
+                Some(joined) = running.join_next(), if !running.is_empty() => {
+                    // A transfer task cannot panic by design; if one did, its outcome is lost
+                    // and `in_input_order` reports it as cancelled rather than hanging.
+                    if let Ok((id, result)) = joined {
+                        let _ = self.outcomes.send(Outcome { id, result });
+                    }
                 }
-                let _ = self.outcomes.send(Outcome { id, result });
+                () = hosts.released(), if waiting => {}
+                () = self.cancel.cancelled(), if waiting => {}
             }
         }
         // Cancelled before they started.

@@ -14,6 +14,7 @@ use reqwest::header::{ACCEPT_ENCODING, IF_RANGE, RANGE};
 use tokio_util::sync::CancellationToken;
 
 use crate::downloader::{OnExists, Shared};
+use crate::hosts::HostPermit;
 use crate::integrity::{Checksum, Hasher};
 use crate::naming::redact_url;
 use crate::progress::{Event, Observer, TransferId, error_chain};
@@ -54,6 +55,8 @@ pub(crate) struct Transfer<'a> {
     pub(crate) observer: &'a dyn Observer,
     pub(crate) cancel: &'a CancellationToken,
     pub(crate) final_path: PathBuf,
+    /// The host permit of the first connection, held for the whole transfer.
+    pub(crate) permit: HostPermit,
 }
 
 /// What one download has reached so far, carried across attempts.
