@@ -285,9 +285,13 @@ impl Observer for ProgressBars {
                     delay.as_secs_f64()
                 ));
             }
-            Event::Restarted { id, reason } => {
+            Event::Restarted {
+                id,
+                reason: message,
+            }
+            | Event::Warning { id, message } => {
                 let name = state.files.get(id).map_or("", |f| f.name.as_str());
-                self.println(&format!("! {name}: {reason}"));
+                self.println(&format!("! {name}: {message}"));
             }
             Event::Finished { id, completed } => self.on_finished(&mut state, *id, completed),
             Event::Failed { id, kind, message } => {

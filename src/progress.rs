@@ -71,6 +71,14 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// Something the user should know that does not stop the download (a mirror refused or
+    /// dropped, for example).
+    Warning {
+        /// Which request.
+        id: TransferId,
+        /// What happened.
+        message: String,
+    },
     /// The file is complete and verified under its final name.
     Finished {
         /// Which request.
@@ -99,6 +107,7 @@ impl Event {
             | Self::Progress { id, .. }
             | Self::Retrying { id, .. }
             | Self::Restarted { id, .. }
+            | Self::Warning { id, .. }
             | Self::Finished { id, .. }
             | Self::Failed { id, .. } => *id,
         }

@@ -60,6 +60,25 @@ impl RangeSet {
         }
     }
 
+    /// The ranges of `[0, total)` that are not in the set, in order.
+    pub(crate) fn gaps(&self, total: u64) -> Vec<(u64, u64)> {
+        let mut gaps = Vec::new();
+        let mut cursor = 0;
+        for &(start, end) in &self.0 {
+            if start >= total {
+                break;
+            }
+            if start > cursor {
+                gaps.push((cursor, start));
+            }
+            cursor = cursor.max(end);
+        }
+        if cursor < total {
+            gaps.push((cursor, total));
+        }
+        gaps
+    }
+
     /// Whether the ranges are sorted, merged and non-empty (for a state file read from disk).
     pub(crate) fn is_well_formed(&self) -> bool {
         self.0.iter().all(|&(s, e)| s < e) && self.0.windows(2).all(|w| w[0].1 < w[1].0)
@@ -102,6 +121,16 @@ mod tests {
         assert_eq!(set.0, vec![(0, 10), (20, 25)]);
         set.clip(15);
         assert_eq!(set.0, vec![(0, 10)]);
+    }
+
+    #[test]
+    fn gaps_are_what_is_missing_below_the_total() {
+        let set = RangeSet(vec![(0, 10), (20, 30), (40, 60)]);
+        assert_eq!(set.gaps(50), vec![(10, 20), (30, 40)]);
+        assert_eq!(set.gaps(70), vec![(10, 20), (30, 40), (60, 70)]);
+        assert_eq!(RangeSet::default().gaps(5), vec![(0, 5)]);
+        assert_eq!(RangeSet(vec![(0, 5)]).gaps(5), vec![]);
+        assert_eq!(RangeSet(vec![(3, 5)]).gaps(5), vec![(0, 3)]);
     }
 
     #[test]

@@ -24,6 +24,8 @@ use crate::integrity::{Algorithm, Checksum, Hasher};
 const QUEUE_DEPTH: usize = 4;
 /// Read size when hashing data already on disk.
 const READ_BACK_BYTES: usize = 1 << 20;
+/// Most bytes hashed back from disk after one write.
+const CATCH_UP_BYTES: u64 = 8 << 20;
 
 /// How the writer ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +50,28 @@ enum Command {
     Restart(Validators),
     Close(CloseMode),
 }
+
+/// A clonable handle for writing from several segment connections at once.
+#[derive(Clone)]
+pub(crate) struct WriteHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl WriteHandle {
+    /// Queues `data` to be written at `offset`, waiting while the queue is full.
+    ///
+    /// # Errors
+    /// When the writer has stopped; its own error is reported by `PartWriter::close`.
+    pub(crate) async fn write(&self, offset: u64, data: Bytes) -> Result<(), Error> {
+        self.commands
+            .send(Command::Write { offset, data })
+            .await
+            .map_err(|_| Error::io("write", "<part file>", io::Error::other(WRITER_STOPPED)))
+    }
+}
+
+/// The message of the error a `WriteHandle` returns once the writer has stopped.
+pub(crate) const WRITER_STOPPED: &str = "the writer stopped";
 
 /// Handle to the writer thread of one `.part` file.
 pub(crate) struct PartWriter {
@@ -104,6 +128,13 @@ impl PartWriter {
     /// The writer's own error (for example a full disk) once it has stopped.
     pub(crate) async fn write(&mut self, offset: u64, data: Bytes) -> Result<(), Error> {
         self.send(Command::Write { offset, data }).await
+    }
+
+    /// A handle for concurrent writers (segments).
+    pub(crate) fn handle(&self) -> WriteHandle {
+        WriteHandle {
+            commands: self.commands.clone(),
+        }
     }
 
     /// Truncates the file and starts over for a new version of the entity.
@@ -230,6 +261,14 @@ impl WriterCore {
         }
         self.state.done.insert(offset, end);
         self.length = self.length.max(end);
+        // Segments arrive out of order: hash what became contiguous by reading it back, a
+        // slice at a time so the writes are never held up for long.
+        if self.hasher.is_some() {
+            let prefix = self.state.done.contiguous_prefix();
+            if prefix > self.hashed_upto {
+                self.hash_from_disk(prefix.min(self.hashed_upto + CATCH_UP_BYTES))?;
+            }
+        }
         self.dirty = true;
         if self.last_checkpoint.elapsed() >= self.checkpoint_interval {
             self.checkpoint_in_background()?;

@@ -3,6 +3,7 @@
 //! complete, verified file; any failure leaves a resumable `.part` or nothing.
 
 mod http;
+mod segments;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT_ENCODING, IF_RANGE, RANGE};
+use reqwest::header::{ACCEPT_ENCODING, ACCEPT_RANGES, IF_RANGE, RANGE};
 use tokio_util::sync::CancellationToken;
 
 use crate::downloader::{OnExists, Shared};
@@ -20,7 +21,7 @@ use crate::naming::redact_url;
 use crate::progress::{Event, Observer, TransferId, error_chain};
 use crate::storage::PartPaths;
 use crate::storage::state::{ResumeState, Unusable, Validators};
-use crate::storage::writer::{CloseMode, PartWriter, remove_if_present};
+use crate::storage::writer::{CloseMode, PartWriter, WRITER_STOPPED, remove_if_present};
 use crate::{Error, Request};
 
 /// Network chunks are gathered into buffers of this size before they go to the writer: large
@@ -56,6 +57,10 @@ pub(crate) struct Transfer<'a> {
     pub(crate) cancel: &'a CancellationToken,
     pub(crate) final_path: PathBuf,
     /// The host permit of the first connection, held for the whole transfer.
+    #[expect(
+        dead_code,
+        reason = "held only so that dropping it releases the host's slot"
+    )]
     pub(crate) permit: HostPermit,
 }
 
@@ -69,6 +74,8 @@ struct Session {
     /// Whether `Started` was reported.
     started: bool,
     resumed_from: u64,
+    /// Set when the server turned out not to serve ranges: no more segments.
+    single_only: bool,
 }
 
 /// How an attempt ended when it did not fail.
@@ -105,6 +112,7 @@ impl Transfer<'_> {
             writer: None,
             started: false,
             resumed_from: 0,
+            single_only: false,
         };
         match self.fetch(&mut session, &paths).await {
             Ok(()) => self.commit(session, &paths, clock).await,
@@ -116,8 +124,11 @@ impl Transfer<'_> {
                     } else {
                         CloseMode::Suspend
                     };
-                    // The download's own error matters more than a failure to tidy up.
-                    let _ = writer.close(mode).await;
+                    let closed = writer.close(mode).await;
+                    // A segment that saw the writer stop reports that; the writer knows why.
+                    if let (Err(cause), true) = (closed, is_writer_stopped(&error)) {
+                        return Err(cause);
+                    }
                 }
                 Err(error)
             }
@@ -283,6 +294,11 @@ impl Transfer<'_> {
         let status = response.status();
         let version = response.version();
         let headers = response.headers();
+        let ranges_ok = status == StatusCode::PARTIAL_CONTENT
+            || headers
+                .get(ACCEPT_RANGES)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|unit| unit.trim() == "bytes"));
         let resuming = session.offset > 0;
         let body_total = match status {
             StatusCode::PARTIAL_CONTENT => {
@@ -335,6 +351,7 @@ impl Transfer<'_> {
                     });
                 }
                 session.offset = 0;
+                session.state.done = crate::storage::ranges::RangeSet::default();
                 session.state.validators = validators.clone();
                 match session.writer.as_mut() {
                     Some(writer) => writer.restart(validators).await?,
@@ -352,6 +369,14 @@ impl Transfer<'_> {
         };
         let total = session.state.validators.total_bytes;
         self.report_started(session, total, version);
+        if let Some(total) = total
+            && ranges_ok
+            && !session.single_only
+            && self.wants_segments(session, total)
+        {
+            let start = session.offset;
+            return self.download_segments(session, response, start).await;
+        }
         self.stream_body(session, response, body_total).await?;
         Ok(AttemptEnd::Complete)
     }
@@ -369,13 +394,25 @@ impl Transfer<'_> {
                 builder = builder.header(IF_RANGE, validator);
             }
         }
+        self.send_request(builder, &self.url()).await
+    }
+
+    /// Sends a request, giving up after the connect plus stall timeouts, or on cancellation.
+    async fn send_request(
+        &self,
+        builder: reqwest::RequestBuilder,
+        shown_url: &str,
+    ) -> Result<reqwest::Response, Error> {
         let config = &self.shared.config;
         let deadline = config.connect_timeout + config.stall_timeout;
         tokio::select! {
             () = self.cancelled() => Err(Error::Cancelled),
             sent = tokio::time::timeout(deadline, builder.send()) => match sent {
-                Err(_) => Err(Error::Stalled { url: self.url(), timeout: deadline }),
-                Ok(Err(source)) => Err(Error::Network { url: self.url(), source: source.without_url() }),
+                Err(_) => Err(Error::Stalled { url: shown_url.to_owned(), timeout: deadline }),
+                Ok(Err(source)) => Err(Error::Network {
+                    url: shown_url.to_owned(),
+                    source: source.without_url(),
+                }),
                 Ok(Ok(response)) => Ok(response),
             },
         }
@@ -534,6 +571,10 @@ impl Transfer<'_> {
         };
         Ok(completed)
     }
+}
+
+fn is_writer_stopped(error: &Error) -> bool {
+    matches!(error, Error::Io { source, .. } if source.to_string() == WRITER_STOPPED)
 }
 
 /// Hashes a whole file on a blocking thread.

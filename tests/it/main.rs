@@ -7,4 +7,5 @@ mod interop;
 mod library;
 mod output;
 mod resume;
+mod segments;
 mod support;

@@ -61,6 +61,20 @@ pub struct GetArgs {
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub per_host: u32,
 
+    /// Connections per file, when the server supports ranges and the file is at least two
+    /// splits long. Extra connections count against --per-host.
+    #[arg(short = 'x', long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub connections: u32,
+
+    /// Smallest piece a file is split into (K, M, G are 1024-based: 8M = 8 MiB).
+    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
+    pub min_split_size: u64,
+
+    /// Another URL of the (single) download's file (repeatable): segments are spread over
+    /// all of them, and a failing mirror is dropped.
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
+
     /// Expected digest of the (single) download: sha-256=HEX or sha-512=HEX.
     #[arg(long, value_name = "ALGO=HEX")]
     pub checksum: Option<String>,
@@ -141,6 +155,34 @@ pub enum OnExistsArg {
     Error,
 }
 
+/// Parses a size in bytes: `1048576`, `512K`, `8M`, `1G` (1024-based; `KiB`, `MiB`, `GiB`
+/// and `KB`, `MB`, `GB` mean the same here).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (e.g. 512K, 8M, 1G)"))?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let multiplier: u64 = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => return Err(format!("unknown unit in `{text}` (use K, M, G or T)")),
+    };
+    #[expect(clippy::cast_sign_loss, reason = "the number has no sign")]
+    let bytes = (value * multiplier as f64).round() as u64;
+    if bytes == 0 {
+        return Err(format!("`{text}` is zero"));
+    }
+    Ok(bytes)
+}
+
 /// Parses `30`, `30s`, `500ms`, `2m` or `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -164,6 +206,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_1024_based() {
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_size("512K").unwrap(), 512 << 10);
+        assert_eq!(parse_size("8M").unwrap(), 8 << 20);
+        assert_eq!(parse_size("8MiB").unwrap(), 8 << 20);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("-1M").is_err());
+    }
 
     #[test]
     fn durations_take_common_units() {

@@ -158,6 +158,8 @@ fn build_downloader(args: &GetArgs) -> anyhow::Result<Downloader> {
     let mut builder = Downloader::builder()
         .jobs(args.jobs as usize)
         .per_host(args.per_host as usize)
+        .connections(args.connections as usize)
+        .min_split_size(args.min_split_size)
         .retries(args.retries)
         .max_retry_wait(args.max_retry_wait)
         .connect_timeout(args.connect_timeout)
@@ -215,6 +217,9 @@ fn build_requests(args: &GetArgs) -> anyhow::Result<Vec<Request>> {
     if args.output.is_some() {
         single_only("--output")?;
     }
+    if !args.mirrors.is_empty() {
+        single_only("--mirror")?;
+    }
     let checksum = match &args.checksum {
         Some(spec) => {
             single_only("--checksum")?;
@@ -234,6 +239,11 @@ fn build_requests(args: &GetArgs) -> anyhow::Result<Vec<Request>> {
         }
         if let Some(checksum) = &checksum {
             request = request.with_checksum(checksum.clone());
+        }
+        for mirror in &args.mirrors {
+            request = request
+                .with_mirror(mirror)
+                .map_err(|e| UsageError(e.to_string()))?;
         }
         requests.push(request);
     }
@@ -297,6 +307,9 @@ fn request_from_entry(base: &Path, entry: InputEntry) -> Result<Request, String>
     }
     for (name, value) in &entry.headers {
         request = request.with_header(name, value).map_err(at_line)?;
+    }
+    for mirror in &entry.urls[1..] {
+        request = request.with_mirror(mirror.as_str()).map_err(at_line)?;
     }
     Ok(request)
 }

@@ -316,6 +316,15 @@ impl Observer for Renderer {
                     self.say(&format!("! {name}: {reason}"));
                 }
             }
+            Event::Warning { id, message } => {
+                self.emit_json(json!({
+                    "event": "warning", "id": id.index(), "message": message,
+                }));
+                if matches!(self.display, Display::Lines) {
+                    let name = tally.files.get(id).map_or("", |f| f.name.as_str());
+                    self.say(&format!("! {name}: {message}"));
+                }
+            }
             Event::Finished { id, completed } => self.on_finished(&mut tally, *id, completed),
             Event::Failed { id, kind, message } => {
                 self.on_failed(&mut tally, *id, *kind, message);

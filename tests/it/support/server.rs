@@ -13,6 +13,7 @@
 //! | `validators=none\|weak\|lm` | no validators, only a weak ETag, only Last-Modified |
 //! | `chunked=1` | no Content-Length |
 //! | `rate=BPS` | throttle the body to BPS bytes per second |
+//! | `slow_from=N` | throttle only answers that start at byte N or later |
 //! | `delay_ms=N` | wait before answering (keeps the request in flight) |
 //!
 //! URLs look like `/files/SIZE/NAME?faults`. A path's content "version" can be changed with
@@ -358,7 +359,7 @@ fn respond(
         end,
         fault("drop_after"),
         fault("stall_after"),
-        number("rate"),
+        number("rate").filter(|_| number("slow_from").is_none_or(|from| start >= from)),
         guard,
     );
     builder.body(body).unwrap()
@@ -431,7 +432,8 @@ fn body_stream(
                 }
             }
             if let Some(rate) = rate {
-                length = length.min((rate / 20).max(1));
+                // Small paced chunks: a closed connection is noticed within ~10 ms.
+                length = length.min((rate / 100).max(1));
                 let due = Duration::from_secs_f64(sent as f64 / rate as f64);
                 if let Some(wait) = due.checked_sub(began.elapsed()) {
                     tokio::time::sleep(wait).await;

@@ -1,0 +1,246 @@
+//! Segmented downloads and mirrors (issue #4): byte-for-byte results over several ranged
+//! connections, retries of one segment, work stealing, mirrors failing or disagreeing, the
+//! per-host limit across segments, and the silent fall-back for servers without ranges.
+
+use haul::{Event, Request};
+use sha2::{Digest, Sha256};
+
+use crate::support::server::{TestServer, content};
+use crate::support::{fast_downloader, listing};
+
+const MIB: u64 = 1 << 20;
+
+fn ranged_requests(server: &TestServer) -> Vec<String> {
+    server.log().into_iter().filter_map(|r| r.range).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_split_over_connections_is_exact_for_awkward_sizes() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader()
+        .connections(8)
+        .min_split_size(MIB)
+        .build()
+        .unwrap();
+    for size in [0u64, 1, 2 * MIB - 1, 33_554_467] {
+        let name = format!("s{size}.bin");
+        let body = content(&name, 1, size);
+        let checksum = format!("sha-256={}", hex::encode(Sha256::digest(&body)));
+        let request = Request::new(&server.file_url(size, &name, ""))
+            .unwrap()
+            .into_dir(dir.path())
+            .with_checksum(checksum.parse().unwrap());
+        let done = downloader.download(request).await.unwrap();
+        assert!(
+            std::fs::read(&done.path).unwrap() == body,
+            "{name} is exact"
+        );
+        assert_eq!(done.digest.unwrap().to_string(), checksum);
+    }
+    let ranged = ranged_requests(&server);
+    assert!(
+        ranged.len() >= 7,
+        "the 32 MiB file used 8 connections: {ranged:?}"
+    );
+    assert!(listing(dir.path()).iter().all(|n| !n.contains(".part")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_segment_is_resumed_from_its_last_byte() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader()
+        .connections(4)
+        .min_split_size(MIB)
+        .build()
+        .unwrap();
+    let size = 16 * MIB;
+    // The first three answers (of any connection) break after 1 MB.
+    let url = server.file_url(size, "d.bin", "drop_after=1000000&fault_times=3");
+    let done = downloader
+        .download(Request::new(&url).unwrap().into_dir(dir.path()))
+        .await
+        .unwrap();
+    assert!(std::fs::read(&done.path).unwrap() == content("d.bin", 1, size));
+    assert!(
+        server.body_bytes() < size + 4 * MIB,
+        "nothing was fetched twice but the pieces cut by the stealing: {}",
+        server.body_bytes()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_free_connection_takes_over_half_of_a_slow_one() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader()
+        .connections(2)
+        .min_split_size(4 * MIB)
+        .build()
+        .unwrap();
+    let size = 16 * MIB;
+    // Answers that start in the second half crawl at 4 MiB/s; the first half is fast.
+    let url = server.file_url(
+        size,
+        "w.bin",
+        &format!("rate={}&slow_from={}", 4 * MIB, size / 2),
+    );
+    let done = downloader
+        .download(Request::new(&url).unwrap().into_dir(dir.path()))
+        .await
+        .unwrap();
+    assert!(std::fs::read(&done.path).unwrap() == content("w.bin", 1, size));
+    let stolen: Vec<String> = ranged_requests(&server)
+        .into_iter()
+        .filter(|r| {
+            let start: u64 = r
+                .trim_start_matches("bytes=")
+                .split('-')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            start > size / 2
+        })
+        .collect();
+    assert!(
+        !stolen.is_empty(),
+        "the fast connection took over part of the slow half: {:?}",
+        server.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_mirror_is_dropped_and_the_others_finish() {
+    for fault in ["status=500", "drop_after=0"] {
+        let server = TestServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let downloader = fast_downloader()
+            .connections(4)
+            .min_split_size(MIB)
+            .retries(1)
+            .build()
+            .unwrap();
+        let size = 8 * MIB;
+        let (observer, mut events) = haul::ChannelObserver::new();
+        let request = Request::new(&server.file_url(size, "m.bin", ""))
+            .unwrap()
+            .with_mirror(&server.file_url(size, "m.bin", fault))
+            .unwrap()
+            .into_dir(dir.path());
+        let outcomes = downloader
+            .batch(vec![request])
+            .with_observer(std::sync::Arc::new(observer))
+            .run()
+            .await
+            .unwrap();
+        let done = outcomes[0].as_ref().unwrap();
+        assert!(
+            std::fs::read(&done.path).unwrap() == content("m.bin", 1, size),
+            "{fault}"
+        );
+        let mut warned = false;
+        while let Ok(event) = events.try_recv() {
+            if let Event::Warning { message, .. } = event {
+                warned |= message.contains("mirror") && message.contains("dropped");
+            }
+        }
+        assert!(warned, "{fault}: the dropped mirror is reported");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_with_another_length_is_refused() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader()
+        .connections(4)
+        .min_split_size(MIB)
+        .build()
+        .unwrap();
+    let size = 8 * MIB;
+    let (observer, mut events) = haul::ChannelObserver::new();
+    let request = Request::new(&server.file_url(size, "l.bin", ""))
+        .unwrap()
+        .with_mirror(&server.file_url(size + 1, "l.bin", ""))
+        .unwrap()
+        .into_dir(dir.path());
+    let outcomes = downloader
+        .batch(vec![request])
+        .with_observer(std::sync::Arc::new(observer))
+        .run()
+        .await
+        .unwrap();
+    let done = outcomes[0].as_ref().unwrap();
+    assert!(std::fs::read(&done.path).unwrap() == content("l.bin", 1, size));
+    let mut refused = None;
+    while let Ok(event) = events.try_recv() {
+        if let Event::Warning { message, .. } = event {
+            refused = Some(message);
+        }
+    }
+    let message = refused.expect("a warning about the mirror");
+    assert!(
+        message.contains("differs") && message.contains("refused"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_host_limit_counts_every_segment() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader()
+        .jobs(4)
+        .per_host(6)
+        .connections(8)
+        .min_split_size(MIB)
+        .build()
+        .unwrap();
+    let requests: Vec<Request> = (0..4)
+        .map(|i| {
+            Request::new(&server.file_url(8 * MIB, &format!("p{i}"), &format!("rate={}", 16 * MIB)))
+                .unwrap()
+                .into_dir(dir.path())
+        })
+        .collect();
+    let outcomes = downloader.batch(requests).run().await.unwrap();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let done = outcome.as_ref().unwrap();
+        assert!(std::fs::read(&done.path).unwrap() == content(&format!("p{i}"), 1, 8 * MIB));
+    }
+    let peak = server.peak_in_flight();
+    assert!(peak <= 6, "peak {peak} exceeds --per-host 6");
+    assert!(
+        peak >= 5,
+        "segments used the room the limit leaves (peak {peak})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_without_ranges_or_length_fall_back_to_one_connection() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader()
+        .connections(4)
+        .min_split_size(MIB)
+        .build()
+        .unwrap();
+    let size = 8 * MIB;
+    // Advertises ranges but ignores them: the segments' 200s send it back to one stream.
+    let liar = server.file_url(size, "n.bin", "no_ranges=1");
+    let done = downloader
+        .download(Request::new(&liar).unwrap().into_dir(dir.path()))
+        .await
+        .unwrap();
+    assert!(std::fs::read(&done.path).unwrap() == content("n.bin", 1, size));
+    let chunked = server.file_url(size, "c.bin", "chunked=1");
+    let before = server.requests();
+    let done = downloader
+        .download(Request::new(&chunked).unwrap().into_dir(dir.path()))
+        .await
+        .unwrap();
+    assert!(std::fs::read(&done.path).unwrap() == content("c.bin", 1, size));
+    assert_eq!(server.requests() - before, 1, "no length: one request");
+}
