@@ -44,6 +44,11 @@ impl RangeSet {
         self.0 = merged;
     }
 
+    /// Whether no byte is present.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Length of the data present from offset 0 without a gap.
     pub(crate) fn contiguous_prefix(&self) -> u64 {
         match self.0.first() {

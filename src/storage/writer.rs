@@ -355,6 +355,13 @@ impl WriterCore {
                     digest: self.hasher.take().map(Hasher::finish),
                 })
             }
+            CloseMode::Suspend if self.state.done.is_empty() => {
+                // Nothing was written: there is nothing to resume.
+                drop(background);
+                remove_if_present(&self.paths.part)?;
+                remove_if_present(&self.paths.state)?;
+                Ok(Closed::default())
+            }
             CloseMode::Suspend => {
                 // A failed background checkpoint is retried here, synchronously.
                 drop(background);

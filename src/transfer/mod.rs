@@ -118,8 +118,7 @@ impl Transfer<'_> {
             Ok(()) => self.commit(session, &paths, clock).await,
             Err(error) => {
                 if let Some(writer) = session.writer.take() {
-                    let worthless = !error.keeps_partial() || session.offset == 0;
-                    let mode = if worthless {
+                    let mode = if !error.keeps_partial() {
                         CloseMode::Discard
                     } else {
                         CloseMode::Suspend

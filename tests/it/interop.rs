@@ -299,3 +299,57 @@ async fn a_server_that_ignores_ranges_python_http_server_restarts_cleanly() {
     }
     assert!(restarted, "the 200 answer to a range request is reported");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_serves_a_segmented_download_and_its_resume() {
+    let Some(nginx) = Nginx::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let size = 12 << 20;
+    put(&nginx.www(), "slow/seg.bin", &content("seg", 1, size));
+    let url = nginx.http_url("/slow/seg.bin");
+    let token = CancellationToken::new();
+    let downloader = fast_downloader()
+        .connections(4)
+        .min_split_size(1 << 20)
+        .build()
+        .unwrap();
+    let first = Request::new(&url)
+        .unwrap()
+        .into_dir(dir.path())
+        .with_cancellation(token.clone());
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel();
+    });
+    assert!(matches!(
+        downloader.download(first).await,
+        Err(haul::Error::Cancelled)
+    ));
+    canceller.await.unwrap();
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("seg.bin.part.haul")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        state["done"].as_array().unwrap().len() > 1,
+        "several segments were on their way: {state}"
+    );
+    let before = nginx.access_log().len();
+    let done = downloader
+        .download(Request::new(&url).unwrap().into_dir(dir.path()))
+        .await
+        .unwrap();
+    assert!(
+        std::fs::read(&done.path).unwrap() == content("seg", 1, size),
+        "exact bytes"
+    );
+    let resumed: Vec<String> = nginx.access_log()[before..].to_vec();
+    assert!(
+        resumed.len() > 1,
+        "the rerun used several connections: {resumed:?}"
+    );
+    assert!(
+        resumed.iter().all(|line| line.contains(" 206 ")),
+        "only the holes were fetched, as ranges: {resumed:?}"
+    );
+}
