@@ -118,10 +118,10 @@ impl Transfer<'_> {
             Ok(()) => self.commit(session, &paths, clock).await,
             Err(error) => {
                 if let Some(writer) = session.writer.take() {
-                    let mode = if !error.keeps_partial() {
-                        CloseMode::Discard
-                    } else {
+                    let mode = if error.keeps_partial() {
                         CloseMode::Suspend
+                    } else {
+                        CloseMode::Discard
                     };
                     let closed = writer.close(mode).await;
                     // A segment that saw the writer stop reports that; the writer knows why.
