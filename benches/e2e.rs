@@ -50,16 +50,18 @@ fn main() {
         let size = size_mib << 20;
         let url = server.file_url(size, "bench.bin", "");
         let digest = expected_digest("bench.bin", size);
+        let x1 = || vec!["-x".to_owned(), "1".to_owned()];
         let scenarios: Vec<(&str, Vec<String>)> = vec![
-            ("plain", vec![]),
+            ("-x 1", x1()),
             (
-                "--checksum sha-256",
-                vec!["--checksum".into(), format!("sha-256={digest}")],
+                "-x 1 --checksum sha-256",
+                [x1(), vec!["--checksum".into(), format!("sha-256={digest}")]].concat(),
             ),
             (
-                "no checkpoints",
-                vec!["--checkpoint-interval".into(), "1h".into()],
+                "-x 1, no checkpoints",
+                [x1(), vec!["--checkpoint-interval".into(), "1h".into()]].concat(),
             ),
+            ("-x 4 (default)", vec![]),
         ];
         // One warm-up run, then the scenarios alternate run by run so that drift in the
         // machine's state (page cache, disk writeback) spreads evenly over them.

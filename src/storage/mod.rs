@@ -1,8 +1,10 @@
 //! Everything on disk before a file gets its final name: the `.part` file, the resume state
 //! beside it, and the blocking writer that owns both while a download runs.
 
+pub(crate) mod buffers;
 pub(crate) mod ranges;
 pub(crate) mod state;
+pub(crate) mod writeback;
 pub(crate) mod writer;
 
 use std::path::{Path, PathBuf};

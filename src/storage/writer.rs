@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::PartPaths;
+use super::buffers::BufferPool;
 use super::state::{ResumeState, Validators};
 use crate::Error;
 use crate::integrity::{Algorithm, Checksum, Hasher};
@@ -24,6 +25,8 @@ use crate::integrity::{Algorithm, Checksum, Hasher};
 const QUEUE_DEPTH: usize = 4;
 /// Read size when hashing data already on disk.
 const READ_BACK_BYTES: usize = 1 << 20;
+/// Written bytes gathered before their writeback is started.
+const WRITEBACK_BYTES: u64 = 8 << 20;
 /// Most bytes hashed back from disk after one write.
 const CATCH_UP_BYTES: u64 = 8 << 20;
 
@@ -55,6 +58,7 @@ enum Command {
 #[derive(Clone)]
 pub(crate) struct WriteHandle {
     commands: mpsc::Sender<Command>,
+    pool: BufferPool,
 }
 
 impl WriteHandle {
@@ -70,12 +74,20 @@ impl WriteHandle {
     }
 }
 
+impl WriteHandle {
+    /// The file's recycled buffers, for a `Coalescer`.
+    pub(crate) fn pool(&self) -> BufferPool {
+        self.pool.clone()
+    }
+}
+
 /// The message of the error a `WriteHandle` returns once the writer has stopped.
 pub(crate) const WRITER_STOPPED: &str = "the writer stopped";
 
 /// Handle to the writer thread of one `.part` file.
 pub(crate) struct PartWriter {
     commands: mpsc::Sender<Command>,
+    pool: BufferPool,
     thread: Option<JoinHandle<Result<Closed, Error>>>,
 }
 
@@ -107,8 +119,11 @@ impl PartWriter {
         checkpoint_interval: Duration,
     ) -> Self {
         let (commands, mut receiver) = mpsc::channel(QUEUE_DEPTH);
+        let pool = BufferPool::default();
+        let recycler = pool.clone();
         let thread = tokio::task::spawn_blocking(move || {
             let mut core = WriterCore::open(paths, state, fresh, algorithm, checkpoint_interval)?;
+            core.pool = recycler;
             let result = core.serve(&mut receiver);
             if result.is_err() {
                 // Keep what is durable resumable; the original error is what matters.
@@ -118,22 +133,16 @@ impl PartWriter {
         });
         Self {
             commands,
+            pool,
             thread: Some(thread),
         }
-    }
-
-    /// Queues `data` to be written at `offset`. Waits while the queue is full (backpressure).
-    ///
-    /// # Errors
-    /// The writer's own error (for example a full disk) once it has stopped.
-    pub(crate) async fn write(&mut self, offset: u64, data: Bytes) -> Result<(), Error> {
-        self.send(Command::Write { offset, data }).await
     }
 
     /// A handle for concurrent writers (segments).
     pub(crate) fn handle(&self) -> WriteHandle {
         WriteHandle {
             commands: self.commands.clone(),
+            pool: self.pool.clone(),
         }
     }
 
@@ -191,6 +200,10 @@ struct WriterCore {
     last_checkpoint: Instant,
     /// Whether data was written since the last checkpoint.
     dirty: bool,
+    /// Bytes written since writeback was last started, and where they begin.
+    unkicked: Option<(u64, u64)>,
+    /// Where written buffers go back for reuse.
+    pool: BufferPool,
     /// A checkpoint running on its own thread, so syncing never stalls the writes.
     background: Option<std::thread::JoinHandle<Result<(), Error>>>,
 }
@@ -225,6 +238,8 @@ impl WriterCore {
             checkpoint_interval,
             last_checkpoint: Instant::now(),
             dirty: false,
+            unkicked: None,
+            pool: BufferPool::default(),
             background: None,
         };
         core.length = core.state.done.contiguous_prefix();
@@ -239,7 +254,10 @@ impl WriterCore {
     fn serve(&mut self, receiver: &mut mpsc::Receiver<Command>) -> Result<Closed, Error> {
         while let Some(command) = receiver.blocking_recv() {
             match command {
-                Command::Write { offset, data } => self.write(offset, &data)?,
+                Command::Write { offset, data } => {
+                    self.write(offset, &data)?;
+                    self.pool.recycle(data);
+                }
                 Command::Restart(validators) => self.restart(validators)?,
                 Command::Close(mode) => return self.close(mode),
             }
@@ -253,6 +271,7 @@ impl WriterCore {
             .write_all_at(data, offset)
             .map_err(|e| Error::io("write", &self.paths.part, e))?;
         let end = offset + data.len() as u64;
+        self.kick_writeback(offset, end);
         if let Some(hasher) = self.hasher.as_mut()
             && offset == self.hashed_upto
         {
@@ -274,6 +293,25 @@ impl WriterCore {
             self.checkpoint_in_background()?;
         }
         Ok(())
+    }
+
+    /// Starts writeback of what was written once it adds up to `WRITEBACK_BYTES` in one run
+    /// (segments write in several places; each run is kicked on its own).
+    fn kick_writeback(&mut self, offset: u64, end: u64) {
+        let (start, until) = match self.unkicked {
+            Some((start, until)) if until == offset => (start, end),
+            Some((start, until)) => {
+                super::writeback::start_writeback(&self.file, start, until - start);
+                (offset, end)
+            }
+            None => (offset, end),
+        };
+        if until - start >= WRITEBACK_BYTES {
+            super::writeback::start_writeback(&self.file, start, until - start);
+            self.unkicked = None;
+        } else {
+            self.unkicked = Some((start, until));
+        }
     }
 
     /// Starts a checkpoint on its own thread unless one is still running. The ranges are
@@ -338,6 +376,7 @@ impl WriterCore {
         self.hasher = self.algorithm.map(Hasher::new);
         self.hashed_upto = 0;
         self.length = 0;
+        self.unkicked = None;
         self.dirty = false;
         self.state.save(&self.paths.state)
     }

@@ -8,7 +8,7 @@ mod segments;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT_ENCODING, ACCEPT_RANGES, IF_RANGE, RANGE};
@@ -20,13 +20,11 @@ use crate::integrity::{Checksum, Hasher};
 use crate::naming::redact_url;
 use crate::progress::{Event, Observer, TransferId, error_chain};
 use crate::storage::PartPaths;
+use crate::storage::buffers::Coalescer;
 use crate::storage::state::{ResumeState, Unusable, Validators};
 use crate::storage::writer::{CloseMode, PartWriter, WRITER_STOPPED, remove_if_present};
 use crate::{Error, Request};
 
-/// Network chunks are gathered into buffers of this size before they go to the writer: large
-/// writes are cheap, and the writer's queue bounds memory to a few of them.
-const COALESCE_BYTES: usize = 1 << 20;
 /// How many times in a row one download may be sent back to byte zero before haul gives up.
 const MAX_START_OVERS: u32 = 3;
 
@@ -465,11 +463,11 @@ impl Transfer<'_> {
         end: u64,
     ) -> Result<(), Error> {
         let stall = self.shared.config.stall_timeout;
-        let Some(writer) = session.writer.as_mut() else {
+        let Some(writer) = session.writer.as_ref().map(PartWriter::handle) else {
             return Err(Error::Config("internal: no writer for the body".into()));
         };
         let mut body = response.bytes_stream();
-        let mut pending = BytesMut::new();
+        let mut buffer = Coalescer::new(session.offset, end - session.offset, writer.pool());
         let outcome = loop {
             let next = tokio::select! {
                 biased;
@@ -492,36 +490,26 @@ impl Transfer<'_> {
                 }
                 Ok(Some(Ok(chunk))) => chunk,
             };
-            let received = session.offset + (pending.len() + chunk.len()) as u64;
+            let received = buffer.position() + chunk.len() as u64;
             if received > end {
                 break Err(Error::LongBody {
                     url: self.url(),
                     expected: end,
                 });
             }
-            if pending.is_empty() && chunk.len() >= COALESCE_BYTES {
-                writer.write(session.offset, chunk).await?;
-                session.offset = received;
-            } else {
-                pending.extend_from_slice(&chunk);
-                if pending.len() >= COALESCE_BYTES {
-                    writer
-                        .write(session.offset, pending.split().freeze())
-                        .await?;
-                    session.offset = received;
-                }
+            if let Err(error) = buffer.push(chunk, &writer).await {
+                break Err(error);
             }
             self.emit(&Event::Progress {
                 id: self.id,
                 bytes_done: received,
             });
         };
-        if !pending.is_empty() {
-            let length = pending.len() as u64;
-            writer.write(session.offset, pending.freeze()).await?;
-            session.offset += length;
-        }
+        // What was received is handed over even after a failure: a retry resumes after it.
+        let flushed = buffer.flush(&writer).await;
+        session.offset = buffer.position();
         outcome?;
+        flushed?;
         if end != u64::MAX && session.offset < end {
             return Err(Error::ShortBody {
                 url: self.url(),

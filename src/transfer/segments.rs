@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use reqwest::StatusCode;
@@ -14,12 +14,13 @@ use reqwest::header::{ACCEPT_ENCODING, IF_RANGE, RANGE};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::{AttemptEnd, COALESCE_BYTES, Session, Transfer, http, retry_delay};
+use super::{AttemptEnd, Session, Transfer, http, retry_delay};
 use crate::Error;
 use crate::hosts::HostPermit;
 use crate::naming::redact_url;
 use crate::progress::{Event, error_chain};
 use crate::request::host_key;
+use crate::storage::buffers::Coalescer;
 use crate::storage::state::Validators;
 use crate::storage::writer::WriteHandle;
 
@@ -555,8 +556,8 @@ impl Engine<'_, '_> {
         let mut body = response.bytes_stream();
         let mut position = start;
         let mut end = span.end;
-        let mut pending = BytesMut::new();
-        let mut pending_start = span.next.max(start);
+        let first_kept = span.next.max(start);
+        let mut buffer = Coalescer::new(first_kept, end - first_kept, self.writer.pool());
         let outcome = loop {
             let next = tokio::select! {
                 biased;
@@ -598,14 +599,10 @@ impl Engine<'_, '_> {
             let room = usize::try_from(end.saturating_sub(position)).unwrap_or(usize::MAX);
             chunk.truncate(room);
             position += chunk.len() as u64;
-            pending.extend_from_slice(&chunk);
             let (now_end, received) = self.plan.advance(worker, position);
             end = now_end;
-            if pending.len() >= COALESCE_BYTES {
-                let data = pending.split().freeze();
-                let length = data.len() as u64;
-                self.writer.write(pending_start, data).await?;
-                pending_start += length;
+            if let Err(error) = buffer.push(chunk, &self.writer).await {
+                break Err(error);
             }
             transfer.emit(&Event::Progress {
                 id: transfer.id,
@@ -615,10 +612,9 @@ impl Engine<'_, '_> {
                 break Ok(());
             }
         };
-        if !pending.is_empty() {
-            self.writer.write(pending_start, pending.freeze()).await?;
-        }
+        let flushed = buffer.flush(&self.writer).await;
         outcome.map_err(Stop::Failed)?;
+        flushed?;
         self.plan.finish(worker);
         Ok(if position < answer_end {
             Streamed::CutShort

@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""End-to-end comparison of haul with curl, wget2, aria2c (and axel when installed).
+
+Starts Debian's nginx on a loopback port over generated data, then runs every client on the
+same scenarios, alternating clients run by run: a warm-up, then --runs measured runs each.
+Every run is verified (SHA-256 of every output file); a fast wrong download does not count.
+Prints a markdown table: wall time (median and spread), MB/s or files/s, CPU seconds
+(user+sys) and peak RSS of the client process (from /usr/bin/time).
+
+Installs nothing. Needs: nginx, curl, aria2c, wget2, /usr/bin/time
+(`apt-get install -y nginx curl aria2 wget2 time`; axel is optional), and a release build
+of haul (`cargo build --release`).
+
+Scenarios:
+  S1  one 1 GiB file, one connection (haul with and without --checksum sha-256)
+  S2  2,000 files of 64 KiB, 16 concurrent
+  S3  200 files of 4 MiB, 8 concurrent
+  S4  one 512 MiB file from a location with `limit_rate 16m` per connection, 8 connections
+      (curl single-connection for contrast, one run)
+  S4u the same file without the rate limit: haul -x 8 against -x 1
+  S5  peak RSS for 1 GiB and 4 GiB single downloads
+
+Usage: python3 benches/compare.py [--runs 5] [--scenarios S1,S2,S3,S4,S4u,S5]
+"""
+
+import argparse
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+MIB = 1 << 20
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def which(name):
+    return shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_file(path, size, seed):
+    """Writes `size` pseudo-random bytes (a 1 MiB random block, varied per MiB) and returns
+    the SHA-256 hex digest."""
+    block = hashlib.sha256(seed.encode()).digest() * (MIB // 32)
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        written, counter = 0, 0
+        while written < size:
+            chunk = counter.to_bytes(8, "little") + block[8:]
+            chunk = chunk[: min(MIB, size - written)]
+            f.write(chunk)
+            digest.update(chunk)
+            written += len(chunk)
+            counter += 1
+    return digest.hexdigest()
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(4 * MIB)
+            if not data:
+                return digest.hexdigest()
+            digest.update(data)
+
+
+class Nginx:
+    def __init__(self, root):
+        self.root = root
+        self.port = free_port()
+        os.makedirs(f"{root}/tmp", exist_ok=True)
+        conf = f"""
+daemon off; master_process off; pid {root}/nginx.pid; error_log {root}/error.log warn;
+worker_rlimit_nofile 8192;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
+  client_body_temp_path {root}/tmp/b; proxy_temp_path {root}/tmp/p; fastcgi_temp_path {root}/tmp/f;
+  uwsgi_temp_path {root}/tmp/u; scgi_temp_path {root}/tmp/s;
+  default_type application/octet-stream;
+  server {{
+    listen 127.0.0.1:{self.port} backlog=4096;
+    root {root}/www;
+    location /slow/ {{ alias {root}/www/; limit_rate 16m; }}
+  }}
+}}"""
+        with open(f"{root}/nginx.conf", "w") as f:
+            f.write(conf)
+        self.proc = subprocess.Popen(
+            [which("nginx"), "-c", f"{root}/nginx.conf", "-p", root, "-e", f"{root}/error.log"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    sys.exit(f"nginx did not start: {open(f'{root}/error.log').read()}")
+                time.sleep(0.05)
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait()
+
+
+def timed(command, cwd):
+    """Runs `command` under /usr/bin/time; returns (wall seconds, cpu seconds, peak RSS KiB)."""
+    started = time.perf_counter()
+    result = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", *command], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stderr[-500:]}")
+    user, system, rss = result.stderr.strip().splitlines()[-1].split()
+    return wall, float(user) + float(system), int(rss)
+
+
+def clean(directory):
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory)
+
+
+def verify(directory, expected):
+    for name, digest in expected.items():
+        path = os.path.join(directory, name)
+        if not os.path.exists(path) or sha256_file(path) != digest:
+            raise RuntimeError(f"wrong or missing output {name}")
+
+
+def run_scenario(title, clients, expected, out, runs, unit_bytes, unit_files=None):
+    """clients: list of (label, command builder(out dir) -> argv, runs override or None)."""
+    results = {label: [] for label, _, _ in clients}
+    for round_index in range(runs + 1):
+        for label, build, only in clients:
+            if only is not None and round_index > only:
+                continue
+            clean(out)
+            wall, cpu, rss = timed(build(out), out)
+            verify(out, expected)
+            if round_index > 0 or only == 0:
+                results[label].append((wall, cpu, rss))
+            print(f"  {title} {label}: {wall:.2f}s", file=sys.stderr)
+    rows = []
+    for label, _, _ in clients:
+        samples = results[label]
+        walls = sorted(s[0] for s in samples)
+        median = statistics.median(walls)
+        cpu = statistics.median(s[1] for s in samples)
+        rss = max(s[2] for s in samples) / 1024
+        if unit_files:
+            rate = f"{unit_files / median:.0f} files/s"
+        else:
+            rate = f"{unit_bytes / median / 1e6:.0f} MB/s"
+        rows.append(f"| {title} | {label} | {median:.2f} | {walls[0]:.2f}–{walls[-1]:.2f} | {rate} "
+                    f"| {cpu:.2f} | {rss:.1f} |")
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--scenarios", default="S1,S2,S3,S4,S4u,S5")
+    parser.add_argument("--haul", default=os.path.join(ROOT, "target/release/haul"))
+    parser.add_argument("--workdir", default=None, help="where data and downloads go (default: a temporary directory under target/)")
+    args = parser.parse_args()
+    scenarios = args.scenarios.split(",")
+
+    missing = [tool for tool in ["nginx", "curl", "aria2c", "wget2"] if not which(tool)]
+    if not os.path.exists("/usr/bin/time"):
+        missing.append("time (/usr/bin/time)")
+    if missing:
+        sys.exit(f"missing: {', '.join(missing)}; install with: apt-get install -y nginx curl aria2 wget2 time")
+    if not os.path.exists(args.haul):
+        sys.exit(f"no haul binary at {args.haul}: run `cargo build --release` first")
+    haul = args.haul
+    axel = which("axel")
+
+    base = args.workdir or os.path.join(ROOT, "target")
+    os.makedirs(base, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="haul-compare-", dir=base)
+    www, out = f"{work}/www", f"{work}/out"
+    os.makedirs(f"{www}/small")
+    os.makedirs(f"{www}/mid")
+    print("generating data...", file=sys.stderr)
+    digests = {}
+    if any(s in scenarios for s in ["S1", "S5"]):
+        digests["g1.bin"] = write_file(f"{www}/g1.bin", 1024 * MIB, "g1")
+    if "S5" in scenarios:
+        digests["g4.bin"] = write_file(f"{www}/g4.bin", 4096 * MIB, "g4")
+    if any(s in scenarios for s in ["S4", "S4u"]):
+        digests["h512.bin"] = write_file(f"{www}/h512.bin", 512 * MIB, "h512")
+    small, mid = {}, {}
+    if "S2" in scenarios:
+        for i in range(2000):
+            small[f"s{i}.bin"] = write_file(f"{www}/small/s{i}.bin", 64 * 1024, f"s{i}")
+    if "S3" in scenarios:
+        for i in range(200):
+            mid[f"m{i}.bin"] = write_file(f"{www}/mid/m{i}.bin", 4 * MIB, f"m{i}")
+    nginx = Nginx(work)
+    rows = []
+    try:
+        if "S1" in scenarios:
+            url = nginx.url("/g1.bin")
+            expected = {"g1.bin": digests["g1.bin"]}
+            clients = [
+                ("haul", lambda o: [haul, "get", "-q", "-x", "1", "-d", o, url], None),
+                ("haul --checksum", lambda o: [haul, "get", "-q", "-x", "1", "--checksum", f"sha-256={digests['g1.bin']}", "-d", o, url], None),
+                ("curl", lambda o: ["curl", "-sS", "-o", f"{o}/g1.bin", url], None),
+                ("wget2", lambda o: ["wget2", "-q", "--no-robots", "-O", f"{o}/g1.bin", url], None),
+                ("aria2c", lambda o: ["aria2c", "-q", "-x1", "-s1", "--file-allocation=none", "-d", o, url], None),
+            ]
+            rows += run_scenario("S1 1 GiB", clients, expected, out, args.runs, 1024 * MIB)
+        if "S2" in scenarios:
+            urls = [nginx.url(f"/small/{name}") for name in small]
+            with open(f"{work}/s2.txt", "w") as f:
+                f.write("\n".join(urls) + "\n")
+            with open(f"{work}/s2.curl", "w") as f:
+                for u in urls:
+                    f.write(f'url = "{u}"\n-O\n')
+            clients = [
+                ("haul", lambda o: [haul, "get", "-q", "-j", "16", "--per-host", "16", "-d", o, "-i", f"{work}/s2.txt"], None),
+                ("curl --parallel", lambda o: ["curl", "-sS", "--parallel", "--parallel-max", "16", "--output-dir", o, "-K", f"{work}/s2.curl"], None),
+                ("wget2", lambda o: ["wget2", "-q", "--no-robots", "--max-threads=16", "-P", o, "-i", f"{work}/s2.txt"], None),
+                ("aria2c", lambda o: ["aria2c", "-q", "-j16", "-x1", "--file-allocation=none", "-d", o, "-i", f"{work}/s2.txt"], None),
+            ]
+            rows += run_scenario("S2 2000×64 KiB", clients, small, out, args.runs, 2000 * 64 * 1024, unit_files=2000)
+        if "S3" in scenarios:
+            urls = [nginx.url(f"/mid/{name}") for name in mid]
+            with open(f"{work}/s3.txt", "w") as f:
+                f.write("\n".join(urls) + "\n")
+            with open(f"{work}/s3.curl", "w") as f:
+                for u in urls:
+                    f.write(f'url = "{u}"\n-O\n')
+            clients = [
+                ("haul", lambda o: [haul, "get", "-q", "-j", "8", "--per-host", "8", "-x", "1", "-d", o, "-i", f"{work}/s3.txt"], None),
+                ("curl --parallel", lambda o: ["curl", "-sS", "--parallel", "--parallel-max", "8", "--output-dir", o, "-K", f"{work}/s3.curl"], None),
+                ("wget2", lambda o: ["wget2", "-q", "--no-robots", "--max-threads=8", "-P", o, "-i", f"{work}/s3.txt"], None),
+                ("aria2c", lambda o: ["aria2c", "-q", "-j8", "-x1", "--file-allocation=none", "-d", o, "-i", f"{work}/s3.txt"], None),
+            ]
+            rows += run_scenario("S3 200×4 MiB", clients, mid, out, args.runs, 200 * 4 * MIB)
+        if "S4" in scenarios:
+            url = nginx.url("/slow/h512.bin")
+            expected = {"h512.bin": digests["h512.bin"]}
+            clients = [
+                ("haul -x 8", lambda o: [haul, "get", "-q", "-x", "8", "-d", o, url], None),
+                ("aria2c -x8 -s8", lambda o: ["aria2c", "-q", "-x8", "-s8", "--file-allocation=none", "-d", o, url], None),
+                ("curl (1 connection)", lambda o: ["curl", "-sS", "-o", f"{o}/h512.bin", url], 0),
+            ]
+            if axel:
+                clients.insert(2, ("axel -n 8", lambda o: [axel, "-q", "-n", "8", "-o", f"{o}/h512.bin", url], None))
+            rows += run_scenario("S4 512 MiB, 16 MiB/s per connection", clients, expected, out, args.runs, 512 * MIB)
+        if "S4u" in scenarios:
+            url = nginx.url("/h512.bin")
+            expected = {"h512.bin": digests["h512.bin"]}
+            clients = [
+                ("haul -x 8", lambda o: [haul, "get", "-q", "-x", "8", "-d", o, url], None),
+                ("haul -x 1", lambda o: [haul, "get", "-q", "-x", "1", "-d", o, url], None),
+                ("aria2c -x8 -s8", lambda o: ["aria2c", "-q", "-x8", "-s8", "--file-allocation=none", "-d", o, url], None),
+            ]
+            rows += run_scenario("S4u 512 MiB, unthrottled", clients, expected, out, args.runs, 512 * MIB)
+        if "S5" in scenarios:
+            for name, size in [("g1.bin", 1024), ("g4.bin", 4096)]:
+                url = nginx.url(f"/{name}")
+                expected = {name: digests[name]}
+                clients = [
+                    ("haul", lambda o, u=url: [haul, "get", "-q", "-d", o, u], 0),
+                    ("curl", lambda o, u=url, n=name: ["curl", "-sS", "-o", f"{o}/{n}", u], 0),
+                    ("aria2c", lambda o, u=url: ["aria2c", "-q", "--file-allocation=none", "-d", o, u], 0),
+                ]
+                rows += run_scenario(f"S5 RSS {size} MiB", clients, expected, out, 1, size * MIB)
+    finally:
+        nginx.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nhaul comparison, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, median of {args.runs} runs after a warm-up")
+    print("| scenario | client | median s | min–max s | rate | CPU s | peak RSS MiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

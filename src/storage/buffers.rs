@@ -1,0 +1,116 @@
+//! Coalescing network chunks into large buffers for the writer, with the buffers recycled: the
+//! writer hands each one back after writing it, so a download allocates a few buffers once and
+//! its memory stays flat (no allocator churn between threads, no growth with the file size).
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::{Bytes, BytesMut};
+
+use super::writer::WriteHandle;
+use crate::Error;
+
+/// Size of one write: large writes are cheap, and memory is a few of these per file.
+pub(crate) const BUFFER_BYTES: usize = 1 << 20;
+/// Buffers kept for reuse per file (the writer's queue plus one per connection, roughly).
+const POOLED: usize = 8;
+
+/// Recycled write buffers of one file.
+#[derive(Clone, Default)]
+pub(crate) struct BufferPool {
+    free: Arc<Mutex<Vec<BytesMut>>>,
+}
+
+impl BufferPool {
+    /// A buffer with room for `BUFFER_BYTES` (or `hint`, when smaller: small files need little).
+    fn take(&self, hint: u64) -> BytesMut {
+        let recycled = self
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        recycled.unwrap_or_else(|| {
+            let capacity = usize::try_from(hint)
+                .unwrap_or(BUFFER_BYTES)
+                .min(BUFFER_BYTES);
+            BytesMut::with_capacity(capacity.max(1))
+        })
+    }
+
+    /// Takes a written buffer back, if it is a full-size one nobody else holds.
+    pub(crate) fn recycle(&self, written: Bytes) {
+        if let Ok(mut buffer) = written.try_into_mut()
+            && buffer.capacity() >= BUFFER_BYTES
+        {
+            buffer.clear();
+            let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+            if free.len() < POOLED {
+                free.push(buffer);
+            }
+        }
+    }
+}
+
+/// Gathers the chunks of one connection into buffers and hands them to the writer.
+pub(crate) struct Coalescer {
+    pending: BytesMut,
+    /// File offset of the first byte in `pending`.
+    start: u64,
+    /// Bytes this connection still expects (sizes the first buffer of a small file).
+    remaining: u64,
+    pool: BufferPool,
+}
+
+impl Coalescer {
+    pub(crate) fn new(start: u64, remaining: u64, pool: BufferPool) -> Self {
+        Self {
+            pending: BytesMut::new(),
+            start,
+            remaining,
+            pool,
+        }
+    }
+
+    /// Offset just past the bytes handed over so far, pending ones included.
+    pub(crate) fn position(&self) -> u64 {
+        self.start + self.pending.len() as u64
+    }
+
+    /// Adds a chunk that continues the stream, writing full buffers as they fill.
+    pub(crate) async fn push(&mut self, chunk: Bytes, writer: &WriteHandle) -> Result<(), Error> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        if self.pending.len() + chunk.len() > self.pending.capacity() {
+            self.flush(writer).await?;
+        }
+        if self.pending.is_empty() && chunk.len() >= BUFFER_BYTES {
+            // Already large: written as it came, without a copy.
+            let length = chunk.len() as u64;
+            writer.write(self.start, chunk).await?;
+            self.start += length;
+            self.remaining = self.remaining.saturating_sub(length);
+            return Ok(());
+        }
+        if self.pending.capacity() == 0 {
+            self.pending = self.pool.take(self.remaining);
+        }
+        self.pending.extend_from_slice(&chunk);
+        if self.pending.len() >= self.pending.capacity() {
+            self.flush(writer).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending.
+    pub(crate) async fn flush(&mut self, writer: &WriteHandle) -> Result<(), Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::take(&mut self.pending);
+        let length = full.len() as u64;
+        writer.write(self.start, full.freeze()).await?;
+        self.start += length;
+        self.remaining = self.remaining.saturating_sub(length);
+        Ok(())
+    }
+}
