@@ -7,6 +7,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::hosts::HostLimits;
+use crate::rate::RateLimiter;
 use crate::scheduler::Batch;
 use crate::{Completed, Error, Request};
 
@@ -21,6 +22,8 @@ pub enum OnExists {
     Skip,
     /// Download again and replace it atomically once the new file is complete and verified.
     Overwrite,
+    /// Download to the first free name `NAME.1`, `NAME.2`, ... beside it (wget's way).
+    Rename,
     /// Fail that download.
     Error,
 }
@@ -44,12 +47,14 @@ pub(crate) struct Config {
     pub(crate) on_exists: OnExists,
     pub(crate) connections: usize,
     pub(crate) min_split_bytes: u64,
+    pub(crate) content_disposition: bool,
 }
 
 pub(crate) struct Shared {
     pub(crate) client: reqwest::Client,
     pub(crate) config: Config,
     pub(crate) hosts: HostLimits,
+    pub(crate) rate: Option<RateLimiter>,
 }
 
 /// Runs downloads. Build one with [`Downloader::builder`] and reuse it: clones share one
@@ -103,6 +108,7 @@ pub struct DownloaderBuilder {
     ca_certificates_pem: Vec<Vec<u8>>,
     accept_invalid_certificates: bool,
     max_redirects: usize,
+    limit_rate: Option<u64>,
 }
 
 impl Default for DownloaderBuilder {
@@ -120,6 +126,7 @@ impl Default for DownloaderBuilder {
                 on_exists: OnExists::Skip,
                 connections: DEFAULT_CONNECTIONS,
                 min_split_bytes: DEFAULT_MIN_SPLIT_BYTES,
+                content_disposition: false,
             },
             user_agent: concat!("haul/", env!("CARGO_PKG_VERSION")).to_owned(),
             headers: HeaderMap::new(),
@@ -128,6 +135,7 @@ impl Default for DownloaderBuilder {
             ca_certificates_pem: Vec::new(),
             accept_invalid_certificates: false,
             max_redirects: 10,
+            limit_rate: None,
         }
     }
 }
@@ -264,6 +272,24 @@ impl DownloaderBuilder {
         self
     }
 
+    /// Limit the whole downloader to this many bytes per second, shared by all its transfers
+    /// (default: no limit).
+    #[must_use]
+    pub fn limit_rate(mut self, bytes_per_second: u64) -> Self {
+        self.limit_rate = Some(bytes_per_second.max(1));
+        self
+    }
+
+    /// Name files after the server's `Content-Disposition` header when it has one (default
+    /// off: a server-chosen name is a surprise). The name is made safe like a URL name and stays
+    /// in the destination directory; a taken name gets `.1`, `.2`, ... appended. Applies to
+    /// requests saved into a directory, not to exact paths.
+    #[must_use]
+    pub fn content_disposition(mut self, enabled: bool) -> Self {
+        self.config.content_disposition = enabled;
+        self
+    }
+
     /// Use this client (proxies, custom TLS, middleware) instead of building one. It should
     /// not decompress bodies: haul always asks for the identity encoding.
     #[must_use]
@@ -289,6 +315,7 @@ impl DownloaderBuilder {
             shared: Arc::new(Shared {
                 client,
                 hosts: HostLimits::new(self.config.per_host),
+                rate: self.limit_rate.map(RateLimiter::new),
                 config: self.config,
             }),
         })

@@ -69,6 +69,14 @@ pub enum Error {
         /// The server's `Retry-After`, when it sent one.
         retry_after: Option<Duration>,
     },
+    /// The server redirected to a URL haul does not follow (not http or https).
+    #[error("{url} redirected to `{location}`, which is not followed (only http and https)")]
+    BadRedirect {
+        /// The URL (credentials redacted).
+        url: String,
+        /// Where it pointed.
+        location: String,
+    },
     /// The body ended before the announced length.
     #[error("{url} ended the body after {received} of {expected} bytes")]
     ShortBody {
@@ -198,7 +206,9 @@ impl Error {
                 ErrorKind::Network
             }
             Self::Status { .. } => ErrorKind::HttpStatus,
-            Self::BadRange { .. } | Self::LongBody { .. } => ErrorKind::Protocol,
+            Self::BadRange { .. } | Self::LongBody { .. } | Self::BadRedirect { .. } => {
+                ErrorKind::Protocol
+            }
             Self::ChecksumMismatch { .. } => ErrorKind::Integrity,
             Self::Io { .. } => ErrorKind::Io,
             Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,

@@ -1,27 +1,67 @@
-//! Per-host connection limits shared by every download of a `Downloader`: a semaphore per host,
-//! so that the first connection of each file and every extra segment connection count against
-//! the same limit. Releasing a permit wakes the scheduler, which may be waiting for room.
+//! Per-host connection limits shared by every download of a `Downloader`: the first
+//! connection of each file and every extra segment connection count against the same limit.
+//! A host that answers 429 or 503 gets half as many connections, recovering one every
+//! `RECOVERY_STEP` (additive increase, multiplicative decrease), instead of every queued
+//! request hammering it at once. Releasing a permit wakes the scheduler.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// How long a penalized host waits for each connection it gets back.
+pub(crate) const RECOVERY_STEP: Duration = Duration::from_secs(10);
+
+/// Penalties closer together than this are one.
+const PENALTY_SPACING: Duration = Duration::from_secs(1);
 
 /// The limits of all hosts.
 pub(crate) struct HostLimits {
     per_host: usize,
-    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    hosts: Arc<Mutex<HashMap<String, HostState>>>,
     released: Arc<Notify>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct HostState {
+    in_use: usize,
+    /// The reduced limit and when it was set, after a 429 or 503.
+    penalty: Option<(usize, Instant)>,
+}
+
+impl HostState {
+    fn limit(&self, base: usize, now: Instant) -> usize {
+        match self.penalty {
+            None => base,
+            Some((reduced, since)) => {
+                let steps = now.duration_since(since).as_secs() / RECOVERY_STEP.as_secs().max(1);
+                reduced
+                    .saturating_add(usize::try_from(steps).unwrap_or(usize::MAX))
+                    .min(base)
+            }
+        }
+    }
 }
 
 /// One connection's right to talk to a host; released on drop.
 pub(crate) struct HostPermit {
-    _permit: OwnedSemaphorePermit,
+    host: String,
+    hosts: Arc<Mutex<HashMap<String, HostState>>>,
     released: Arc<Notify>,
 }
 
 impl Drop for HostPermit {
     fn drop(&mut self) {
+        if let Some(state) = self
+            .hosts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&self.host)
+        {
+            state.in_use = state.in_use.saturating_sub(1);
+        }
         // `notify_one` keeps a wake-up for a scheduler that is not waiting yet: none is lost.
         self.released.notify_one();
     }
@@ -31,27 +71,58 @@ impl HostLimits {
     pub(crate) fn new(per_host: usize) -> Self {
         Self {
             per_host,
-            hosts: Mutex::new(HashMap::new()),
+            hosts: Arc::new(Mutex::new(HashMap::new())),
             released: Arc::new(Notify::new()),
         }
     }
 
-    fn semaphore(&self, host: &str) -> Arc<Semaphore> {
-        let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(
-            hosts
-                .entry(host.to_owned())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.per_host))),
-        )
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, HostState>> {
+        self.hosts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A permit for one more connection to `host`, if the host has room now.
     pub(crate) fn try_acquire(&self, host: &str) -> Option<HostPermit> {
-        let permit = self.semaphore(host).try_acquire_owned().ok()?;
+        let mut hosts = self.lock();
+        let state = hosts.entry(host.to_owned()).or_insert(HostState {
+            in_use: 0,
+            penalty: None,
+        });
+        if state.in_use >= state.limit(self.per_host, Instant::now()) {
+            return None;
+        }
+        state.in_use += 1;
         Some(HostPermit {
-            _permit: permit,
+            host: host.to_owned(),
+            hosts: Arc::clone(&self.hosts),
             released: Arc::clone(&self.released),
         })
+    }
+
+    /// The host said "too many" (429) or "unavailable" (503): halve what it gets now. The
+    /// answers of one burst count once: a second halving needs a second's distance.
+    pub(crate) fn penalize(&self, host: &str) {
+        let now = Instant::now();
+        let mut hosts = self.lock();
+        let state = hosts.entry(host.to_owned()).or_insert(HostState {
+            in_use: 0,
+            penalty: None,
+        });
+        if state
+            .penalty
+            .is_some_and(|(_, since)| now.duration_since(since) < PENALTY_SPACING)
+        {
+            return;
+        }
+        let current = state.limit(self.per_host, now);
+        state.penalty = Some(((current / 2).max(1), now));
+    }
+
+    /// The limit `host` has now (for tests and diagnostics).
+    #[cfg(test)]
+    fn limit_of(&self, host: &str) -> usize {
+        self.lock()
+            .get(host)
+            .map_or(self.per_host, |s| s.limit(self.per_host, Instant::now()))
     }
 
     /// Completes when some permit was released since the last call.
@@ -74,5 +145,24 @@ mod tests {
         drop(a1);
         limits.released().await;
         assert!(limits.try_acquire("a").is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_host_that_pushes_back_gets_fewer_connections_then_recovers() {
+        let limits = HostLimits::new(8);
+        limits.penalize("h");
+        limits.penalize("h");
+        assert_eq!(limits.limit_of("h"), 4, "one burst halves once");
+        tokio::time::advance(PENALTY_SPACING).await;
+        limits.penalize("h");
+        assert_eq!(limits.limit_of("h"), 2);
+        let held: Vec<HostPermit> = (0..2).filter_map(|_| limits.try_acquire("h")).collect();
+        assert_eq!(held.len(), 2);
+        assert!(limits.try_acquire("h").is_none(), "the reduced limit holds");
+        tokio::time::advance(RECOVERY_STEP * 3).await;
+        assert_eq!(limits.limit_of("h"), 5, "one connection back per step");
+        tokio::time::advance(RECOVERY_STEP * 10).await;
+        assert_eq!(limits.limit_of("h"), 8, "never above the configured limit");
+        assert_eq!(limits.limit_of("other"), 8);
     }
 }

@@ -32,6 +32,7 @@ pub mod input;
 mod integrity;
 pub mod naming;
 mod progress;
+mod rate;
 mod request;
 mod scheduler;
 mod storage;

@@ -92,6 +92,92 @@ pub fn join_inside(dir: &Path, relative: &str) -> Result<PathBuf, Error> {
     }
 }
 
+/// The file name a `Content-Disposition` header suggests (RFC 6266), made safe like a URL
+/// name. `filename*` (RFC 8187, `UTF-8''percent-encoded`) wins over `filename`, as the RFC
+/// says; `None` when the header names no usable file.
+#[must_use]
+pub fn content_disposition_name(header: &str) -> Option<String> {
+    let mut plain = None;
+    let mut extended = None;
+    for parameter in split_parameters(header).into_iter().skip(1) {
+        let Some((key, value)) = parameter.split_once('=') else {
+            continue;
+        };
+        match key.trim().to_ascii_lowercase().as_str() {
+            "filename" => plain = Some(unquote(value.trim())),
+            "filename*" => extended = decode_extended(value.trim()),
+            _ => {}
+        }
+    }
+    let name = extended.or(plain)?;
+    // Only the last path component counts, whichever separator the server used.
+    let last = name.rsplit(['/', '\\']).next().unwrap_or("");
+    sanitize_file_name(last)
+}
+
+/// Splits on `;` outside quoted strings.
+fn split_parameters(header: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    let mut escaped = false;
+    for c in header.chars() {
+        if escaped {
+            current.push(c);
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if quoted => {
+                current.push(c);
+                escaped = true;
+            }
+            '"' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            ';' if !quoted => parts.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    parts.push(current);
+    parts
+}
+
+/// A token or a quoted-string with its backslash escapes removed.
+fn unquote(value: &str) -> String {
+    let Some(inner) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+        return value.to_owned();
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(next) = chars.next() {
+                out.push(next);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `UTF-8'lang'percent-encoded` (RFC 8187); other charsets are not decoded.
+fn decode_extended(value: &str) -> Option<String> {
+    let mut parts = value.splitn(3, '\'');
+    let charset = parts.next()?;
+    let _language = parts.next()?;
+    let encoded = parts.next()?;
+    if !charset.eq_ignore_ascii_case("utf-8") {
+        return None;
+    }
+    percent_decode_str(encoded)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
+}
+
 /// The URL as text with any password replaced by `***`, for messages and events.
 #[must_use]
 pub fn redact_url(url: &Url) -> String {
@@ -156,6 +242,42 @@ mod tests {
         for bad in ["../x", "/etc/passwd", "a/../../x", "", ".", "a\\b"] {
             assert!(join_inside(dir, bad).is_err(), "{bad} must be refused");
         }
+    }
+
+    #[test]
+    fn content_disposition_names_are_parsed_and_made_safe() {
+        let cases = [
+            ("attachment; filename=\"report.pdf\"", Some("report.pdf")),
+            ("attachment; filename=plain.txt", Some("plain.txt")),
+            (
+                "attachment; filename=\"fallback.txt\"; filename*=UTF-8''%E2%82%AC%20rates.txt",
+                Some("€ rates.txt"),
+            ),
+            (
+                "attachment; filename*=utf-8'en'na%C3%AFve.txt",
+                Some("naïve.txt"),
+            ),
+            ("attachment; filename=\"../../etc/passwd\"", Some("passwd")),
+            ("attachment; filename=\"/etc/shadow\"", Some("shadow")),
+            ("attachment; filename=\"..\\..\\win.ini\"", Some("win.ini")),
+            (
+                "attachment; filename=\"a;b \\\"q\\\".txt\"",
+                Some("a;b \"q\".txt"),
+            ),
+            ("attachment; filename=\"..\"", None),
+            ("attachment; filename=\"bell\u{7}.txt\"", Some("bell_.txt")),
+            ("inline", None),
+            ("attachment; filename*=ISO-8859-1''x.txt", None),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(
+                content_disposition_name(header).as_deref(),
+                expected,
+                "{header}"
+            );
+        }
+        let long = format!("attachment; filename=\"{}.bin\"", "x".repeat(400));
+        assert!(content_disposition_name(&long).unwrap().len() <= MAX_NAME_BYTES);
     }
 
     #[test]

@@ -225,7 +225,7 @@ impl Driver {
                         observer: observer.as_ref(),
                         cancel: &cancel,
                         final_path,
-                        permit,
+                        permit: Some(permit),
                     };
                     let result = transfer.run().await;
                     report_end(observer.as_ref(), id, &result);

@@ -224,6 +224,12 @@ impl WriterCore {
             .len();
         if fresh {
             state.done = super::ranges::RangeSet::default();
+            if let Err(error) = reserve(&file, &paths, state.validators.total_bytes) {
+                // Nothing of ours is in it yet: leave nothing behind.
+                drop(file);
+                let _ = remove_if_present(&paths.part);
+                return Err(error);
+            }
         } else {
             state.done.clip(on_disk);
         }
@@ -371,6 +377,7 @@ impl WriterCore {
         self.file
             .set_len(0)
             .map_err(|e| Error::io("truncate", &self.paths.part, e))?;
+        reserve(&self.file, &self.paths, validators.total_bytes)?;
         self.state.validators = validators;
         self.state.done = super::ranges::RangeSet::default();
         self.hasher = self.algorithm.map(Hasher::new);
@@ -446,6 +453,18 @@ impl WriterCore {
             self.hashed_upto += read as u64;
         }
         Ok(())
+    }
+}
+
+/// Reserves the disk space of a file of known length, so that a full disk shows before the
+/// download. Small files are not worth the system call.
+fn reserve(file: &File, paths: &PartPaths, total: Option<u64>) -> Result<(), Error> {
+    match total {
+        Some(total) if total >= super::buffers::BUFFER_BYTES as u64 => {
+            super::writeback::preallocate(file, total)
+                .map_err(|e| Error::io("reserve disk space for", &paths.part, e))
+        }
+        _ => Ok(()),
     }
 }
 

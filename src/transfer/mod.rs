@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT_ENCODING, ACCEPT_RANGES, IF_RANGE, RANGE};
+use reqwest::header::{
+    ACCEPT_ENCODING, ACCEPT_RANGES, CONTENT_DISPOSITION, IF_RANGE, LOCATION, RANGE,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::downloader::{OnExists, Shared};
@@ -54,12 +56,9 @@ pub(crate) struct Transfer<'a> {
     pub(crate) observer: &'a dyn Observer,
     pub(crate) cancel: &'a CancellationToken,
     pub(crate) final_path: PathBuf,
-    /// The host permit of the first connection, held for the whole transfer.
-    #[expect(
-        dead_code,
-        reason = "held only so that dropping it releases the host's slot"
-    )]
-    pub(crate) permit: HostPermit,
+    /// The host permit of the first connection, held for the whole transfer except while it
+    /// backs off from a host that pushed back.
+    pub(crate) permit: Option<HostPermit>,
 }
 
 /// What one download has reached so far, carried across attempts.
@@ -74,6 +73,8 @@ struct Session {
     resumed_from: u64,
     /// Set when the server turned out not to serve ranges: no more segments.
     single_only: bool,
+    /// The name the server's `Content-Disposition` suggested, made safe.
+    disposition_name: Option<String>,
 }
 
 /// How an attempt ended when it did not fail.
@@ -84,10 +85,13 @@ enum AttemptEnd {
 }
 
 impl Transfer<'_> {
-    pub(crate) async fn run(self) -> Result<Completed, Error> {
+    pub(crate) async fn run(mut self) -> Result<Completed, Error> {
         let clock = Instant::now();
         if self.request.is_cancelled() {
             return Err(Error::Cancelled);
+        }
+        if self.shared.config.on_exists == OnExists::Rename {
+            self.final_path = free_name(&self.final_path).await;
         }
         if let Some(done) = self.existing_file(clock).await? {
             return Ok(done);
@@ -111,6 +115,7 @@ impl Transfer<'_> {
             started: false,
             resumed_from: 0,
             single_only: false,
+            disposition_name: None,
         };
         match self.fetch(&mut session, &paths).await {
             Ok(()) => self.commit(session, &paths, clock).await,
@@ -230,7 +235,7 @@ impl Transfer<'_> {
     }
 
     /// Attempts until the file is complete, a permanent error occurs, or retries run out.
-    async fn fetch(&self, session: &mut Session, paths: &PartPaths) -> Result<(), Error> {
+    async fn fetch(&mut self, session: &mut Session, paths: &PartPaths) -> Result<(), Error> {
         let config = &self.shared.config;
         let mut failures = 0u32;
         let mut start_overs = 0u32;
@@ -256,6 +261,16 @@ impl Transfer<'_> {
                 }
                 Err(error) => error,
             };
+            let pushed_back = matches!(
+                error,
+                Error::Status {
+                    status: 429 | 503,
+                    ..
+                }
+            );
+            if pushed_back {
+                self.shared.hosts.penalize(&self.request.host_key());
+            }
             if !error.is_retryable() {
                 return Err(error);
             }
@@ -278,9 +293,30 @@ impl Transfer<'_> {
                 delay,
                 reason: error_chain(&error),
             });
+            if pushed_back {
+                // Give the slot back while waiting: the host gets fewer connections.
+                self.permit = None;
+            }
             tokio::select! {
                 () = self.cancelled() => return Err(Error::Cancelled),
                 () = tokio::time::sleep(delay) => {}
+            }
+            if self.permit.is_none() {
+                self.permit = Some(self.reacquire_permit().await?);
+            }
+        }
+    }
+
+    /// Waits for room at the host again (polling: released slots wake the scheduler, not us).
+    async fn reacquire_permit(&self) -> Result<HostPermit, Error> {
+        let host = self.request.host_key();
+        loop {
+            if let Some(permit) = self.shared.hosts.try_acquire(&host) {
+                return Ok(permit);
+            }
+            tokio::select! {
+                () = self.cancelled() => return Err(Error::Cancelled),
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
         }
     }
@@ -298,31 +334,10 @@ impl Transfer<'_> {
                 .is_some_and(|v| v.split(',').any(|unit| unit.trim() == "bytes"));
         let resuming = session.offset > 0;
         let body_total = match status {
-            StatusCode::PARTIAL_CONTENT => {
-                let Some(range) = http::content_range(headers) else {
-                    return Err(self.bad_range("missing or malformed Content-Range"));
-                };
-                if range.start != session.offset {
-                    return Err(self.bad_range(&format!(
-                        "asked for bytes from {}, got {}-{}",
-                        session.offset,
-                        range.start,
-                        range.end.saturating_sub(1)
-                    )));
-                }
-                let known = session.state.validators.total_bytes;
-                if range.total.is_none() || (known.is_some() && range.total != known) {
-                    return Ok(AttemptEnd::StartOver(format!(
-                        "the file's length changed from {} to {} bytes",
-                        known.map_or("unknown".into(), |t| t.to_string()),
-                        range.total.map_or("unknown".into(), |t| t.to_string()),
-                    )));
-                }
-                if session.writer.is_none() {
-                    self.open_writer(session, paths, false);
-                }
-                range.end
-            }
+            StatusCode::PARTIAL_CONTENT => match self.accept_partial(session, headers, paths)? {
+                Ok(end) => end,
+                Err(start_over) => return Ok(start_over),
+            },
             StatusCode::RANGE_NOT_SATISFIABLE if resuming => {
                 let total = session.state.validators.total_bytes;
                 if total == Some(session.offset) {
@@ -356,6 +371,9 @@ impl Transfer<'_> {
                 }
                 total.unwrap_or(u64::MAX)
             }
+            status if status.is_redirection() && headers.contains_key(LOCATION) => {
+                return Err(self.unfollowed_redirect(headers));
+            }
             status => {
                 return Err(Error::Status {
                     url: self.url(),
@@ -364,6 +382,13 @@ impl Transfer<'_> {
                 });
             }
         };
+        if session.disposition_name.is_none() {
+            session.disposition_name = response
+                .headers()
+                .get(CONTENT_DISPOSITION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::naming::content_disposition_name);
+        }
         let total = session.state.validators.total_bytes;
         self.report_started(session, total, version);
         if let Some(total) = total
@@ -376,6 +401,54 @@ impl Transfer<'_> {
         }
         self.stream_body(session, response, body_total).await?;
         Ok(AttemptEnd::Complete)
+    }
+
+    /// Checks a `206` against what was asked: the range must start at the offset and carry
+    /// the recorded total. `Ok(Err(..))` means the file changed and must be fetched anew.
+    fn accept_partial(
+        &self,
+        session: &mut Session,
+        headers: &reqwest::header::HeaderMap,
+        paths: &PartPaths,
+    ) -> Result<Result<u64, AttemptEnd>, Error> {
+        let Some(range) = http::content_range(headers) else {
+            return Err(self.bad_range("missing or malformed Content-Range"));
+        };
+        if range.start != session.offset {
+            return Err(self.bad_range(&format!(
+                "asked for bytes from {}, got {}-{}",
+                session.offset,
+                range.start,
+                range.end.saturating_sub(1)
+            )));
+        }
+        let known = session.state.validators.total_bytes;
+        if range.total.is_none() || (known.is_some() && range.total != known) {
+            return Ok(Err(AttemptEnd::StartOver(format!(
+                "the file's length changed from {} to {} bytes",
+                known.map_or("unknown".into(), |t| t.to_string()),
+                range.total.map_or("unknown".into(), |t| t.to_string()),
+            ))));
+        }
+        if session.writer.is_none() {
+            self.open_writer(session, paths, false);
+        }
+        Ok(Ok(range.end))
+    }
+
+    /// reqwest hands back the redirects it would not follow (to other schemes).
+    fn unfollowed_redirect(&self, headers: &reqwest::header::HeaderMap) -> Error {
+        let location = headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect();
+        Error::BadRedirect {
+            url: self.url(),
+            location,
+        }
     }
 
     async fn send(&self, session: &Session) -> Result<reqwest::Response, Error> {
@@ -490,6 +563,12 @@ impl Transfer<'_> {
                 }
                 Ok(Some(Ok(chunk))) => chunk,
             };
+            if let Some(rate) = &self.shared.rate {
+                tokio::select! {
+                    () = self.cancelled() => break Err(Error::Cancelled),
+                    () = rate.take(chunk.len()) => {}
+                }
+            }
             let received = buffer.position() + chunk.len() as u64;
             if received > end {
                 break Err(Error::LongBody {
@@ -544,12 +623,13 @@ impl Transfer<'_> {
                 });
             }
         }
-        tokio::fs::rename(&paths.part, &self.final_path)
+        let final_path = self.committed_path(&session).await;
+        tokio::fs::rename(&paths.part, &final_path)
             .await
             .map_err(|e| Error::io("rename", &paths.part, e))?;
         remove_if_present(&paths.state)?;
         let completed = Completed {
-            path: self.final_path.clone(),
+            path: final_path,
             bytes: session.offset,
             digest: closed.digest,
             resumed_from: session.resumed_from,
@@ -562,6 +642,42 @@ impl Transfer<'_> {
 
 fn is_writer_stopped(error: &Error) -> bool {
     matches!(error, Error::Io { source, .. } if source.to_string() == WRITER_STOPPED)
+}
+
+impl Transfer<'_> {
+    /// Where the finished file goes: its planned path, or with `content_disposition` the name
+    /// the server suggested, in the same directory (`.1`, `.2`, ... when taken).
+    async fn committed_path(&self, session: &Session) -> PathBuf {
+        let suggested = session
+            .disposition_name
+            .as_ref()
+            .filter(|_| self.shared.config.content_disposition)
+            .filter(|_| matches!(self.request.destination, crate::Destination::Directory(_)));
+        let (Some(name), Some(dir)) = (suggested, self.final_path.parent()) else {
+            return self.final_path.clone();
+        };
+        let wanted = dir.join(name);
+        if wanted == self.final_path {
+            return wanted;
+        }
+        free_name(&wanted).await
+    }
+}
+
+/// `path` when nothing is there, else the first of `path.1`, `path.2`, ... that is free.
+async fn free_name(path: &Path) -> PathBuf {
+    if tokio::fs::symlink_metadata(path).await.is_err() {
+        return path.to_path_buf();
+    }
+    for n in 1u32.. {
+        let mut candidate = path.as_os_str().to_owned();
+        candidate.push(format!(".{n}"));
+        let candidate = PathBuf::from(candidate);
+        if tokio::fs::symlink_metadata(&candidate).await.is_err() {
+            return candidate;
+        }
+    }
+    path.to_path_buf()
 }
 
 /// Hashes a whole file on a blocking thread.

@@ -389,6 +389,19 @@ impl Engine<'_, '_> {
                 self.plan.release(worker);
                 return Err(Stop::Failed(error));
             }
+            if let Error::Status {
+                status: 429 | 503, ..
+            } = &error
+            {
+                let host = self.mirrors()[mirror].host.clone();
+                self.transfer.shared.hosts.penalize(&host);
+                if worker != 0 {
+                    // The host pushes back: an extra connection steps aside and its piece
+                    // goes to the others.
+                    self.plan.release(worker);
+                    return Ok(());
+                }
+            }
             if self
                 .plan
                 .span(worker)
@@ -588,6 +601,12 @@ impl Engine<'_, '_> {
                 }
                 Ok(Some(Ok(chunk))) => chunk,
             };
+            if let Some(rate) = &transfer.shared.rate {
+                tokio::select! {
+                    () = transfer.cancelled() => break Err(Error::Cancelled),
+                    () = rate.take(chunk.len()) => {}
+                }
+            }
             // Bytes before the piece (the first answer may start at an earlier gap's end).
             if position < span.next {
                 let skip = usize::try_from(span.next - position)

@@ -304,7 +304,8 @@ async fn ctrl_c_saves_state_exits_130_and_a_rerun_resumes() {
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
     let text = stderr(&output);
     assert!(text.contains("i.bin") && text.contains("resume"), "{text}");
-    let part_len = std::fs::metadata(dir.path().join("i.bin.part"))
+    let part_len = crate::support::resumable_prefix(&dir.path().join("i.bin.part.haul"));
+    let _ = std::fs::metadata(dir.path().join("i.bin.part"))
         .unwrap()
         .len();
     assert!(part_len > 0);

@@ -6,6 +6,7 @@ mod embedding;
 mod interop;
 mod library;
 mod output;
+mod reliability;
 mod resume;
 mod segments;
 mod support;

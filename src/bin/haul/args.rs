@@ -126,6 +126,16 @@ pub struct GetArgs {
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub max_redirects: usize,
 
+    /// Limit the whole batch to RATE bytes per second, shared by all transfers (e.g. 500K,
+    /// 10M; 1024-based).
+    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    pub limit_rate: Option<u64>,
+
+    /// Name files after the server's Content-Disposition header when it sends one (made safe,
+    /// kept inside --dir; a taken name gets .1, .2, ...).
+    #[arg(long)]
+    pub content_disposition: bool,
+
     /// Extra request header, `Name: value` (repeatable).
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub headers: Vec<String>,
@@ -135,7 +145,8 @@ pub struct GetArgs {
     pub user_agent: Option<String>,
 
     /// What to do when the final file already exists: skip it (the default; a rerun transfers
-    /// nothing), overwrite it once the new copy is verified, or fail.
+    /// nothing), overwrite it once the new copy is verified, save as NAME.1, NAME.2, ...
+    /// (rename), or fail.
     #[arg(long, value_enum, default_value_t = OnExistsArg::Skip)]
     pub on_exists: OnExistsArg,
 }
@@ -152,6 +163,7 @@ pub enum ProgressMode {
 pub enum OnExistsArg {
     Skip,
     Overwrite,
+    Rename,
     Error,
 }
 

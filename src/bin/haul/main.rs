@@ -168,6 +168,7 @@ fn build_downloader(args: &GetArgs) -> anyhow::Result<Downloader> {
         .on_exists(match args.on_exists {
             OnExistsArg::Skip => OnExists::Skip,
             OnExistsArg::Overwrite => OnExists::Overwrite,
+            OnExistsArg::Rename => OnExists::Rename,
             OnExistsArg::Error => OnExists::Error,
         });
     if let Some(path) = &args.ca_cert {
@@ -183,7 +184,12 @@ fn build_downloader(args: &GetArgs) -> anyhow::Result<Downloader> {
         );
         builder = builder.danger_accept_invalid_certificates(true);
     }
-    builder = builder.max_redirects(args.max_redirects);
+    builder = builder
+        .max_redirects(args.max_redirects)
+        .content_disposition(args.content_disposition);
+    if let Some(rate) = args.limit_rate {
+        builder = builder.limit_rate(rate);
+    }
     if let Some(agent) = &args.user_agent {
         builder = builder.user_agent(agent.clone());
     }

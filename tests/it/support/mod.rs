@@ -48,3 +48,14 @@ pub fn listing(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// The bytes a `.part` file holds from offset 0, as its resume state says (the `.part` itself
+/// may be preallocated to the full length).
+pub fn resumable_prefix(part_state: &Path) -> u64 {
+    let text = std::fs::read_to_string(part_state).expect("a resume state file");
+    let state: serde_json::Value = serde_json::from_str(&text).expect("a JSON state");
+    match state["done"].as_array().and_then(|d| d.first()) {
+        Some(range) if range[0] == 0 => range[1].as_u64().unwrap_or(0),
+        _ => 0,
+    }
+}

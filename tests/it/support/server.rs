@@ -16,6 +16,12 @@
 //! | `slow_from=N` | throttle only answers that start at byte N or later |
 //! | `delay_ms=N` | wait before answering (keeps the request in flight) |
 //!
+//! | `gzip=1` | claim `Content-Encoding: gzip` (the body is not really compressed) |
+//! | `disposition=VALUE` | send `Content-Disposition: VALUE` (percent-decoded) |
+//!
+//! Other routes: `/redirect?to=URL` (302 to the percent-decoded URL), `/chain/N` (302 to
+//! `/chain/N-1`, and `/chain/0` serves a 10-byte file), `/loop` (302 to itself).
+//!
 //! URLs look like `/files/SIZE/NAME?faults`. A path's content "version" can be changed with
 //! `set_version`, which changes its bytes, ETag and Last-Modified, like a file replaced on a
 //! real server. The server counts requests, body bytes and the peak number of requests in flight.
@@ -49,6 +55,10 @@ const CHUNK: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Logged {
     pub path: String,
+    /// Requests in flight when this one arrived (itself included).
+    pub in_flight: usize,
+    pub authorization: Option<String>,
+    pub cookie: Option<String>,
     pub range: Option<String>,
     pub if_range: Option<String>,
     pub accept_encoding: Option<String>,
@@ -218,6 +228,7 @@ async fn handle(
 ) -> Response<Body> {
     counters.requests.fetch_add(1, Ordering::SeqCst);
     let guard = InFlight::enter(&counters);
+    let in_flight = counters.in_flight.load(Ordering::SeqCst);
     let path = request.uri().path().to_owned();
     let query = query_map(request.uri().query());
     let header = |name: &str| {
@@ -255,6 +266,9 @@ async fn handle(
     );
     counters.log.lock().unwrap().push(Logged {
         path,
+        in_flight,
+        authorization: header("authorization"),
+        cookie: header("cookie"),
         range,
         if_range,
         accept_encoding: header("accept-encoding"),
@@ -280,6 +294,9 @@ fn respond(
                 .headers_mut()
                 .insert("retry-after", seconds.to_string().parse().unwrap());
         }
+        return response;
+    }
+    if let Some(response) = redirect(path, query) {
         return response;
     }
     let mut parts = path.trim_start_matches('/').split('/');
@@ -348,6 +365,13 @@ fn respond(
             format!("bytes {shown_start}-{}/{size}", end - 1),
         );
     }
+    if query.contains_key("gzip") {
+        builder = builder.header("content-encoding", "gzip");
+    }
+    if let Some(value) = query.get("disposition") {
+        let decoded = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+        builder = builder.header("content-disposition", decoded.as_ref());
+    }
     if !query.contains_key("chunked") {
         builder = builder.header("content-length", (end - start).to_string());
     }
@@ -363,6 +387,28 @@ fn respond(
         guard,
     );
     builder.body(body).unwrap()
+}
+
+fn redirect(path: &str, query: &HashMap<String, String>) -> Option<Response<Body>> {
+    let location = if path == "/redirect" {
+        percent_encoding::percent_decode_str(query.get("to")?)
+            .decode_utf8_lossy()
+            .into_owned()
+    } else if path == "/loop" {
+        "/loop".to_owned()
+    } else if let Some(n) = path.strip_prefix("/chain/") {
+        match n.parse::<u32>().ok()? {
+            0 => "/files/10/chained".to_owned(),
+            n => format!("/chain/{}", n - 1),
+        }
+    } else {
+        return None;
+    };
+    let mut response = empty(StatusCode::FOUND);
+    response
+        .headers_mut()
+        .insert("location", location.parse().ok()?);
+    Some(response)
 }
 
 /// The pattern repeated to cover PERIOD + CHUNK bytes, so any chunk is one zero-copy slice.
