@@ -144,18 +144,30 @@ def verify(directory, expected):
 
 
 def run_scenario(title, clients, expected, out, runs, unit_bytes, unit_files=None):
-    """clients: list of (label, command builder(out dir) -> argv, runs override or None)."""
+    """clients: list of (label, command builder(out dir) -> argv, runs override or None).
+
+    Batches of many files go to a new directory each run, removed only when the scenario
+    ends: deleting thousands of files and creating them again at once makes ext4's inode
+    allocator the bottleneck (`recently_deleted`), for whichever client runs next."""
+    many = len(expected) > 1
     results = {label: [] for label, _, _ in clients}
+    used = []
     for round_index in range(runs + 1):
-        for label, build, only in clients:
+        for index, (label, build, only) in enumerate(clients):
             if only is not None and round_index > only:
                 continue
-            clean(out)
-            wall, cpu, rss = timed(build(out), out)
-            verify(out, expected)
+            run_dir = f"{out}-{round_index}-{index}" if many else out
+            clean(run_dir)
+            used.append(run_dir)
+            wall, cpu, rss = timed(build(run_dir), run_dir)
+            verify(run_dir, expected)
+            if not many:
+                clean(run_dir)
             if round_index > 0 or only == 0:
                 results[label].append((wall, cpu, rss))
             print(f"  {title} {label}: {wall:.2f}s", file=sys.stderr)
+    for run_dir in used:
+        shutil.rmtree(run_dir, ignore_errors=True)
     rows = []
     for label, _, _ in clients:
         samples = results[label]

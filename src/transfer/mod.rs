@@ -27,6 +27,9 @@ use crate::storage::state::{ResumeState, Unusable, Validators};
 use crate::storage::writer::{CloseMode, PartWriter, WRITER_STOPPED, remove_if_present};
 use crate::{Error, Request};
 
+/// A file up to this size is received in memory and written once, without a resume state:
+/// creating, syncing and deleting a state file would cost more than fetching it again.
+const SMALL_FILE_BYTES: u64 = 1 << 20;
 /// How many times in a row one download may be sent back to byte zero before haul gives up.
 const MAX_START_OVERS: u32 = 3;
 
@@ -75,6 +78,10 @@ struct Session {
     single_only: bool,
     /// The name the server's `Content-Disposition` suggested, made safe.
     disposition_name: Option<String>,
+    /// A small file's whole body, kept in memory and written once at the end.
+    small: Option<Vec<u8>>,
+    /// A state file from an earlier run was found (to be removed when done).
+    stale_state: bool,
 }
 
 /// How an attempt ended when it did not fail.
@@ -106,7 +113,7 @@ impl Transfer<'_> {
                 .map_err(|e| Error::io("create directory", parent, e))?;
         }
         let paths = PartPaths::beside(&self.final_path);
-        let state = self.resume_state(&paths).await;
+        let (state, stale_state) = self.resume_state(&paths).await;
         let offset = state.done.contiguous_prefix();
         let mut session = Session {
             state,
@@ -116,6 +123,8 @@ impl Transfer<'_> {
             resumed_from: 0,
             single_only: false,
             disposition_name: None,
+            small: None,
+            stale_state,
         };
         match self.fetch(&mut session, &paths).await {
             Ok(()) => self.commit(session, &paths, clock).await,
@@ -191,7 +200,7 @@ impl Transfer<'_> {
 
     /// The resume state to start from: the saved one when it can be trusted for this request,
     /// otherwise an empty one (and a `Restarted` event saying why, when there was one).
-    async fn resume_state(&self, paths: &PartPaths) -> ResumeState {
+    async fn resume_state(&self, paths: &PartPaths) -> (ResumeState, bool) {
         let checksum = self.request.checksum.as_ref().map(ToString::to_string);
         let fresh = ResumeState::new(self.url(), Validators::default(), checksum.clone());
         let state_path = paths.state.clone();
@@ -206,8 +215,10 @@ impl Transfer<'_> {
             fresh.clone()
         };
         let state = match loaded {
-            Err(Unusable::Missing) => return fresh.clone(),
-            Err(Unusable::Invalid(why)) => return refuse(format!("its state file is {why}")),
+            Err(Unusable::Missing) => return (fresh.clone(), false),
+            Err(Unusable::Invalid(why)) => {
+                return (refuse(format!("its state file is {why}")), true);
+            }
             Ok(state) => state,
         };
         let part_len = tokio::fs::symlink_metadata(&paths.part)
@@ -218,20 +229,26 @@ impl Transfer<'_> {
         // Another URL (a mirror, a re-signed link) is fine when the server can vouch for the
         // bytes with If-Range; without a validator only the same URL is trusted.
         if state.url != fresh.url && state.validators.if_range().is_none() {
-            return refuse("it was downloaded from another URL and has no validator".into());
+            return (
+                refuse("it was downloaded from another URL and has no validator".into()),
+                true,
+            );
         }
         if state.checksum != checksum {
-            return refuse("it was started with another checksum".into());
+            return (refuse("it was started with another checksum".into()), true);
         }
         let Some(part_len) = part_len else {
-            return fresh.clone();
+            return (fresh.clone(), true);
         };
         if state.validators.if_range().is_none() && state.validators.total_bytes.is_none() {
-            return refuse("the server gave no validator and no length to check it against".into());
+            return (
+                refuse("the server gave no validator and no length to check it against".into()),
+                true,
+            );
         }
         let mut state = state;
         state.done.clip(part_len);
-        state
+        (state, true)
     }
 
     /// Attempts until the file is complete, a permanent error occurs, or retries run out.
@@ -333,6 +350,12 @@ impl Transfer<'_> {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.split(',').any(|unit| unit.trim() == "bytes"));
         let resuming = session.offset > 0;
+        if session.disposition_name.is_none() && status.is_success() {
+            session.disposition_name = headers
+                .get(CONTENT_DISPOSITION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::naming::content_disposition_name);
+        }
         let body_total = match status {
             StatusCode::PARTIAL_CONTENT => match self.accept_partial(session, headers, paths)? {
                 Ok(end) => end,
@@ -365,6 +388,12 @@ impl Transfer<'_> {
                 session.offset = 0;
                 session.state.done = crate::storage::ranges::RangeSet::default();
                 session.state.validators = validators.clone();
+                if let (None, Some(length)) = (&session.writer, total)
+                    && length <= SMALL_FILE_BYTES
+                {
+                    self.report_started(session, total, version);
+                    return self.download_small(session, response, length, paths).await;
+                }
                 match session.writer.as_mut() {
                     Some(writer) => writer.restart(validators).await?,
                     None => self.open_writer(session, paths, true),
@@ -382,13 +411,6 @@ impl Transfer<'_> {
                 });
             }
         };
-        if session.disposition_name.is_none() {
-            session.disposition_name = response
-                .headers()
-                .get(CONTENT_DISPOSITION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(crate::naming::content_disposition_name);
-        }
         let total = session.state.validators.total_bytes;
         self.report_started(session, total, version);
         if let Some(total) = total
@@ -599,6 +621,107 @@ impl Transfer<'_> {
         Ok(())
     }
 
+    /// Receives a small file into memory. If the body breaks off, what arrived goes to a
+    /// normal `.part` with its state, and the retry resumes from there.
+    async fn download_small(
+        &self,
+        session: &mut Session,
+        response: reqwest::Response,
+        length: u64,
+        paths: &PartPaths,
+    ) -> Result<AttemptEnd, Error> {
+        let stall = self.shared.config.stall_timeout;
+        let mut body: Vec<u8> = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+        let mut stream = response.bytes_stream();
+        let outcome = loop {
+            let next = tokio::select! {
+                biased;
+                () = self.cancelled() => break Err(Error::Cancelled),
+                next = tokio::time::timeout(stall, stream.next()) => next,
+            };
+            let chunk: Bytes = match next {
+                Err(_) => {
+                    break Err(Error::Stalled {
+                        url: self.url(),
+                        timeout: stall,
+                    });
+                }
+                Ok(None) if (body.len() as u64) < length => {
+                    break Err(Error::ShortBody {
+                        url: self.url(),
+                        received: body.len() as u64,
+                        expected: length,
+                    });
+                }
+                Ok(None) => break Ok(()),
+                Ok(Some(Err(source))) => {
+                    break Err(Error::Network {
+                        url: self.url(),
+                        source: source.without_url(),
+                    });
+                }
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            if body.len() as u64 + chunk.len() as u64 > length {
+                break Err(Error::LongBody {
+                    url: self.url(),
+                    expected: length,
+                });
+            }
+            if let Some(rate) = &self.shared.rate {
+                rate.take(chunk.len()).await;
+            }
+            body.extend_from_slice(&chunk);
+            self.emit(&Event::Progress {
+                id: self.id,
+                bytes_done: body.len() as u64,
+            });
+        };
+        match outcome {
+            Ok(()) => {
+                session.offset = length;
+                session.small = Some(body);
+                Ok(AttemptEnd::Complete)
+            }
+            Err(error) => {
+                if !body.is_empty() && error.keeps_partial() {
+                    self.open_writer(session, paths, true);
+                    if let Some(writer) = session.writer.as_ref().map(PartWriter::handle) {
+                        let received = body.len() as u64;
+                        writer.write(0, Bytes::from(body)).await?;
+                        session.offset = received;
+                    }
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Writes a small file received in memory to its `.part`, synced, and returns its digest.
+    async fn write_small(
+        &self,
+        body: Vec<u8>,
+        paths: &PartPaths,
+    ) -> Result<Option<Checksum>, Error> {
+        let part = paths.part.clone();
+        let algorithm = self.request.checksum.as_ref().map(Checksum::algorithm);
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut file = crate::storage::writer::create_no_follow(&part, true)
+                .map_err(|e| Error::io("open", &part, e))?;
+            file.write_all(&body)
+                .map_err(|e| Error::io("write", &part, e))?;
+            file.sync_data().map_err(|e| Error::io("sync", &part, e))?;
+            Ok(algorithm.map(|algorithm| {
+                let mut hasher = Hasher::new(algorithm);
+                hasher.update(&body);
+                hasher.finish()
+            }))
+        })
+        .await
+        .map_err(|e| Error::io("write", &paths.part, std::io::Error::other(e)))?
+    }
+
     /// Verifies the finished `.part` and gives it its final name.
     async fn commit(
         &self,
@@ -606,12 +729,16 @@ impl Transfer<'_> {
         paths: &PartPaths,
         clock: Instant,
     ) -> Result<Completed, Error> {
-        let Some(writer) = session.writer.take() else {
-            return Err(Error::Config("internal: completed without a writer".into()));
+        let wrote_small = session.small.is_some();
+        let digest = match (session.small.take(), session.writer.take()) {
+            (Some(body), _) => self.write_small(body, paths).await?,
+            (None, Some(writer)) => writer.close(CloseMode::Complete).await?.digest,
+            (None, None) => {
+                return Err(Error::Config("internal: completed without a writer".into()));
+            }
         };
-        let closed = writer.close(CloseMode::Complete).await?;
         if let Some(expected) = &self.request.checksum {
-            let actual = closed.digest.clone();
+            let actual = digest.clone();
             if actual.as_ref() != Some(expected) {
                 remove_if_present(&paths.part)?;
                 remove_if_present(&paths.state)?;
@@ -627,11 +754,13 @@ impl Transfer<'_> {
         tokio::fs::rename(&paths.part, &final_path)
             .await
             .map_err(|e| Error::io("rename", &paths.part, e))?;
-        remove_if_present(&paths.state)?;
+        if !wrote_small || session.stale_state {
+            remove_if_present(&paths.state)?;
+        }
         let completed = Completed {
             path: final_path,
             bytes: session.offset,
-            digest: closed.digest,
+            digest,
             resumed_from: session.resumed_from,
             duration: clock.elapsed(),
             already_present: false,

@@ -27,7 +27,7 @@ use crate::storage::writer::WriteHandle;
 /// After cutting an answer short (its second half was taken over), a connection waits this
 /// long before its next request, so that the server has seen the old one close: the per-host
 /// limit holds as the server counts, not only as haul does.
-const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// A running piece is split only while at least this much of it remains, so that stealing
 /// never creates pieces too small to be worth a request.
