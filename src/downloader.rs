@@ -48,6 +48,7 @@ pub(crate) struct Config {
     pub(crate) connections: usize,
     pub(crate) min_split_bytes: u64,
     pub(crate) content_disposition: bool,
+    pub(crate) remote_time: bool,
 }
 
 pub(crate) struct Shared {
@@ -127,6 +128,7 @@ impl Default for DownloaderBuilder {
                 connections: DEFAULT_CONNECTIONS,
                 min_split_bytes: DEFAULT_MIN_SPLIT_BYTES,
                 content_disposition: false,
+                remote_time: false,
             },
             user_agent: concat!("haul/", env!("CARGO_PKG_VERSION")).to_owned(),
             headers: HeaderMap::new(),
@@ -287,6 +289,13 @@ impl DownloaderBuilder {
     #[must_use]
     pub fn content_disposition(mut self, enabled: bool) -> Self {
         self.config.content_disposition = enabled;
+        self
+    }
+
+    /// Give finished files the server's `Last-Modified` time (default off).
+    #[must_use]
+    pub fn remote_time(mut self, enabled: bool) -> Self {
+        self.config.remote_time = enabled;
         self
     }
 

@@ -30,6 +30,7 @@ mod error;
 mod hosts;
 pub mod input;
 mod integrity;
+pub mod listing;
 pub mod naming;
 mod progress;
 mod rate;
@@ -48,3 +49,9 @@ pub use request::{Destination, Request};
 pub use scheduler::{Batch, Outcome, Outcomes};
 pub use tokio_util::sync::CancellationToken;
 pub use transfer::Completed;
+
+/// Formats seconds since the Unix epoch as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
+#[must_use]
+pub fn format_http_date(seconds: u64) -> String {
+    transfer::http::format_http_date(seconds)
+}

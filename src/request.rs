@@ -29,6 +29,7 @@ pub struct Request {
     pub(crate) cancel: Option<CancellationToken>,
     pub(crate) mirrors: Vec<Url>,
     pub(crate) connections: Option<usize>,
+    pub(crate) revalidate: Option<(Option<String>, Option<String>)>,
 }
 
 impl Request {
@@ -69,6 +70,7 @@ impl Request {
             cancel: None,
             mirrors: Vec::new(),
             connections: None,
+            revalidate: None,
         })
     }
 
@@ -131,6 +133,17 @@ impl Request {
     #[must_use]
     pub fn with_connections(mut self, connections: usize) -> Self {
         self.connections = Some(connections.max(1));
+        self
+    }
+
+    /// When the output file exists, ask the server whether it changed (`If-None-Match` with
+    /// `etag`, `If-Modified-Since` with `last_modified`): a `304` leaves the file as it is and
+    /// counts as already present; anything else downloads the new version, which replaces the
+    /// old file atomically once complete and verified. Without both, a plain download.
+    #[must_use]
+    pub fn revalidate_with(mut self, etag: Option<String>, last_modified: Option<String>) -> Self {
+        self.revalidate =
+            (etag.is_some() || last_modified.is_some()).then_some((etag, last_modified));
         self
     }
 

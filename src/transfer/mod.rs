@@ -2,7 +2,7 @@
 //! is worth retrying), verify, and commit under the final name. A final name appears only for a
 //! complete, verified file; any failure leaves a resumable `.part` or nothing.
 
-mod http;
+pub(crate) mod http;
 mod segments;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +12,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{
-    ACCEPT_ENCODING, ACCEPT_RANGES, CONTENT_DISPOSITION, IF_RANGE, LOCATION, RANGE,
+    ACCEPT_ENCODING, ACCEPT_RANGES, CONTENT_DISPOSITION, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    IF_RANGE, LOCATION, RANGE,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -47,8 +48,12 @@ pub struct Completed {
     pub resumed_from: u64,
     /// Wall time of this download.
     pub duration: Duration,
-    /// The file was already complete and nothing was transferred.
+    /// The file was already complete (or unchanged on the server) and nothing was transferred.
     pub already_present: bool,
+    /// The server's `ETag` for this version of the file, when it sent one.
+    pub etag: Option<String>,
+    /// The server's `Last-Modified` for this version, when it sent one.
+    pub last_modified: Option<String>,
 }
 
 /// Everything one download needs from its batch.
@@ -82,11 +87,17 @@ struct Session {
     small: Option<Vec<u8>>,
     /// A state file from an earlier run was found (to be removed when done).
     stale_state: bool,
+    /// The output exists and the request asks the server whether it changed.
+    revalidating: bool,
+    /// The server answered `304`: the existing file is current.
+    not_modified: bool,
 }
 
 /// How an attempt ended when it did not fail.
 enum AttemptEnd {
     Complete,
+    /// The server said the existing file is current (`304`).
+    NotModified,
     /// The bytes on disk cannot be continued; fetch again from zero.
     StartOver(String),
 }
@@ -125,8 +136,17 @@ impl Transfer<'_> {
             disposition_name: None,
             small: None,
             stale_state,
+            revalidating: false,
+            not_modified: false,
         };
+        session.revalidating = self.request.revalidate.is_some()
+            && session.offset == 0
+            && session.state.done.is_empty()
+            && tokio::fs::symlink_metadata(&self.final_path)
+                .await
+                .is_ok_and(|m| m.is_file());
         match self.fetch(&mut session, &paths).await {
+            Ok(()) if session.not_modified => self.unchanged(&session, clock).await,
             Ok(()) => self.commit(session, &paths, clock).await,
             Err(error) => {
                 if let Some(writer) = session.writer.take() {
@@ -170,6 +190,10 @@ impl Transfer<'_> {
         let Ok(metadata) = tokio::fs::symlink_metadata(&self.final_path).await else {
             return Ok(None);
         };
+        if self.request.revalidate.is_some() {
+            // The server decides: unchanged (304) or a new version that replaces this one.
+            return Ok(None);
+        }
         let exists = || Error::AlreadyExists {
             path: self.final_path.clone(),
         };
@@ -195,6 +219,8 @@ impl Transfer<'_> {
             resumed_from: metadata.len(),
             duration: clock.elapsed(),
             already_present: true,
+            etag: None,
+            last_modified: None,
         }))
     }
 
@@ -260,6 +286,10 @@ impl Transfer<'_> {
             let before = session.offset;
             let error = match self.attempt(session, paths).await {
                 Ok(AttemptEnd::Complete) => return Ok(()),
+                Ok(AttemptEnd::NotModified) => {
+                    session.not_modified = true;
+                    return Ok(());
+                }
                 Ok(AttemptEnd::StartOver(reason)) => {
                     start_overs += 1;
                     if start_overs > MAX_START_OVERS {
@@ -355,6 +385,10 @@ impl Transfer<'_> {
                 .get(CONTENT_DISPOSITION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(crate::naming::content_disposition_name);
+        }
+        if status == StatusCode::NOT_MODIFIED && session.revalidating {
+            session.state.validators = http::validators(headers, None);
+            return Ok(AttemptEnd::NotModified);
         }
         let body_total = match status {
             StatusCode::PARTIAL_CONTENT => match self.accept_partial(session, headers, paths)? {
@@ -480,6 +514,18 @@ impl Transfer<'_> {
             .get(self.request.url.clone())
             .header(ACCEPT_ENCODING, "identity")
             .headers(self.request.headers.clone());
+        if let (true, 0, Some((etag, last_modified))) = (
+            session.revalidating,
+            session.offset,
+            &self.request.revalidate,
+        ) {
+            if let Some(etag) = etag {
+                builder = builder.header(IF_NONE_MATCH, etag);
+            }
+            if let Some(last_modified) = last_modified {
+                builder = builder.header(IF_MODIFIED_SINCE, last_modified);
+            }
+        }
         if session.offset > 0 {
             builder = builder.header(RANGE, format!("bytes={}-", session.offset));
             if let Some(validator) = session.state.validators.if_range() {
@@ -757,6 +803,12 @@ impl Transfer<'_> {
         if !wrote_small || session.stale_state {
             remove_if_present(&paths.state)?;
         }
+        let last_modified = session.state.validators.last_modified.clone();
+        if self.shared.config.remote_time
+            && let Some(seconds) = last_modified.as_deref().and_then(http::parse_http_date)
+        {
+            set_modified(&final_path, seconds);
+        }
         let completed = Completed {
             path: final_path,
             bytes: session.offset,
@@ -764,8 +816,41 @@ impl Transfer<'_> {
             resumed_from: session.resumed_from,
             duration: clock.elapsed(),
             already_present: false,
+            etag: session.state.validators.etag.clone(),
+            last_modified,
         };
         Ok(completed)
+    }
+}
+
+impl Transfer<'_> {
+    /// The outcome of a `304`: the existing file stays, with the server's validators.
+    async fn unchanged(&self, session: &Session, clock: Instant) -> Result<Completed, Error> {
+        let bytes = tokio::fs::metadata(&self.final_path)
+            .await
+            .map_err(|e| Error::io("inspect", &self.final_path, e))?
+            .len();
+        let (old_etag, old_modified) = self.request.revalidate.clone().unwrap_or_default();
+        let validators = &session.state.validators;
+        Ok(Completed {
+            path: self.final_path.clone(),
+            bytes,
+            digest: None,
+            resumed_from: bytes,
+            duration: clock.elapsed(),
+            already_present: true,
+            etag: validators.etag.clone().or(old_etag),
+            last_modified: validators.last_modified.clone().or(old_modified),
+        })
+    }
+}
+
+/// Sets a file's modification time to `seconds` since the epoch; a failure only loses the
+/// timestamp, never the file, so it is ignored.
+fn set_modified(path: &Path, seconds: u64) {
+    let time = std::time::UNIX_EPOCH + Duration::from_secs(seconds);
+    if let Ok(file) = std::fs::File::options().write(true).open(path) {
+        let _ = file.set_modified(time);
     }
 }
 

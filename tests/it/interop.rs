@@ -355,3 +355,53 @@ async fn nginx_serves_a_segmented_download_and_its_resume() {
         "only the holes were fetched, as ranges: {resumed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_autoindex_syncs_incrementally_in_html_and_json() {
+    let Some(nginx) = Nginx::start() else { return };
+    let files = [
+        ("a.bin", 1000u64),
+        ("sub/b.bin", 300_000),
+        ("sub/deep/c.bin", 2 << 20),
+    ];
+    for (path, size) in files {
+        put(
+            &nginx.www(),
+            &format!("tree/{path}"),
+            &content(path, 1, size),
+        );
+    }
+    for location in ["/tree/", "/jtree/"] {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("mirror");
+        let sync = || {
+            let mut command = haul();
+            command
+                .args(["sync", "-q", "--recursive", "--delete"])
+                .arg(nginx.http_url(location))
+                .arg(&dir);
+            command
+        };
+        let output = run(sync()).await;
+        assert!(output.status.success(), "{location}: {}", stderr(&output));
+        for (path, size) in files {
+            assert!(
+                std::fs::read(dir.join(path)).unwrap() == content(path, 1, size),
+                "{location} {path}"
+            );
+        }
+        let before = nginx.access_log().len();
+        let output = run(sync()).await;
+        assert!(output.status.success(), "{}", stderr(&output));
+        let second: Vec<String> = nginx.access_log()[before..]
+            .iter()
+            .filter(|line| !line.split(' ').nth(1).unwrap_or("").ends_with('/'))
+            .cloned()
+            .collect();
+        assert_eq!(second.len(), files.len(), "{second:?}");
+        assert!(
+            second.iter().all(|line| line.contains(" 304 0 ")),
+            "{location}: the second sync transferred no body: {second:?}"
+        );
+    }
+}

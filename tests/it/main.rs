@@ -10,3 +10,4 @@ mod reliability;
 mod resume;
 mod segments;
 mod support;
+mod sync;

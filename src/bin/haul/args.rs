@@ -21,6 +21,71 @@ pub enum Command {
     /// Download URLs (from the command line and/or an input file) into a directory.
     #[command(after_help = GET_EXAMPLES)]
     Get(GetArgs),
+    /// Mirror a manifest or an HTTP directory listing into DIR, incrementally.
+    #[command(after_help = SYNC_EXAMPLES)]
+    Sync(SyncArgs),
+}
+
+const SYNC_EXAMPLES: &str = "\
+Examples:
+  haul sync manifest.txt mirror/
+  haul sync --recursive --delete https://example.org/pub/ mirror/
+  haul sync --recursive --include '*.iso' --checksums SHA256SUMS https://example.org/pub/ isos/
+  haul sync --recursive --shard 2/8 https://example.org/pub/ mirror/   # machine 2 of 8
+  haul sync --dry-run --delete manifest.txt mirror/
+
+A file is fetched again only when it is new or changed (size, checksum, or the server's answer
+to a conditional request with the validators remembered in DIR/.haul-sync.json). Changed files
+replace the old copy atomically once verified. --shard K/N keeps the paths whose FNV-1a 64-bit
+hash modulo N is K (0 <= K < N).";
+
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    /// A manifest (input-file format, with optional size= and checksum=; a path, `-`, or an
+    /// http(s) URL), or with --recursive a directory listing URL.
+    #[arg(value_name = "SOURCE")]
+    pub source: String,
+
+    /// The local mirror directory.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// SOURCE is a directory listing (nginx/Apache autoindex, nginx JSON): crawl it, staying
+    /// on its host and below its path.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+
+    /// How many levels of subdirectories to crawl below SOURCE.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub max_depth: usize,
+
+    /// Only files matching GLOB (repeatable; `*`, `?`, `**`; without `/` it matches the name).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+
+    /// Skip files matching GLOB (repeatable; wins over --include).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Delete regular files in DIR that the source no longer has (never symlinks, never
+    /// outside DIR; nothing when the source is empty or the sync failed).
+    #[arg(long)]
+    pub delete: bool,
+
+    /// Print the plan (new, update, unchanged, delete) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Verify against a SHA256SUMS/SHA512SUMS-style file (a path or an http(s) URL).
+    #[arg(long, value_name = "FILE|URL")]
+    pub checksums: Option<String>,
+
+    /// Process only shard K of N (0 <= K < N) of the files, by a stable hash of their path.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 const GET_EXAMPLES: &str = "\
@@ -53,6 +118,33 @@ pub struct GetArgs {
     #[arg(short = 'o', long, value_name = "NAME")]
     pub output: Option<PathBuf>,
 
+    /// Another URL of the (single) download's file (repeatable): segments are spread over
+    /// all of them, and a failing mirror is dropped.
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
+
+    /// Expected digest of the (single) download: sha-256=HEX or sha-512=HEX.
+    #[arg(long, value_name = "ALGO=HEX")]
+    pub checksum: Option<String>,
+
+    /// Name files after the server's Content-Disposition header when it sends one (made safe,
+    /// kept inside --dir; a taken name gets .1, .2, ...).
+    #[arg(long)]
+    pub content_disposition: bool,
+
+    /// What to do when the final file already exists: skip it (the default; a rerun transfers
+    /// nothing), overwrite it once the new copy is verified, save as NAME.1, NAME.2, ...
+    /// (rename), or fail.
+    #[arg(long, value_enum, default_value_t = OnExistsArg::Skip)]
+    pub on_exists: OnExistsArg,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Options shared by `get` and `sync`: concurrency, networking, output.
+#[derive(Debug, clap::Args)]
+pub struct CommonArgs {
     /// How many files download at once.
     #[arg(short = 'j', long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: u32,
@@ -69,15 +161,6 @@ pub struct GetArgs {
     /// Smallest piece a file is split into (K, M, G are 1024-based: 8M = 8 MiB).
     #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
     pub min_split_size: u64,
-
-    /// Another URL of the (single) download's file (repeatable): segments are spread over
-    /// all of them, and a failing mirror is dropped.
-    #[arg(long = "mirror", value_name = "URL")]
-    pub mirrors: Vec<String>,
-
-    /// Expected digest of the (single) download: sha-256=HEX or sha-512=HEX.
-    #[arg(long, value_name = "ALGO=HEX")]
-    pub checksum: Option<String>,
 
     /// Print nothing but errors.
     #[arg(short = 'q', long)]
@@ -131,11 +214,6 @@ pub struct GetArgs {
     #[arg(long, value_name = "RATE", value_parser = parse_size)]
     pub limit_rate: Option<u64>,
 
-    /// Name files after the server's Content-Disposition header when it sends one (made safe,
-    /// kept inside --dir; a taken name gets .1, .2, ...).
-    #[arg(long)]
-    pub content_disposition: bool,
-
     /// Extra request header, `Name: value` (repeatable).
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub headers: Vec<String>,
@@ -143,12 +221,6 @@ pub struct GetArgs {
     /// The User-Agent header.
     #[arg(long, value_name = "TEXT")]
     pub user_agent: Option<String>,
-
-    /// What to do when the final file already exists: skip it (the default; a rerun transfers
-    /// nothing), overwrite it once the new copy is verified, save as NAME.1, NAME.2, ...
-    /// (rename), or fail.
-    #[arg(long, value_enum, default_value_t = OnExistsArg::Skip)]
-    pub on_exists: OnExistsArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

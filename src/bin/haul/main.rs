@@ -3,6 +3,7 @@
 
 mod args;
 mod render;
+mod sync;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -14,21 +15,21 @@ use clap::Parser;
 use futures_util::StreamExt;
 use haul::input::{InputEntry, parse_input};
 use haul::naming::join_inside;
-use haul::{CancellationToken, Checksum, Downloader, OnExists, Request};
+use haul::{CancellationToken, Checksum, Downloader, DownloaderBuilder, OnExists, Request};
 
-use args::{Cli, Command, GetArgs, OnExistsArg, ProgressMode};
+use args::{Cli, Command, CommonArgs, GetArgs, OnExistsArg, ProgressMode};
 use haul::bars::ProgressBars;
 use render::{Display, Renderer};
 
 /// Exit codes, documented in the README.
-const EXIT_FAILED: u8 = 1;
+pub(crate) const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
-const EXIT_CHECKSUM: u8 = 3;
-const EXIT_INTERRUPTED: u8 = 130;
+pub(crate) const EXIT_CHECKSUM: u8 = 3;
+pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 
 /// An error in what the user asked for: reported before anything starts, exit code 2.
 #[derive(Debug)]
-struct UsageError(String);
+pub(crate) struct UsageError(pub(crate) String);
 
 impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -67,7 +68,16 @@ fn main() -> ExitCode {
             for cause in error.chain().skip(1) {
                 eprintln!("caused by: {cause}");
             }
-            ExitCode::from(EXIT_USAGE)
+            // What the user asked for was wrong: 2; the world failed us (a listing, a disk): 1.
+            if error.downcast_ref::<UsageError>().is_some()
+                || error
+                    .downcast_ref::<haul::Error>()
+                    .is_some_and(|e| e.kind() == haul::ErrorKind::InvalidInput)
+            {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            }
         }
     }
 }
@@ -75,6 +85,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Get(args) => get(args).await,
+        Command::Sync(args) => sync::sync(args).await,
     }
 }
 
@@ -86,7 +97,7 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let downloader = build_downloader(&args)?;
-    let renderer = Arc::new(Renderer::new(display(&args), args.json));
+    let renderer = Arc::new(Renderer::new(display(&args.common), args.common.json));
     let cancel = CancellationToken::new();
     watch_interrupts(cancel.clone());
     let total = requests.len();
@@ -141,12 +152,12 @@ fn watch_interrupts(cancel: CancellationToken) {
     });
 }
 
-fn display(args: &GetArgs) -> Display {
+fn display(common: &CommonArgs) -> Display {
     let bars = || Display::Bars(ProgressBars::new());
-    if args.quiet {
+    if common.quiet {
         return Display::ErrorsOnly;
     }
-    match args.progress {
+    match common.progress {
         ProgressMode::None => Display::ErrorsOnly,
         ProgressMode::Bars => bars(),
         ProgressMode::Auto if std::io::stderr().is_terminal() => bars(),
@@ -155,51 +166,55 @@ fn display(args: &GetArgs) -> Display {
 }
 
 fn build_downloader(args: &GetArgs) -> anyhow::Result<Downloader> {
-    let mut builder = Downloader::builder()
-        .jobs(args.jobs as usize)
-        .per_host(args.per_host as usize)
-        .connections(args.connections as usize)
-        .min_split_size(args.min_split_size)
-        .retries(args.retries)
-        .max_retry_wait(args.max_retry_wait)
-        .connect_timeout(args.connect_timeout)
-        .stall_timeout(args.stall_timeout)
-        .checkpoint_interval(args.checkpoint_interval)
+    downloader_builder(&args.common)?
         .on_exists(match args.on_exists {
             OnExistsArg::Skip => OnExists::Skip,
             OnExistsArg::Overwrite => OnExists::Overwrite,
             OnExistsArg::Rename => OnExists::Rename,
             OnExistsArg::Error => OnExists::Error,
-        });
-    if let Some(path) = &args.ca_cert {
+        })
+        .content_disposition(args.content_disposition)
+        .build()
+        .map_err(|e| UsageError(haul::error_chain(&e)).into())
+}
+
+/// A downloader builder with the options `get` and `sync` share.
+fn downloader_builder(common: &CommonArgs) -> anyhow::Result<DownloaderBuilder> {
+    let mut builder = Downloader::builder()
+        .jobs(common.jobs as usize)
+        .per_host(common.per_host as usize)
+        .connections(common.connections as usize)
+        .min_split_size(common.min_split_size)
+        .retries(common.retries)
+        .max_retry_wait(common.max_retry_wait)
+        .connect_timeout(common.connect_timeout)
+        .stall_timeout(common.stall_timeout)
+        .checkpoint_interval(common.checkpoint_interval)
+        .max_redirects(common.max_redirects);
+    if let Some(path) = &common.ca_cert {
         let pem = std::fs::read(path)
             .with_context(|| format!("failed to read CA certificate `{}`", path.display()))
             .map_err(|e| UsageError(format!("{e:#}")))?;
         builder = builder.ca_certificates_pem(pem);
     }
-    if args.insecure {
+    if common.insecure {
         eprintln!(
             "warning: --insecure: TLS certificates are not verified; anyone on the path can \
              read and change these downloads"
         );
         builder = builder.danger_accept_invalid_certificates(true);
     }
-    builder = builder
-        .max_redirects(args.max_redirects)
-        .content_disposition(args.content_disposition);
-    if let Some(rate) = args.limit_rate {
+    if let Some(rate) = common.limit_rate {
         builder = builder.limit_rate(rate);
     }
-    if let Some(agent) = &args.user_agent {
+    if let Some(agent) = &common.user_agent {
         builder = builder.user_agent(agent.clone());
     }
-    for header in &args.headers {
+    for header in &common.headers {
         let (name, value) = split_header(header)?;
         builder = builder.header(name, value);
     }
-    builder
-        .build()
-        .map_err(|e| UsageError(haul::error_chain(&e)).into())
+    Ok(builder)
 }
 
 fn split_header(header: &str) -> Result<(&str, &str), UsageError> {

@@ -149,6 +149,7 @@ impl Nginx {
                  root {r}/www;\n\
                  location /slow/ {{ limit_rate 4m; }}\n\
                  location /tree/ {{ autoindex on; }}\n\
+                 location /jtree/ {{ alias {r}/www/tree/; autoindex on; autoindex_format json; }}\n\
                }}\n\
                server {{\n\
                  listen 127.0.0.1:{https_port} ssl http2;\n\

@@ -30,6 +30,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -73,6 +74,7 @@ pub struct Counters {
     body_bytes: AtomicU64,
     hits: Mutex<HashMap<String, usize>>,
     versions: Mutex<HashMap<String, u32>>,
+    hidden: Mutex<std::collections::HashSet<String>>,
     log: Mutex<Vec<Logged>>,
 }
 
@@ -154,6 +156,11 @@ impl TestServer {
 
     pub fn log(&self) -> Vec<Logged> {
         self.counters.log.lock().unwrap().clone()
+    }
+
+    /// Removes `path` (e.g. `/tree/b.txt`) from the server and its listings.
+    pub fn hide(&self, path: &str) {
+        self.counters.hidden.lock().unwrap().insert(path.to_owned());
     }
 
     /// Replaces the file at `path` (e.g. `/files/100/a.bin`) with version `version`.
@@ -255,13 +262,14 @@ async fn handle(
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
 
+    let conditional = (header("if-none-match"), header("if-modified-since"));
     let response = respond(
         &counters,
         &path,
         &query,
         faulty,
-        range.as_deref(),
-        if_range.as_deref(),
+        (range.as_deref(), if_range.as_deref()),
+        (conditional.0.as_deref(), conditional.1.as_deref()),
         guard,
     );
     counters.log.lock().unwrap().push(Logged {
@@ -277,13 +285,14 @@ async fn handle(
     response
 }
 
+#[allow(clippy::too_many_lines)]
 fn respond(
     counters: &Arc<Counters>,
     path: &str,
     query: &HashMap<String, String>,
     faulty: bool,
-    range: Option<&str>,
-    if_range: Option<&str>,
+    (range, if_range): (Option<&str>, Option<&str>),
+    (if_none_match, if_modified_since): (Option<&str>, Option<&str>),
     guard: InFlight,
 ) -> Response<Body> {
     let number = |key: &str| query.get(key).and_then(|v| v.parse::<u64>().ok());
@@ -299,14 +308,31 @@ fn respond(
     if let Some(response) = redirect(path, query) {
         return response;
     }
-    let mut parts = path.trim_start_matches('/').split('/');
-    let (Some("files"), Some(size), Some(name), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    if counters.hidden.lock().unwrap().contains(path) {
         return empty(StatusCode::NOT_FOUND);
-    };
-    let Ok(size) = size.parse::<u64>() else {
-        return empty(StatusCode::NOT_FOUND);
+    }
+    if path == "/tree-broken/" {
+        return empty(StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    if let Some(listing) = tree_listing(counters, path) {
+        return listing;
+    }
+    let (size, name) = if let Some(file) = path.strip_prefix("/tree/") {
+        match TREE.iter().find(|(p, _)| *p == file) {
+            Some((p, size)) => (*size, *p),
+            None => return empty(StatusCode::NOT_FOUND),
+        }
+    } else {
+        let mut parts = path.trim_start_matches('/').split('/');
+        let (Some("files"), Some(size), Some(name), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return empty(StatusCode::NOT_FOUND);
+        };
+        let Ok(size) = size.parse::<u64>() else {
+            return empty(StatusCode::NOT_FOUND);
+        };
+        (size, name)
     };
     let version = counters
         .versions
@@ -324,6 +350,27 @@ fn respond(
         Some("lm") => (None, Some(last_modified.clone())),
         _ => (Some(etag.clone()), Some(last_modified.clone())),
     };
+    // RFC 9110 §13.1.1-3: a conditional GET of an unchanged file gets 304 and no body.
+    let unchanged = match (if_none_match, if_modified_since) {
+        (Some(tags), _) => tags.split(',').any(|tag| {
+            Some(tag.trim().trim_start_matches("W/"))
+                == sent_etag.as_deref().map(|t| t.trim_start_matches("W/"))
+        }),
+        (None, Some(since)) => sent_lm.as_deref() == Some(since),
+        (None, None) => false,
+    };
+    if unchanged {
+        let mut response = empty(StatusCode::NOT_MODIFIED);
+        if let Some(tag) = &sent_etag {
+            response.headers_mut().insert("etag", tag.parse().unwrap());
+        }
+        if let Some(lm) = &sent_lm {
+            response
+                .headers_mut()
+                .insert("last-modified", lm.parse().unwrap());
+        }
+        return response;
+    }
     // RFC 9110 §13.1.5: a range applies only when If-Range matches strongly.
     let range_applies = match if_range {
         None => true,
@@ -387,6 +434,63 @@ fn respond(
         guard,
     );
     builder.body(body).unwrap()
+}
+
+/// The virtual tree served under `/tree/`: path and size. A file's bytes are
+/// `content(path, version, size)`.
+pub const TREE: &[(&str, u64)] = &[
+    ("a.bin", 1000),
+    ("b.txt", 2000),
+    ("sub/c.bin", 3000),
+    ("sub/deeper/d.bin", 4000),
+    ("sub/deeper/e.iso", 5000),
+    ("big/large.bin", 4 << 20),
+];
+
+/// An nginx-style autoindex page for a directory of the tree, with hostile links mixed in.
+fn tree_listing(counters: &Counters, path: &str) -> Option<Response<Body>> {
+    let directory = path.strip_prefix("/tree/")?;
+    if !(directory.is_empty() || directory.ends_with('/')) {
+        return None;
+    }
+    let hidden = counters.hidden.lock().unwrap().clone();
+    let mut children = std::collections::BTreeSet::new();
+    for (file, _) in TREE {
+        if hidden.contains(&format!("/tree/{file}")) {
+            continue;
+        }
+        if let Some(rest) = file.strip_prefix(directory) {
+            match rest.split_once('/') {
+                Some((sub, _)) => children.insert(format!("{sub}/")),
+                None => children.insert(rest.to_owned()),
+            };
+        }
+    }
+    if children.is_empty() && !directory.is_empty() {
+        return Some(empty(StatusCode::NOT_FOUND));
+    }
+    let mut html = format!(
+        "<html><head><title>Index of {path}</title></head><body><h1>Index of {path}</h1><hr><pre>\n\
+         <a href=\"../\">../</a>\n<a href=\"?C=N;O=D\">Name</a>\n\
+         <a href=\"http://other.invalid/tree/x.bin\">elsewhere</a>\n\
+         <a href=\"/files/10/outside.bin\">outside</a>\n<a href=\"../../../etc/passwd\">up</a>\n"
+    );
+    for child in children {
+        let _ = writeln!(
+            html,
+            "<a href=\"{child}\">{child}</a>   22-Nov-2026 00:00   -"
+        );
+    }
+    html.push_str("</pre><hr></body></html>\n");
+    let mut response = Response::new(
+        Full::new(Bytes::from(html))
+            .map_err(|n| match n {})
+            .boxed_unsync(),
+    );
+    response
+        .headers_mut()
+        .insert("content-type", "text/html".parse().unwrap());
+    Some(response)
 }
 
 fn redirect(path: &str, query: &HashMap<String, String>) -> Option<Response<Body>> {
