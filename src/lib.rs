@@ -37,6 +37,7 @@ mod rate;
 mod request;
 mod scheduler;
 mod storage;
+mod to_writer;
 mod transfer;
 
 pub use downloader::{
@@ -47,6 +48,7 @@ pub use integrity::{Algorithm, Checksum};
 pub use progress::{ChannelObserver, Event, NoObserver, Observer, TransferId, error_chain};
 pub use request::{Destination, Request};
 pub use scheduler::{Batch, Outcome, Outcomes};
+pub use to_writer::Streamed;
 pub use tokio_util::sync::CancellationToken;
 pub use transfer::Completed;
 

@@ -919,7 +919,7 @@ async fn hash_file(path: &Path, like: &Checksum) -> Result<Checksum, Error> {
 
 /// Exponential backoff with "equal jitter": half the delay is fixed, half random, so retries of
 /// many downloads do not arrive together. A server's `Retry-After` wins, both capped by `max`.
-fn retry_delay(
+pub(crate) fn retry_delay(
     failures: u32,
     base: Duration,
     max: Duration,

@@ -233,3 +233,65 @@ async fn the_final_screen_keeps_results_and_no_leftover_bars() {
         "no bar is left on the screen:\n{screen}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_dash_streams_one_download_to_stdout_verified() {
+    use sha2::{Digest, Sha256};
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = crate::support::server::content("o.bin", 1, 3_000_000);
+    let url = server.file_url(3_000_000, "o.bin", "drop_after=1000000&fault_times=1");
+    let checksum = format!("sha-256={}", hex::encode(Sha256::digest(&body)));
+    let mut command = haul();
+    command.current_dir(dir.path()).args([
+        "get",
+        "--retries",
+        "2",
+        "--checksum",
+        &checksum,
+        "-o",
+        "-",
+        &url,
+    ]);
+    let output = run(command).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        output.stdout == body,
+        "stdout carries the exact bytes, resumed after a drop"
+    );
+    assert!(
+        crate::support::listing(dir.path()).is_empty(),
+        "no file is written"
+    );
+
+    let mut wrong = haul();
+    wrong.args([
+        "get",
+        "--checksum",
+        &format!("sha-256={}", "0".repeat(64)),
+        "-o",
+        "-",
+    ]);
+    wrong.arg(server.file_url(10, "w", ""));
+    let output = run(wrong).await;
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "a mismatch is still reported"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_completions_are_printed() {
+    for shell in ["bash", "zsh", "fish"] {
+        let mut command = haul();
+        command.args(["completions", shell]);
+        let output = run(command).await;
+        assert!(output.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            script.contains("haul") && script.contains("sync"),
+            "{shell}"
+        );
+    }
+}

@@ -24,6 +24,12 @@ pub enum Command {
     /// Mirror a manifest or an HTTP directory listing into DIR, incrementally.
     #[command(after_help = SYNC_EXAMPLES)]
     Sync(SyncArgs),
+    /// Print a shell completion script: `haul completions bash > /etc/bash_completion.d/haul`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 const SYNC_EXAMPLES: &str = "\
@@ -114,7 +120,8 @@ pub struct GetArgs {
     #[arg(short = 'd', long, value_name = "DIR", default_value = ".")]
     pub dir: PathBuf,
 
-    /// Save the (single) download as NAME, relative to --dir unless absolute.
+    /// Save the (single) download as NAME, relative to --dir unless absolute; `-` writes it to
+    /// standard output (no .part file, so no resume across runs).
     #[arg(short = 'o', long, value_name = "NAME")]
     pub output: Option<PathBuf>,
 

@@ -86,10 +86,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Get(args) => get(args).await,
         Command::Sync(args) => sync::sync(args).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "haul", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
 async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
+    if args.output.as_deref() == Some(Path::new("-")) {
+        return get_to_stdout(&args).await;
+    }
     let requests = build_requests(&args)?;
     if requests.is_empty() {
         bail!(UsageError(
@@ -135,6 +144,47 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         eprintln!("Run the same command again to resume.");
     }
     Ok(ExitCode::from(code))
+}
+
+/// `-o -`: the single download goes to standard output, verified at the end; no `.part`, so
+/// no resume across runs (said in `--help` and the README).
+async fn get_to_stdout(args: &GetArgs) -> anyhow::Result<ExitCode> {
+    let [url] = args.urls.as_slice() else {
+        bail!(UsageError(
+            "-o - needs exactly one URL on the command line".into()
+        ));
+    };
+    if args.input_file.is_some() || !args.mirrors.is_empty() {
+        bail!(UsageError(
+            "-o - takes one URL, without --input-file or --mirror".into()
+        ));
+    }
+    let mut request = Request::new(url).map_err(|e| UsageError(e.to_string()))?;
+    if let Some(spec) = &args.checksum {
+        request = request.with_checksum(
+            spec.parse()
+                .map_err(|e: haul::Error| UsageError(e.to_string()))?,
+        );
+    }
+    let downloader = build_downloader(args)?;
+    let mut stdout = tokio::io::stdout();
+    match downloader.download_to_writer(&request, &mut stdout).await {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        // A reader that went away (`| head`) is not a failure.
+        Err(haul::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("error: {}", haul::error_chain(&error));
+            Ok(ExitCode::from(
+                if error.kind() == haul::ErrorKind::Integrity {
+                    EXIT_CHECKSUM
+                } else {
+                    EXIT_FAILED
+                },
+            ))
+        }
+    }
 }
 
 /// The first Ctrl-C cancels the batch (transfers save their state and stop); a second one
