@@ -27,6 +27,8 @@ const QUEUE_DEPTH: usize = 4;
 const READ_BACK_BYTES: usize = 1 << 20;
 /// Written bytes gathered before their writeback is started.
 const WRITEBACK_BYTES: u64 = 8 << 20;
+/// Runs of consecutive writes tracked at once (about one per segment connection).
+const MAX_WRITEBACK_RUNS: usize = 16;
 /// Most bytes hashed back from disk after one write.
 const CATCH_UP_BYTES: u64 = 8 << 20;
 
@@ -200,8 +202,8 @@ struct WriterCore {
     last_checkpoint: Instant,
     /// Whether data was written since the last checkpoint.
     dirty: bool,
-    /// Bytes written since writeback was last started, and where they begin.
-    unkicked: Option<(u64, u64)>,
+    /// Runs of consecutive writes whose writeback has not been started yet.
+    unkicked: Vec<(u64, u64)>,
     /// Where written buffers go back for reuse.
     pool: BufferPool,
     /// A checkpoint running on its own thread, so syncing never stalls the writes.
@@ -244,7 +246,7 @@ impl WriterCore {
             checkpoint_interval,
             last_checkpoint: Instant::now(),
             dirty: false,
-            unkicked: None,
+            unkicked: Vec::new(),
             pool: BufferPool::default(),
             background: None,
         };
@@ -301,22 +303,27 @@ impl WriterCore {
         Ok(())
     }
 
-    /// Starts writeback of what was written once it adds up to `WRITEBACK_BYTES` in one run
-    /// (segments write in several places; each run is kicked on its own).
+    /// Starts writeback of what was written once a run of consecutive writes adds up to
+    /// `WRITEBACK_BYTES`. Segments write several runs at once; each is tracked on its own, so
+    /// the kernel gets large sequential ranges rather than one call per buffer.
     fn kick_writeback(&mut self, offset: u64, end: u64) {
-        let (start, until) = match self.unkicked {
-            Some((start, until)) if until == offset => (start, end),
-            Some((start, until)) => {
-                super::writeback::start_writeback(&self.file, start, until - start);
+        let run = match self.unkicked.iter_mut().find(|(_, until)| *until == offset) {
+            Some(run) => {
+                run.1 = end;
+                *run
+            }
+            None => {
+                if self.unkicked.len() >= MAX_WRITEBACK_RUNS {
+                    let (start, until) = self.unkicked.remove(0);
+                    super::writeback::start_writeback(&self.file, start, until - start);
+                }
+                self.unkicked.push((offset, end));
                 (offset, end)
             }
-            None => (offset, end),
         };
-        if until - start >= WRITEBACK_BYTES {
-            super::writeback::start_writeback(&self.file, start, until - start);
-            self.unkicked = None;
-        } else {
-            self.unkicked = Some((start, until));
+        if run.1 - run.0 >= WRITEBACK_BYTES {
+            super::writeback::start_writeback(&self.file, run.0, run.1 - run.0);
+            self.unkicked.retain(|r| *r != run);
         }
     }
 
@@ -383,7 +390,7 @@ impl WriterCore {
         self.hasher = self.algorithm.map(Hasher::new);
         self.hashed_upto = 0;
         self.length = 0;
-        self.unkicked = None;
+        self.unkicked.clear();
         self.dirty = false;
         self.state.save(&self.paths.state)
     }
