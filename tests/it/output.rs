@@ -295,3 +295,33 @@ async fn shell_completions_are_printed() {
         );
     }
 }
+
+/// `NO_COLOR` turns colours off; the bars still move with cursor codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_color_is_honoured_in_a_terminal() {
+    if which("script").is_none() {
+        eprintln!("SKIPPED: util-linux `script` is not installed; no pseudo-terminal test");
+        assert!(std::env::var("CI").is_err(), "CI must have `script`");
+        return;
+    }
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let shell = format!(
+        "NO_COLOR=1 {} get -d {} {}",
+        env!("CARGO_BIN_EXE_haul"),
+        dir.path().display(),
+        server.file_url(4 << 20, "c.bin", "rate=8388608")
+    );
+    let mut command = std::process::Command::new("script");
+    command.args(["-qec", &shell, "/dev/null"]);
+    let output = run(command).await;
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{screen}");
+    assert!(screen.contains("c.bin"), "{screen}");
+    for colour in ["\x1b[32m", "\x1b[36m", "\x1b[34m"] {
+        assert!(
+            !screen.contains(colour),
+            "no colour with NO_COLOR: {screen:?}"
+        );
+    }
+}
