@@ -231,10 +231,7 @@ impl Observer for ProgressBars {
         let mut state = self.lock();
         match event {
             Event::Queued { id, url, path } => {
-                let name = path
-                    .as_ref()
-                    .and_then(|p| p.file_name())
-                    .map_or_else(|| url.clone(), |n| n.to_string_lossy().into_owned());
+                let name = crate::display_name(url, path.as_deref());
                 state.queued += 1;
                 state.files.insert(
                     *id,

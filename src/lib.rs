@@ -45,7 +45,9 @@ pub use downloader::{
 };
 pub use error::{Error, ErrorKind};
 pub use integrity::{Algorithm, Checksum};
-pub use progress::{ChannelObserver, Event, NoObserver, Observer, TransferId, error_chain};
+pub use progress::{
+    ChannelObserver, Event, NoObserver, Observer, TransferId, display_name, error_chain,
+};
 pub use request::{Destination, Request};
 pub use scheduler::{Batch, Outcome, Outcomes};
 pub use to_writer::Streamed;

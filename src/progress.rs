@@ -114,6 +114,13 @@ impl Event {
     }
 }
 
+/// A short name for a download in messages: its file name, or its URL when it has none yet.
+#[must_use]
+pub fn display_name(url: &str, path: Option<&std::path::Path>) -> String {
+    path.and_then(|p| p.file_name())
+        .map_or_else(|| url.to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
 /// Receives events. Called on the download's own task, often (once per received chunk), so an
 /// implementation must be quick and must not block.
 pub trait Observer: Send + Sync {

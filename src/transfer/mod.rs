@@ -603,33 +603,17 @@ impl Transfer<'_> {
         response: reqwest::Response,
         end: u64,
     ) -> Result<(), Error> {
-        let stall = self.shared.config.stall_timeout;
         let Some(writer) = session.writer.as_ref().map(PartWriter::handle) else {
             return Err(Error::Config("internal: no writer for the body".into()));
         };
         let mut body = response.bytes_stream();
         let mut buffer = Coalescer::new(session.offset, end - session.offset, writer.pool());
+        let url = self.url();
         let outcome = loop {
-            let next = tokio::select! {
-                biased;
-                () = self.cancelled() => break Err(Error::Cancelled),
-                next = tokio::time::timeout(stall, body.next()) => next,
-            };
-            let chunk: Bytes = match next {
-                Err(_) => {
-                    break Err(Error::Stalled {
-                        url: self.url(),
-                        timeout: stall,
-                    });
-                }
+            let chunk = match self.next_chunk(&mut body, None, &url).await {
+                Ok(Some(chunk)) => chunk,
                 Ok(None) => break Ok(()),
-                Ok(Some(Err(source))) => {
-                    break Err(Error::Network {
-                        url: self.url(),
-                        source: source.without_url(),
-                    });
-                }
-                Ok(Some(Ok(chunk))) => chunk,
+                Err(error) => break Err(error),
             };
             if let Some(rate) = &self.shared.rate {
                 tokio::select! {
@@ -676,37 +660,21 @@ impl Transfer<'_> {
         length: u64,
         paths: &PartPaths,
     ) -> Result<AttemptEnd, Error> {
-        let stall = self.shared.config.stall_timeout;
         let mut body: Vec<u8> = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
         let mut stream = response.bytes_stream();
+        let url = self.url();
         let outcome = loop {
-            let next = tokio::select! {
-                biased;
-                () = self.cancelled() => break Err(Error::Cancelled),
-                next = tokio::time::timeout(stall, stream.next()) => next,
-            };
-            let chunk: Bytes = match next {
-                Err(_) => {
-                    break Err(Error::Stalled {
-                        url: self.url(),
-                        timeout: stall,
-                    });
-                }
+            let chunk = match self.next_chunk(&mut stream, None, &url).await {
+                Ok(Some(chunk)) => chunk,
                 Ok(None) if (body.len() as u64) < length => {
                     break Err(Error::ShortBody {
-                        url: self.url(),
+                        url: url.clone(),
                         received: body.len() as u64,
                         expected: length,
                     });
                 }
                 Ok(None) => break Ok(()),
-                Ok(Some(Err(source))) => {
-                    break Err(Error::Network {
-                        url: self.url(),
-                        source: source.without_url(),
-                    });
-                }
-                Ok(Some(Ok(chunk))) => chunk,
+                Err(error) => break Err(error),
             };
             if body.len() as u64 + chunk.len() as u64 > length {
                 break Err(Error::LongBody {
@@ -766,6 +734,40 @@ impl Transfer<'_> {
         })
         .await
         .map_err(|e| Error::io("write", &paths.part, std::io::Error::other(e)))?
+    }
+
+    /// The next chunk of a body, `None` at its end. A stall (no byte for the stall timeout),
+    /// a transport error, and a cancellation of the transfer (or of `abort`) are errors.
+    async fn next_chunk<S>(
+        &self,
+        body: &mut S,
+        abort: Option<&CancellationToken>,
+        url: &str,
+    ) -> Result<Option<Bytes>, Error>
+    where
+        S: futures_util::Stream<Item = reqwest::Result<Bytes>> + Unpin,
+    {
+        let stall = self.shared.config.stall_timeout;
+        let aborted = async {
+            match abort {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = self.cancelled() => Err(Error::Cancelled),
+            () = aborted => Err(Error::Cancelled),
+            next = tokio::time::timeout(stall, body.next()) => match next {
+                Err(_) => Err(Error::Stalled { url: url.to_owned(), timeout: stall }),
+                Ok(None) => Ok(None),
+                Ok(Some(Err(source))) => Err(Error::Network {
+                    url: url.to_owned(),
+                    source: source.without_url(),
+                }),
+                Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+            },
+        }
     }
 
     /// Verifies the finished `.part` and gives it its final name.

@@ -6,7 +6,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use reqwest::StatusCode;
@@ -561,7 +560,6 @@ impl Engine<'_, '_> {
         let answer_end =
             http::content_range(response.headers()).map_or(self.total, |range| range.end);
         let transfer = self.transfer;
-        let stall = transfer.shared.config.stall_timeout;
         let url = redact_url(response.url());
         let Some(span) = self.plan.span(worker) else {
             return Ok(Streamed::ToTheEnd);
@@ -572,19 +570,11 @@ impl Engine<'_, '_> {
         let first_kept = span.next.max(start);
         let mut buffer = Coalescer::new(first_kept, end - first_kept, self.writer.pool());
         let outcome = loop {
-            let next = tokio::select! {
-                biased;
-                () = transfer.cancelled() => break Err(Error::Cancelled),
-                () = self.abort.cancelled() => break Err(Error::Cancelled),
-                next = tokio::time::timeout(stall, body.next()) => next,
-            };
-            let mut chunk: Bytes = match next {
-                Err(_) => {
-                    break Err(Error::Stalled {
-                        url,
-                        timeout: stall,
-                    });
-                }
+            let mut chunk = match transfer
+                .next_chunk(&mut body, Some(&self.abort), &url)
+                .await
+            {
+                Ok(Some(chunk)) => chunk,
                 Ok(None) if position < end => {
                     break Err(Error::ShortBody {
                         url,
@@ -593,13 +583,7 @@ impl Engine<'_, '_> {
                     });
                 }
                 Ok(None) => break Ok(()),
-                Ok(Some(Err(source))) => {
-                    break Err(Error::Network {
-                        url,
-                        source: source.without_url(),
-                    });
-                }
-                Ok(Some(Ok(chunk))) => chunk,
+                Err(error) => break Err(error),
             };
             if let Some(rate) = &transfer.shared.rate {
                 tokio::select! {

@@ -106,16 +106,8 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let downloader = build_downloader(&args)?;
-    let renderer = Arc::new(Renderer::new(display(&args.common), args.common.json));
-    let cancel = CancellationToken::new();
-    watch_interrupts(cancel.clone());
     let total = requests.len();
-    let mut outcomes = downloader
-        .batch(requests)
-        .with_observer(renderer.clone())
-        .with_cancellation(cancel.clone())
-        .start()
-        .map_err(|e| UsageError(haul::error_chain(&e)))?;
+    let (renderer, cancel, mut outcomes) = start_batch(&downloader, requests, &args.common)?;
     while outcomes.next().await.is_some() {}
     let tally = renderer.finish();
     let interrupted = cancel.is_cancelled();
@@ -144,6 +136,24 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         eprintln!("Run the same command again to resume.");
     }
     Ok(ExitCode::from(code))
+}
+
+/// Starts a batch drawn by a renderer for `common`'s output options, stopped by Ctrl-C.
+pub(crate) fn start_batch(
+    downloader: &Downloader,
+    requests: Vec<Request>,
+    common: &CommonArgs,
+) -> anyhow::Result<(Arc<Renderer>, CancellationToken, haul::Outcomes)> {
+    let renderer = Arc::new(Renderer::new(display(common), common.json));
+    let cancel = CancellationToken::new();
+    watch_interrupts(cancel.clone());
+    let outcomes = downloader
+        .batch(requests)
+        .with_observer(renderer.clone())
+        .with_cancellation(cancel.clone())
+        .start()
+        .map_err(|e| UsageError(haul::error_chain(&e)))?;
+    Ok((renderer, cancel, outcomes))
 }
 
 /// `-o -`: the single download goes to standard output, verified at the end; no `.part`, so

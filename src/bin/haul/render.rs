@@ -254,10 +254,7 @@ impl Observer for Renderer {
         let mut tally = self.lock();
         match event {
             Event::Queued { id, url, path } => {
-                let name = path
-                    .as_ref()
-                    .and_then(|p| p.file_name())
-                    .map_or_else(|| url.clone(), |n| n.to_string_lossy().into_owned());
+                let name = haul::display_name(url, path.as_deref());
                 tally.queued += 1;
                 tally.files.insert(
                     *id,

@@ -5,18 +5,17 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use haul::input::parse_input;
 use haul::naming::{file_name_from_url, join_inside, sanitize_file_name};
-use haul::{CancellationToken, Checksum, Downloader, OnExists, Request};
+use haul::{Checksum, Downloader, OnExists, Request};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::args::SyncArgs;
-use crate::render::{Display, Renderer};
+use crate::render::Display;
 use crate::{EXIT_CHECKSUM, EXIT_FAILED, EXIT_INTERRUPTED, UsageError};
 
 /// One file of the source.
@@ -491,18 +490,7 @@ async fn run_plan(
         fetched.push((item.path, action));
         requests.push(request);
     }
-    let renderer = Arc::new(Renderer::new(
-        crate::display(&args.common),
-        args.common.json,
-    ));
-    let cancel = CancellationToken::new();
-    crate::watch_interrupts(cancel.clone());
-    let mut outcomes = downloader
-        .batch(requests)
-        .with_observer(renderer.clone())
-        .with_cancellation(cancel.clone())
-        .start()
-        .map_err(|e| UsageError(haul::error_chain(&e)))?;
+    let (renderer, cancel, mut outcomes) = crate::start_batch(downloader, requests, &args.common)?;
     while let Some(outcome) = outcomes.next().await {
         let Some((path, action)) = fetched.get(outcome.id.index()) else {
             continue;
