@@ -325,3 +325,47 @@ async fn ctrl_c_saves_state_exits_130_and_a_rerun_resumes() {
         "resumed exactly where it stopped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_file_options_place_files_and_stay_inside_the_directory() {
+    let server = TestServer::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("d");
+    let elsewhere = root.path().join("abs");
+    let list = root.path().join("urls.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "{}\n  dir=sub\n  out=renamed.bin\n{}\n  dir={}\n",
+            server.file_url(10, "a", ""),
+            server.file_url(20, "b", ""),
+            elsewhere.display()
+        ),
+    )
+    .unwrap();
+    let mut command = haul();
+    command
+        .args(["get", "-q", "-d"])
+        .arg(&dir)
+        .arg("-i")
+        .arg(&list);
+    let output = run(command).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(std::fs::read(dir.join("sub/renamed.bin")).unwrap() == content("a", 1, 10));
+    assert!(std::fs::read(elsewhere.join("b")).unwrap() == content("b", 1, 20));
+
+    std::fs::write(
+        &list,
+        format!("{}\n  out=../escape\n", server.file_url(10, "c", "")),
+    )
+    .unwrap();
+    let mut command = haul();
+    command
+        .args(["get", "-q", "-d"])
+        .arg(&dir)
+        .arg("-i")
+        .arg(&list);
+    let output = run(command).await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(!root.path().join("escape").exists());
+}

@@ -373,7 +373,10 @@ fn request_from_entry(base: &Path, entry: InputEntry) -> Result<Request, String>
     let Some(url) = entry.urls.first() else {
         return Err(format!("line {line}: no URL"));
     };
+    // The input file is the user's own: an absolute `dir=` is their choice (as in aria2); a
+    // relative one stays inside --dir. Names from the network never get this latitude.
     let dir: PathBuf = match &entry.dir {
+        Some(dir) if Path::new(dir).is_absolute() => PathBuf::from(dir),
         Some(dir) => join_inside(base, dir).map_err(at_line)?,
         None => base.to_path_buf(),
     };
