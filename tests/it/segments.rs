@@ -10,6 +10,33 @@ use crate::support::{fast_downloader, listing};
 
 const MIB: u64 = 1 << 20;
 
+/// A downloader splitting files over `connections`, in pieces of at least 1 MiB.
+fn split_over(connections: usize) -> haul::Downloader {
+    fast_downloader()
+        .connections(connections)
+        .min_split_size(MIB)
+        .build()
+        .unwrap()
+}
+
+/// Downloads `url` into `dir` and checks the bytes are `name`'s at version 1.
+async fn fetch_exact(
+    downloader: &haul::Downloader,
+    url: &str,
+    dir: &std::path::Path,
+    name: &str,
+    size: u64,
+) {
+    let done = downloader
+        .download(Request::new(url).unwrap().into_dir(dir))
+        .await
+        .unwrap();
+    assert!(
+        std::fs::read(&done.path).unwrap() == content(name, 1, size),
+        "{name} is exact"
+    );
+}
+
 fn ranged_requests(server: &TestServer) -> Vec<String> {
     server.log().into_iter().filter_map(|r| r.range).collect()
 }
@@ -18,11 +45,7 @@ fn ranged_requests(server: &TestServer) -> Vec<String> {
 async fn a_file_split_over_connections_is_exact_for_awkward_sizes() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader()
-        .connections(8)
-        .min_split_size(MIB)
-        .build()
-        .unwrap();
+    let downloader = split_over(8);
     for size in [0u64, 1, 2 * MIB - 1, 33_554_467] {
         let name = format!("s{size}.bin");
         let body = content(&name, 1, size);
@@ -50,19 +73,11 @@ async fn a_file_split_over_connections_is_exact_for_awkward_sizes() {
 async fn a_dropped_segment_is_resumed_from_its_last_byte() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader()
-        .connections(4)
-        .min_split_size(MIB)
-        .build()
-        .unwrap();
+    let downloader = split_over(4);
     let size = 16 * MIB;
     // The first three answers (of any connection) break after 1 MB.
     let url = server.file_url(size, "d.bin", "drop_after=1000000&fault_times=3");
-    let done = downloader
-        .download(Request::new(&url).unwrap().into_dir(dir.path()))
-        .await
-        .unwrap();
-    assert!(std::fs::read(&done.path).unwrap() == content("d.bin", 1, size));
+    fetch_exact(&downloader, &url, dir.path(), "d.bin", size).await;
     assert!(
         server.body_bytes() < size + 4 * MIB,
         "nothing was fetched twice but the pieces cut by the stealing: {}",
@@ -154,11 +169,7 @@ async fn a_failing_mirror_is_dropped_and_the_others_finish() {
 async fn a_mirror_with_another_length_is_refused() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader()
-        .connections(4)
-        .min_split_size(MIB)
-        .build()
-        .unwrap();
+    let downloader = split_over(4);
     let size = 8 * MIB;
     let (observer, mut events) = haul::ChannelObserver::new();
     let request = Request::new(&server.file_url(size, "l.bin", ""))
@@ -222,25 +233,13 @@ async fn the_per_host_limit_counts_every_segment() {
 async fn servers_without_ranges_or_length_fall_back_to_one_connection() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader()
-        .connections(4)
-        .min_split_size(MIB)
-        .build()
-        .unwrap();
+    let downloader = split_over(4);
     let size = 8 * MIB;
     // Advertises ranges but ignores them: the segments' 200s send it back to one stream.
     let liar = server.file_url(size, "n.bin", "no_ranges=1");
-    let done = downloader
-        .download(Request::new(&liar).unwrap().into_dir(dir.path()))
-        .await
-        .unwrap();
-    assert!(std::fs::read(&done.path).unwrap() == content("n.bin", 1, size));
+    fetch_exact(&downloader, &liar, dir.path(), "n.bin", size).await;
     let chunked = server.file_url(size, "c.bin", "chunked=1");
     let before = server.requests();
-    let done = downloader
-        .download(Request::new(&chunked).unwrap().into_dir(dir.path()))
-        .await
-        .unwrap();
-    assert!(std::fs::read(&done.path).unwrap() == content("c.bin", 1, size));
+    fetch_exact(&downloader, &chunked, dir.path(), "c.bin", size).await;
     assert_eq!(server.requests() - before, 1, "no length: one request");
 }
