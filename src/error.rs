@@ -223,7 +223,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Network { source, .. } => {
-                !source.is_builder() && !source.is_redirect() && !is_certificate_error(source)
+                !source.is_builder()
+                    && !source.is_redirect()
+                    && !is_certificate_error(source)
+                    && !is_unknown_host(source)
             }
             Self::Stalled { .. } | Self::ShortBody { .. } => true,
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
@@ -254,6 +257,21 @@ impl Error {
             source,
         }
     }
+}
+
+/// Whether the host name does not exist (`EAI_NONAME`): retrying cannot help, unlike a
+/// temporary resolver failure (`EAI_AGAIN`), which is retried. The resolver's error reaches us
+/// only as text, so the system's message is what is matched.
+fn is_unknown_host(error: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if text.contains("Name or service not known") || text.contains("nodename nor servname") {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Whether a transport error comes from a rejected TLS certificate (retrying cannot help).

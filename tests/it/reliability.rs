@@ -424,3 +424,31 @@ async fn ten_thousand_urls_run_under_a_low_file_descriptor_limit() {
     assert!(std::fs::read(out.join("n9999")).unwrap() == content("n9999", 1, 16));
     assert!(server.peak_in_flight() <= 32);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_does_not_exist_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // `.invalid` never resolves (RFC 6761); without network the resolver fails the same way.
+    let downloader = Downloader::builder()
+        .retry_delay(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let clock = Instant::now();
+    let error = downloader
+        .download(into("http://no-such-host.invalid/f", dir.path()))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Network);
+    if haul::error_chain(&error).contains("Name or service not known") {
+        assert!(!error.is_retryable());
+        assert!(
+            clock.elapsed() < Duration::from_secs(5),
+            "no retry for an unknown host"
+        );
+    } else {
+        eprintln!(
+            "resolver said something else here: {}",
+            haul::error_chain(&error)
+        );
+    }
+}
