@@ -3,9 +3,15 @@
 //! complete, verified file; any failure leaves a resumable `.part` or nothing.
 
 pub(crate) mod http;
+mod local;
+mod retry;
 mod segments;
+mod small;
 
-use std::path::{Path, PathBuf};
+use local::{free_name, set_modified};
+pub(crate) use retry::retry_delay;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,12 +25,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::downloader::{OnExists, Shared};
 use crate::hosts::HostPermit;
-use crate::integrity::{Checksum, Hasher};
+use crate::integrity::Checksum;
 use crate::naming::redact_url;
 use crate::progress::{Event, Observer, TransferId, error_chain};
 use crate::storage::PartPaths;
 use crate::storage::buffers::Coalescer;
-use crate::storage::state::{ResumeState, Unusable, Validators};
+use crate::storage::state::{ResumeState, Validators};
 use crate::storage::writer::{CloseMode, PartWriter, WRITER_STOPPED, remove_if_present};
 use crate::{Error, Request};
 
@@ -183,98 +189,6 @@ impl Transfer<'_> {
 
     fn emit(&self, event: &Event) {
         self.observer.on_event(event);
-    }
-
-    /// Applies the `OnExists` policy to a final file that is already there.
-    async fn existing_file(&self, clock: Instant) -> Result<Option<Completed>, Error> {
-        let Ok(metadata) = tokio::fs::symlink_metadata(&self.final_path).await else {
-            return Ok(None);
-        };
-        if self.request.revalidate.is_some() {
-            // The server decides: unchanged (304) or a new version that replaces this one.
-            return Ok(None);
-        }
-        let exists = || Error::AlreadyExists {
-            path: self.final_path.clone(),
-        };
-        match self.shared.config.on_exists {
-            OnExists::Overwrite if !metadata.is_dir() => return Ok(None),
-            OnExists::Skip if metadata.is_file() => {}
-            _ => return Err(exists()),
-        }
-        let digest = match &self.request.checksum {
-            None => None,
-            Some(expected) => {
-                let actual = hash_file(&self.final_path, expected).await?;
-                if &actual != expected {
-                    return Err(exists());
-                }
-                Some(actual)
-            }
-        };
-        Ok(Some(Completed {
-            path: self.final_path.clone(),
-            bytes: metadata.len(),
-            digest,
-            resumed_from: metadata.len(),
-            duration: clock.elapsed(),
-            already_present: true,
-            etag: None,
-            last_modified: None,
-        }))
-    }
-
-    /// The resume state to start from: the saved one when it can be trusted for this request,
-    /// otherwise an empty one (and a `Restarted` event saying why, when there was one).
-    async fn resume_state(&self, paths: &PartPaths) -> (ResumeState, bool) {
-        let checksum = self.request.checksum.as_ref().map(ToString::to_string);
-        let fresh = ResumeState::new(self.url(), Validators::default(), checksum.clone());
-        let state_path = paths.state.clone();
-        let loaded = tokio::task::spawn_blocking(move || ResumeState::load(&state_path))
-            .await
-            .unwrap_or_else(|e| Err(Unusable::Invalid(e.to_string())));
-        let refuse = |why: String| {
-            self.emit(&Event::Restarted {
-                id: self.id,
-                reason: format!("not resuming `{}`: {why}", paths.part.display()),
-            });
-            fresh.clone()
-        };
-        let state = match loaded {
-            Err(Unusable::Missing) => return (fresh.clone(), false),
-            Err(Unusable::Invalid(why)) => {
-                return (refuse(format!("its state file is {why}")), true);
-            }
-            Ok(state) => state,
-        };
-        let part_len = tokio::fs::symlink_metadata(&paths.part)
-            .await
-            .ok()
-            .filter(std::fs::Metadata::is_file)
-            .map(|m| m.len());
-        // Another URL (a mirror, a re-signed link) is fine when the server can vouch for the
-        // bytes with If-Range; without a validator only the same URL is trusted.
-        if state.url != fresh.url && state.validators.if_range().is_none() {
-            return (
-                refuse("it was downloaded from another URL and has no validator".into()),
-                true,
-            );
-        }
-        if state.checksum != checksum {
-            return (refuse("it was started with another checksum".into()), true);
-        }
-        let Some(part_len) = part_len else {
-            return (fresh.clone(), true);
-        };
-        if state.validators.if_range().is_none() && state.validators.total_bytes.is_none() {
-            return (
-                refuse("the server gave no validator and no length to check it against".into()),
-                true,
-            );
-        }
-        let mut state = state;
-        state.done.clip(part_len);
-        (state, true)
     }
 
     /// Attempts until the file is complete, a permanent error occurs, or retries run out.
@@ -651,91 +565,6 @@ impl Transfer<'_> {
         Ok(())
     }
 
-    /// Receives a small file into memory. If the body breaks off, what arrived goes to a
-    /// normal `.part` with its state, and the retry resumes from there.
-    async fn download_small(
-        &self,
-        session: &mut Session,
-        response: reqwest::Response,
-        length: u64,
-        paths: &PartPaths,
-    ) -> Result<AttemptEnd, Error> {
-        let mut body: Vec<u8> = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
-        let mut stream = response.bytes_stream();
-        let url = self.url();
-        let outcome = loop {
-            let chunk = match self.next_chunk(&mut stream, None, &url).await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) if (body.len() as u64) < length => {
-                    break Err(Error::ShortBody {
-                        url: url.clone(),
-                        received: body.len() as u64,
-                        expected: length,
-                    });
-                }
-                Ok(None) => break Ok(()),
-                Err(error) => break Err(error),
-            };
-            if body.len() as u64 + chunk.len() as u64 > length {
-                break Err(Error::LongBody {
-                    url: self.url(),
-                    expected: length,
-                });
-            }
-            if let Some(rate) = &self.shared.rate {
-                rate.take(chunk.len()).await;
-            }
-            body.extend_from_slice(&chunk);
-            self.emit(&Event::Progress {
-                id: self.id,
-                bytes_done: body.len() as u64,
-            });
-        };
-        match outcome {
-            Ok(()) => {
-                session.offset = length;
-                session.small = Some(body);
-                Ok(AttemptEnd::Complete)
-            }
-            Err(error) => {
-                if !body.is_empty() && error.keeps_partial() {
-                    self.open_writer(session, paths, true);
-                    if let Some(writer) = session.writer.as_ref().map(PartWriter::handle) {
-                        let received = body.len() as u64;
-                        writer.write(0, Bytes::from(body)).await?;
-                        session.offset = received;
-                    }
-                }
-                Err(error)
-            }
-        }
-    }
-
-    /// Writes a small file received in memory to its `.part`, synced, and returns its digest.
-    async fn write_small(
-        &self,
-        body: Vec<u8>,
-        paths: &PartPaths,
-    ) -> Result<Option<Checksum>, Error> {
-        let part = paths.part.clone();
-        let algorithm = self.request.checksum.as_ref().map(Checksum::algorithm);
-        tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let mut file = crate::storage::writer::create_no_follow(&part, true)
-                .map_err(|e| Error::io("open", &part, e))?;
-            file.write_all(&body)
-                .map_err(|e| Error::io("write", &part, e))?;
-            file.sync_data().map_err(|e| Error::io("sync", &part, e))?;
-            Ok(algorithm.map(|algorithm| {
-                let mut hasher = Hasher::new(algorithm);
-                hasher.update(&body);
-                hasher.finish()
-            }))
-        })
-        .await
-        .map_err(|e| Error::io("write", &paths.part, std::io::Error::other(e)))?
-    }
-
     /// The next chunk of a body, `None` at its end. A stall (no byte for the stall timeout),
     /// a transport error, and a cancellation of the transfer (or of `abort`) are errors.
     async fn next_chunk<S>(
@@ -825,124 +654,8 @@ impl Transfer<'_> {
     }
 }
 
-impl Transfer<'_> {
-    /// The outcome of a `304`: the existing file stays, with the server's validators.
-    async fn unchanged(&self, session: &Session, clock: Instant) -> Result<Completed, Error> {
-        let bytes = tokio::fs::metadata(&self.final_path)
-            .await
-            .map_err(|e| Error::io("inspect", &self.final_path, e))?
-            .len();
-        let (old_etag, old_modified) = self.request.revalidate.clone().unwrap_or_default();
-        let validators = &session.state.validators;
-        Ok(Completed {
-            path: self.final_path.clone(),
-            bytes,
-            digest: None,
-            resumed_from: bytes,
-            duration: clock.elapsed(),
-            already_present: true,
-            etag: validators.etag.clone().or(old_etag),
-            last_modified: validators.last_modified.clone().or(old_modified),
-        })
-    }
-}
-
-/// Sets a file's modification time to `seconds` since the epoch; a failure only loses the
-/// timestamp, never the file, so it is ignored.
-fn set_modified(path: &Path, seconds: u64) {
-    let time = std::time::UNIX_EPOCH + Duration::from_secs(seconds);
-    if let Ok(file) = std::fs::File::options().write(true).open(path) {
-        let _ = file.set_modified(time);
-    }
-}
-
 fn is_writer_stopped(error: &Error) -> bool {
     matches!(error, Error::Io { source, .. } if source.to_string() == WRITER_STOPPED)
-}
-
-impl Transfer<'_> {
-    /// Where the finished file goes: its planned path, or with `content_disposition` the name
-    /// the server suggested, in the same directory (`.1`, `.2`, ... when taken).
-    async fn committed_path(&self, session: &Session) -> PathBuf {
-        let suggested = session
-            .disposition_name
-            .as_ref()
-            .filter(|_| self.shared.config.content_disposition)
-            .filter(|_| matches!(self.request.destination, crate::Destination::Directory(_)));
-        let (Some(name), Some(dir)) = (suggested, self.final_path.parent()) else {
-            return self.final_path.clone();
-        };
-        let wanted = dir.join(name);
-        if wanted == self.final_path {
-            return wanted;
-        }
-        free_name(&wanted).await
-    }
-}
-
-/// `path` when nothing is there, else the first of `path.1`, `path.2`, ... that is free.
-async fn free_name(path: &Path) -> PathBuf {
-    if tokio::fs::symlink_metadata(path).await.is_err() {
-        return path.to_path_buf();
-    }
-    for n in 1u32.. {
-        let mut candidate = path.as_os_str().to_owned();
-        candidate.push(format!(".{n}"));
-        let candidate = PathBuf::from(candidate);
-        if tokio::fs::symlink_metadata(&candidate).await.is_err() {
-            return candidate;
-        }
-    }
-    path.to_path_buf()
-}
-
-/// Hashes a whole file on a blocking thread.
-async fn hash_file(path: &Path, like: &Checksum) -> Result<Checksum, Error> {
-    let path = path.to_path_buf();
-    let algorithm = like.algorithm();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut file = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-        let mut hasher = Hasher::new(algorithm);
-        let mut buffer = vec![0u8; 1 << 20];
-        loop {
-            let read = file
-                .read(&mut buffer)
-                .map_err(|e| Error::io("read", &path, e))?;
-            if read == 0 {
-                return Ok(hasher.finish());
-            }
-            hasher.update(&buffer[..read]);
-        }
-    })
-    .await
-    .map_err(|e| Error::io("hash", "<file>", std::io::Error::other(e)))?
-}
-
-/// Exponential backoff with "equal jitter": half the delay is fixed, half random, so retries of
-/// many downloads do not arrive together. A server's `Retry-After` wins, both capped by `max`.
-pub(crate) fn retry_delay(
-    failures: u32,
-    base: Duration,
-    max: Duration,
-    retry_after: Option<Duration>,
-) -> Duration {
-    if let Some(asked) = retry_after {
-        return asked.min(max);
-    }
-    let exponential = base.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
-    let capped = exponential.min(max);
-    let half = capped / 2;
-    half + half.mul_f64(random_unit())
-}
-
-/// A number in `[0, 1)` from the standard library's randomly seeded hasher; good enough for
-/// jitter and free of a dependency.
-fn random_unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher as _};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(Instant::now().elapsed().as_nanos());
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

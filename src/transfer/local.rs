@@ -1,0 +1,198 @@
+//! What is already on disk and where the finished file goes: the `OnExists` policy for an
+//! existing file, the resume state a transfer may trust, the `304` outcome, the committed name
+//! (`Content-Disposition`, `NAME.1`), and modification times.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{Completed, Session, Transfer};
+use crate::Error;
+use crate::downloader::OnExists;
+use crate::integrity::{Checksum, Hasher};
+use crate::progress::Event;
+use crate::storage::PartPaths;
+use crate::storage::state::{ResumeState, Unusable, Validators};
+
+impl Transfer<'_> {
+    /// Applies the `OnExists` policy to a final file that is already there.
+    pub(super) async fn existing_file(&self, clock: Instant) -> Result<Option<Completed>, Error> {
+        let Ok(metadata) = tokio::fs::symlink_metadata(&self.final_path).await else {
+            return Ok(None);
+        };
+        if self.request.revalidate.is_some() {
+            // The server decides: unchanged (304) or a new version that replaces this one.
+            return Ok(None);
+        }
+        let exists = || Error::AlreadyExists {
+            path: self.final_path.clone(),
+        };
+        match self.shared.config.on_exists {
+            OnExists::Overwrite if !metadata.is_dir() => return Ok(None),
+            OnExists::Skip if metadata.is_file() => {}
+            _ => return Err(exists()),
+        }
+        let digest = match &self.request.checksum {
+            None => None,
+            Some(expected) => {
+                let actual = hash_file(&self.final_path, expected).await?;
+                if &actual != expected {
+                    return Err(exists());
+                }
+                Some(actual)
+            }
+        };
+        Ok(Some(Completed {
+            path: self.final_path.clone(),
+            bytes: metadata.len(),
+            digest,
+            resumed_from: metadata.len(),
+            duration: clock.elapsed(),
+            already_present: true,
+            etag: None,
+            last_modified: None,
+        }))
+    }
+
+    /// The resume state to start from: the saved one when it can be trusted for this request,
+    /// otherwise an empty one (and a `Restarted` event saying why, when there was one).
+    pub(super) async fn resume_state(&self, paths: &PartPaths) -> (ResumeState, bool) {
+        let checksum = self.request.checksum.as_ref().map(ToString::to_string);
+        let fresh = ResumeState::new(self.url(), Validators::default(), checksum.clone());
+        let state_path = paths.state.clone();
+        let loaded = tokio::task::spawn_blocking(move || ResumeState::load(&state_path))
+            .await
+            .unwrap_or_else(|e| Err(Unusable::Invalid(e.to_string())));
+        let refuse = |why: String| {
+            self.emit(&Event::Restarted {
+                id: self.id,
+                reason: format!("not resuming `{}`: {why}", paths.part.display()),
+            });
+            fresh.clone()
+        };
+        let state = match loaded {
+            Err(Unusable::Missing) => return (fresh.clone(), false),
+            Err(Unusable::Invalid(why)) => {
+                return (refuse(format!("its state file is {why}")), true);
+            }
+            Ok(state) => state,
+        };
+        let part_len = tokio::fs::symlink_metadata(&paths.part)
+            .await
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len());
+        // Another URL (a mirror, a re-signed link) is fine when the server can vouch for the
+        // bytes with If-Range; without a validator only the same URL is trusted.
+        if state.url != fresh.url && state.validators.if_range().is_none() {
+            return (
+                refuse("it was downloaded from another URL and has no validator".into()),
+                true,
+            );
+        }
+        if state.checksum != checksum {
+            return (refuse("it was started with another checksum".into()), true);
+        }
+        let Some(part_len) = part_len else {
+            return (fresh.clone(), true);
+        };
+        if state.validators.if_range().is_none() && state.validators.total_bytes.is_none() {
+            return (
+                refuse("the server gave no validator and no length to check it against".into()),
+                true,
+            );
+        }
+        let mut state = state;
+        state.done.clip(part_len);
+        (state, true)
+    }
+
+    /// The outcome of a `304`: the existing file stays, with the server's validators.
+    pub(super) async fn unchanged(
+        &self,
+        session: &Session,
+        clock: Instant,
+    ) -> Result<Completed, Error> {
+        let bytes = tokio::fs::metadata(&self.final_path)
+            .await
+            .map_err(|e| Error::io("inspect", &self.final_path, e))?
+            .len();
+        let (old_etag, old_modified) = self.request.revalidate.clone().unwrap_or_default();
+        let validators = &session.state.validators;
+        Ok(Completed {
+            path: self.final_path.clone(),
+            bytes,
+            digest: None,
+            resumed_from: bytes,
+            duration: clock.elapsed(),
+            already_present: true,
+            etag: validators.etag.clone().or(old_etag),
+            last_modified: validators.last_modified.clone().or(old_modified),
+        })
+    }
+
+    /// Where the finished file goes: its planned path, or with `content_disposition` the name
+    /// the server suggested, in the same directory (`.1`, `.2`, ... when taken).
+    pub(super) async fn committed_path(&self, session: &Session) -> PathBuf {
+        let suggested = session
+            .disposition_name
+            .as_ref()
+            .filter(|_| self.shared.config.content_disposition)
+            .filter(|_| matches!(self.request.destination, crate::Destination::Directory(_)));
+        let (Some(name), Some(dir)) = (suggested, self.final_path.parent()) else {
+            return self.final_path.clone();
+        };
+        let wanted = dir.join(name);
+        if wanted == self.final_path {
+            return wanted;
+        }
+        free_name(&wanted).await
+    }
+}
+
+/// Sets a file's modification time to `seconds` since the epoch; a failure only loses the
+/// timestamp, never the file, so it is ignored.
+pub(super) fn set_modified(path: &Path, seconds: u64) {
+    let time = std::time::UNIX_EPOCH + Duration::from_secs(seconds);
+    if let Ok(file) = std::fs::File::options().write(true).open(path) {
+        let _ = file.set_modified(time);
+    }
+}
+
+/// `path` when nothing is there, else the first of `path.1`, `path.2`, ... that is free.
+pub(super) async fn free_name(path: &Path) -> PathBuf {
+    if tokio::fs::symlink_metadata(path).await.is_err() {
+        return path.to_path_buf();
+    }
+    for n in 1u32.. {
+        let mut candidate = path.as_os_str().to_owned();
+        candidate.push(format!(".{n}"));
+        let candidate = PathBuf::from(candidate);
+        if tokio::fs::symlink_metadata(&candidate).await.is_err() {
+            return candidate;
+        }
+    }
+    path.to_path_buf()
+}
+
+/// Hashes a whole file on a blocking thread.
+pub(super) async fn hash_file(path: &Path, like: &Checksum) -> Result<Checksum, Error> {
+    let path = path.to_path_buf();
+    let algorithm = like.algorithm();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut file = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let mut hasher = Hasher::new(algorithm);
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let read = file
+                .read(&mut buffer)
+                .map_err(|e| Error::io("read", &path, e))?;
+            if read == 0 {
+                return Ok(hasher.finish());
+            }
+            hasher.update(&buffer[..read]);
+        }
+    })
+    .await
+    .map_err(|e| Error::io("hash", "<file>", std::io::Error::other(e)))?
+}
