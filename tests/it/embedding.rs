@@ -187,19 +187,29 @@ async fn each_failure_class_has_its_own_kind() {
 }
 
 /// The examples directory next to the test binary (`target/<profile>/examples`).
+/// An example's binary, next to the test binary (`target/<profile>/examples`). `cargo test
+/// --all-targets` compiles examples only in test mode, so they are built here, once, with the
+/// cargo that runs the tests.
 fn example(name: &str) -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run the tests with `cargo test --all-targets`",
-        path.display()
-    );
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let target_dir = profile_dir.parent().unwrap();
+    BUILT.call_once(|| {
+        let mut command = std::process::Command::new(env!("CARGO"));
+        command
+            .args(["build", "--quiet", "--examples", "--manifest-path"])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            command.arg("--release");
+        }
+        let status = command.status().expect("run cargo to build the examples");
+        assert!(status.success(), "building the examples failed");
+    });
+    let path = profile_dir.join("examples").join(name);
+    assert!(path.exists(), "{} was not built", path.display());
     path
 }
 
