@@ -657,29 +657,3 @@ impl Transfer<'_> {
 fn is_writer_stopped(error: &Error) -> bool {
     matches!(error, Error::Io { source, .. } if source.to_string() == WRITER_STOPPED)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_respects_the_cap() {
-        let base = Duration::from_secs(1);
-        let max = Duration::from_secs(10);
-        for failures in 1..=8 {
-            let full = base.saturating_mul(1 << (failures - 1)).min(max);
-            let delay = retry_delay(failures, base, max, None);
-            assert!(delay >= full / 2 && delay <= full, "{failures}: {delay:?}");
-        }
-    }
-
-    #[test]
-    fn retry_after_wins_but_is_capped() {
-        let base = Duration::from_secs(1);
-        let max = Duration::from_secs(10);
-        let asked = Some(Duration::from_secs(3));
-        assert_eq!(retry_delay(1, base, max, asked), Duration::from_secs(3));
-        let too_long = Some(Duration::from_secs(3600));
-        assert_eq!(retry_delay(1, base, max, too_long), max);
-    }
-}

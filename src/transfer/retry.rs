@@ -27,3 +27,29 @@ fn random_unit() -> f64 {
     hasher.write_u128(Instant::now().elapsed().as_nanos());
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_respects_the_cap() {
+        let base = Duration::from_secs(1);
+        let max = Duration::from_secs(10);
+        for failures in 1..=8 {
+            let full = base.saturating_mul(1 << (failures - 1)).min(max);
+            let delay = retry_delay(failures, base, max, None);
+            assert!(delay >= full / 2 && delay <= full, "{failures}: {delay:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_wins_but_is_capped() {
+        let base = Duration::from_secs(1);
+        let max = Duration::from_secs(10);
+        let asked = Some(Duration::from_secs(3));
+        assert_eq!(retry_delay(1, base, max, asked), Duration::from_secs(3));
+        let too_long = Some(Duration::from_secs(3600));
+        assert_eq!(retry_delay(1, base, max, too_long), max);
+    }
+}
