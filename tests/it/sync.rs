@@ -41,6 +41,18 @@ async fn a_second_sync_transfers_no_body_bytes() {
     let output = run(sync_command(&server.url("/tree/"), &dir, &["--recursive"])).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert_mirrored(&dir, &all_tree_paths());
+    // The server's Last-Modified for version 1 is Sun, 01 Nov 1994 08:49:37 GMT.
+    for path in ["a.bin", "big/large.bin"] {
+        let modified = std::fs::metadata(dir.join(path))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let seconds = modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert_eq!(seconds, 783_679_777, "{path} has the server's time");
+    }
     assert!(!root.path().join("outside.bin").exists() && !dir.join("outside.bin").exists());
     assert!(
         !dir.join("x.bin").exists(),
