@@ -25,6 +25,8 @@
 
 #[cfg(feature = "indicatif")]
 pub mod bars;
+#[doc(hidden)]
+pub mod bench_support;
 mod downloader;
 mod error;
 mod hosts;
