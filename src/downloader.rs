@@ -143,7 +143,9 @@ impl Default for DownloaderBuilder {
 }
 
 impl DownloaderBuilder {
-    /// How many files download at once (default 8, at least 1).
+    /// How many files download at once (default 8, at least 1). A file whose body has
+    /// arrived gives its place up while it is synced and renamed, so the network does not
+    /// wait for the disk (a few more files may then be finishing on disk).
     #[must_use]
     pub fn jobs(mut self, jobs: usize) -> Self {
         self.config.jobs = jobs.max(1);

@@ -1,15 +1,16 @@
-//! Runs a batch: a queue in input order, at most `jobs` downloads at once and at most
-//! `per_host` to one host, outcomes handed back as they complete (or collected in input order).
+//! Runs a batch: a queue in input order, at most `jobs` downloads on the network at once (and
+//! up to `COMMIT_BACKLOG` more finishing on disk) and at most `per_host` to one host, outcomes handed back as they complete (or collected in input order).
 //! Only running downloads hold a task; a queued request is just its `Request`.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +20,31 @@ use crate::progress::{Event, NoObserver, Observer, TransferId, error_chain};
 use crate::request::normalized;
 use crate::transfer::Transfer;
 use crate::{Completed, Error, Request};
+
+/// Downloads that may be finishing on disk (final sync, rename) beyond `jobs`: a download
+/// gives its job slot up once its body has arrived, so the network is not idle while files
+/// are synced; this bounds how many wait for the disk (each holds at most a small body).
+const COMMIT_BACKLOG: usize = 16;
+
+/// A download's place among the `jobs` running at once; given back on drop (when the body has
+/// arrived, or when the download ends).
+pub(crate) struct JobSlot {
+    slots: Arc<JobSlots>,
+}
+
+#[derive(Default)]
+struct JobSlots {
+    in_use: AtomicUsize,
+    freed: Notify,
+}
+
+impl Drop for JobSlot {
+    fn drop(&mut self) {
+        self.slots.in_use.fetch_sub(1, Ordering::AcqRel);
+        // `notify_one` keeps a wake-up for a driver that is not waiting yet: none is lost.
+        self.slots.freed.notify_one();
+    }
+}
 
 /// The end of one request of a batch.
 #[derive(Debug)]
@@ -186,8 +212,12 @@ impl Driver {
         }
         let hosts = &self.downloader.shared.hosts;
         let mut running: JoinSet<(TransferId, Result<Completed, Error>)> = JoinSet::new();
+        let job_slots = Arc::new(JobSlots::default());
         loop {
-            while running.len() < config.jobs && !self.cancel.is_cancelled() {
+            while job_slots.in_use.load(Ordering::Acquire) < config.jobs
+                && running.len() < config.jobs + COMMIT_BACKLOG
+                && !self.cancel.is_cancelled()
+            {
                 // Among hosts with queued requests, in the order of their next request, the
                 // first that has room for one more connection.
                 let mut candidates: Vec<(usize, &String)> = queues
@@ -213,6 +243,10 @@ impl Driver {
                 ) else {
                     continue;
                 };
+                job_slots.in_use.fetch_add(1, Ordering::AcqRel);
+                let job = JobSlot {
+                    slots: Arc::clone(&job_slots),
+                };
                 let downloader = self.downloader.clone();
                 let observer = Arc::clone(&self.observer);
                 let cancel = self.cancel.child_token();
@@ -226,6 +260,7 @@ impl Driver {
                         cancel: &cancel,
                         final_path,
                         permit: Some(permit),
+                        job: Some(job),
                     };
                     let result = transfer.run().await;
                     report_end(observer.as_ref(), id, &result);
@@ -245,6 +280,7 @@ impl Driver {
                     }
                 }
                 () = hosts.released(), if waiting => {}
+                () = job_slots.freed.notified(), if waiting => {}
                 () = self.cancel.cancelled(), if waiting => {}
             }
         }

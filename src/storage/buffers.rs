@@ -36,6 +36,15 @@ impl BufferPool {
         })
     }
 
+    /// Frees the pooled buffers: the body has arrived, and the download may wait a while for
+    /// its final sync without holding memory the next download could use.
+    pub(crate) fn clear(&self) {
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
     /// Takes a written buffer back, if it is a full-size one nobody else holds.
     pub(crate) fn recycle(&self, written: Bytes) {
         if let Ok(mut buffer) = written.try_into_mut()

@@ -109,6 +109,23 @@ pub(crate) fn create_no_follow(path: &Path, truncate: bool) -> io::Result<File> 
     options.open(path)
 }
 
+/// Creates (or opens) a `.part` file, creating its directory when it is missing. Directories
+/// are made here, when the first byte is about to be written, rather than before each request:
+/// a batch of many small files then pays for no `mkdir` per file, and a download that fails
+/// early leaves no empty directory behind.
+pub(crate) fn create_part(path: &Path, truncate: bool) -> Result<File, Error> {
+    match create_no_follow(path, truncate) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::io("create directory", parent, e))?;
+            }
+            create_no_follow(path, truncate).map_err(|e| Error::io("open", path, e))
+        }
+        opened => opened.map_err(|e| Error::io("open", path, e)),
+    }
+}
+
 impl PartWriter {
     /// Starts the writer. With `fresh`, the `.part` file is truncated and `state.done` is
     /// ignored; otherwise the bytes in `state.done` are kept (and hashed again when
@@ -218,8 +235,7 @@ impl WriterCore {
         algorithm: Option<Algorithm>,
         checkpoint_interval: Duration,
     ) -> Result<Self, Error> {
-        let file =
-            create_no_follow(&paths.part, fresh).map_err(|e| Error::io("open", &paths.part, e))?;
+        let file = create_part(&paths.part, fresh)?;
         let on_disk = file
             .metadata()
             .map_err(|e| Error::io("inspect", &paths.part, e))?
@@ -399,6 +415,7 @@ impl WriterCore {
         let background = self.wait_for_background();
         match mode {
             CloseMode::Complete => {
+                self.pool.clear();
                 background?;
                 self.hash_from_disk(self.length)?;
                 self.file

@@ -13,10 +13,51 @@ use crate::progress::Event;
 use crate::storage::PartPaths;
 use crate::storage::state::{ResumeState, Unusable, Validators};
 
+/// What is on disk for one transfer, looked at in a single trip to a blocking thread: with
+/// thousands of small files, each trip costs more than the system calls it makes.
+pub(super) struct OnDisk {
+    /// The final path's metadata (of a symlink itself, not its target), when anything is there.
+    pub(super) existing: Option<std::fs::Metadata>,
+    /// The saved resume state.
+    state: Result<ResumeState, Unusable>,
+    /// The `.part` file's length when it is a regular file (looked at only when there is a
+    /// state to go with it).
+    part_len: Option<u64>,
+}
+
+impl OnDisk {
+    pub(super) async fn look(final_path: &Path, paths: &PartPaths) -> Result<Self, Error> {
+        let final_path = final_path.to_path_buf();
+        let paths = paths.clone();
+        tokio::task::spawn_blocking(move || {
+            let existing = std::fs::symlink_metadata(&final_path).ok();
+            let state = ResumeState::load(&paths.state);
+            let part_len = match state {
+                Ok(_) => std::fs::symlink_metadata(&paths.part)
+                    .ok()
+                    .filter(std::fs::Metadata::is_file)
+                    .map(|m| m.len()),
+                Err(_) => None,
+            };
+            Self {
+                existing,
+                state,
+                part_len,
+            }
+        })
+        .await
+        .map_err(|e| Error::io("inspect", "<output>", std::io::Error::other(e)))
+    }
+}
+
 impl Transfer<'_> {
     /// Applies the `OnExists` policy to a final file that is already there.
-    pub(super) async fn existing_file(&self, clock: Instant) -> Result<Option<Completed>, Error> {
-        let Ok(metadata) = tokio::fs::symlink_metadata(&self.final_path).await else {
+    pub(super) async fn existing_file(
+        &self,
+        on_disk: &OnDisk,
+        clock: Instant,
+    ) -> Result<Option<Completed>, Error> {
+        let Some(metadata) = &on_disk.existing else {
             return Ok(None);
         };
         if self.request.revalidate.is_some() {
@@ -55,13 +96,9 @@ impl Transfer<'_> {
 
     /// The resume state to start from: the saved one when it can be trusted for this request,
     /// otherwise an empty one (and a `Restarted` event saying why, when there was one).
-    pub(super) async fn resume_state(&self, paths: &PartPaths) -> (ResumeState, bool) {
+    pub(super) fn resume_state(&self, paths: &PartPaths, on_disk: OnDisk) -> (ResumeState, bool) {
         let checksum = self.request.checksum.as_ref().map(ToString::to_string);
         let fresh = ResumeState::new(self.url(), Validators::default(), checksum.clone());
-        let state_path = paths.state.clone();
-        let loaded = tokio::task::spawn_blocking(move || ResumeState::load(&state_path))
-            .await
-            .unwrap_or_else(|e| Err(Unusable::Invalid(e.to_string())));
         let refuse = |why: String| {
             self.emit(&Event::Restarted {
                 id: self.id,
@@ -69,18 +106,14 @@ impl Transfer<'_> {
             });
             fresh.clone()
         };
-        let state = match loaded {
+        let state = match on_disk.state {
             Err(Unusable::Missing) => return (fresh.clone(), false),
             Err(Unusable::Invalid(why)) => {
                 return (refuse(format!("its state file is {why}")), true);
             }
             Ok(state) => state,
         };
-        let part_len = tokio::fs::symlink_metadata(&paths.part)
-            .await
-            .ok()
-            .filter(std::fs::Metadata::is_file)
-            .map(|m| m.len());
+        let part_len = on_disk.part_len;
         // Another URL (a mirror, a re-signed link) is fine when the server can vouch for the
         // bytes with If-Range; without a validator only the same URL is trusted.
         if state.url != fresh.url && state.validators.if_range().is_none() {
@@ -133,41 +166,68 @@ impl Transfer<'_> {
     /// Where the finished file goes: its planned path, or with `content_disposition` the name
     /// the server suggested, in the same directory (`.1`, `.2`, ... when taken).
     pub(super) async fn committed_path(&self, session: &Session) -> PathBuf {
-        let suggested = session
+        match self.suggested_path(session) {
+            Some(wanted) => free_name(&wanted).await,
+            None => self.final_path.clone(),
+        }
+    }
+
+    /// The path the server's `Content-Disposition` asks for, when it is honoured and differs
+    /// from the planned one (it may be taken: see `free_name`).
+    pub(super) fn suggested_path(&self, session: &Session) -> Option<PathBuf> {
+        let name = session
             .disposition_name
             .as_ref()
             .filter(|_| self.shared.config.content_disposition)
-            .filter(|_| matches!(self.request.destination, crate::Destination::Directory(_)));
-        let (Some(name), Some(dir)) = (suggested, self.final_path.parent()) else {
-            return self.final_path.clone();
-        };
-        let wanted = dir.join(name);
-        if wanted == self.final_path {
-            return wanted;
+            .filter(|_| matches!(self.request.destination, crate::Destination::Directory(_)))?;
+        let wanted = self.final_path.parent()?.join(name);
+        (wanted != self.final_path).then_some(wanted)
+    }
+
+    /// The server's `Last-Modified` as seconds since the epoch, when haul is to keep it.
+    pub(super) fn remote_mtime(&self, session: &Session) -> Option<u64> {
+        if !self.shared.config.remote_time {
+            return None;
         }
-        free_name(&wanted).await
+        session
+            .state
+            .validators
+            .last_modified
+            .as_deref()
+            .and_then(super::http::parse_http_date)
     }
 }
 
 /// Sets a file's modification time to `seconds` since the epoch; a failure only loses the
 /// timestamp, never the file, so it is ignored.
 pub(super) fn set_modified(path: &Path, seconds: u64) {
-    let time = std::time::UNIX_EPOCH + Duration::from_secs(seconds);
     if let Ok(file) = std::fs::File::options().write(true).open(path) {
-        let _ = file.set_modified(time);
+        let _ = file.set_modified(epoch_seconds(seconds));
     }
+}
+
+pub(super) fn epoch_seconds(seconds: u64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_secs(seconds)
 }
 
 /// `path` when nothing is there, else the first of `path.1`, `path.2`, ... that is free.
 pub(super) async fn free_name(path: &Path) -> PathBuf {
-    if tokio::fs::symlink_metadata(path).await.is_err() {
+    let wanted = path.to_path_buf();
+    tokio::task::spawn_blocking(move || free_name_blocking(&wanted))
+        .await
+        .unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `free_name` for a caller already on a blocking thread.
+pub(super) fn free_name_blocking(path: &Path) -> PathBuf {
+    if std::fs::symlink_metadata(path).is_err() {
         return path.to_path_buf();
     }
     for n in 1u32.. {
         let mut candidate = path.as_os_str().to_owned();
         candidate.push(format!(".{n}"));
         let candidate = PathBuf::from(candidate);
-        if tokio::fs::symlink_metadata(&candidate).await.is_err() {
+        if std::fs::symlink_metadata(&candidate).is_err() {
             return candidate;
         }
     }

@@ -8,9 +8,10 @@ mod retry;
 mod segments;
 mod small;
 
-use local::{free_name, set_modified};
+use local::{OnDisk, free_name, set_modified};
 pub(crate) use retry::retry_delay;
 
+use std::fs::Metadata;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,7 @@ use crate::hosts::HostPermit;
 use crate::integrity::Checksum;
 use crate::naming::redact_url;
 use crate::progress::{Event, Observer, TransferId, error_chain};
+use crate::scheduler::JobSlot;
 use crate::storage::PartPaths;
 use crate::storage::buffers::Coalescer;
 use crate::storage::state::{ResumeState, Validators};
@@ -73,6 +75,8 @@ pub(crate) struct Transfer<'a> {
     /// The host permit of the first connection, held for the whole transfer except while it
     /// backs off from a host that pushed back.
     pub(crate) permit: Option<HostPermit>,
+    /// The batch's job slot, given up once the body has arrived.
+    pub(crate) job: Option<JobSlot>,
 }
 
 /// What one download has reached so far, carried across attempts.
@@ -117,20 +121,13 @@ impl Transfer<'_> {
         if self.shared.config.on_exists == OnExists::Rename {
             self.final_path = free_name(&self.final_path).await;
         }
-        if let Some(done) = self.existing_file(clock).await? {
+        let paths = PartPaths::beside(&self.final_path);
+        let on_disk = OnDisk::look(&self.final_path, &paths).await?;
+        if let Some(done) = self.existing_file(&on_disk, clock).await? {
             return Ok(done);
         }
-        if let Some(parent) = self
-            .final_path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-        {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| Error::io("create directory", parent, e))?;
-        }
-        let paths = PartPaths::beside(&self.final_path);
-        let (state, stale_state) = self.resume_state(&paths).await;
+        let output_is_file = on_disk.existing.as_ref().is_some_and(Metadata::is_file);
+        let (state, stale_state) = self.resume_state(&paths, on_disk);
         let offset = state.done.contiguous_prefix();
         let mut session = Session {
             state,
@@ -148,12 +145,16 @@ impl Transfer<'_> {
         session.revalidating = self.request.revalidate.is_some()
             && session.offset == 0
             && session.state.done.is_empty()
-            && tokio::fs::symlink_metadata(&self.final_path)
-                .await
-                .is_ok_and(|m| m.is_file());
+            && output_is_file;
         match self.fetch(&mut session, &paths).await {
             Ok(()) if session.not_modified => self.unchanged(&session, clock).await,
-            Ok(()) => self.commit(session, &paths, clock).await,
+            Ok(()) => {
+                // The network's part is done: the next download may start while this one is
+                // synced and renamed.
+                self.permit = None;
+                self.job = None;
+                self.commit(session, &paths, clock).await
+            }
             Err(error) => {
                 if let Some(writer) = session.writer.take() {
                     let mode = if error.keeps_partial() {
@@ -606,51 +607,68 @@ impl Transfer<'_> {
         paths: &PartPaths,
         clock: Instant,
     ) -> Result<Completed, Error> {
-        let wrote_small = session.small.is_some();
         let digest = match (session.small.take(), session.writer.take()) {
-            (Some(body), _) => self.write_small(body, paths).await?,
+            (Some(body), _) => {
+                let (final_path, digest) = self.commit_small(&session, body, paths).await?;
+                return Ok(session.completed(final_path, digest, clock));
+            }
             (None, Some(writer)) => writer.close(CloseMode::Complete).await?.digest,
             (None, None) => {
                 return Err(Error::Config("internal: completed without a writer".into()));
             }
         };
-        if let Some(expected) = &self.request.checksum {
-            let actual = digest.clone();
-            if actual.as_ref() != Some(expected) {
-                remove_if_present(&paths.part)?;
-                remove_if_present(&paths.state)?;
-                return Err(Error::ChecksumMismatch {
-                    path: self.final_path.clone(),
-                    algorithm: expected.algorithm().name(),
-                    expected: expected.hex(),
-                    actual: actual.map_or_else(|| "nothing".into(), |d| d.hex()),
-                });
-            }
+        if let Err(mismatch) = self.verify(digest.as_ref()) {
+            remove_if_present(&paths.part)?;
+            remove_if_present(&paths.state)?;
+            return Err(mismatch);
         }
         let final_path = self.committed_path(&session).await;
         tokio::fs::rename(&paths.part, &final_path)
             .await
             .map_err(|e| Error::io("rename", &paths.part, e))?;
-        if !wrote_small || session.stale_state {
-            remove_if_present(&paths.state)?;
-        }
-        let last_modified = session.state.validators.last_modified.clone();
-        if self.shared.config.remote_time
-            && let Some(seconds) = last_modified.as_deref().and_then(http::parse_http_date)
-        {
+        remove_if_present(&paths.state)?;
+        if let Some(seconds) = self.remote_mtime(&session) {
             set_modified(&final_path, seconds);
         }
-        let completed = Completed {
-            path: final_path,
-            bytes: session.offset,
+        Ok(session.completed(final_path, digest, clock))
+    }
+
+    /// Checks a finished file's digest against the expected one, when there is one.
+    fn verify(&self, actual: Option<&Checksum>) -> Result<(), Error> {
+        check_digest(self.request.checksum.as_ref(), actual, &self.final_path)
+    }
+}
+
+impl Session {
+    /// What a download that just committed `path` reports.
+    fn completed(self, path: PathBuf, digest: Option<Checksum>, clock: Instant) -> Completed {
+        Completed {
+            path,
+            bytes: self.offset,
             digest,
-            resumed_from: session.resumed_from,
+            resumed_from: self.resumed_from,
             duration: clock.elapsed(),
             already_present: false,
-            etag: session.state.validators.etag.clone(),
-            last_modified,
-        };
-        Ok(completed)
+            etag: self.state.validators.etag,
+            last_modified: self.state.validators.last_modified,
+        }
+    }
+}
+
+/// `Ok` when nothing is expected or `actual` is what was expected.
+fn check_digest(
+    expected: Option<&Checksum>,
+    actual: Option<&Checksum>,
+    path: &std::path::Path,
+) -> Result<(), Error> {
+    match expected {
+        Some(expected) if actual != Some(expected) => Err(Error::ChecksumMismatch {
+            path: path.to_path_buf(),
+            algorithm: expected.algorithm().name(),
+            expected: expected.hex(),
+            actual: actual.map_or_else(|| "nothing".into(), Checksum::hex),
+        }),
+        _ => Ok(()),
     }
 }
 

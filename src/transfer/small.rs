@@ -1,13 +1,18 @@
 //! Small files (up to `SMALL_FILE_BYTES`): received in memory and written once, without a
 //! resume state, which would cost more than fetching them again.
 
+use std::io::Write;
+use std::path::PathBuf;
+
 use bytes::Bytes;
 
-use super::{AttemptEnd, PartWriter, Session, Transfer};
+use super::local::{epoch_seconds, free_name_blocking};
+use super::{AttemptEnd, PartWriter, Session, Transfer, check_digest};
 use crate::Error;
 use crate::integrity::{Checksum, Hasher};
 use crate::progress::Event;
 use crate::storage::PartPaths;
+use crate::storage::writer::{create_part, remove_if_present};
 
 impl Transfer<'_> {
     /// Receives a small file into memory. If the body breaks off, what arrived goes to a
@@ -70,28 +75,63 @@ impl Transfer<'_> {
         }
     }
 
-    /// Writes a small file received in memory to its `.part`, synced, and returns its digest.
-    pub(super) async fn write_small(
+    /// Commits a small file received in memory, in one trip to a blocking thread (with
+    /// thousands of small files the trips cost more than the work): verify the digest (a
+    /// mismatch never touches the disk), write the `.part` with the server's time, sync it,
+    /// and give it its final name. Returns that name and the digest.
+    pub(super) async fn commit_small(
         &self,
+        session: &Session,
         body: Vec<u8>,
         paths: &PartPaths,
-    ) -> Result<Option<Checksum>, Error> {
-        let part = paths.part.clone();
-        let algorithm = self.request.checksum.as_ref().map(Checksum::algorithm);
+    ) -> Result<(PathBuf, Option<Checksum>), Error> {
+        let paths = paths.clone();
+        let planned = self.final_path.clone();
+        let expected = self.request.checksum.clone();
+        let suggested = self.suggested_path(session);
+        let mtime = self.remote_mtime(session);
+        let stale_state = session.stale_state;
         tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let mut file = crate::storage::writer::create_no_follow(&part, true)
-                .map_err(|e| Error::io("open", &part, e))?;
-            file.write_all(&body)
-                .map_err(|e| Error::io("write", &part, e))?;
-            file.sync_data().map_err(|e| Error::io("sync", &part, e))?;
-            Ok(algorithm.map(|algorithm| {
-                let mut hasher = Hasher::new(algorithm);
+            let digest = expected.as_ref().map(|expected| {
+                let mut hasher = Hasher::new(expected.algorithm());
                 hasher.update(&body);
                 hasher.finish()
-            }))
+            });
+            if let Err(mismatch) = check_digest(expected.as_ref(), digest.as_ref(), &planned) {
+                if stale_state {
+                    remove_if_present(&paths.part)?;
+                    remove_if_present(&paths.state)?;
+                }
+                return Err(mismatch);
+            }
+            let mut file = create_part(&paths.part, true)?;
+            let written = file
+                .write_all(&body)
+                .map_err(|e| Error::io("write", &paths.part, e))
+                .and_then(|()| {
+                    if let Some(seconds) = mtime {
+                        // Only the timestamp is lost if this fails, never the file.
+                        let _ = file.set_modified(epoch_seconds(seconds));
+                    }
+                    file.sync_data()
+                        .map_err(|e| Error::io("sync", &paths.part, e))
+                });
+            drop(file);
+            if let Err(error) = written {
+                // Without a state file these bytes could not be resumed; the body is fetched
+                // again, and a full disk is not left fuller.
+                let _ = remove_if_present(&paths.part);
+                return Err(error);
+            }
+            let final_path = suggested.map_or(planned, |wanted| free_name_blocking(&wanted));
+            std::fs::rename(&paths.part, &final_path)
+                .map_err(|e| Error::io("rename", &paths.part, e))?;
+            if stale_state {
+                remove_if_present(&paths.state)?;
+            }
+            Ok((final_path, digest))
         })
         .await
-        .map_err(|e| Error::io("write", &paths.part, std::io::Error::other(e)))?
+        .map_err(|e| Error::io("write", &self.final_path, std::io::Error::other(e)))?
     }
 }

@@ -213,6 +213,41 @@ async fn one_failure_does_not_stop_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directories_are_made_for_files_that_arrive_and_not_for_failures() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader().build().unwrap();
+    let small = Request::new(&server.file_url(100, "a", ""))
+        .unwrap()
+        .to_file(dir.path().join("new/deeper/a"));
+    let large = Request::new(&server.file_url(3_000_000, "b", ""))
+        .unwrap()
+        .to_file(dir.path().join("other/b"));
+    let missing = Request::new(&server.url("/missing"))
+        .unwrap()
+        .to_file(dir.path().join("never/made/c"));
+    let outcomes = downloader
+        .batch(vec![small, large, missing])
+        .run()
+        .await
+        .unwrap();
+    assert!(outcomes[0].is_ok() && outcomes[1].is_ok(), "{outcomes:?}");
+    assert!(outcomes[2].is_err());
+    assert_eq!(
+        std::fs::read(dir.path().join("new/deeper/a")).unwrap(),
+        content("a", 1, 100)
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("other/b")).unwrap(),
+        content("b", 1, 3_000_000)
+    );
+    assert!(
+        !dir.path().join("never").exists(),
+        "a download that failed before its first byte leaves no directory"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_leaves_a_resumable_part_and_no_final_file() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
