@@ -10,7 +10,7 @@ use super::writer::WriteHandle;
 use crate::Error;
 
 /// Size of one write: large writes are cheap, and memory is a few of these per file.
-pub(crate) const BUFFER_BYTES: usize = 1 << 20;
+pub(crate) const BUFFER_BYTES: usize = 256 << 10;
 /// Buffers kept for reuse per file (the writer's queue plus one per connection, roughly).
 const POOLED: usize = 8;
 
@@ -84,28 +84,24 @@ impl Coalescer {
         self.start + self.pending.len() as u64
     }
 
-    /// Adds a chunk that continues the stream, writing full buffers as they fill.
-    pub(crate) async fn push(&mut self, chunk: Bytes, writer: &WriteHandle) -> Result<(), Error> {
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        if self.pending.len() + chunk.len() > self.pending.capacity() {
-            self.flush(writer).await?;
-        }
-        if self.pending.is_empty() && chunk.len() >= BUFFER_BYTES {
-            // Already large: written as it came, without a copy.
-            let length = chunk.len() as u64;
-            writer.write(self.start, chunk).await?;
-            self.start += length;
-            self.remaining = self.remaining.saturating_sub(length);
-            return Ok(());
-        }
-        if self.pending.capacity() == 0 {
-            self.pending = self.pool.take(self.remaining);
-        }
-        self.pending.extend_from_slice(&chunk);
-        if self.pending.len() >= self.pending.capacity() {
-            self.flush(writer).await?;
+    /// Adds a chunk that continues the stream, writing full buffers as they fill. Chunks are
+    /// always copied: queueing the network's own chunks would pin the receive buffers they
+    /// are slices of, and memory would follow the network's buffer sizes instead of ours.
+    pub(crate) async fn push(
+        &mut self,
+        mut chunk: Bytes,
+        writer: &WriteHandle,
+    ) -> Result<(), Error> {
+        while !chunk.is_empty() {
+            if self.pending.capacity() == 0 {
+                self.pending = self.pool.take(self.remaining);
+            }
+            let room = self.pending.capacity() - self.pending.len();
+            let part = chunk.split_to(room.min(chunk.len()));
+            self.pending.extend_from_slice(&part);
+            if self.pending.len() >= self.pending.capacity() {
+                self.flush(writer).await?;
+            }
         }
         Ok(())
     }
@@ -121,5 +117,46 @@ impl Coalescer {
         self.start += length;
         self.remaining = self.remaining.saturating_sub(length);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::BUFFER_BYTES;
+    use crate::Algorithm;
+    use crate::bench_support::write_part;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunks_of_any_size_land_at_their_offsets() {
+        // Tiny chunks, one much larger than a buffer, one that straddles a buffer's end.
+        let sizes = [
+            1,
+            7,
+            3 * BUFFER_BYTES + 5,
+            BUFFER_BYTES - 1,
+            2,
+            BUFFER_BYTES + 1,
+            100,
+        ];
+        let total: usize = sizes.iter().sum();
+        let body: Vec<u8> = (0..total).map(|i| (i % 253) as u8).collect();
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        for size in sizes {
+            chunks.push(Bytes::copy_from_slice(&body[start..start + size]));
+            start += size;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("f.bin");
+        let digest = write_part(&target, total as u64, chunks, Some(Algorithm::Sha256))
+            .await
+            .unwrap();
+        let written = std::fs::read(dir.path().join("f.bin.part")).unwrap();
+        assert!(written == body, "the .part holds the stream, byte for byte");
+        let mut hasher = crate::integrity::Hasher::new(Algorithm::Sha256);
+        hasher.update(&body);
+        assert_eq!(digest, Some(hasher.finish()));
     }
 }

@@ -484,10 +484,8 @@ impl WriterCore {
 /// download. Small files are not worth the system call.
 fn reserve(file: &File, paths: &PartPaths, total: Option<u64>) -> Result<(), Error> {
     match total {
-        Some(total) if total >= super::buffers::BUFFER_BYTES as u64 => {
-            super::writeback::preallocate(file, total)
-                .map_err(|e| Error::io("reserve disk space for", &paths.part, e))
-        }
+        Some(total) if total >= 1 << 20 => super::writeback::preallocate(file, total)
+            .map_err(|e| Error::io("reserve disk space for", &paths.part, e)),
         _ => Ok(()),
     }
 }

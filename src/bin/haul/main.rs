@@ -39,7 +39,25 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// glibc gives each thread that allocates its own malloc arena, and each arena keeps its own
+/// freed memory. haul allocates little once a download runs (its write buffers are pooled), so
+/// one arena costs no measurable speed and keeps about 2 MiB less resident
+/// (`MALLOC_ARENA_MAX=1` took a default 4-connection 1 GiB download from 15.8 to 13.9 MiB).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn use_one_malloc_arena() {
+    // SAFETY: `mallopt` only sets an allocator parameter; it is called before any thread exists,
+    // and a failure (return value 0) leaves glibc's default in place.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn use_one_malloc_arena() {}
+
 fn main() -> ExitCode {
+    use_one_malloc_arena();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
