@@ -20,8 +20,8 @@ use super::state::{ResumeState, Validators};
 use crate::Error;
 use crate::integrity::{Algorithm, Checksum, Hasher};
 
-/// Buffers queued between the network and the disk; with 1 MiB buffers this bounds a
-/// download's data in flight to a few MiB.
+/// Buffers queued between the network and the disk; with 256 KiB buffers this bounds a
+/// download's data in flight to about 1 MiB plus one buffer per connection.
 const QUEUE_DEPTH: usize = 4;
 /// Read size when hashing data already on disk.
 const READ_BACK_BYTES: usize = 1 << 20;

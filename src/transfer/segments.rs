@@ -4,7 +4,9 @@
 //! running (work stealing), so one slow connection never holds the finish line.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -26,15 +28,31 @@ use crate::storage::writer::WriteHandle;
 /// After cutting an answer short (its second half was taken over), a connection waits this
 /// long before its next request, so that the server has seen the old one close: the per-host
 /// limit holds as the server counts, not only as haul does.
-const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(25);
+const CLOSE_GRACE: Duration = Duration::from_millis(25);
 
-/// A running piece is split only while at least this much of it remains, so that stealing
-/// never creates pieces too small to be worth a request.
+/// A running piece whose speed is not known yet is split only while at least this much of it
+/// remains.
 const STEAL_MIN_BYTES: u64 = 2 << 20;
+/// Once a piece's speed is known, it is split while its rest would take at least `min_tail`
+/// (see `Engine::min_tail`) to arrive, down to this size: at the end of a download from a
+/// server that limits each connection's rate, the last slow megabytes decide the finish time,
+/// and a new request for half of them gets them sooner (a fresh request also starts with the
+/// server's per-request allowance).
+const STEAL_FLOOR_BYTES: u64 = 256 << 10;
+/// How long a piece must have run before its speed is trusted.
+const RATE_WINDOW: Duration = Duration::from_millis(200);
+/// The shortest tail worth a new request, whatever the latency seen. A piece that has not
+/// moved for this long while another connection is idle is taken over whole.
+const MIN_TAIL: Duration = Duration::from_millis(50);
+/// How often a connection with nothing to do looks again for a stalled or slow piece.
+const LINGER_POLL: Duration = Duration::from_millis(10);
 
 /// Which bytes each connection is responsible for.
 struct Plan {
     state: Mutex<PlanState>,
+    /// Woken when a piece is taken over or finished, so a connection waiting on a stalled
+    /// answer notices that its piece is gone, and an idle one that there is nothing left.
+    changed: tokio::sync::Notify,
 }
 
 struct PlanState {
@@ -50,6 +68,46 @@ struct PlanState {
 struct Span {
     next: u64,
     end: u64,
+    /// Where this worker started on the piece, and when: its speed so far.
+    from: u64,
+    since: Instant,
+    /// When the piece last moved.
+    moved: Instant,
+}
+
+impl Span {
+    fn new(next: u64, end: u64, now: Instant) -> Self {
+        Self {
+            next,
+            end,
+            from: next,
+            since: now,
+            moved: now,
+        }
+    }
+
+    /// Where an idle connection may cut this piece to take the rest, if that can end the
+    /// download sooner: all of it when the piece has not moved for `min_tail` (a stalled
+    /// answer, or a server that sends in bursts with long pauses); its second half when the
+    /// rest would take at least `min_tail` at the piece's speed so far (or, before that speed
+    /// is known, when at least `STEAL_MIN_BYTES` remain).
+    fn split_point(&self, now: Instant, min_tail: Duration) -> Option<u64> {
+        let remaining = self.end.saturating_sub(self.next);
+        if remaining == 0 {
+            return None;
+        }
+        if now.saturating_duration_since(self.moved) >= min_tail {
+            return Some(self.next);
+        }
+        let middle = self.next + remaining / 2;
+        let elapsed = now.saturating_duration_since(self.since);
+        let received = self.next - self.from;
+        if elapsed < RATE_WINDOW || received == 0 {
+            return (remaining >= STEAL_MIN_BYTES).then_some(middle);
+        }
+        let rest = elapsed.mul_f64(remaining as f64 / received as f64);
+        (remaining >= STEAL_FLOOR_BYTES && rest >= min_tail).then_some(middle)
+    }
 }
 
 impl Plan {
@@ -76,6 +134,7 @@ impl Plan {
                 active: HashMap::new(),
                 received: already,
             }),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -83,35 +142,41 @@ impl Plan {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Gives `worker` a new piece: the next unassigned one, or the second half of the largest
-    /// running piece. `None` when there is nothing left worth taking.
-    fn claim(&self, worker: usize) -> Option<Span> {
+    /// Gives `worker` a new piece: the next unassigned one, or the rest of the running piece
+    /// that is best split (see `Span::split_point`; the largest rest first). `None` when
+    /// there is nothing worth taking now.
+    fn claim(&self, worker: usize, now: Instant, min_tail: Duration) -> Option<Span> {
         let mut state = self.lock();
         if let Some((next, end)) = state.pending.pop_front() {
-            let span = Span { next, end };
+            let span = Span::new(next, end, now);
             state.active.insert(worker, span);
             return Some(span);
         }
-        let (victim, largest) = state
+        let (victim, cut, end) = state
             .active
             .iter()
             .filter(|(other, _)| **other != worker)
-            .map(|(other, span)| (*other, *span))
-            .max_by_key(|(_, span)| span.end.saturating_sub(span.next))?;
-        let remaining = largest.end.saturating_sub(largest.next);
-        if remaining < STEAL_MIN_BYTES {
-            return None;
-        }
-        let middle = largest.next + remaining / 2;
+            .filter_map(|(other, span)| {
+                span.split_point(now, min_tail)
+                    .map(|cut| (*other, cut, span.end))
+            })
+            .max_by_key(|(_, cut, end)| end - cut)?;
         if let Some(span) = state.active.get_mut(&victim) {
-            span.end = middle;
+            span.end = cut;
         }
-        let span = Span {
-            next: middle,
-            end: largest.end,
-        };
+        let span = Span::new(cut, end, now);
         state.active.insert(worker, span);
+        drop(state);
+        self.changed.notify_waiters();
         Some(span)
+    }
+
+    /// Whether a connection other than `worker` still has bytes to receive.
+    fn others_running(&self, worker: usize) -> bool {
+        self.lock()
+            .active
+            .iter()
+            .any(|(other, span)| *other != worker && span.next < span.end)
     }
 
     fn span(&self, worker: usize) -> Option<Span> {
@@ -120,12 +185,17 @@ impl Plan {
 
     /// Records that `worker` has received everything below `position`; returns where it must
     /// stop now (a thief may have taken the rest) and the file's received total.
-    fn advance(&self, worker: usize, position: u64) -> (u64, u64) {
+    fn advance(&self, worker: usize, position: u64, now: Instant) -> (u64, u64) {
         let mut state = self.lock();
         let Some(span) = state.active.get_mut(&worker) else {
             return (position, state.received);
         };
-        let gained = position.saturating_sub(span.next);
+        // A chunk may cross an end that a thief just moved: its bytes past the end are the
+        // thief's (the same bytes, written twice) and are not counted twice.
+        let gained = position.min(span.end).saturating_sub(span.next);
+        if gained > 0 {
+            span.moved = now;
+        }
         span.next = span.next.max(position);
         let end = span.end;
         state.received += gained;
@@ -135,6 +205,7 @@ impl Plan {
     /// The worker completed its piece.
     fn finish(&self, worker: usize) {
         self.lock().active.remove(&worker);
+        self.changed.notify_waiters();
     }
 
     /// The worker gives up its piece; what it did not receive goes back to the queue.
@@ -192,6 +263,8 @@ struct Engine<'t, 'a> {
     writer: WriteHandle,
     /// Cancelled when one connection fails for good, to stop the others.
     abort: CancellationToken,
+    /// The longest a range request has waited for its answer, in microseconds.
+    slowest_answer_micros: AtomicU64,
 }
 
 impl Transfer<'_> {
@@ -249,9 +322,10 @@ impl Transfer<'_> {
             total,
             writer,
             abort: CancellationToken::new(),
+            slowest_answer_micros: AtomicU64::new(0),
         };
         // The first connection's answer starts at the first gap: it takes the first piece.
-        engine.plan.claim(0);
+        engine.plan.claim(0, Instant::now(), MIN_TAIL);
         let mut workers = FuturesUnordered::new();
         workers.push(engine.work(0, 0, Some((first, first_start)), None));
         for worker in 1..wanted {
@@ -349,33 +423,32 @@ impl Engine<'_, '_> {
     ) -> Result<(), Stop> {
         let config = &self.transfer.shared.config;
         let mut failures = 0u32;
+        // When this connection last cut an answer short (see `CLOSE_GRACE`).
+        let mut cut_short: Option<Instant> = None;
         loop {
-            let span = match self.plan.span(worker) {
-                Some(span) if span.next < span.end => span,
-                Some(_) => {
-                    self.plan.finish(worker);
-                    continue;
-                }
-                None => match self.plan.claim(worker) {
-                    Some(_) => continue,
-                    None => return Ok(()),
-                },
+            let Some(span) = self.next_span(worker).await else {
+                return Ok(());
             };
             let result = match first.take() {
                 Some((response, start)) => self.stream(worker, response, start).await,
-                None => match self.request_range(mirror, span.next, span.end).await {
-                    Ok(response) => self.stream(worker, response, span.next).await,
-                    Err(stop) => Err(stop),
-                },
+                None => {
+                    if let Some(cut) = cut_short.take() {
+                        tokio::select! {
+                            () = self.abort.cancelled() => {}
+                            () = self.transfer.cancelled() => {}
+                            () = tokio::time::sleep(CLOSE_GRACE.saturating_sub(cut.elapsed())) => {}
+                        }
+                    }
+                    match self.request_range(mirror, span.next, span.end).await {
+                        Ok(response) => self.stream(worker, response, span.next).await,
+                        Err(stop) => Err(stop),
+                    }
+                }
             };
             let error = match result {
                 Ok(Streamed::ToTheEnd) => continue,
                 Ok(Streamed::CutShort) => {
-                    tokio::select! {
-                        () = self.abort.cancelled() => {}
-                        () = self.transfer.cancelled() => {}
-                        () = tokio::time::sleep(CLOSE_GRACE) => {}
-                    }
+                    cut_short = Some(Instant::now());
                     continue;
                 }
                 Err(Stop::StartOver(reason)) => {
@@ -449,6 +522,40 @@ impl Engine<'_, '_> {
         }
     }
 
+    /// The piece `worker` works on next: the rest of its own, a new one, or a taken-over
+    /// rest; `None` when the download needs nothing more from it.
+    async fn next_span(&self, worker: usize) -> Option<Span> {
+        loop {
+            match self.plan.span(worker) {
+                Some(span) if span.next < span.end => return Some(span),
+                Some(_) => self.plan.finish(worker),
+                None => {
+                    if let Some(span) = self.plan.claim(worker, Instant::now(), self.min_tail()) {
+                        return Some(span);
+                    }
+                    if !self.plan.others_running(worker) {
+                        return None;
+                    }
+                    // Stay until the others are done: one of them may stall or slow down,
+                    // and this connection can then take its rest over.
+                    tokio::select! {
+                        () = self.abort.cancelled() => return None,
+                        () = self.transfer.cancelled() => return None,
+                        () = self.plan.changed.notified() => {}
+                        () = tokio::time::sleep(LINGER_POLL) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The shortest rest of a piece worth a new request: a thief waits a whole answer's
+    /// latency before its first byte, so splitting pays only when the rest takes clearly longer.
+    fn min_tail(&self) -> Duration {
+        let slowest = Duration::from_micros(self.slowest_answer_micros.load(Ordering::Relaxed));
+        MIN_TAIL.max(slowest * 2)
+    }
+
     /// Asks mirror `index` for `[start, end)` and checks that the answer is that range of the
     /// same file.
     async fn request_range(
@@ -476,7 +583,11 @@ impl Engine<'_, '_> {
         if let Some(validator) = validators.as_ref().and_then(Validators::if_range) {
             builder = builder.header(IF_RANGE, validator);
         }
+        let asked = Instant::now();
         let response = self.transfer.send_request(builder, &shown).await?;
+        let waited = u64::try_from(asked.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.slowest_answer_micros
+            .fetch_max(waited, Ordering::Relaxed);
         let status = response.status();
         let headers = response.headers();
         let refuse = |detail: String| {
@@ -570,10 +681,18 @@ impl Engine<'_, '_> {
         let first_kept = span.next.max(start);
         let mut buffer = Coalescer::new(first_kept, end - first_kept, self.writer.pool());
         let outcome = loop {
-            let mut chunk = match transfer
-                .next_chunk(&mut body, Some(&self.abort), &url)
-                .await
-            {
+            let next = tokio::select! {
+                next = transfer.next_chunk(&mut body, Some(&self.abort), &url) => next,
+                () = self.plan.changed.notified() => {
+                    // An idle connection may have taken this piece's rest over.
+                    end = self.plan.advance(worker, position, Instant::now()).0;
+                    if position >= end {
+                        break Ok(());
+                    }
+                    continue;
+                }
+            };
+            let mut chunk = match next {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) if position < end => {
                     break Err(Error::ShortBody {
@@ -602,7 +721,7 @@ impl Engine<'_, '_> {
             let room = usize::try_from(end.saturating_sub(position)).unwrap_or(usize::MAX);
             chunk.truncate(room);
             position += chunk.len() as u64;
-            let (now_end, received) = self.plan.advance(worker, position);
+            let (now_end, received) = self.plan.advance(worker, position, Instant::now());
             end = now_end;
             if let Err(error) = buffer.push(chunk, &self.writer).await {
                 break Err(error);
@@ -646,14 +765,15 @@ mod tests {
     fn a_free_connection_steals_half_of_the_largest_running_piece() {
         let size = 64 << 20;
         let plan = Plan::new(&[(0, size)], 2, 0);
-        let first = plan.claim(0).unwrap();
-        let second = plan.claim(1).unwrap();
+        let now = Instant::now();
+        let first = plan.claim(0, now, MIN_TAIL).unwrap();
+        let second = plan.claim(1, now, MIN_TAIL).unwrap();
         assert_eq!((first.next, first.end), (0, size / 2));
         assert_eq!((second.next, second.end), (size / 2, size));
-        plan.advance(1, size);
+        plan.advance(1, size, now);
         plan.finish(1);
-        plan.advance(0, 8 << 20);
-        let stolen = plan.claim(1).unwrap();
+        plan.advance(0, 8 << 20, now);
+        let stolen = plan.claim(1, now, MIN_TAIL).unwrap();
         let middle = (8 << 20) + ((size / 2) - (8 << 20)) / 2;
         assert_eq!((stolen.next, stolen.end), (middle, size / 2));
         assert_eq!(
@@ -664,17 +784,70 @@ mod tests {
     }
 
     #[test]
+    fn a_stalled_piece_is_taken_over_whole() {
+        let start = Instant::now();
+        let plan = Plan::new(&[(0, 4 << 20)], 1, 0);
+        plan.claim(0, start, MIN_TAIL).unwrap();
+        plan.advance(0, 3 << 20, start);
+        let moved = plan.span(0).unwrap().moved;
+        assert!(
+            plan.claim(1, moved + MIN_TAIL / 2, MIN_TAIL).is_none(),
+            "a short pause is no stall, and 1 MiB at this speed is not worth a request"
+        );
+        let taken = plan.claim(1, moved + MIN_TAIL, MIN_TAIL).unwrap();
+        assert_eq!((taken.next, taken.end), (3 << 20, 4 << 20));
+        assert_eq!(
+            plan.span(0).unwrap().end,
+            3 << 20,
+            "the stalled piece ends here"
+        );
+        assert!(plan.others_running(0));
+        assert!(!plan.others_running(1));
+    }
+
+    #[test]
     fn small_remainders_are_not_stolen_and_released_pieces_return() {
+        let now = Instant::now();
         let plan = Plan::new(&[(0, STEAL_MIN_BYTES)], 1, 0);
-        plan.claim(0).unwrap();
-        plan.advance(0, 1);
-        assert!(plan.claim(1).is_none(), "too little left to split");
+        plan.claim(0, now, MIN_TAIL).unwrap();
+        plan.advance(0, 1, now);
+        assert!(
+            plan.claim(1, now, MIN_TAIL).is_none(),
+            "too little left to split"
+        );
         plan.release(0);
-        let again = plan.claim(1).unwrap();
+        let again = plan.claim(1, now, MIN_TAIL).unwrap();
         assert_eq!((again.next, again.end), (1, STEAL_MIN_BYTES));
         assert!(!plan.is_complete());
-        plan.advance(1, STEAL_MIN_BYTES);
+        plan.advance(1, STEAL_MIN_BYTES, now);
         plan.finish(1);
         assert!(plan.is_complete());
+    }
+
+    #[test]
+    fn a_slow_pieces_tail_is_split_and_a_fast_ones_is_not() {
+        let start = Instant::now();
+        let size: u64 = 16 << 20;
+        let plan = Plan::new(&[(0, size)], 1, 0);
+        plan.claim(0, start, MIN_TAIL).unwrap();
+        // 15 MiB in 1 s: the last MiB takes about 67 ms, longer than a request is worth.
+        let later = start + Duration::from_secs(1);
+        plan.advance(0, size - (1 << 20), later);
+        let stolen = plan.claim(1, later, MIN_TAIL).unwrap();
+        assert_eq!(stolen.end, size);
+        assert_eq!(stolen.next, size - (1 << 19));
+        plan.finish(1);
+        // The same MiB after 15 MiB in 0.3 s arrives in 20 ms: not worth a request.
+        let plan = Plan::new(&[(0, size)], 1, 0);
+        plan.claim(0, start, MIN_TAIL).unwrap();
+        let soon = start + Duration::from_millis(300);
+        plan.advance(0, size - (1 << 20), soon);
+        assert!(plan.claim(1, soon, MIN_TAIL).is_none());
+        // Nor is a slow piece's tail below the floor.
+        let plan = Plan::new(&[(0, size)], 1, 0);
+        plan.claim(0, start, MIN_TAIL).unwrap();
+        let slowly = start + Duration::from_secs(60);
+        plan.advance(0, size - STEAL_FLOOR_BYTES + 1, slowly);
+        assert!(plan.claim(1, slowly, MIN_TAIL).is_none());
     }
 }

@@ -127,7 +127,43 @@ async fn a_free_connection_takes_over_half_of_a_slow_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_mirror_is_dropped_and_the_others_finish() {
+async fn an_idle_connection_takes_over_the_rest_of_a_stalled_one() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader()
+        .connections(2)
+        .min_split_size(MIB)
+        .stall_timeout(std::time::Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let size = 8 * MIB;
+    // The first answer (the first connection's piece, [0, 4 MiB)) goes silent 1 MiB before
+    // the end of that piece; the other connection's piece arrives at full speed.
+    let url = server.file_url(
+        size,
+        "t.bin",
+        &format!("stall_after={}&fault_times=1", 3 * MIB),
+    );
+    let request = Request::new(&url).unwrap().into_dir(dir.path());
+    let done = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        downloader.download(request),
+    )
+    .await
+    .expect("the stalled rest is taken over, long before the 120 s stall timeout")
+    .unwrap();
+    assert!(std::fs::read(&done.path).unwrap() == content("t.bin", 1, size));
+    assert!(
+        ranged_requests(&server)
+            .iter()
+            .any(|r| r == &format!("bytes={}-{}", 3 * MIB, 4 * MIB - 1)),
+        "the idle connection asked for exactly the stalled rest: {:?}",
+        server.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_mirror_is_reported_and_the_others_finish() {
     for fault in ["status=500", "drop_after=0"] {
         let server = TestServer::start().await;
         let dir = tempfile::tempdir().unwrap();
@@ -155,13 +191,21 @@ async fn a_failing_mirror_is_dropped_and_the_others_finish() {
             std::fs::read(&done.path).unwrap() == content("m.bin", 1, size),
             "{fault}"
         );
+        // The mirror's failures are reported: as retries, and as a drop when its connection
+        // runs out of retries before an idle connection has taken its piece over.
         let mut warned = false;
         while let Ok(event) = events.try_recv() {
-            if let Event::Warning { message, .. } = event {
-                warned |= message.contains("mirror") && message.contains("dropped");
+            match event {
+                Event::Warning { message, .. }
+                | Event::Retrying {
+                    reason: message, ..
+                } => {
+                    warned |= message.contains(fault);
+                }
+                _ => {}
             }
         }
-        assert!(warned, "{fault}: the dropped mirror is reported");
+        assert!(warned, "{fault}: the failing mirror is reported");
     }
 }
 
