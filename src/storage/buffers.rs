@@ -10,7 +10,7 @@ use super::writer::WriteHandle;
 use crate::Error;
 
 /// Size of one write: large enough that a write costs little per byte (64 MiB in 16 KiB
-/// chunks goes through at 1.8 GB/s in `benches/hot_path.rs`), small enough that memory stays
+/// chunks goes through at 1.66 GB/s in `benches/hot_path.rs`), small enough that memory stays
 /// low with several connections per file (peak RSS of a default 4-connection 1 GiB download
 /// went from 21 to 14 MiB when this went from 1 MiB to 256 KiB, with one malloc arena).
 pub(crate) const BUFFER_BYTES: usize = 256 << 10;
