@@ -171,6 +171,11 @@ impl Plan {
         Some(span)
     }
 
+    /// Whether a piece waits for a connection.
+    fn has_pending(&self) -> bool {
+        !self.lock().pending.is_empty()
+    }
+
     /// Whether a connection other than `worker` still has bytes to receive.
     fn others_running(&self, worker: usize) -> bool {
         self.lock()
@@ -419,14 +424,14 @@ impl Engine<'_, '_> {
         worker: usize,
         mut mirror: usize,
         mut first: Option<(reqwest::Response, u64)>,
-        _permit: Option<HostPermit>,
+        mut permit: Option<HostPermit>,
     ) -> Result<(), Stop> {
         let config = &self.transfer.shared.config;
         let mut failures = 0u32;
         // When this connection last cut an answer short (see `CLOSE_GRACE`).
         let mut cut_short: Option<Instant> = None;
         loop {
-            let Some(span) = self.next_span(worker).await else {
+            let Some(span) = self.next_span(worker, &mut mirror, &mut permit).await else {
                 return Ok(());
             };
             let result = match first.take() {
@@ -523,21 +528,41 @@ impl Engine<'_, '_> {
     }
 
     /// The piece `worker` works on next: the rest of its own, a new one, or a taken-over
-    /// rest; `None` when the download needs nothing more from it.
-    async fn next_span(&self, worker: usize) -> Option<Span> {
+    /// rest; `None` when the download needs nothing more from it. A connection with nothing to
+    /// do gives its host permit (`permit`, held by every connection but the first) back while
+    /// it waits, so other downloads from the host are not held up by this file's tail, and
+    /// takes one again (possibly for another mirror) before it takes anything over.
+    async fn next_span(
+        &self,
+        worker: usize,
+        mirror: &mut usize,
+        permit: &mut Option<HostPermit>,
+    ) -> Option<Span> {
         loop {
             match self.plan.span(worker) {
                 Some(span) if span.next < span.end => return Some(span),
                 Some(_) => self.plan.finish(worker),
                 None => {
                     if let Some(span) = self.plan.claim(worker, Instant::now(), self.min_tail()) {
-                        return Some(span);
+                        if worker == 0 || permit.is_some() {
+                            return Some(span);
+                        }
+                        if let Some((index, again)) = self.permit_for(worker) {
+                            *mirror = index;
+                            *permit = Some(again);
+                            return Some(span);
+                        }
+                        // The host is busy with other downloads: the piece waits for a
+                        // connection of this file that still holds a permit.
+                        self.plan.release(worker);
                     }
-                    if !self.plan.others_running(worker) {
+                    if !self.plan.others_running(worker) && !self.plan.has_pending() {
                         return None;
                     }
                     // Stay until the others are done: one of them may stall or slow down,
-                    // and this connection can then take its rest over.
+                    // and this connection can then take its rest over (or, when a piece waits
+                    // for a host permit, until one is free).
+                    *permit = None;
                     tokio::select! {
                         () = self.abort.cancelled() => return None,
                         () = self.transfer.cancelled() => return None,
