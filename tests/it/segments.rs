@@ -41,6 +41,21 @@ fn ranged_requests(server: &TestServer) -> Vec<String> {
     server.log().into_iter().filter_map(|r| r.range).collect()
 }
 
+/// Where each ranged request the server saw started (`bytes=START-END`).
+fn range_starts(server: &TestServer) -> Vec<u64> {
+    ranged_requests(server)
+        .iter()
+        .map(|r| {
+            r.trim_start_matches("bytes=")
+                .split('-')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_split_over_connections_is_exact_for_awkward_sizes() {
     let server = TestServer::start().await;
@@ -83,16 +98,8 @@ async fn a_dropped_segment_is_resumed_from_its_last_byte() {
     // broken answers each started at a piece's start (pieces are 4 MiB) and broke 1,000,000
     // bytes in.
     let log = server.log();
-    let resumed: std::collections::HashSet<u64> = ranged_requests(&server)
-        .iter()
-        .map(|r| {
-            r.trim_start_matches("bytes=")
-                .split('-')
-                .next()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-        })
+    let resumed: std::collections::HashSet<u64> = range_starts(&server)
+        .into_iter()
         .filter(|start| start % (4 * MIB) == 1_000_000)
         .collect();
     assert!(
@@ -127,18 +134,9 @@ async fn a_free_connection_takes_over_half_of_a_slow_one() {
         .await
         .unwrap();
     assert!(std::fs::read(&done.path).unwrap() == content("w.bin", 1, size));
-    let stolen: Vec<String> = ranged_requests(&server)
+    let stolen: Vec<u64> = range_starts(&server)
         .into_iter()
-        .filter(|r| {
-            let start: u64 = r
-                .trim_start_matches("bytes=")
-                .split('-')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            start > size / 2
-        })
+        .filter(|start| *start > size / 2)
         .collect();
     assert!(
         !stolen.is_empty(),
@@ -177,16 +175,7 @@ async fn an_idle_connection_takes_over_the_rest_of_a_stalled_one() {
     // The second connection asked for bytes of the first piece: the stalled rest, or (when
     // it was done early enough to see the first piece still moving) a half of it.
     assert!(
-        ranged_requests(&server).iter().any(|r| {
-            let start: u64 = r
-                .trim_start_matches("bytes=")
-                .split('-')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            start < 4 * MIB
-        }),
+        range_starts(&server).iter().any(|start| *start < 4 * MIB),
         "the idle connection took part of the first piece over: {:?}",
         server.log()
     );
