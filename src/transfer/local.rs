@@ -12,6 +12,7 @@ use crate::integrity::{Checksum, Hasher};
 use crate::progress::Event;
 use crate::storage::PartPaths;
 use crate::storage::state::{ResumeState, Unusable, Validators};
+use crate::storage::writer::remove_if_present;
 
 /// What is on disk for one transfer, looked at in a single trip to a blocking thread: with
 /// thousands of small files, each trip costs more than the system calls it makes.
@@ -163,44 +164,65 @@ impl Transfer<'_> {
         })
     }
 
-    /// Where the finished file goes: its planned path, or with `content_disposition` the name
-    /// the server suggested, in the same directory (`.1`, `.2`, ... when taken).
-    pub(super) async fn committed_path(&self, session: &Session) -> PathBuf {
-        match self.suggested_path(session) {
-            Some(wanted) => free_name(&wanted).await,
-            None => self.final_path.clone(),
-        }
-    }
-
-    /// The path the server's `Content-Disposition` asks for, when it is honoured and differs
-    /// from the planned one (it may be taken: see `free_name`).
-    pub(super) fn suggested_path(&self, session: &Session) -> Option<PathBuf> {
-        let name = session
+    /// Where the finished file goes and what it keeps from the server, gathered here so that
+    /// the naming itself (`Naming::apply`) runs on a blocking thread.
+    pub(super) fn naming(&self, session: &Session) -> Naming {
+        // With `content_disposition`, the name the server suggested, in the same directory.
+        let suggested = session
             .disposition_name
             .as_ref()
             .filter(|_| self.shared.config.content_disposition)
-            .filter(|_| matches!(self.request.destination, crate::Destination::Directory(_)))?;
-        let wanted = self.final_path.parent()?.join(name);
-        (wanted != self.final_path).then_some(wanted)
-    }
-
-    /// The server's `Last-Modified` as seconds since the epoch, when haul is to keep it.
-    pub(super) fn remote_mtime(&self, session: &Session) -> Option<u64> {
-        if !self.shared.config.remote_time {
-            return None;
-        }
-        session
+            .filter(|_| matches!(self.request.destination, crate::Destination::Directory(_)))
+            .and_then(|name| Some(self.final_path.parent()?.join(name)))
+            .filter(|wanted| *wanted != self.final_path);
+        let mtime = session
             .state
             .validators
             .last_modified
             .as_deref()
-            .and_then(super::http::parse_http_date)
+            .filter(|_| self.shared.config.remote_time)
+            .and_then(super::http::parse_http_date);
+        Naming {
+            planned: self.final_path.clone(),
+            suggested,
+            mtime,
+        }
+    }
+}
+
+/// Where a finished `.part` goes.
+pub(super) struct Naming {
+    planned: PathBuf,
+    /// The server's `Content-Disposition` name, when honoured and different (it may be taken).
+    suggested: Option<PathBuf>,
+    /// The server's `Last-Modified`, in seconds since the epoch, when haul keeps it.
+    pub(super) mtime: Option<u64>,
+}
+
+impl Naming {
+    /// Gives a finished, synced `.part` its final name (the suggested one, or `NAME.1`, ...
+    /// when that is taken; else the planned one), removes the state file when `drop_state`,
+    /// and sets the server's time (unless `mtime` was taken to set it on an open file).
+    /// Returns the final path. Blocking.
+    pub(super) fn apply(self, paths: &PartPaths, drop_state: bool) -> Result<PathBuf, Error> {
+        let final_path = self
+            .suggested
+            .map_or(self.planned, |wanted| free_name_blocking(&wanted));
+        std::fs::rename(&paths.part, &final_path)
+            .map_err(|e| Error::io("rename", &paths.part, e))?;
+        if drop_state {
+            remove_if_present(&paths.state)?;
+        }
+        if let Some(seconds) = self.mtime {
+            set_modified(&final_path, seconds);
+        }
+        Ok(final_path)
     }
 }
 
 /// Sets a file's modification time to `seconds` since the epoch; a failure only loses the
 /// timestamp, never the file, so it is ignored.
-pub(super) fn set_modified(path: &Path, seconds: u64) {
+fn set_modified(path: &Path, seconds: u64) {
     if let Ok(file) = std::fs::File::options().write(true).open(path) {
         let _ = file.set_modified(epoch_seconds(seconds));
     }
@@ -219,7 +241,7 @@ pub(super) async fn free_name(path: &Path) -> PathBuf {
 }
 
 /// `free_name` for a caller already on a blocking thread.
-pub(super) fn free_name_blocking(path: &Path) -> PathBuf {
+fn free_name_blocking(path: &Path) -> PathBuf {
     if std::fs::symlink_metadata(path).is_err() {
         return path.to_path_buf();
     }

@@ -8,7 +8,7 @@ mod retry;
 mod segments;
 mod small;
 
-use local::{OnDisk, free_name, set_modified};
+use local::{OnDisk, free_name};
 pub(crate) use retry::retry_delay;
 
 use std::fs::Metadata;
@@ -622,14 +622,11 @@ impl Transfer<'_> {
             remove_if_present(&paths.state)?;
             return Err(mismatch);
         }
-        let final_path = self.committed_path(&session).await;
-        tokio::fs::rename(&paths.part, &final_path)
+        let naming = self.naming(&session);
+        let part = paths.clone();
+        let final_path = tokio::task::spawn_blocking(move || naming.apply(&part, true))
             .await
-            .map_err(|e| Error::io("rename", &paths.part, e))?;
-        remove_if_present(&paths.state)?;
-        if let Some(seconds) = self.remote_mtime(&session) {
-            set_modified(&final_path, seconds);
-        }
+            .map_err(|e| Error::io("rename", &paths.part, std::io::Error::other(e)))??;
         Ok(session.completed(final_path, digest, clock))
     }
 

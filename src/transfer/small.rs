@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-use super::local::{epoch_seconds, free_name_blocking};
+use super::local::epoch_seconds;
 use super::{AttemptEnd, PartWriter, Session, Transfer, check_digest};
 use crate::Error;
 use crate::integrity::{Checksum, Hasher};
@@ -88,8 +88,9 @@ impl Transfer<'_> {
         let paths = paths.clone();
         let planned = self.final_path.clone();
         let expected = self.request.checksum.clone();
-        let suggested = self.suggested_path(session);
-        let mtime = self.remote_mtime(session);
+        let mut naming = self.naming(session);
+        // Set on the open file below: no second open after the rename.
+        let mtime = naming.mtime.take();
         let stale_state = session.stale_state;
         tokio::task::spawn_blocking(move || {
             let digest = expected.as_ref().map(|expected| {
@@ -123,13 +124,7 @@ impl Transfer<'_> {
                 let _ = remove_if_present(&paths.part);
                 return Err(error);
             }
-            let final_path = suggested.map_or(planned, |wanted| free_name_blocking(&wanted));
-            std::fs::rename(&paths.part, &final_path)
-                .map_err(|e| Error::io("rename", &paths.part, e))?;
-            if stale_state {
-                remove_if_present(&paths.state)?;
-            }
-            Ok((final_path, digest))
+            Ok((naming.apply(&paths, stale_state)?, digest))
         })
         .await
         .map_err(|e| Error::io("write", &self.final_path, std::io::Error::other(e)))?
