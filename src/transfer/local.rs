@@ -237,7 +237,8 @@ pub(super) async fn free_name(path: &Path) -> PathBuf {
     let wanted = path.to_path_buf();
     tokio::task::spawn_blocking(move || free_name_blocking(&wanted))
         .await
-        .unwrap_or_else(|_| path.to_path_buf())
+        // Never a name that may be taken: if the thread is gone, look here.
+        .unwrap_or_else(|_| free_name_blocking(path))
 }
 
 /// `free_name` for a caller already on a blocking thread.
