@@ -27,24 +27,23 @@
 pub mod bars;
 #[doc(hidden)]
 pub mod bench_support;
+mod client;
+mod config;
 mod downloader;
 mod error;
-mod hosts;
 pub mod input;
 mod integrity;
 pub mod listing;
 pub mod naming;
 mod progress;
-mod rate;
 mod request;
 mod scheduler;
 mod storage;
 mod to_writer;
 mod transfer;
 
-pub use downloader::{
-    DEFAULT_CONNECTIONS, DEFAULT_MIN_SPLIT_BYTES, Downloader, DownloaderBuilder, OnExists,
-};
+pub use config::{DEFAULT_CONNECTIONS, DEFAULT_MIN_SPLIT_BYTES, OnExists};
+pub use downloader::{Downloader, DownloaderBuilder};
 pub use error::{Error, ErrorKind};
 pub use integrity::{Algorithm, Checksum};
 pub use progress::{
@@ -59,5 +58,5 @@ pub use transfer::Completed;
 /// Formats seconds since the Unix epoch as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
 #[must_use]
 pub fn format_http_date(seconds: u64) -> String {
-    transfer::http::format_http_date(seconds)
+    client::http::format_http_date(seconds)
 }

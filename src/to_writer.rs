@@ -9,9 +9,9 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT_ENCODING, IF_RANGE, RANGE};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::client::http;
 use crate::integrity::{Checksum, Hasher};
 use crate::naming::redact_url;
-use crate::transfer::http;
 use crate::{Downloader, Error, Request};
 
 /// What a download into a writer produced.
@@ -64,7 +64,7 @@ impl Downloader {
             if !error.is_retryable() || !resumable || failures > config.retries {
                 return Err(error);
             }
-            let delay = crate::transfer::retry_delay(
+            let delay = crate::client::retry::retry_delay(
                 failures,
                 config.retry_delay,
                 config.max_retry_wait,

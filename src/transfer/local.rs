@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{Completed, Session, Transfer};
 use crate::Error;
-use crate::downloader::OnExists;
+use crate::config::OnExists;
 use crate::integrity::{Checksum, Hasher};
 use crate::progress::Event;
 use crate::storage::PartPaths;
@@ -181,7 +181,7 @@ impl Transfer<'_> {
             .last_modified
             .as_deref()
             .filter(|_| self.shared.config.remote_time)
-            .and_then(super::http::parse_http_date);
+            .and_then(crate::client::http::parse_http_date);
         Naming {
             planned: self.final_path.clone(),
             suggested,

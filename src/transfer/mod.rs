@@ -2,14 +2,13 @@
 //! is worth retrying), verify, and commit under the final name. A final name appears only for a
 //! complete, verified file; any failure leaves a resumable `.part` or nothing.
 
-pub(crate) mod http;
 mod local;
-mod retry;
 mod segments;
 mod small;
 
+use crate::client::http;
+use crate::client::retry::retry_delay;
 use local::{OnDisk, free_name};
-pub(crate) use retry::retry_delay;
 
 use std::fs::Metadata;
 use std::path::PathBuf;
@@ -24,8 +23,9 @@ use reqwest::header::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::downloader::{OnExists, Shared};
-use crate::hosts::HostPermit;
+use crate::client::hosts::HostPermit;
+use crate::config::OnExists;
+use crate::downloader::Shared;
 use crate::integrity::Checksum;
 use crate::naming::redact_url;
 use crate::progress::{Event, Observer, TransferId, error_chain};
