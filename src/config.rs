@@ -25,6 +25,19 @@ pub const DEFAULT_CONNECTIONS: usize = 4;
 /// Smallest piece a file is split into (see `min_split_size`).
 pub const DEFAULT_MIN_SPLIT_BYTES: u64 = 8 << 20;
 
+/// The largest listing, manifest or checksum file read into memory by default.
+pub const DEFAULT_MAX_DOCUMENT_BYTES: u64 = 64 << 20;
+
+/// A low-speed limit: an attempt whose body arrives slower than `bytes_per_second` over a
+/// whole `window` of network time is dropped and resumed by a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LowSpeed {
+    /// The slowest acceptable rate.
+    pub bytes_per_second: u64,
+    /// How long the rate is measured before it is judged.
+    pub window: std::time::Duration,
+}
+
 /// Settings shared by every download of a `Downloader`.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -32,6 +45,7 @@ pub(crate) struct Config {
     pub(crate) per_host: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) stall_timeout: Duration,
+    pub(crate) low_speed: Option<LowSpeed>,
     pub(crate) retries: u32,
     pub(crate) retry_delay: Duration,
     pub(crate) max_retry_wait: Duration,
@@ -41,4 +55,29 @@ pub(crate) struct Config {
     pub(crate) min_split_bytes: u64,
     pub(crate) content_disposition: bool,
     pub(crate) remote_time: bool,
+    pub(crate) limit_rate: Option<u64>,
+    pub(crate) max_document_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            jobs: 8,
+            per_host: 8,
+            connect_timeout: Duration::from_secs(15),
+            stall_timeout: Duration::from_secs(20),
+            low_speed: None,
+            retries: 5,
+            retry_delay: Duration::from_secs(1),
+            max_retry_wait: Duration::from_secs(60),
+            checkpoint_interval: Duration::from_secs(1),
+            on_exists: OnExists::Skip,
+            connections: DEFAULT_CONNECTIONS,
+            min_split_bytes: DEFAULT_MIN_SPLIT_BYTES,
+            content_disposition: false,
+            remote_time: false,
+            limit_rate: None,
+            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
+        }
+    }
 }

@@ -1,43 +1,51 @@
 //! The library's entry point: `Downloader`, built once from a `DownloaderBuilder` around one
-//! shared `reqwest::Client`, cheap to clone and safe to share across tasks.
+//! shared client, cheap to clone and safe to share across tasks.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio::io::AsyncWrite;
+use url::Url;
 
-use crate::client::hosts::HostLimits;
-use crate::client::rate::RateLimiter;
-use crate::config::{Config, DEFAULT_CONNECTIONS, DEFAULT_MIN_SPLIT_BYTES, OnExists};
+use crate::client::cancel::Cancel;
+use crate::client::{Client, Identity};
+use crate::config::{Config, LowSpeed, OnExists};
+use crate::listing::ListedFile;
+use crate::progress::{NoObserver, Reporter};
 use crate::scheduler::Batch;
+use crate::transfer::to_writer::{Streamed, ToWriter};
 use crate::{Completed, Error, Request};
 
-pub(crate) struct Shared {
-    pub(crate) client: reqwest::Client,
-    pub(crate) config: Config,
-    pub(crate) hosts: HostLimits,
-    pub(crate) rate: Option<RateLimiter>,
+/// Installs haul's TLS crypto provider (rustls with *ring*) as the process default, unless one
+/// is installed already. [`Downloader::builder`] calls it, so a `reqwest::Client` built after
+/// that works; call it yourself before building a `reqwest::Client` ahead of any `Downloader`.
+pub fn install_tls_provider() {
+    // Err means a provider is installed already, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Runs downloads. Build one with [`Downloader::builder`] and reuse it: clones share one
 /// connection pool.
 #[derive(Clone)]
 pub struct Downloader {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) client: Client,
 }
 
 impl std::fmt::Debug for Downloader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Downloader")
-            .field("config", &self.shared.config)
+            .field("config", self.client.config())
             .finish_non_exhaustive()
     }
 }
 
 impl Downloader {
-    /// A builder with the defaults documented on each setter.
+    /// A builder with the defaults documented on each setter. Installs haul's TLS provider
+    /// (see [`install_tls_provider`]).
     #[must_use]
     pub fn builder() -> DownloaderBuilder {
+        install_tls_provider();
         DownloaderBuilder::default()
     }
 
@@ -49,7 +57,7 @@ impl Downloader {
         let mut outcomes = self.batch(vec![request]).run().await?;
         outcomes
             .pop()
-            .unwrap_or_else(|| Err(Error::Config("the batch produced no outcome".into())))
+            .unwrap_or_else(|| Err(Error::Internal("the batch produced no outcome".into())))
     }
 
     /// A batch of downloads run under the global and per-host limits.
@@ -57,12 +65,121 @@ impl Downloader {
     pub fn batch(&self, requests: Vec<Request>) -> Batch {
         Batch::new(self.clone(), requests)
     }
+
+    /// Downloads `request`'s URL into `writer`, verifying its checksum at the end (a mismatch
+    /// is an error, but the bytes were written: the caller must discard them). It takes the
+    /// same road as a file download: deadlines, retries with `Retry-After`, the rate limit,
+    /// the host's limit, the request's cancellation token.
+    ///
+    /// # Errors
+    /// As for a file download, plus `Error::Io` when the writer fails (a closed pipe).
+    pub async fn download_to_writer<W>(
+        &self,
+        request: &Request,
+        writer: &mut W,
+    ) -> Result<Streamed, Error>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
+        self.download_to_writer_observed(request, writer, Arc::new(NoObserver))
+            .await
+    }
+
+    /// [`Self::download_to_writer`], reporting events (`Started`, `Progress`, `Retrying`) to
+    /// `observer` under transfer id 0.
+    ///
+    /// # Errors
+    /// As [`Self::download_to_writer`].
+    pub async fn download_to_writer_observed<W>(
+        &self,
+        request: &Request,
+        writer: &mut W,
+        observer: Arc<dyn crate::Observer>,
+    ) -> Result<Streamed, Error>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
+        let report = Reporter::new(observer, crate::TransferId(0));
+        let cancel = Cancel::new(
+            tokio_util::sync::CancellationToken::new(),
+            request.cancel.clone(),
+        );
+        ToWriter {
+            client: &self.client,
+            request,
+            report: &report,
+            cancel: &cancel,
+            permit: None,
+        }
+        .run(writer)
+        .await
+    }
+
+    /// Lists the files below the directory at `url` (which should end with `/`), following
+    /// subdirectory links up to `max_depth` levels down (0: only this directory).
+    ///
+    /// # Errors
+    /// A failure to fetch any listing page fails the whole crawl (a partial listing must never
+    /// look complete, or `--delete` would remove what it missed).
+    pub async fn list_directory(
+        &self,
+        url: &Url,
+        max_depth: usize,
+    ) -> Result<Vec<ListedFile>, Error> {
+        crate::listing::crawl(
+            &self.client,
+            url,
+            max_depth,
+            &Reporter::silent(),
+            &Cancel::default(),
+        )
+        .await
+    }
+
+    /// Fetches a small document (a manifest, a checksum file, a listing) into memory, at most
+    /// the downloader's `max_document_size`, with the retries of a download. Returns its bytes
+    /// and its `Content-Type`.
+    ///
+    /// # Errors
+    /// Transport errors, a non-success status, or a body over the limit.
+    pub async fn fetch_small(&self, url: &Url) -> Result<(Vec<u8>, Option<String>), Error> {
+        let limit = self.client.config().max_document_bytes;
+        let document = self
+            .client
+            .fetch_document(url, limit, &Reporter::silent(), &Cancel::default())
+            .await?;
+        Ok((document.bytes, document.content_type))
+    }
+
+    /// Asks the server whether the file at `url` still has these validators (a conditional
+    /// `HEAD`): `true` for `304 Not Modified`, `false` when it answers with the file.
+    ///
+    /// # Errors
+    /// Transport errors and error statuses (after retries).
+    pub async fn is_unchanged(
+        &self,
+        url: &Url,
+        etag: Option<&str>,
+        last_modified: Option<&str>,
+    ) -> Result<bool, Error> {
+        self.client
+            .is_unchanged(
+                url,
+                etag,
+                last_modified,
+                &Reporter::silent(),
+                &Cancel::default(),
+            )
+            .await
+    }
 }
 
+type ClientHook = Box<dyn FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder + Send>;
+
 /// Builds a [`Downloader`].
-#[derive(Debug)]
 pub struct DownloaderBuilder {
     config: Config,
+    hooks: Vec<ClientHook>,
     user_agent: String,
     headers: HeaderMap,
     client: Option<reqwest::Client>,
@@ -70,27 +187,22 @@ pub struct DownloaderBuilder {
     ca_certificates_pem: Vec<Vec<u8>>,
     accept_invalid_certificates: bool,
     max_redirects: usize,
-    limit_rate: Option<u64>,
+}
+
+impl std::fmt::Debug for DownloaderBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DownloaderBuilder")
+            .field("config", &self.config)
+            .field("own_client", &self.client.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for DownloaderBuilder {
     fn default() -> Self {
         Self {
-            config: Config {
-                jobs: 8,
-                per_host: 8,
-                connect_timeout: Duration::from_secs(15),
-                stall_timeout: Duration::from_secs(20),
-                retries: 5,
-                retry_delay: Duration::from_secs(1),
-                max_retry_wait: Duration::from_secs(60),
-                checkpoint_interval: Duration::from_secs(1),
-                on_exists: OnExists::Skip,
-                connections: DEFAULT_CONNECTIONS,
-                min_split_bytes: DEFAULT_MIN_SPLIT_BYTES,
-                content_disposition: false,
-                remote_time: false,
-            },
+            config: Config::default(),
+            hooks: Vec::new(),
             user_agent: concat!("haul/", env!("CARGO_PKG_VERSION")).to_owned(),
             headers: HeaderMap::new(),
             client: None,
@@ -98,7 +210,6 @@ impl Default for DownloaderBuilder {
             ca_certificates_pem: Vec::new(),
             accept_invalid_certificates: false,
             max_redirects: 10,
-            limit_rate: None,
         }
     }
 }
@@ -137,14 +248,16 @@ impl DownloaderBuilder {
         self
     }
 
-    /// The `User-Agent` header (default `haul/VERSION`). Ignored with [`Self::client`].
+    /// The `User-Agent` header (default `haul/VERSION`), sent with every request (also with
+    /// [`Self::client`]).
     #[must_use]
     pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
         self.user_agent = user_agent.into();
         self
     }
 
-    /// A header sent with every request. Invalid names or values make [`Self::build`] fail.
+    /// A header sent with every request (also with [`Self::client`]). Invalid names or values
+    /// make [`Self::build`] fail.
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> Self {
         match (
@@ -167,10 +280,33 @@ impl DownloaderBuilder {
     }
 
     /// An attempt that receives no byte for this long is aborted and resumed by a new one
-    /// (default 20 s). There is no limit on a transfer's total time.
+    /// (default 20 s); the response headers must also arrive within this long of the
+    /// connection (plus the connect timeout). There is no limit on a transfer's total time.
     #[must_use]
     pub fn stall_timeout(mut self, timeout: Duration) -> Self {
         self.config.stall_timeout = timeout;
+        self
+    }
+
+    /// An attempt whose body arrives slower than `bytes_per_second` over `window` of network
+    /// time is dropped and resumed by a new connection (curl's `-Y`/`-y`, aria2's
+    /// `--lowest-speed-limit`). Time spent waiting for haul's own rate limit or for the disk
+    /// does not count. A drop for slowness never resets the retry count, so a server that
+    /// trickles forever ends in a failure. Default: off.
+    #[must_use]
+    pub fn lowest_speed_limit(mut self, bytes_per_second: u64, window: Duration) -> Self {
+        self.config.low_speed = (bytes_per_second > 0 && !window.is_zero()).then_some(LowSpeed {
+            bytes_per_second,
+            window,
+        });
+        self
+    }
+
+    /// The largest directory listing, manifest or checksum file read into memory (default
+    /// 64 MiB).
+    #[must_use]
+    pub fn max_document_size(mut self, bytes: u64) -> Self {
+        self.config.max_document_bytes = bytes.max(1);
         self
     }
 
@@ -241,7 +377,7 @@ impl DownloaderBuilder {
     /// (default: no limit).
     #[must_use]
     pub fn limit_rate(mut self, bytes_per_second: u64) -> Self {
-        self.limit_rate = Some(bytes_per_second.max(1));
+        self.config.limit_rate = Some(bytes_per_second.max(1));
         self
     }
 
@@ -262,8 +398,29 @@ impl DownloaderBuilder {
         self
     }
 
-    /// Use this client (proxies, custom TLS, middleware) instead of building one. It should
-    /// not decompress bodies: haul always asks for the identity encoding.
+    /// Adjusts the `reqwest::ClientBuilder` haul builds, after haul's own settings (identity
+    /// encoding, connect timeout, redirect policy, CA certificates, TLS verification): add a
+    /// proxy, a local address, TLS options, and keep all of haul's settings. Hooks run in the
+    /// order given. (`reqwest` is re-exported as `haul::reqwest`.)
+    #[must_use]
+    pub fn configure_client(
+        mut self,
+        hook: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder + Send + 'static,
+    ) -> Self {
+        self.hooks.push(Box::new(hook));
+        self
+    }
+
+    /// Use this fully built client instead of building one. What still applies: everything
+    /// haul does per request or per body (the `User-Agent` and headers set here, identity
+    /// encoding, the stall timeout and the deadline for response headers, the low-speed limit,
+    /// retries, the rate limit, per-host limits). What does not, because it lives inside a
+    /// built client: [`Self::connect_timeout`], [`Self::max_redirects`] (and the refusal of
+    /// redirects to other schemes), [`Self::ca_certificates_pem`] and
+    /// [`Self::danger_accept_invalid_certificates`]. The client must not decompress bodies.
+    /// To keep haul's settings and add your own, use [`Self::configure_client`] instead.
+    /// Build the client after [`Downloader::builder`] (or [`install_tls_provider`]), so a TLS
+    /// provider is installed.
     #[must_use]
     pub fn client(mut self, client: reqwest::Client) -> Self {
         self.client = Some(client);
@@ -275,29 +432,29 @@ impl DownloaderBuilder {
     /// # Errors
     /// [`Error::Config`] for an invalid header, [`Error::Client`] when the HTTP client cannot be
     /// built.
-    pub fn build(self) -> Result<Downloader, Error> {
-        if let Some(message) = self.header_error {
+    pub fn build(mut self) -> Result<Downloader, Error> {
+        install_tls_provider();
+        if let Some(message) = self.header_error.take() {
             return Err(Error::Config(message));
         }
-        let client = match self.client {
+        let user_agent = HeaderValue::from_str(&self.user_agent)
+            .map_err(|_| Error::Config(format!("invalid user agent `{}`", self.user_agent)))?;
+        let http = match self.client.take() {
             Some(client) => client,
             None => self.default_client()?,
         };
+        let identity = Identity {
+            user_agent,
+            headers: std::mem::take(&mut self.headers),
+        };
         Ok(Downloader {
-            shared: Arc::new(Shared {
-                client,
-                hosts: HostLimits::new(self.config.per_host),
-                rate: self.limit_rate.map(RateLimiter::new),
-                config: self.config,
-            }),
+            client: Client::new(http, self.config, identity),
         })
     }
 }
 
 impl DownloaderBuilder {
-    fn default_client(&self) -> Result<reqwest::Client, Error> {
-        // Err means a provider is installed already, which is just as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+    fn default_client(&mut self) -> Result<reqwest::Client, Error> {
         let mut certificates = Vec::new();
         for pem in &self.ca_certificates_pem {
             let bundle = reqwest::Certificate::from_pem_bundle(pem)
@@ -316,14 +473,15 @@ impl DownloaderBuilder {
             .no_zstd()
             .no_deflate()
             .connect_timeout(self.config.connect_timeout)
-            .user_agent(self.user_agent.as_str())
-            .default_headers(self.headers.clone())
             .redirect(redirect_policy(self.max_redirects));
         if !certificates.is_empty() {
             builder = builder.tls_certs_merge(certificates);
         }
         if self.accept_invalid_certificates {
             builder = builder.danger_accept_invalid_certs(true);
+        }
+        for hook in self.hooks.drain(..) {
+            builder = hook(builder);
         }
         builder.build().map_err(|source| Error::Client { source })
     }

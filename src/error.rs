@@ -59,6 +59,22 @@ pub enum Error {
         /// The stall timeout that expired.
         timeout: Duration,
     },
+    /// The body arrived slower than the low-speed limit for a whole window (see
+    /// `DownloaderBuilder::lowest_speed_limit`): the attempt was dropped so that a new
+    /// connection can take over.
+    #[error(
+        "{url} was too slow: {bytes_per_second} B/s for {window:?}, below the limit of {limit} B/s"
+    )]
+    TooSlow {
+        /// The URL (credentials redacted).
+        url: String,
+        /// The rate seen over the window, bytes per second.
+        bytes_per_second: u64,
+        /// The limit, bytes per second.
+        limit: u64,
+        /// How long the rate was measured.
+        window: Duration,
+    },
     /// The server answered with a status that is not a success.
     #[error("{url} answered HTTP {status}")]
     Status {
@@ -126,6 +142,16 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The writer of a `.part` file stopped (its own error, reported when it is closed, says
+    /// why); a connection that was still sending it data ends with this.
+    #[error("the writer of `{path}` stopped")]
+    WriterStopped {
+        /// The `.part` file.
+        path: PathBuf,
+    },
+    /// haul broke one of its own rules: a bug, reported instead of a panic.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The output file exists and the policy says not to touch it.
     #[error("`{path}` already exists")]
     AlreadyExists {
@@ -169,6 +195,8 @@ pub enum ErrorKind {
     AlreadyExists,
     /// Cancelled by the caller.
     Cancelled,
+    /// A bug in haul (reported, never a panic).
+    Internal,
 }
 
 impl ErrorKind {
@@ -185,6 +213,7 @@ impl ErrorKind {
             Self::Io => "io",
             Self::AlreadyExists => "already_exists",
             Self::Cancelled => "cancelled",
+            Self::Internal => "internal",
         }
     }
 }
@@ -202,15 +231,17 @@ impl Error {
             | Self::Config(_) => ErrorKind::InvalidInput,
             Self::Network { source, .. } if source.is_redirect() => ErrorKind::Protocol,
             Self::Network { source, .. } if is_certificate_error(source) => ErrorKind::Tls,
-            Self::Network { .. } | Self::Stalled { .. } | Self::ShortBody { .. } => {
-                ErrorKind::Network
-            }
+            Self::Network { .. }
+            | Self::Stalled { .. }
+            | Self::TooSlow { .. }
+            | Self::ShortBody { .. } => ErrorKind::Network,
             Self::Status { .. } => ErrorKind::HttpStatus,
             Self::BadRange { .. } | Self::LongBody { .. } | Self::BadRedirect { .. } => {
                 ErrorKind::Protocol
             }
             Self::ChecksumMismatch { .. } => ErrorKind::Integrity,
-            Self::Io { .. } => ErrorKind::Io,
+            Self::Io { .. } | Self::WriterStopped { .. } => ErrorKind::Io,
+            Self::Internal(_) => ErrorKind::Internal,
             Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Self::Cancelled => ErrorKind::Cancelled,
         }
@@ -228,7 +259,7 @@ impl Error {
                     && !is_certificate_error(source)
                     && !is_unknown_host(source)
             }
-            Self::Stalled { .. } | Self::ShortBody { .. } => true,
+            Self::Stalled { .. } | Self::TooSlow { .. } | Self::ShortBody { .. } => true,
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
             _ => false,
         }

@@ -39,21 +39,23 @@ mod progress;
 mod request;
 mod scheduler;
 mod storage;
-mod to_writer;
 mod transfer;
 
-pub use config::{DEFAULT_CONNECTIONS, DEFAULT_MIN_SPLIT_BYTES, OnExists};
-pub use downloader::{Downloader, DownloaderBuilder};
+pub use config::{
+    DEFAULT_CONNECTIONS, DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MIN_SPLIT_BYTES, LowSpeed, OnExists,
+};
+pub use downloader::{Downloader, DownloaderBuilder, install_tls_provider};
 pub use error::{Error, ErrorKind};
 pub use integrity::{Algorithm, Checksum};
 pub use progress::{
     ChannelObserver, Event, NoObserver, Observer, TransferId, display_name, error_chain,
 };
 pub use request::{Destination, Request};
+pub use reqwest;
 pub use scheduler::{Batch, Outcome, Outcomes};
-pub use to_writer::Streamed;
 pub use tokio_util::sync::CancellationToken;
 pub use transfer::Completed;
+pub use transfer::to_writer::Streamed;
 
 /// Formats seconds since the Unix epoch as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
 #[must_use]

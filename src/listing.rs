@@ -5,16 +5,14 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
-use futures_util::StreamExt;
 use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
-use reqwest::header::CONTENT_TYPE;
 use url::Url;
 
-use crate::naming::{redact_url, sanitize_file_name};
-use crate::{Downloader, Error};
-
-/// The largest listing page read, in bytes.
-const MAX_LISTING_BYTES: usize = 32 << 20;
+use crate::Error;
+use crate::client::Client;
+use crate::client::cancel::Cancel;
+use crate::naming::sanitize_file_name;
+use crate::progress::Reporter;
 
 /// A file found by a crawl.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,145 +26,58 @@ pub struct ListedFile {
     pub size: Option<u64>,
 }
 
-impl Downloader {
-    /// Lists the files below the directory at `url` (which should end with `/`), following
-    /// subdirectory links up to `max_depth` levels down (0: only this directory).
-    ///
-    /// # Errors
-    /// A failure to fetch any listing page fails the whole crawl (a partial listing must never
-    /// look complete, or `--delete` would remove what it missed).
-    pub async fn list_directory(
-        &self,
-        url: &Url,
-        max_depth: usize,
-    ) -> Result<Vec<ListedFile>, Error> {
-        let mut root = url.clone();
-        if !root.path().ends_with('/') {
-            root.set_path(&format!("{}/", root.path()));
+/// Crawls the listing at `url` and below (see `Downloader::list_directory`): every page goes
+/// through the client's document fetch (deadlines, retries, the host's limit, a size bound).
+pub(crate) async fn crawl(
+    client: &Client,
+    url: &Url,
+    max_depth: usize,
+    report: &Reporter,
+    cancel: &Cancel,
+) -> Result<Vec<ListedFile>, Error> {
+    let mut root = url.clone();
+    if !root.path().ends_with('/') {
+        root.set_path(&format!("{}/", root.path()));
+    }
+    let limit = client.config().max_document_bytes;
+    let mut files = BTreeMap::new();
+    let mut visited = HashSet::new();
+    let mut queue = VecDeque::from([(root.clone(), 0usize)]);
+    while let Some((directory, depth)) = queue.pop_front() {
+        if !visited.insert(directory.as_str().to_owned()) {
+            continue;
         }
-        let mut files = BTreeMap::new();
-        let mut visited = HashSet::new();
-        let mut queue = VecDeque::from([(root.clone(), 0usize)]);
-        while let Some((directory, depth)) = queue.pop_front() {
-            if !visited.insert(directory.as_str().to_owned()) {
+        let document = client
+            .fetch_document(&directory, limit, report, cancel)
+            .await?;
+        let body = String::from_utf8_lossy(&document.bytes);
+        let is_json = document.content_type.is_some_and(|t| t.contains("json"));
+        let links = if is_json {
+            json_links(&body)
+        } else {
+            html_links(&body)
+        };
+        for (href, size) in links {
+            let Some(target) = child_of(&root, &directory, &href) else {
                 continue;
-            }
-            let (body, is_json) = self.fetch_listing(&directory).await?;
-            let links = if is_json {
-                json_links(&body)
-            } else {
-                html_links(&body)
             };
-            for (href, size) in links {
-                let Some(target) = child_of(&root, &directory, &href) else {
-                    continue;
-                };
-                let Some(path) = relative_path(&root, &target) else {
-                    continue;
-                };
-                if target.path().ends_with('/') {
-                    if depth < max_depth {
-                        queue.push_back((target, depth + 1));
-                    }
-                } else {
-                    files.entry(path.clone()).or_insert(ListedFile {
-                        path,
-                        url: target,
-                        size,
-                    });
+            let Some(path) = relative_path(&root, &target) else {
+                continue;
+            };
+            if target.path().ends_with('/') {
+                if depth < max_depth {
+                    queue.push_back((target, depth + 1));
                 }
-            }
-        }
-        Ok(files.into_values().collect())
-    }
-
-    async fn fetch_listing(&self, url: &Url) -> Result<(String, bool), Error> {
-        let (body, content_type) = self.fetch_small(url).await?;
-        let is_json = content_type.is_some_and(|t| t.contains("json"));
-        Ok((String::from_utf8_lossy(&body).into_owned(), is_json))
-    }
-
-    /// Fetches a small document (a manifest, a checksum file, a listing) into memory: at most
-    /// 32 MiB. Returns its bytes and its `Content-Type`.
-    ///
-    /// # Errors
-    /// Transport errors, a non-success status, or a body over the limit.
-    pub async fn fetch_small(&self, url: &Url) -> Result<(Vec<u8>, Option<String>), Error> {
-        let shown = redact_url(url);
-        let response = self
-            .shared
-            .client
-            .get(url.clone())
-            .header(reqwest::header::ACCEPT_ENCODING, "identity")
-            .send()
-            .await
-            .map_err(|source| Error::Network {
-                url: shown.clone(),
-                source: source.without_url(),
-            })?;
-        if !response.status().is_success() {
-            return Err(Error::Status {
-                url: shown,
-                status: response.status().as_u16(),
-                retry_after: None,
-            });
-        }
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let mut body = Vec::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| Error::Network {
-                url: shown.clone(),
-                source: source.without_url(),
-            })?;
-            if body.len() + chunk.len() > MAX_LISTING_BYTES {
-                return Err(Error::LongBody {
-                    url: shown,
-                    expected: MAX_LISTING_BYTES as u64,
+            } else {
+                files.entry(path.clone()).or_insert(ListedFile {
+                    path,
+                    url: target,
+                    size,
                 });
             }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((body, content_type))
-    }
-
-    /// Asks the server whether the file at `url` still has these validators (a conditional
-    /// `HEAD`): `true` for `304 Not Modified`, `false` when it answers with the file.
-    ///
-    /// # Errors
-    /// Transport errors and error statuses.
-    pub async fn is_unchanged(
-        &self,
-        url: &Url,
-        etag: Option<&str>,
-        last_modified: Option<&str>,
-    ) -> Result<bool, Error> {
-        let shown = redact_url(url);
-        let mut request = self.shared.client.head(url.clone());
-        if let Some(etag) = etag {
-            request = request.header(reqwest::header::IF_NONE_MATCH, etag);
-        }
-        if let Some(last_modified) = last_modified {
-            request = request.header(reqwest::header::IF_MODIFIED_SINCE, last_modified);
-        }
-        let response = request.send().await.map_err(|source| Error::Network {
-            url: shown.clone(),
-            source: source.without_url(),
-        })?;
-        match response.status() {
-            reqwest::StatusCode::NOT_MODIFIED => Ok(true),
-            status if status.is_success() => Ok(false),
-            status => Err(Error::Status {
-                url: shown,
-                status: status.as_u16(),
-                retry_after: None,
-            }),
         }
     }
+    Ok(files.into_values().collect())
 }
 
 /// The `href` values of an HTML page, in order.

@@ -136,6 +136,32 @@ impl Observer for NoObserver {
     fn on_event(&self, _event: &Event) {}
 }
 
+/// Where one transfer's events go: its id and its observer.
+#[derive(Clone)]
+pub(crate) struct Reporter {
+    observer: std::sync::Arc<dyn Observer>,
+    id: TransferId,
+}
+
+impl Reporter {
+    pub(crate) fn new(observer: std::sync::Arc<dyn Observer>, id: TransferId) -> Self {
+        Self { observer, id }
+    }
+
+    /// A reporter nobody listens to.
+    pub(crate) fn silent() -> Self {
+        Self::new(std::sync::Arc::new(NoObserver), TransferId(0))
+    }
+
+    pub(crate) fn id(&self) -> TransferId {
+        self.id
+    }
+
+    pub(crate) fn emit(&self, event: &Event) {
+        self.observer.on_event(event);
+    }
+}
+
 /// Forwards every event into a `tokio` channel, for embedders that prefer to `recv()`.
 /// Events sent after the receiver is dropped are discarded.
 #[derive(Debug, Clone)]

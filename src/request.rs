@@ -186,12 +186,6 @@ impl Request {
     pub(crate) fn host_key(&self) -> String {
         host_key(&self.url)
     }
-
-    pub(crate) fn is_cancelled(&self) -> bool {
-        self.cancel
-            .as_ref()
-            .is_some_and(CancellationToken::is_cancelled)
-    }
 }
 
 pub(crate) fn host_key(url: &Url) -> String {

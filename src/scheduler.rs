@@ -14,9 +14,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::cancel::Cancel;
 use crate::downloader::Downloader;
 use crate::naming::redact_url;
-use crate::progress::{Event, NoObserver, Observer, TransferId, error_chain};
+use crate::progress::{Event, NoObserver, Observer, Reporter, TransferId, error_chain};
 use crate::request::normalized;
 use crate::transfer::Transfer;
 use crate::{Completed, Error, Request};
@@ -188,7 +189,7 @@ type Planned = (Request, Result<PathBuf, Error>);
 
 impl Driver {
     async fn run(self, planned: Vec<Planned>) {
-        let config = &self.downloader.shared.config;
+        let config = self.downloader.client.config();
         let mut slots: Vec<Option<Request>> = Vec::with_capacity(planned.len());
         // Per host, the queued indices in input order.
         let mut queues: HashMap<String, VecDeque<usize>> = HashMap::new();
@@ -210,7 +211,7 @@ impl Driver {
                 }
             }
         }
-        let hosts = &self.downloader.shared.hosts;
+        let hosts = self.downloader.client.hosts();
         let mut running: JoinSet<(TransferId, Result<Completed, Error>)> = JoinSet::new();
         let job_slots = Arc::new(JobSlots::default());
         loop {
@@ -252,15 +253,16 @@ impl Driver {
                 let cancel = self.cancel.child_token();
                 running.spawn(async move {
                     let id = TransferId(index);
+                    let report = Reporter::new(Arc::clone(&observer), id);
+                    let cancel = Cancel::new(cancel, request.cancel.clone());
                     let transfer = Transfer {
-                        shared: &downloader.shared,
+                        client: &downloader.client,
                         request: &request,
-                        id,
-                        observer: observer.as_ref(),
+                        report: &report,
                         cancel: &cancel,
                         final_path,
                         permit: Some(permit),
-                        job: Some(job),
+                        job: Some(Box::new(job)),
                     };
                     let result = transfer.run().await;
                     report_end(observer.as_ref(), id, &result);

@@ -21,7 +21,16 @@ const PENALTY_SPACING: Duration = Duration::from_secs(1);
 pub(crate) struct HostLimits {
     per_host: usize,
     hosts: Arc<Mutex<HashMap<String, HostState>>>,
-    released: Arc<Notify>,
+    released: Arc<Released>,
+}
+
+/// Wake-ups for whoever waits for a permit.
+#[derive(Default)]
+struct Released {
+    /// The scheduler's: one stored wake-up, so none is lost while it is busy.
+    scheduler: Notify,
+    /// Everyone else's (`acquire`): all of them look again.
+    waiters: Notify,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +58,7 @@ impl HostState {
 pub(crate) struct HostPermit {
     host: String,
     hosts: Arc<Mutex<HashMap<String, HostState>>>,
-    released: Arc<Notify>,
+    released: Arc<Released>,
 }
 
 impl Drop for HostPermit {
@@ -63,7 +72,8 @@ impl Drop for HostPermit {
             state.in_use = state.in_use.saturating_sub(1);
         }
         // `notify_one` keeps a wake-up for a scheduler that is not waiting yet: none is lost.
-        self.released.notify_one();
+        self.released.scheduler.notify_one();
+        self.released.waiters.notify_waiters();
     }
 }
 
@@ -72,7 +82,7 @@ impl HostLimits {
         Self {
             per_host,
             hosts: Arc::new(Mutex::new(HashMap::new())),
-            released: Arc::new(Notify::new()),
+            released: Arc::new(Released::default()),
         }
     }
 
@@ -96,6 +106,31 @@ impl HostLimits {
             hosts: Arc::clone(&self.hosts),
             released: Arc::clone(&self.released),
         })
+    }
+
+    /// Waits for a permit for `host` (for work outside the scheduler's queue, such as a
+    /// listing fetch or a connection taking its place back after a backoff).
+    ///
+    /// # Errors
+    /// `Cancelled` when `cancel` fires first.
+    pub(crate) async fn acquire(
+        &self,
+        host: &str,
+        cancel: &crate::client::cancel::Cancel,
+    ) -> Result<HostPermit, crate::Error> {
+        loop {
+            // Registered before looking, so a release in between is not missed.
+            let released = self.released.waiters.notified();
+            if let Some(permit) = self.try_acquire(host) {
+                return Ok(permit);
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return Err(crate::Error::Cancelled),
+                () = released => {}
+                // A penalized host gets connections back with time, not with a release.
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
     }
 
     /// The host said "too many" (429) or "unavailable" (503): halve what it gets now. The
@@ -127,7 +162,7 @@ impl HostLimits {
 
     /// Completes when some permit was released since the last call.
     pub(crate) async fn released(&self) {
-        self.released.notified().await;
+        self.released.scheduler.notified().await;
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap, LAST_MODIFIED, RETRY_AFTER};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, HeaderMap, LAST_MODIFIED, RETRY_AFTER};
 
 use crate::storage::state::Validators;
 
@@ -41,6 +41,29 @@ pub(crate) fn parse_content_range(value: &str) -> Option<ContentRange> {
 /// The `Content-Range` header of a response, parsed.
 pub(crate) fn content_range(headers: &HeaderMap) -> Option<ContentRange> {
     parse_content_range(headers.get(CONTENT_RANGE)?.to_str().ok()?)
+}
+
+/// The entity length of a `416` answer's `Content-Range: bytes */LENGTH`.
+pub(crate) fn unsatisfied_total(value: &str) -> Option<u64> {
+    value
+        .trim()
+        .strip_prefix("bytes")?
+        .trim_start()
+        .strip_prefix("*/")?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The `Content-Length` header (of a `HEAD` answer, whose body is empty).
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The validators of a response; `total_bytes` is left to the caller, who knows whether the

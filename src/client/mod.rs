@@ -1,6 +1,91 @@
-//! The one road to a server: every request haul sends, whatever it is for.
+//! The one road to a server: every request haul sends, whatever it is for, is built, sent and
+//! judged by `exchange`, its body read by `pump`, and its failures decided by `retry`. The
+//! client also owns what every connection shares: the `reqwest::Client` (one connection pool),
+//! the per-host limits and the rate limit.
 
+pub(crate) mod cancel;
+pub(crate) mod document;
+pub(crate) mod exchange;
 pub(crate) mod hosts;
 pub(crate) mod http;
+pub(crate) mod pump;
 pub(crate) mod rate;
 pub(crate) mod retry;
+
+use std::sync::Arc;
+
+use reqwest::header::{HeaderMap, HeaderValue};
+
+use crate::config::Config;
+use hosts::HostLimits;
+use rate::RateLimiter;
+
+/// Headers haul sends with every request, whatever client carries them: set per request, so
+/// they hold with a client the embedder built.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub(crate) user_agent: HeaderValue,
+    pub(crate) headers: HeaderMap,
+}
+
+/// The shared means of talking to servers. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    config: Config,
+    identity: Identity,
+    hosts: HostLimits,
+    rate: Option<RateLimiter>,
+}
+
+impl Client {
+    pub(crate) fn new(http: reqwest::Client, config: Config, identity: Identity) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                hosts: HostLimits::new(config.per_host),
+                rate: config.limit_rate.map(RateLimiter::new),
+                http,
+                config,
+                identity,
+            }),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub(crate) fn hosts(&self) -> &HostLimits {
+        &self.inner.hosts
+    }
+
+    pub(crate) fn rate(&self) -> Option<&RateLimiter> {
+        self.inner.rate.as_ref()
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    fn identity(&self) -> &Identity {
+        &self.inner.identity
+    }
+
+    /// A client with `config` and no network settings, for unit tests of the layers above.
+    #[cfg(test)]
+    pub(crate) fn for_tests(config: Config) -> Self {
+        crate::downloader::install_tls_provider();
+        Self::new(
+            reqwest::Client::new(),
+            config,
+            Identity {
+                user_agent: HeaderValue::from_static("haul-test"),
+                headers: HeaderMap::new(),
+            },
+        )
+    }
+}

@@ -61,6 +61,7 @@ enum Command {
 pub(crate) struct WriteHandle {
     commands: mpsc::Sender<Command>,
     pool: BufferPool,
+    part: std::sync::Arc<Path>,
 }
 
 impl WriteHandle {
@@ -72,7 +73,9 @@ impl WriteHandle {
         self.commands
             .send(Command::Write { offset, data })
             .await
-            .map_err(|_| Error::io("write", "<part file>", io::Error::other(WRITER_STOPPED)))
+            .map_err(|_| Error::WriterStopped {
+                path: self.part.to_path_buf(),
+            })
     }
 }
 
@@ -83,13 +86,11 @@ impl WriteHandle {
     }
 }
 
-/// The message of the error a `WriteHandle` returns once the writer has stopped.
-pub(crate) const WRITER_STOPPED: &str = "the writer stopped";
-
 /// Handle to the writer thread of one `.part` file.
 pub(crate) struct PartWriter {
     commands: mpsc::Sender<Command>,
     pool: BufferPool,
+    part: std::sync::Arc<Path>,
     thread: Option<JoinHandle<Result<Closed, Error>>>,
 }
 
@@ -140,6 +141,7 @@ impl PartWriter {
         let (commands, mut receiver) = mpsc::channel(QUEUE_DEPTH);
         let pool = BufferPool::default();
         let recycler = pool.clone();
+        let part: std::sync::Arc<Path> = paths.part.clone().into();
         let thread = tokio::task::spawn_blocking(move || {
             let mut core = WriterCore::open(paths, state, fresh, algorithm, checkpoint_interval)?;
             core.pool = recycler;
@@ -153,6 +155,7 @@ impl PartWriter {
         Self {
             commands,
             pool,
+            part,
             thread: Some(thread),
         }
     }
@@ -162,6 +165,7 @@ impl PartWriter {
         WriteHandle {
             commands: self.commands.clone(),
             pool: self.pool.clone(),
+            part: std::sync::Arc::clone(&self.part),
         }
     }
 
@@ -183,25 +187,26 @@ impl PartWriter {
         }
         match self.join().await {
             Err(error) => Err(error),
-            Ok(_) => Err(Error::io(
-                "write",
-                "<part file>",
-                io::Error::other("the writer stopped early"),
-            )),
+            Ok(_) => Err(Error::Internal(format!(
+                "the writer of `{}` stopped early",
+                self.part.display()
+            ))),
         }
     }
 
     async fn join(&mut self) -> Result<Closed, Error> {
         let Some(thread) = self.thread.take() else {
-            return Err(Error::io(
-                "write",
-                "<part file>",
-                io::Error::other("the writer already stopped"),
-            ));
+            return Err(Error::Internal(format!(
+                "the writer of `{}` already stopped",
+                self.part.display()
+            )));
         };
-        thread
-            .await
-            .unwrap_or_else(|e| Err(Error::io("write", "<part file>", io::Error::other(e))))
+        thread.await.unwrap_or_else(|e| {
+            Err(Error::Internal(format!(
+                "the writer of `{}` failed: {e}",
+                self.part.display()
+            )))
+        })
     }
 }
 

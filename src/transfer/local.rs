@@ -47,7 +47,7 @@ impl OnDisk {
             }
         })
         .await
-        .map_err(|e| Error::io("inspect", "<output>", std::io::Error::other(e)))
+        .map_err(|e| Error::Internal(format!("inspecting the output failed: {e}")))
     }
 }
 
@@ -68,7 +68,7 @@ impl Transfer<'_> {
         let exists = || Error::AlreadyExists {
             path: self.final_path.clone(),
         };
-        match self.shared.config.on_exists {
+        match self.config().on_exists {
             OnExists::Overwrite if !metadata.is_dir() => return Ok(None),
             OnExists::Skip if metadata.is_file() => {}
             _ => return Err(exists()),
@@ -102,7 +102,7 @@ impl Transfer<'_> {
         let fresh = ResumeState::new(self.url(), Validators::default(), checksum.clone());
         let refuse = |why: String| {
             self.emit(&Event::Restarted {
-                id: self.id,
+                id: self.report.id(),
                 reason: format!("not resuming `{}`: {why}", paths.part.display()),
             });
             fresh.clone()
@@ -171,7 +171,7 @@ impl Transfer<'_> {
         let suggested = session
             .disposition_name
             .as_ref()
-            .filter(|_| self.shared.config.content_disposition)
+            .filter(|_| self.config().content_disposition)
             .filter(|_| matches!(self.request.destination, crate::Destination::Directory(_)))
             .and_then(|name| Some(self.final_path.parent()?.join(name)))
             .filter(|wanted| *wanted != self.final_path);
@@ -180,7 +180,7 @@ impl Transfer<'_> {
             .validators
             .last_modified
             .as_deref()
-            .filter(|_| self.shared.config.remote_time)
+            .filter(|_| self.config().remote_time)
             .and_then(crate::client::http::parse_http_date);
         Naming {
             planned: self.final_path.clone(),
@@ -277,5 +277,5 @@ pub(super) async fn hash_file(path: &Path, like: &Checksum) -> Result<Checksum, 
         }
     })
     .await
-    .map_err(|e| Error::io("hash", "<file>", std::io::Error::other(e)))?
+    .map_err(|e| Error::Internal(format!("hashing failed: {e}")))?
 }

@@ -5,36 +5,32 @@
 mod local;
 mod segments;
 mod small;
+pub(crate) mod to_writer;
 
-use crate::client::http;
-use crate::client::retry::retry_delay;
 use local::{OnDisk, free_name};
 
 use std::fs::Metadata;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::StreamExt;
-use reqwest::StatusCode;
-use reqwest::header::{
-    ACCEPT_ENCODING, ACCEPT_RANGES, CONTENT_DISPOSITION, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    IF_RANGE, LOCATION, RANGE,
-};
-use tokio_util::sync::CancellationToken;
-
+use crate::client::Client;
+use crate::client::cancel::Cancel;
+use crate::client::exchange::{Answer, Ask, Reply};
 use crate::client::hosts::HostPermit;
-use crate::config::OnExists;
-use crate::downloader::Shared;
+use crate::client::retry::RetryPolicy;
+use crate::config::{Config, OnExists};
 use crate::integrity::Checksum;
 use crate::naming::redact_url;
-use crate::progress::{Event, Observer, TransferId, error_chain};
-use crate::scheduler::JobSlot;
+use crate::progress::{Event, Reporter};
 use crate::storage::PartPaths;
 use crate::storage::buffers::Coalescer;
 use crate::storage::state::{ResumeState, Validators};
-use crate::storage::writer::{CloseMode, PartWriter, WRITER_STOPPED, remove_if_present};
+use crate::storage::writer::{CloseMode, PartWriter, remove_if_present};
 use crate::{Error, Request};
+
+/// A download's place among the `jobs` running at once, handed in by whoever schedules it and
+/// given back by dropping it (once the body has arrived, or when the download ends).
+pub(crate) type JobLease = Box<dyn Send + Sync>;
 
 /// A file up to this size is received in memory and written once, without a resume state:
 /// creating, syncing and deleting a state file would cost more than fetching it again.
@@ -64,19 +60,80 @@ pub struct Completed {
     pub last_modified: Option<String>,
 }
 
-/// Everything one download needs from its batch.
+/// Everything one download needs: the means to reach the server, the request, where its
+/// events go, what stops it, and the places it holds.
 pub(crate) struct Transfer<'a> {
-    pub(crate) shared: &'a Shared,
+    pub(crate) client: &'a Client,
     pub(crate) request: &'a Request,
-    pub(crate) id: TransferId,
-    pub(crate) observer: &'a dyn Observer,
-    pub(crate) cancel: &'a CancellationToken,
+    pub(crate) report: &'a Reporter,
+    pub(crate) cancel: &'a Cancel,
     pub(crate) final_path: PathBuf,
     /// The host permit of the first connection, held for the whole transfer except while it
     /// backs off from a host that pushed back.
     pub(crate) permit: Option<HostPermit>,
-    /// The batch's job slot, given up once the body has arrived.
-    pub(crate) job: Option<JobSlot>,
+    /// The job's place, given up once the body has arrived.
+    pub(crate) job: Option<JobLease>,
+}
+
+/// What the server has shown about ranges during this download. Some origins answer any
+/// request carrying `Range` with `412` or a server error, while plain requests work: haul then
+/// treats them as servers without ranges (one connection, from byte 0). A `429`, or a `503`
+/// with `Retry-After`, asks for patience and never counts here.
+#[derive(Debug, Default)]
+struct RangeTrust {
+    /// Ranged requests answered with a server error, in a row.
+    ranged_errors: u32,
+    /// The next attempt goes without `Range`, to learn whether plain requests work.
+    probe: bool,
+    /// Ranges are refused: whole answers only.
+    refused: bool,
+}
+
+/// Server errors to a ranged request in a row before a plain request is tried.
+const RANGED_ERRORS_BEFORE_PROBE: u32 = 2;
+
+impl RangeTrust {
+    /// Whether this failure of a ranged request says something about ranges; `true` when the
+    /// server refused them outright (`412`).
+    fn after_ranged_failure(&mut self, error: &Error) -> bool {
+        match error {
+            Error::Status { status: 412, .. } => {
+                self.refused = true;
+                true
+            }
+            error if is_server_error_without_patience(error) => {
+                self.ranged_errors += 1;
+                self.probe = self.ranged_errors >= RANGED_ERRORS_BEFORE_PROBE;
+                false
+            }
+            _ => {
+                self.ranged_errors = 0;
+                false
+            }
+        }
+    }
+
+    /// A plain request (the probe) failed as well: the server is unwell, ranges are not the
+    /// problem, and the bytes on disk are worth resuming.
+    fn after_plain_failure(&mut self) {
+        self.probe = false;
+        self.ranged_errors = 0;
+    }
+}
+
+/// `500`, `502`, `504`, or a `503` without `Retry-After`.
+fn is_server_error_without_patience(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Status {
+            status: 500 | 502 | 504,
+            ..
+        } | Error::Status {
+            status: 503,
+            retry_after: None,
+            ..
+        }
+    )
 }
 
 /// What one download has reached so far, carried across attempts.
@@ -91,6 +148,10 @@ struct Session {
     resumed_from: u64,
     /// Set when the server turned out not to serve ranges: no more segments.
     single_only: bool,
+    /// What the server has shown about ranges.
+    ranges: RangeTrust,
+    /// Body bytes received in this run (to tell an attempt that made progress).
+    received: u64,
     /// The name the server's `Content-Disposition` suggested, made safe.
     disposition_name: Option<String>,
     /// A small file's whole body, kept in memory and written once at the end.
@@ -115,10 +176,10 @@ enum AttemptEnd {
 impl Transfer<'_> {
     pub(crate) async fn run(mut self) -> Result<Completed, Error> {
         let clock = Instant::now();
-        if self.request.is_cancelled() {
+        if self.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        if self.shared.config.on_exists == OnExists::Rename {
+        if self.config().on_exists == OnExists::Rename {
             self.final_path = free_name(&self.final_path).await;
         }
         let paths = PartPaths::beside(&self.final_path);
@@ -136,6 +197,8 @@ impl Transfer<'_> {
             started: false,
             resumed_from: 0,
             single_only: false,
+            ranges: RangeTrust::default(),
+            received: 0,
             disposition_name: None,
             small: None,
             stale_state,
@@ -164,7 +227,7 @@ impl Transfer<'_> {
                     };
                     let closed = writer.close(mode).await;
                     // A segment that saw the writer stop reports that; the writer knows why.
-                    if let (Err(cause), true) = (closed, is_writer_stopped(&error)) {
+                    if let (Err(cause), Error::WriterStopped { .. }) = (closed, &error) {
                         return Err(cause);
                     }
                 }
@@ -173,15 +236,8 @@ impl Transfer<'_> {
         }
     }
 
-    /// Completes when the batch or this request is cancelled.
-    async fn cancelled(&self) {
-        match &self.request.cancel {
-            Some(own) => tokio::select! {
-                () = self.cancel.cancelled() => {}
-                () = own.cancelled() => {}
-            },
-            None => self.cancel.cancelled().await,
-        }
+    fn config(&self) -> &Config {
+        self.client.config()
     }
 
     fn url(&self) -> String {
@@ -189,16 +245,17 @@ impl Transfer<'_> {
     }
 
     fn emit(&self, event: &Event) {
-        self.observer.on_event(event);
+        self.report.emit(event);
     }
 
     /// Attempts until the file is complete, a permanent error occurs, or retries run out.
     async fn fetch(&mut self, session: &mut Session, paths: &PartPaths) -> Result<(), Error> {
-        let config = &self.shared.config;
-        let mut failures = 0u32;
+        let mut policy = RetryPolicy::new(self.client, &self.request.url, self.report);
         let mut start_overs = 0u32;
         loop {
-            let before = session.offset;
+            let before = session.received;
+            let asked_range = session.asks_range();
+            let probing = session.ranges.probe && session.offset > 0;
             let error = match self.attempt(session, paths).await {
                 Ok(AttemptEnd::Complete) => return Ok(()),
                 Ok(AttemptEnd::NotModified) => {
@@ -214,7 +271,7 @@ impl Transfer<'_> {
                         });
                     }
                     self.emit(&Event::Restarted {
-                        id: self.id,
+                        id: self.report.id(),
                         reason,
                     });
                     session.offset = 0;
@@ -223,259 +280,167 @@ impl Transfer<'_> {
                 }
                 Err(error) => error,
             };
-            let pushed_back = matches!(
-                error,
-                Error::Status {
-                    status: 429 | 503,
-                    ..
+            if asked_range && session.ranges.after_ranged_failure(&error) {
+                start_overs += 1;
+                if start_overs > MAX_START_OVERS {
+                    return Err(error);
                 }
-            );
-            if pushed_back {
-                self.shared.hosts.penalize(&self.request.host_key());
+                self.emit(&Event::Warning {
+                    id: self.report.id(),
+                    message: format!(
+                        "the server refuses range requests ({}); continuing on one connection \
+                         without ranges",
+                        crate::error_chain(&error)
+                    ),
+                });
+                session.single_only = true;
+                continue;
             }
-            if !error.is_retryable() {
+            if probing {
+                session.ranges.after_plain_failure();
+            }
+            let pushed_back = crate::client::retry::pushes_back(&error);
+            let Some(delay) = policy.next_delay(&error, session.received > before) else {
                 return Err(error);
-            }
-            if session.offset > before {
-                failures = 0;
-            }
-            failures += 1;
-            if failures > config.retries {
-                return Err(error);
-            }
-            let delay = retry_delay(
-                failures,
-                config.retry_delay,
-                config.max_retry_wait,
-                error.retry_after(),
-            );
-            self.emit(&Event::Retrying {
-                id: self.id,
-                attempt: failures + 1,
-                delay,
-                reason: error_chain(&error),
-            });
+            };
             if pushed_back {
-                // Give the slot back while waiting: the host gets fewer connections.
+                // Give the host's place back while waiting: the host gets fewer connections.
                 self.permit = None;
             }
-            tokio::select! {
-                () = self.cancelled() => return Err(Error::Cancelled),
-                () = tokio::time::sleep(delay) => {}
-            }
+            RetryPolicy::wait(delay, self.cancel).await?;
             if self.permit.is_none() {
-                self.permit = Some(self.reacquire_permit().await?);
-            }
-        }
-    }
-
-    /// Waits for room at the host again (polling: released slots wake the scheduler, not us).
-    async fn reacquire_permit(&self) -> Result<HostPermit, Error> {
-        let host = self.request.host_key();
-        loop {
-            if let Some(permit) = self.shared.hosts.try_acquire(&host) {
-                return Ok(permit);
-            }
-            tokio::select! {
-                () = self.cancelled() => return Err(Error::Cancelled),
-                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                let host = self.request.host_key();
+                self.permit = Some(self.client.hosts().acquire(&host, self.cancel).await?);
             }
         }
     }
 
     /// One request: send, judge the answer, stream the body to the writer.
     async fn attempt(&self, session: &mut Session, paths: &PartPaths) -> Result<AttemptEnd, Error> {
-        let response = self.send(session).await?;
-        let status = response.status();
-        let version = response.version();
-        let headers = response.headers();
-        let ranges_ok = status == StatusCode::PARTIAL_CONTENT
-            || headers
-                .get(ACCEPT_RANGES)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.split(',').any(|unit| unit.trim() == "bytes"));
+        let answer = self.send(session).await?;
         let resuming = session.offset > 0;
-        if session.disposition_name.is_none() && status.is_success() {
-            session.disposition_name = headers
-                .get(CONTENT_DISPOSITION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(crate::naming::content_disposition_name);
-        }
-        if status == StatusCode::NOT_MODIFIED && session.revalidating {
-            session.state.validators = http::validators(headers, None);
-            return Ok(AttemptEnd::NotModified);
-        }
-        let body_total = match status {
-            StatusCode::PARTIAL_CONTENT => match self.accept_partial(session, headers, paths)? {
-                Ok(end) => end,
-                Err(start_over) => return Ok(start_over),
-            },
-            StatusCode::RANGE_NOT_SATISFIABLE if resuming => {
+        let (reply, body_end) = match answer {
+            Answer::NotModified(validators) if session.revalidating => {
+                session.state.validators = validators;
+                return Ok(AttemptEnd::NotModified);
+            }
+            Answer::NotModified(_) => {
+                return Err(Error::Internal("a 304 to an unconditional request".into()));
+            }
+            Answer::Partial(reply, range) => {
+                if let Some(start_over) = self.accept_partial(session, range.total, paths) {
+                    return Ok(start_over);
+                }
+                (reply, range.end)
+            }
+            Answer::Unsatisfiable { total: said } => {
                 let total = session.state.validators.total_bytes;
-                if total == Some(session.offset) {
+                // The server's own word on the length, when it gave one, must agree.
+                let agrees = said.is_none_or(|said| Some(said) == total);
+                if resuming && agrees && total == Some(session.offset) {
                     if session.writer.is_none() {
                         self.open_writer(session, paths, false);
                     }
-                    self.report_started(session, total, version);
+                    self.report_started(session, total, "HTTP/1.1");
                     return Ok(AttemptEnd::Complete);
                 }
                 return Ok(AttemptEnd::StartOver(
                     "the server refused the range; the file changed".into(),
                 ));
             }
-            status if status.is_success() && status != StatusCode::PARTIAL_CONTENT => {
-                let total = response.content_length();
-                let validators = http::validators(headers, total);
+            Answer::Whole(reply) => {
                 if resuming {
+                    if session.ranges.probe {
+                        // Plain requests work where ranged ones failed: the server refuses ranges.
+                        session.ranges.refused = true;
+                        session.single_only = true;
+                    }
                     self.emit(&Event::Restarted {
-                        id: self.id,
+                        id: self.report.id(),
                         reason: "the server sent the whole file (it changed, or ranges are \
                                  unsupported); starting over"
                             .into(),
                     });
                 }
+                Self::remember_disposition(session, &reply);
+                let total = reply.validators.total_bytes;
                 session.offset = 0;
                 session.state.done = crate::storage::ranges::RangeSet::default();
-                session.state.validators = validators.clone();
+                session.state.validators = reply.validators.clone();
                 if let (None, Some(length)) = (&session.writer, total)
                     && length <= SMALL_FILE_BYTES
                 {
-                    self.report_started(session, total, version);
-                    return self.download_small(session, response, length, paths).await;
+                    self.report_started(session, total, &reply.version);
+                    return self.download_small(session, reply, length, paths).await;
                 }
                 match session.writer.as_mut() {
-                    Some(writer) => writer.restart(validators).await?,
+                    Some(writer) => writer.restart(reply.validators.clone()).await?,
                     None => self.open_writer(session, paths, true),
                 }
-                total.unwrap_or(u64::MAX)
-            }
-            status if status.is_redirection() && headers.contains_key(LOCATION) => {
-                return Err(self.unfollowed_redirect(headers));
-            }
-            status => {
-                return Err(Error::Status {
-                    url: self.url(),
-                    status: status.as_u16(),
-                    retry_after: http::retry_after(headers),
-                });
+                (reply, total.unwrap_or(u64::MAX))
             }
         };
+        Self::remember_disposition(session, &reply);
         let total = session.state.validators.total_bytes;
-        self.report_started(session, total, version);
+        self.report_started(session, total, &reply.version);
         if let Some(total) = total
-            && ranges_ok
+            && reply.accepts_ranges
             && !session.single_only
             && self.wants_segments(session, total)
         {
             let start = session.offset;
-            return self.download_segments(session, response, start).await;
+            return self.download_segments(session, reply, start).await;
         }
-        self.stream_body(session, response, body_total).await?;
+        self.stream_body(session, reply, body_end).await?;
         Ok(AttemptEnd::Complete)
     }
 
-    /// Checks a `206` against what was asked: the range must start at the offset and carry
-    /// the recorded total. `Ok(Err(..))` means the file changed and must be fetched anew.
+    fn remember_disposition(session: &mut Session, reply: &Reply) {
+        if session.disposition_name.is_none() {
+            session.disposition_name = reply
+                .disposition()
+                .and_then(crate::naming::content_disposition_name);
+        }
+    }
+
+    /// Checks a `206`'s total against the recorded one; `Some` when the file changed and must
+    /// be fetched anew. (The exchange checked that the range starts where asked.)
     fn accept_partial(
         &self,
         session: &mut Session,
-        headers: &reqwest::header::HeaderMap,
+        total: Option<u64>,
         paths: &PartPaths,
-    ) -> Result<Result<u64, AttemptEnd>, Error> {
-        let Some(range) = http::content_range(headers) else {
-            return Err(self.bad_range("missing or malformed Content-Range"));
-        };
-        if range.start != session.offset {
-            return Err(self.bad_range(&format!(
-                "asked for bytes from {}, got {}-{}",
-                session.offset,
-                range.start,
-                range.end.saturating_sub(1)
-            )));
-        }
+    ) -> Option<AttemptEnd> {
         let known = session.state.validators.total_bytes;
-        if range.total.is_none() || (known.is_some() && range.total != known) {
-            return Ok(Err(AttemptEnd::StartOver(format!(
+        if total.is_none() || (known.is_some() && total != known) {
+            return Some(AttemptEnd::StartOver(format!(
                 "the file's length changed from {} to {} bytes",
                 known.map_or("unknown".into(), |t| t.to_string()),
-                range.total.map_or("unknown".into(), |t| t.to_string()),
-            ))));
+                total.map_or("unknown".into(), |t| t.to_string()),
+            )));
         }
         if session.writer.is_none() {
             self.open_writer(session, paths, false);
         }
-        Ok(Ok(range.end))
+        None
     }
 
-    /// reqwest hands back the redirects it would not follow (to other schemes).
-    fn unfollowed_redirect(&self, headers: &reqwest::header::HeaderMap) -> Error {
-        let location = headers
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .chars()
-            .take(200)
-            .collect();
-        Error::BadRedirect {
-            url: self.url(),
-            location,
-        }
-    }
-
-    async fn send(&self, session: &Session) -> Result<reqwest::Response, Error> {
-        let mut builder = self
-            .shared
-            .client
-            .get(self.request.url.clone())
-            .header(ACCEPT_ENCODING, "identity")
-            .headers(self.request.headers.clone());
+    /// The request of this attempt: a resume asks for the rest with `If-Range` (unless the
+    /// server refuses ranges, or a plain request is being tried); a revalidation asks whether
+    /// the file changed.
+    async fn send(&self, session: &Session) -> Result<Answer, Error> {
+        let mut ask = Ask::get(&self.request.url).with_headers(&self.request.headers);
         if let (true, 0, Some((etag, last_modified))) = (
             session.revalidating,
             session.offset,
             &self.request.revalidate,
         ) {
-            if let Some(etag) = etag {
-                builder = builder.header(IF_NONE_MATCH, etag);
-            }
-            if let Some(last_modified) = last_modified {
-                builder = builder.header(IF_MODIFIED_SINCE, last_modified);
-            }
+            ask = ask.if_changed(etag.as_deref(), last_modified.as_deref());
         }
-        if session.offset > 0 {
-            builder = builder.header(RANGE, format!("bytes={}-", session.offset));
-            if let Some(validator) = session.state.validators.if_range() {
-                builder = builder.header(IF_RANGE, validator);
-            }
+        if session.asks_range() {
+            ask = ask.with_range(session.offset, None, session.state.validators.if_range());
         }
-        self.send_request(builder, &self.url()).await
-    }
-
-    /// Sends a request, giving up after the connect plus stall timeouts, or on cancellation.
-    async fn send_request(
-        &self,
-        builder: reqwest::RequestBuilder,
-        shown_url: &str,
-    ) -> Result<reqwest::Response, Error> {
-        let config = &self.shared.config;
-        let deadline = config.connect_timeout + config.stall_timeout;
-        tokio::select! {
-            () = self.cancelled() => Err(Error::Cancelled),
-            sent = tokio::time::timeout(deadline, builder.send()) => match sent {
-                Err(_) => Err(Error::Stalled { url: shown_url.to_owned(), timeout: deadline }),
-                Ok(Err(source)) => Err(Error::Network {
-                    url: shown_url.to_owned(),
-                    source: source.without_url(),
-                }),
-                Ok(Ok(response)) => Ok(response),
-            },
-        }
-    }
-
-    fn bad_range(&self, detail: &str) -> Error {
-        Error::BadRange {
-            url: self.url(),
-            detail: detail.to_owned(),
-        }
+        self.client.exchange(&ask, self.cancel).await
     }
 
     fn open_writer(&self, session: &mut Session, paths: &PartPaths, fresh: bool) {
@@ -487,24 +452,19 @@ impl Transfer<'_> {
             session.state.clone(),
             fresh,
             self.request.checksum.as_ref().map(Checksum::algorithm),
-            self.shared.config.checkpoint_interval,
+            self.config().checkpoint_interval,
         ));
     }
 
-    fn report_started(
-        &self,
-        session: &mut Session,
-        total_bytes: Option<u64>,
-        version: reqwest::Version,
-    ) {
+    fn report_started(&self, session: &mut Session, total_bytes: Option<u64>, version: &str) {
         if !session.started {
             session.started = true;
             session.resumed_from = session.offset;
             self.emit(&Event::Started {
-                id: self.id,
+                id: self.report.id(),
                 total_bytes,
                 resumed_from: session.offset,
-                http_version: format!("{version:?}"),
+                http_version: version.to_owned(),
             });
         }
     }
@@ -515,27 +475,21 @@ impl Transfer<'_> {
     async fn stream_body(
         &self,
         session: &mut Session,
-        response: reqwest::Response,
+        reply: Reply,
         end: u64,
     ) -> Result<(), Error> {
         let Some(writer) = session.writer.as_ref().map(PartWriter::handle) else {
-            return Err(Error::Config("internal: no writer for the body".into()));
+            return Err(Error::Internal("no writer for the body".into()));
         };
-        let mut body = response.bytes_stream();
+        let mut body = reply.into_body(self.client, self.cancel);
         let mut buffer = Coalescer::new(session.offset, end - session.offset, writer.pool());
-        let url = self.url();
+        let start = session.offset;
         let outcome = loop {
-            let chunk = match self.next_chunk(&mut body, None, &url).await {
+            let chunk = match body.next().await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break Ok(()),
                 Err(error) => break Err(error),
             };
-            if let Some(rate) = &self.shared.rate {
-                tokio::select! {
-                    () = self.cancelled() => break Err(Error::Cancelled),
-                    () = rate.take(chunk.len()) => {}
-                }
-            }
             let received = buffer.position() + chunk.len() as u64;
             if received > end {
                 break Err(Error::LongBody {
@@ -547,13 +501,14 @@ impl Transfer<'_> {
                 break Err(error);
             }
             self.emit(&Event::Progress {
-                id: self.id,
+                id: self.report.id(),
                 bytes_done: received,
             });
         };
         // What was received is handed over even after a failure: a retry resumes after it.
         let flushed = buffer.flush(&writer).await;
         session.offset = buffer.position();
+        session.received += session.offset - start;
         outcome?;
         flushed?;
         if end != u64::MAX && session.offset < end {
@@ -564,40 +519,6 @@ impl Transfer<'_> {
             });
         }
         Ok(())
-    }
-
-    /// The next chunk of a body, `None` at its end. A stall (no byte for the stall timeout),
-    /// a transport error, and a cancellation of the transfer (or of `abort`) are errors.
-    async fn next_chunk<S>(
-        &self,
-        body: &mut S,
-        abort: Option<&CancellationToken>,
-        url: &str,
-    ) -> Result<Option<Bytes>, Error>
-    where
-        S: futures_util::Stream<Item = reqwest::Result<Bytes>> + Unpin,
-    {
-        let stall = self.shared.config.stall_timeout;
-        let aborted = async {
-            match abort {
-                Some(token) => token.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            () = self.cancelled() => Err(Error::Cancelled),
-            () = aborted => Err(Error::Cancelled),
-            next = tokio::time::timeout(stall, body.next()) => match next {
-                Err(_) => Err(Error::Stalled { url: url.to_owned(), timeout: stall }),
-                Ok(None) => Ok(None),
-                Ok(Some(Err(source))) => Err(Error::Network {
-                    url: url.to_owned(),
-                    source: source.without_url(),
-                }),
-                Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
-            },
-        }
     }
 
     /// Verifies the finished `.part` and gives it its final name.
@@ -614,7 +535,7 @@ impl Transfer<'_> {
             }
             (None, Some(writer)) => writer.close(CloseMode::Complete).await?.digest,
             (None, None) => {
-                return Err(Error::Config("internal: completed without a writer".into()));
+                return Err(Error::Internal("completed without a writer".into()));
             }
         };
         if let Err(mismatch) = self.verify(digest.as_ref()) {
@@ -637,6 +558,11 @@ impl Transfer<'_> {
 }
 
 impl Session {
+    /// Whether this attempt asks for the rest of a file with `Range`.
+    fn asks_range(&self) -> bool {
+        self.offset > 0 && !self.ranges.refused && !self.ranges.probe
+    }
+
     /// What a download that just committed `path` reports.
     fn completed(self, path: PathBuf, digest: Option<Checksum>, clock: Instant) -> Completed {
         Completed {
@@ -667,8 +593,4 @@ fn check_digest(
         }),
         _ => Ok(()),
     }
-}
-
-fn is_writer_stopped(error: &Error) -> bool {
-    matches!(error, Error::Io { source, .. } if source.to_string() == WRITER_STOPPED)
 }

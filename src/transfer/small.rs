@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
+use crate::client::exchange::Reply;
+
 use super::local::epoch_seconds;
 use super::{AttemptEnd, PartWriter, Session, Transfer, check_digest};
 use crate::Error;
@@ -20,19 +22,18 @@ impl Transfer<'_> {
     pub(super) async fn download_small(
         &self,
         session: &mut Session,
-        response: reqwest::Response,
+        reply: Reply,
         length: u64,
         paths: &PartPaths,
     ) -> Result<AttemptEnd, Error> {
         let mut body: Vec<u8> = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
-        let mut stream = response.bytes_stream();
-        let url = self.url();
+        let mut stream = reply.into_body(self.client, self.cancel);
         let outcome = loop {
-            let chunk = match self.next_chunk(&mut stream, None, &url).await {
+            let chunk = match stream.next().await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) if (body.len() as u64) < length => {
                     break Err(Error::ShortBody {
-                        url: url.clone(),
+                        url: self.url(),
                         received: body.len() as u64,
                         expected: length,
                     });
@@ -46,15 +47,13 @@ impl Transfer<'_> {
                     expected: length,
                 });
             }
-            if let Some(rate) = &self.shared.rate {
-                rate.take(chunk.len()).await;
-            }
             body.extend_from_slice(&chunk);
             self.emit(&Event::Progress {
-                id: self.id,
+                id: self.report.id(),
                 bytes_done: body.len() as u64,
             });
         };
+        session.received += body.len() as u64;
         match outcome {
             Ok(()) => {
                 session.offset = length;

@@ -145,6 +145,11 @@ impl Plan {
         Some(span)
     }
 
+    /// Bytes of the file on disk or received so far.
+    pub(super) fn received(&self) -> u64 {
+        self.lock().received
+    }
+
     /// Whether a piece waits for a connection.
     pub(super) fn has_pending(&self) -> bool {
         !self.lock().pending.is_empty()
@@ -195,6 +200,27 @@ impl Plan {
         {
             state.pending.push_front((span.next, span.end));
         }
+        drop(state);
+        self.changed.notify_waiters();
+    }
+
+    /// Gives `worker`, whose answer goes on past `position`, the first waiting piece at or
+    /// after `position`: it reads on instead of asking again (the bytes in between are not
+    /// its to keep). For a server that refuses ranges, this is how one plain answer finishes
+    /// the file.
+    pub(super) fn extend(&self, worker: usize, position: u64, now: Instant) -> Option<Span> {
+        let mut state = self.lock();
+        let index = state
+            .pending
+            .iter()
+            .enumerate()
+            .filter(|(_, (start, _))| *start >= position)
+            .min_by_key(|(_, (start, _))| *start)
+            .map(|(index, _)| index)?;
+        let (next, end) = state.pending.remove(index)?;
+        let span = Span::new(next, end, now);
+        state.active.insert(worker, span);
+        Some(span)
     }
 
     pub(super) fn is_complete(&self) -> bool {
@@ -260,6 +286,25 @@ mod tests {
         );
         assert!(plan.others_running(0));
         assert!(!plan.others_running(1));
+    }
+
+    #[test]
+    fn a_reader_extends_into_the_next_waiting_piece_after_its_position() {
+        let now = Instant::now();
+        let plan = Plan::new(&[(0, 400)], 4, 0);
+        for worker in 0..4 {
+            plan.claim(worker, now, MIN_TAIL).unwrap();
+        }
+        plan.advance(2, 210, now);
+        plan.release(3);
+        plan.release(2);
+        plan.advance(0, 100, now);
+        plan.finish(0);
+        let next = plan.extend(0, 100, now).unwrap();
+        assert_eq!((next.next, next.end), (210, 300), "the nearest piece ahead");
+        let last = plan.extend(0, 300, now).unwrap();
+        assert_eq!((last.next, last.end), (300, 400));
+        assert!(plan.extend(0, 400, now).is_none());
     }
 
     #[test]
