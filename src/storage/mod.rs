@@ -2,6 +2,8 @@
 //! beside it, and the blocking writer that owns both while a download runs.
 
 pub(crate) mod buffers;
+pub(crate) mod files;
+pub(crate) mod pool;
 pub(crate) mod ranges;
 pub(crate) mod state;
 pub(crate) mod writeback;

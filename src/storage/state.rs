@@ -99,7 +99,7 @@ impl ResumeState {
         let json = serde_json::to_vec(self)
             .map_err(|e| Error::io("encode resume state", path, std::io::Error::other(e)))?;
         let write = || -> std::io::Result<()> {
-            let mut file = super::writer::create_no_follow(tmp, true)?;
+            let mut file = super::files::create_no_follow(tmp, true)?;
             file.write_all(&json)?;
             file.sync_data()?;
             fs::rename(tmp, path)

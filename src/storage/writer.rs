@@ -4,7 +4,7 @@
 //! positional writes (never `O_APPEND`, whose `pwrite` ignores the offset on Linux), hashes what
 //! it writes in file order, and checkpoints the resume state only after the data is synced.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::PartPaths;
-use super::buffers::BufferPool;
+use super::files::{create_part, remove_if_present};
+use super::pool::BufferPool;
 use super::state::{ResumeState, Validators};
 use crate::Error;
 use crate::integrity::{Algorithm, Checksum, Hasher};
@@ -92,39 +93,6 @@ pub(crate) struct PartWriter {
     pool: BufferPool,
     part: std::sync::Arc<Path>,
     thread: Option<JoinHandle<Result<Closed, Error>>>,
-}
-
-/// Opens a file for reading and writing without following a symlink planted at `path`.
-pub(crate) fn create_no_follow(path: &Path, truncate: bool) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(truncate);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NOFOLLOW);
-    }
-    options.open(path)
-}
-
-/// Creates (or opens) a `.part` file, creating its directory when it is missing. Directories
-/// are made here, when the first byte is about to be written, rather than before each request:
-/// a batch of many small files then pays for no `mkdir` per file, and a download that fails
-/// early leaves no empty directory behind.
-pub(crate) fn create_part(path: &Path, truncate: bool) -> Result<File, Error> {
-    match create_no_follow(path, truncate) {
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| Error::io("create directory", parent, e))?;
-            }
-            create_no_follow(path, truncate).map_err(|e| Error::io("open", path, e))
-        }
-        opened => opened.map_err(|e| Error::io("open", path, e)),
-    }
 }
 
 impl PartWriter {
@@ -491,13 +459,6 @@ fn reserve(file: &File, paths: &PartPaths, total: Option<u64>) -> Result<(), Err
     match total {
         Some(total) if total >= 1 << 20 => super::writeback::preallocate(file, total)
             .map_err(|e| Error::io("reserve disk space for", &paths.part, e)),
-        _ => Ok(()),
-    }
-}
-
-pub(crate) fn remove_if_present(path: &Path) -> Result<(), Error> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path, e)),
         _ => Ok(()),
     }
 }

@@ -11,8 +11,8 @@ use crate::config::OnExists;
 use crate::integrity::{Checksum, Hasher};
 use crate::progress::Event;
 use crate::storage::PartPaths;
+use crate::storage::files::remove_if_present;
 use crate::storage::state::{ResumeState, Unusable, Validators};
-use crate::storage::writer::remove_if_present;
 
 /// What is on disk for one transfer, looked at in a single trip to a blocking thread: with
 /// thousands of small files, each trip costs more than the system calls it makes.

@@ -24,8 +24,9 @@ use crate::naming::redact_url;
 use crate::progress::{Event, Reporter};
 use crate::storage::PartPaths;
 use crate::storage::buffers::Coalescer;
+use crate::storage::files::remove_if_present;
 use crate::storage::state::{ResumeState, Validators};
-use crate::storage::writer::{CloseMode, PartWriter, remove_if_present};
+use crate::storage::writer::{CloseMode, PartWriter};
 use crate::{Error, Request};
 
 /// A download's place among the `jobs` running at once, handed in by whoever schedules it and

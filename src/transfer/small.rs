@@ -14,7 +14,7 @@ use crate::Error;
 use crate::integrity::{Checksum, Hasher};
 use crate::progress::Event;
 use crate::storage::PartPaths;
-use crate::storage::writer::{create_part, remove_if_present};
+use crate::storage::files::{create_part, remove_if_present};
 
 impl Transfer<'_> {
     /// Receives a small file into memory. If the body breaks off, what arrived goes to a
