@@ -3,7 +3,9 @@
 //!
 //! Run: `cargo bench --bench e2e` (sizes in MiB can be set with `HAUL_BENCH_SIZES=1024,4096`
 //! the number of runs with `HAUL_BENCH_RUNS=3`, and where files are written with
-//! `HAUL_BENCH_DIR=/dev/shm`; the default, `.`, measures the real disk).
+//! `HAUL_BENCH_DIR=/dev/shm`; the default, `.`, measures the real disk). With
+//! `HAUL_BENCH_BASELINE=/path/to/an/older/haul`, every scenario also runs that binary, run for
+//! run in turn with this one, so a before/after comparison shares the machine's drift.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[path = "../tests/it/support/server.rs"]
@@ -63,16 +65,26 @@ fn main() {
             ),
             ("-x 4 (default)", vec![]),
         ];
-        // One warm-up run, then the scenarios alternate run by run so that drift in the
-        // machine's state (page cache, disk writeback) spreads evenly over them.
-        download(dir.path(), &url, &[], &digest);
-        let mut results: Vec<Vec<Run>> = scenarios.iter().map(|_| Vec::new()).collect();
-        for _ in 0..runs {
-            for (index, (_, extra)) in scenarios.iter().enumerate() {
-                results[index].push(download(dir.path(), &url, extra, &digest));
+        let mut binaries = vec![(String::new(), env!("CARGO_BIN_EXE_haul").to_owned())];
+        if let Ok(baseline) = std::env::var("HAUL_BENCH_BASELINE") {
+            binaries.push((" (baseline)".to_owned(), baseline));
+        }
+        let mut cases: Vec<(String, &str, &Vec<String>)> = Vec::new();
+        for (label, extra) in &scenarios {
+            for (suffix, binary) in &binaries {
+                cases.push((format!("{label}{suffix}"), binary.as_str(), extra));
             }
         }
-        for ((label, _), mut runs) in scenarios.iter().zip(results) {
+        // One warm-up run, then the scenarios alternate run by run so that drift in the
+        // machine's state (page cache, disk writeback) spreads evenly over them.
+        download(env!("CARGO_BIN_EXE_haul"), dir.path(), &url, &[], &digest);
+        let mut results: Vec<Vec<Run>> = cases.iter().map(|_| Vec::new()).collect();
+        for _ in 0..runs {
+            for (index, (_, binary, extra)) in cases.iter().enumerate() {
+                results[index].push(download(binary, dir.path(), &url, extra, &digest));
+            }
+        }
+        for ((label, _, _), mut runs) in cases.iter().zip(results) {
             runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
             let rate = |run: &Run| size as f64 / run.seconds / 1e6;
             let median = &runs[runs.len() / 2];
@@ -88,11 +100,11 @@ fn main() {
     }
 }
 
-fn download(dir: &Path, url: &str, extra: &[String], digest: &str) -> Run {
+fn download(binary: &str, dir: &Path, url: &str, extra: &[String], digest: &str) -> Run {
     let target = dir.join("bench.bin");
     let _ = std::fs::remove_file(&target);
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_haul"))
+    let mut child = Command::new(binary)
         .args(["get", "-q", "-d"])
         .arg(dir)
         .args(extra)

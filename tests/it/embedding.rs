@@ -190,7 +190,7 @@ async fn each_failure_class_has_its_own_kind() {
 /// An example's binary, next to the test binary (`target/<profile>/examples`). `cargo test
 /// --all-targets` compiles examples only in test mode, so they are built here, once, with the
 /// cargo that runs the tests.
-fn example(name: &str) -> PathBuf {
+pub fn example(name: &str) -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();

@@ -215,6 +215,24 @@ async fn https_with_a_private_ca_uses_http2_and_fails_clearly_without_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_brings_its_own_client_downloads_over_https_without_panicking() {
+    let Some(nginx) = Nginx::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    put(&nginx.www(), "own.bin", &content("own", 1, 1 << 20));
+    // A separate program: the test process itself installed a TLS provider long ago.
+    let mut own = std::process::Command::new(crate::embedding::example("own_client"));
+    own.arg(nginx.https_url("/own.bin"))
+        .arg(dir.path())
+        .arg(nginx.ca_pem());
+    let output = run(own).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        std::fs::read(dir.path().join("own.bin")).unwrap(),
+        content("own", 1, 1 << 20)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_ignores_ranges_python_http_server_restarts_cleanly() {
     let Some(python) = ["python3", "python"].into_iter().find(|p| {
         std::process::Command::new(p)

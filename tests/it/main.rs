@@ -8,6 +8,7 @@ mod library;
 mod output;
 mod reliability;
 mod resume;
+mod road;
 mod segments;
 mod support;
 mod sync;

@@ -198,6 +198,17 @@ pub struct CommonArgs {
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
     pub stall_timeout: Duration,
 
+    /// Drop an attempt whose body arrives slower than RATE bytes per second over a whole
+    /// --speed-time, and resume on a new connection (0 turns it off). A drop for slowness does
+    /// not reset the retry count, so a server that trickles forever ends in a failure.
+    #[arg(long, value_name = "RATE", default_value = "1K", value_parser = parse_rate)]
+    pub lowest_speed_limit: u64,
+
+    /// How long the speed is measured for --lowest-speed-limit (network time only: waiting for
+    /// --limit-rate or the disk does not count).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub speed_time: Duration,
+
     /// How often the resume state of a running download is made durable (data synced first):
     /// a crash loses at most this much work.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
@@ -272,6 +283,19 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         return Err(format!("`{text}` is zero"));
     }
     Ok(bytes)
+}
+
+/// Parses a rate in bytes per second like a size, where 0 means "no limit".
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    if text
+        .trim()
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .trim()
+        == "0"
+    {
+        return Ok(0);
+    }
+    parse_size(text)
 }
 
 /// Parses `30`, `30s`, `500ms`, `2m` or `1h`.

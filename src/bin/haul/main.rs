@@ -267,6 +267,7 @@ fn downloader_builder(common: &CommonArgs) -> anyhow::Result<DownloaderBuilder> 
         .max_retry_wait(common.max_retry_wait)
         .connect_timeout(common.connect_timeout)
         .stall_timeout(common.stall_timeout)
+        .lowest_speed_limit(common.lowest_speed_limit, common.speed_time)
         .checkpoint_interval(common.checkpoint_interval)
         .max_redirects(common.max_redirects);
     if let Some(path) = &common.ca_cert {

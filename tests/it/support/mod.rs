@@ -17,6 +17,41 @@ pub fn fast_downloader() -> haul::DownloaderBuilder {
         .stall_timeout(Duration::from_secs(5))
 }
 
+/// What most tests need: the in-process server, a fresh directory, and a downloader with
+/// test-friendly retry timing, in one line.
+pub struct Fixture {
+    pub server: server::TestServer,
+    pub dir: tempfile::TempDir,
+    pub downloader: Downloader,
+}
+
+impl Fixture {
+    pub async fn new() -> Self {
+        Self::with(fast_downloader()).await
+    }
+
+    /// With a downloader built from `builder`.
+    pub async fn with(builder: haul::DownloaderBuilder) -> Self {
+        Self {
+            server: server::TestServer::start().await,
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            downloader: builder.build().expect("a downloader"),
+        }
+    }
+
+    /// A request for `/files/SIZE/NAME?query` saved into the fixture's directory.
+    pub fn request(&self, size: u64, name: &str, query: &str) -> haul::Request {
+        haul::Request::new(&self.server.file_url(size, name, query))
+            .expect("a valid URL")
+            .into_dir(self.dir.path())
+    }
+
+    /// The path of `name` in the fixture's directory.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
 /// The real `haul` binary.
 pub fn haul() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_haul"));

@@ -15,6 +15,8 @@
 //! | `rate=BPS` | throttle the body to BPS bytes per second |
 //! | `slow_from=N` | throttle only answers that start at byte N or later |
 //! | `delay_ms=N` | wait before answering (keeps the request in flight) |
+//! | `trickle_after=N` | send N body bytes, then one byte every `trickle_ms` (default 2000) |
+//! | `ranged_status=CODE` | answer every request carrying `Range` with CODE (plain GETs work) |
 //!
 //! | `gzip=1` | claim `Content-Encoding: gzip` (the body is not really compressed) |
 //! | `disposition=VALUE` | send `Content-Disposition: VALUE` (percent-decoded) |
@@ -89,6 +91,50 @@ impl Drop for TestServer {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
+    }
+}
+
+/// A server that accepts connections and never answers (nor closes them): what a hung origin,
+/// or a firewall that drops packets after the handshake, looks like to a client.
+pub struct SilentServer {
+    pub addr: std::net::SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentServer {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for SilentServer {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -296,6 +342,9 @@ fn respond(
     guard: InFlight,
 ) -> Response<Body> {
     let number = |key: &str| query.get(key).and_then(|v| v.parse::<u64>().ok());
+    if let (Some(code), Some(_)) = (number("ranged_status"), range) {
+        return empty(StatusCode::from_u16(code as u16).unwrap());
+    }
     if let (Some(code), true) = (number("status"), faulty) {
         let mut response = empty(StatusCode::from_u16(code as u16).unwrap());
         if let Some(seconds) = number("retry_after") {
@@ -430,6 +479,7 @@ fn respond(
         end,
         fault("drop_after"),
         fault("stall_after"),
+        fault("trickle_after").map(|after| (after, number("trickle_ms").unwrap_or(2000))),
         number("rate").filter(|_| number("slow_from").is_none_or(|from| start >= from)),
         guard,
     );
@@ -553,6 +603,7 @@ fn body_stream(
     end: u64,
     drop_after: Option<u64>,
     stall_after: Option<u64>,
+    trickle: Option<(u64, u64)>,
     rate: Option<u64>,
     guard: InFlight,
 ) -> Body {
@@ -576,6 +627,14 @@ fn body_stream(
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
             let mut length = (end - position).min(CHUNK as u64);
+            if let Some((after, every_ms)) = trickle {
+                if sent >= after {
+                    tokio::time::sleep(Duration::from_millis(every_ms)).await;
+                    length = 1;
+                } else {
+                    length = length.min(after - sent);
+                }
+            }
             for limit in [drop_after, stall_after].into_iter().flatten() {
                 if sent < limit {
                     length = length.min(limit - sent);
