@@ -12,8 +12,8 @@ use crate::client::cancel::Cancel;
 use crate::client::{Client, Identity};
 use crate::config::{Config, LowSpeed, OnExists};
 use crate::listing::ListedFile;
-use crate::progress::{NoObserver, Reporter};
-use crate::scheduler::Batch;
+use crate::progress::{NoObserver, Observer, Reporter};
+use crate::scheduler::{self, Batch, DownloadHandle, Scheduler};
 use crate::transfer::to_writer::{Streamed, ToWriter};
 use crate::{Completed, Error, Request};
 
@@ -26,10 +26,12 @@ pub fn install_tls_provider() {
 }
 
 /// Runs downloads. Build one with [`Downloader::builder`] and reuse it: clones share one
-/// connection pool.
+/// connection pool and one queue, so the `jobs` and per-host limits hold across every batch,
+/// `download()` call and handle of it and its clones.
 #[derive(Clone)]
 pub struct Downloader {
     pub(crate) client: Client,
+    scheduler: Arc<Scheduler>,
 }
 
 impl std::fmt::Debug for Downloader {
@@ -49,21 +51,47 @@ impl Downloader {
         DownloaderBuilder::default()
     }
 
-    /// Downloads one file (a batch of one).
+    /// Downloads one file, queued with everything else this downloader runs. Dropping the
+    /// future cancels the download (its `.part` is kept for a later resume).
     ///
     /// # Errors
     /// Whatever stopped the download; see [`Error`].
     pub async fn download(&self, request: Request) -> Result<Completed, Error> {
-        let mut outcomes = self.batch(vec![request]).run().await?;
-        outcomes
-            .pop()
-            .unwrap_or_else(|| Err(Error::Internal("the batch produced no outcome".into())))
+        self.submit(request).await
     }
 
-    /// A batch of downloads run under the global and per-host limits.
+    /// [`Self::download`], also reporting its events to `observer`.
+    ///
+    /// # Errors
+    /// As [`Self::download`].
+    pub async fn download_with_observer(
+        &self,
+        request: Request,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Completed, Error> {
+        self.submit_with_observer(request, observer).await
+    }
+
+    /// Queues one download and returns at once: the handle is a future of its outcome, can
+    /// cancel it, and cancels it when dropped. For long-lived programs that take requests over
+    /// time. Must be called inside a Tokio runtime.
+    pub fn submit(&self, request: Request) -> DownloadHandle {
+        scheduler::submit(&self.scheduler, request, None)
+    }
+
+    /// [`Self::submit`], also reporting the download's events to `observer`.
+    pub fn submit_with_observer(
+        &self,
+        request: Request,
+        observer: Arc<dyn Observer>,
+    ) -> DownloadHandle {
+        scheduler::submit(&self.scheduler, request, Some(observer))
+    }
+
+    /// A batch of downloads, queued with everything else this downloader runs.
     #[must_use]
     pub fn batch(&self, requests: Vec<Request>) -> Batch {
-        Batch::new(self.clone(), requests)
+        Batch::new(Arc::clone(&self.scheduler), requests)
     }
 
     /// Downloads `request`'s URL into `writer`, verifying its checksum at the end (a mismatch
@@ -85,8 +113,9 @@ impl Downloader {
             .await
     }
 
-    /// [`Self::download_to_writer`], reporting events (`Started`, `Progress`, `Retrying`) to
-    /// `observer` under transfer id 0.
+    /// [`Self::download_to_writer`], reporting events (`Queued`, `Started`, `Progress`,
+    /// `Retrying`, and `Failed` on failure) to `observer`. It waits for its place in the
+    /// downloader's queue like a file download.
     ///
     /// # Errors
     /// As [`Self::download_to_writer`].
@@ -99,20 +128,37 @@ impl Downloader {
     where
         W: AsyncWrite + Unpin + Send,
     {
-        let report = Reporter::new(observer, crate::TransferId(0));
+        let report = self.scheduler.reporter(Some(observer));
         let cancel = Cancel::new(
             tokio_util::sync::CancellationToken::new(),
             request.cancel.clone(),
         );
-        ToWriter {
-            client: &self.client,
-            request,
-            report: &report,
-            cancel: &cancel,
-            permit: None,
+        report.emit(&crate::Event::Queued {
+            id: report.id(),
+            url: crate::naming::redact_url(&request.url),
+            path: None,
+        });
+        let result = async {
+            let admission = self.scheduler.admit(request.host_key(), &cancel).await?;
+            ToWriter {
+                client: &self.client,
+                request,
+                report: &report,
+                cancel: &cancel,
+                permit: Some(admission.permit),
+            }
+            .run(writer)
+            .await
         }
-        .run(writer)
-        .await
+        .await;
+        if let Err(error) = &result {
+            report.emit(&crate::Event::Failed {
+                id: report.id(),
+                kind: error.kind(),
+                message: crate::error_chain(error),
+            });
+        }
+        result
     }
 
     /// Lists the files below the directory at `url` (which should end with `/`), following
@@ -180,6 +226,7 @@ type ClientHook = Box<dyn FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuild
 pub struct DownloaderBuilder {
     config: Config,
     hooks: Vec<ClientHook>,
+    observers: Vec<Arc<dyn Observer>>,
     user_agent: String,
     headers: HeaderMap,
     client: Option<reqwest::Client>,
@@ -203,6 +250,7 @@ impl Default for DownloaderBuilder {
         Self {
             config: Config::default(),
             hooks: Vec::new(),
+            observers: Vec::new(),
             user_agent: concat!("haul/", env!("CARGO_PKG_VERSION")).to_owned(),
             headers: HeaderMap::new(),
             client: None,
@@ -398,6 +446,14 @@ impl DownloaderBuilder {
         self
     }
 
+    /// Report the events of every download of this downloader to `observer` (besides the
+    /// observers given per batch or per call). Repeatable.
+    #[must_use]
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
     /// Adjusts the `reqwest::ClientBuilder` haul builds, after haul's own settings (identity
     /// encoding, connect timeout, redirect policy, CA certificates, TLS verification): add a
     /// proxy, a local address, TLS options, and keep all of haul's settings. Hooks run in the
@@ -447,8 +503,10 @@ impl DownloaderBuilder {
             user_agent,
             headers: std::mem::take(&mut self.headers),
         };
+        let client = Client::new(http, self.config, identity);
         Ok(Downloader {
-            client: Client::new(http, self.config, identity),
+            scheduler: Arc::new(Scheduler::new(client.clone(), self.observers)),
+            client,
         })
     }
 }

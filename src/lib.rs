@@ -52,7 +52,7 @@ pub use progress::{
 };
 pub use request::{Destination, Request};
 pub use reqwest;
-pub use scheduler::{Batch, Outcome, Outcomes};
+pub use scheduler::{Batch, DownloadHandle, Outcome, Outcomes};
 pub use tokio_util::sync::CancellationToken;
 pub use transfer::Completed;
 pub use transfer::to_writer::Streamed;

@@ -1,21 +1,27 @@
-//! Runs a batch: a queue in input order, at most `jobs` downloads on the network at once (and
-//! up to `COMMIT_BACKLOG` more finishing on disk) and at most `per_host` to one host, outcomes handed back as they complete (or collected in input order).
-//! Only running downloads hold a task; a queued request is just its `Request`.
+//! One scheduler per `Downloader`: a single queue, one `jobs` limit and one per-host limit
+//! shared by every batch, every `download()` call and every handle of that downloader (and its
+//! clones). A queued request is just data; a task exists only for a running download. A driver
+//! task starts downloads as places free up, in submission order among the hosts that have room,
+//! and ends when the queue is empty (the next submission starts a new one). Dropping a handle
+//! or a batch's outcome stream cancels what it owns: the download stops, keeps its `.part`
+//! for a later resume, and gives its places back at once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::Stream;
-use tokio::sync::{Notify, mpsc};
-use tokio::task::JoinSet;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::client::Client;
 use crate::client::cancel::Cancel;
-use crate::downloader::Downloader;
+use crate::client::hosts::HostPermit;
 use crate::naming::redact_url;
 use crate::progress::{Event, NoObserver, Observer, Reporter, TransferId, error_chain};
 use crate::request::normalized;
@@ -26,24 +32,534 @@ use crate::{Completed, Error, Request};
 /// gives its job slot up once its body has arrived, so the network is not idle while files
 /// are synced; this bounds how many wait for the disk (each holds at most a small body).
 const COMMIT_BACKLOG: usize = 16;
+/// How often a driver that waits only for a penalized host (whose limit grows back with
+/// time, not with a release) looks again.
+const PENALTY_POLL: Duration = Duration::from_millis(250);
 
-/// A download's place among the `jobs` running at once; given back on drop (when the body has
-/// arrived, or when the download ends).
-pub(crate) struct JobSlot {
-    slots: Arc<JobSlots>,
+/// The queue and limits of one downloader.
+pub(crate) struct Scheduler {
+    client: Client,
+    queue: Mutex<Queue>,
+    /// Wakes the driver: a submission, a cancellation, a freed job slot.
+    wake: Notify,
+    /// Downloads holding a job slot (body still arriving).
+    on_network: AtomicUsize,
+    /// Download tasks alive (on the network or finishing on disk).
+    running: AtomicUsize,
+    /// Some queued download may have been cancelled: the driver sweeps the queue.
+    swept: AtomicBool,
+    next_id: AtomicUsize,
+    /// Observers of every download of this downloader.
+    observers: Vec<Arc<dyn Observer>>,
+}
+
+impl Scheduler {
+    /// A new id and where the events of work with it go.
+    pub(crate) fn reporter(&self, call: Option<Arc<dyn Observer>>) -> Reporter {
+        Reporter::new(self.observer_for(call), self.next_id())
+    }
 }
 
 #[derive(Default)]
-struct JobSlots {
-    in_use: AtomicUsize,
-    freed: Notify,
+struct Queue {
+    /// Per host, its waiting downloads in submission order.
+    hosts: HashMap<String, VecDeque<Waiting>>,
+    /// The hosts with waiting downloads, by the sequence number of their first one.
+    heads: BTreeMap<u64, String>,
+    next_sequence: u64,
+    waiting: usize,
+    driver_running: bool,
+}
+
+/// Work waiting for its places.
+struct Waiting {
+    sequence: u64,
+    cancel: CancellationToken,
+    work: Work,
+}
+
+enum Work {
+    /// A file download, run on a task of its own once admitted.
+    File(Box<Job>),
+    /// Work that runs in its caller's task (streaming into a writer): it receives its places.
+    Admit(oneshot::Sender<Admission>),
+}
+
+/// Everything a download needs once it may start.
+struct Job {
+    request: Request,
+    final_path: PathBuf,
+    report: Reporter,
+    sink: Sink,
+}
+
+/// The places of admitted work, given back when dropped.
+pub(crate) struct Admission {
+    pub(crate) permit: HostPermit,
+    _slot: JobSlot,
+    _running: Running,
+}
+
+/// Where a download's outcome goes.
+enum Sink {
+    Handle(oneshot::Sender<Result<Completed, Error>>),
+    Batch {
+        outcomes: mpsc::UnboundedSender<Outcome>,
+        index: usize,
+    },
+}
+
+impl Sink {
+    fn send(self, id: TransferId, result: Result<Completed, Error>) {
+        match self {
+            Self::Handle(sender) => {
+                let _ = sender.send(result);
+            }
+            Self::Batch { outcomes, index } => {
+                let _ = outcomes.send(Outcome { id, index, result });
+            }
+        }
+    }
+}
+
+/// A download's place among the `jobs` on the network at once; given back on drop (when the
+/// body has arrived, or when the download ends).
+struct JobSlot {
+    scheduler: Arc<Scheduler>,
 }
 
 impl Drop for JobSlot {
     fn drop(&mut self) {
-        self.slots.in_use.fetch_sub(1, Ordering::AcqRel);
+        self.scheduler.on_network.fetch_sub(1, Ordering::AcqRel);
         // `notify_one` keeps a wake-up for a driver that is not waiting yet: none is lost.
-        self.slots.freed.notify_one();
+        self.scheduler.wake.notify_one();
+    }
+}
+
+/// Counts a download task while it lives.
+struct Running {
+    scheduler: Arc<Scheduler>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.scheduler.running.fetch_sub(1, Ordering::AcqRel);
+        self.scheduler.wake.notify_one();
+    }
+}
+
+/// Sends every event to several observers.
+struct Fanout(Vec<Arc<dyn Observer>>);
+
+impl Observer for Fanout {
+    fn on_event(&self, event: &Event) {
+        for observer in &self.0 {
+            observer.on_event(event);
+        }
+    }
+}
+
+impl Scheduler {
+    pub(crate) fn new(client: Client, observers: Vec<Arc<dyn Observer>>) -> Self {
+        Self {
+            client,
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            on_network: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            swept: AtomicBool::new(false),
+            next_id: AtomicUsize::new(0),
+            observers,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The observer of one download: the downloader's, plus the caller's.
+    fn observer_for(&self, call: Option<Arc<dyn Observer>>) -> Arc<dyn Observer> {
+        match (self.observers.as_slice(), call) {
+            ([], None) => Arc::new(NoObserver),
+            ([], Some(call)) => call,
+            ([one], None) => Arc::clone(one),
+            (all, call) => {
+                let mut list = all.to_vec();
+                list.extend(call);
+                Arc::new(Fanout(list))
+            }
+        }
+    }
+
+    fn next_id(&self) -> TransferId {
+        TransferId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Queues one download (reporting `Queued`), or ends it at once when it has no output
+    /// path.
+    fn enqueue(
+        self: &Arc<Self>,
+        request: Request,
+        final_path: Result<PathBuf, Error>,
+        cancel: CancellationToken,
+        report: Reporter,
+        sink: Sink,
+    ) {
+        report.emit(&Event::Queued {
+            id: report.id(),
+            url: redact_url(&request.url),
+            path: final_path.as_ref().ok().cloned(),
+        });
+        let final_path = match final_path {
+            Ok(path) => path,
+            Err(error) => {
+                finish(&report, sink, Err(error));
+                return;
+            }
+        };
+        let host = request.host_key();
+        let job = Job {
+            request,
+            final_path,
+            report,
+            sink,
+        };
+        self.push(host, cancel, Work::File(Box::new(job)));
+    }
+
+    /// Waits in the queue for a job slot and a place at `host`, like a file download, for
+    /// work that runs in the caller's task.
+    ///
+    /// # Errors
+    /// `Cancelled` when `cancel` fires first.
+    pub(crate) async fn admit(
+        self: &Arc<Self>,
+        host: String,
+        cancel: &Cancel,
+    ) -> Result<Admission, Error> {
+        let (sender, receiver) = oneshot::channel();
+        let token = CancellationToken::new();
+        let _leave_queue = CancelOnDrop {
+            token: token.clone(),
+            scheduler: Arc::clone(self),
+        };
+        self.push(host, token, Work::Admit(sender));
+        tokio::select! {
+            () = cancel.cancelled() => Err(Error::Cancelled),
+            admitted = receiver => admitted.map_err(|_| Error::Cancelled),
+        }
+    }
+
+    fn push(self: &Arc<Self>, host: String, cancel: CancellationToken, work: Work) {
+        let start_driver = {
+            let mut queue = self.lock();
+            let sequence = queue.next_sequence;
+            queue.next_sequence += 1;
+            queue.waiting += 1;
+            let list = queue.hosts.entry(host.clone()).or_default();
+            let first = list.is_empty();
+            list.push_back(Waiting {
+                sequence,
+                cancel,
+                work,
+            });
+            if first {
+                queue.heads.insert(sequence, host);
+            }
+            !std::mem::replace(&mut queue.driver_running, true)
+        };
+        if start_driver {
+            tokio::spawn(Arc::clone(self).drive());
+        } else {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Some queued download may have been cancelled: sweep it out of the queue.
+    fn note_cancelled(&self) {
+        self.swept.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Starts downloads while places are free; ends when nothing waits.
+    async fn drive(self: Arc<Self>) {
+        let config = self.client.config();
+        loop {
+            if self.swept.swap(false, Ordering::AcqRel) {
+                self.sweep_cancelled();
+            }
+            let mut blocked_by_host = false;
+            while self.on_network.load(Ordering::Acquire) < config.jobs
+                && self.running.load(Ordering::Acquire) < config.jobs + COMMIT_BACKLOG
+            {
+                match self.next_startable() {
+                    Next::Start(waiting, permit) => self.start(*waiting, permit),
+                    Next::Blocked => {
+                        blocked_by_host = true;
+                        break;
+                    }
+                    Next::Empty => break,
+                }
+            }
+            // Registered before the final look, so a wake-up in between is not lost.
+            let woken = self.wake.notified();
+            {
+                let mut queue = self.lock();
+                if queue.waiting == 0 {
+                    queue.driver_running = false;
+                    return;
+                }
+            }
+            tokio::select! {
+                () = woken => {}
+                () = self.client.hosts().released() => {}
+                () = tokio::time::sleep(PENALTY_POLL), if blocked_by_host => {}
+            }
+        }
+    }
+
+    /// The first waiting download (in submission order) whose host has room, with its permit.
+    fn next_startable(&self) -> Next {
+        let mut queue = self.lock();
+        if queue.waiting == 0 {
+            return Next::Empty;
+        }
+        let hosts = self.client.hosts();
+        let found = queue.heads.iter().find_map(|(sequence, host)| {
+            hosts
+                .try_acquire(host)
+                .map(|p| (*sequence, host.clone(), p))
+        });
+        let Some((sequence, host, permit)) = found else {
+            return Next::Blocked;
+        };
+        queue.heads.remove(&sequence);
+        let Some(list) = queue.hosts.get_mut(&host) else {
+            return Next::Blocked;
+        };
+        let Some(waiting) = list.pop_front() else {
+            return Next::Blocked;
+        };
+        match list.front().map(|next| next.sequence) {
+            Some(next) => {
+                queue.heads.insert(next, host);
+            }
+            None => {
+                queue.hosts.remove(&host);
+            }
+        }
+        queue.waiting -= 1;
+        Next::Start(Box::new(waiting), permit)
+    }
+
+    /// Ends every queued download whose token was cancelled.
+    fn sweep_cancelled(&self) {
+        let mut cancelled = Vec::new();
+        {
+            let mut queue = self.lock();
+            let Queue {
+                hosts,
+                heads,
+                waiting,
+                ..
+            } = &mut *queue;
+            hosts.retain(|host, list| {
+                let before = list.front().map(|w| w.sequence);
+                let mut kept = VecDeque::with_capacity(list.len());
+                for entry in list.drain(..) {
+                    if entry.cancel.is_cancelled() {
+                        cancelled.push(entry.work);
+                    } else {
+                        kept.push_back(entry);
+                    }
+                }
+                *list = kept;
+                if let Some(before) = before {
+                    heads.remove(&before);
+                }
+                if let Some(front) = list.front() {
+                    heads.insert(front.sequence, host.clone());
+                }
+                !list.is_empty()
+            });
+            *waiting -= cancelled.len();
+        }
+        for work in cancelled {
+            if let Work::File(job) = work {
+                finish(&job.report, job.sink, Err(Error::Cancelled));
+            }
+        }
+    }
+
+    fn start(self: &Arc<Self>, waiting: Waiting, permit: HostPermit) {
+        self.on_network.fetch_add(1, Ordering::AcqRel);
+        self.running.fetch_add(1, Ordering::AcqRel);
+        let slot = JobSlot {
+            scheduler: Arc::clone(self),
+        };
+        let alive = Running {
+            scheduler: Arc::clone(self),
+        };
+        let job = match waiting.work {
+            Work::Admit(sender) => {
+                // Dropped, and so given back, when the caller went away meanwhile.
+                let _ = sender.send(Admission {
+                    permit,
+                    _slot: slot,
+                    _running: alive,
+                });
+                return;
+            }
+            Work::File(job) => *job,
+        };
+        let client = self.client.clone();
+        let cancel = Cancel::new(waiting.cancel, job.request.cancel.clone());
+        tokio::spawn(async move {
+            let _alive = alive;
+            let Job {
+                request,
+                final_path,
+                report,
+                sink,
+            } = job;
+            let transfer = Transfer {
+                client: &client,
+                request: &request,
+                report: &report,
+                cancel: &cancel,
+                final_path,
+                permit: Some(permit),
+                job: Some(Box::new(slot)),
+            };
+            let result = transfer.run().await;
+            finish(&report, sink, result);
+        });
+    }
+}
+
+/// Cancels a token and tells the scheduler, on drop: a waiter that went away leaves the queue.
+struct CancelOnDrop {
+    token: CancellationToken,
+    scheduler: Arc<Scheduler>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if !self.token.is_cancelled() {
+            self.token.cancel();
+            self.scheduler.note_cancelled();
+        }
+    }
+}
+
+enum Next {
+    Start(Box<Waiting>, HostPermit),
+    /// Downloads wait, but none of their hosts has room.
+    Blocked,
+    Empty,
+}
+
+/// Reports a download's end and hands its outcome over.
+fn finish(report: &Reporter, sink: Sink, result: Result<Completed, Error>) {
+    let event = match &result {
+        Ok(completed) => Event::Finished {
+            id: report.id(),
+            completed: completed.clone(),
+        },
+        Err(error) => Event::Failed {
+            id: report.id(),
+            kind: error.kind(),
+            message: error_chain(error),
+        },
+    };
+    report.emit(&event);
+    sink.send(report.id(), result);
+}
+
+/// A download submitted to a `Downloader`: a future of its outcome. Dropping it cancels the
+/// download (its `.part` and state are kept for a later resume, its places freed at once).
+#[must_use = "dropping a handle cancels its download"]
+pub struct DownloadHandle {
+    id: TransferId,
+    outcome: oneshot::Receiver<Result<Completed, Error>>,
+    cancel: CancellationToken,
+    scheduler: Arc<Scheduler>,
+    done: bool,
+}
+
+impl std::fmt::Debug for DownloadHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DownloadHandle")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DownloadHandle {
+    /// The download's id, unique within its downloader (the id of its events).
+    #[must_use]
+    pub fn id(&self) -> TransferId {
+        self.id
+    }
+
+    /// Stops the download: a running one keeps a resumable `.part`, a queued one never
+    /// starts; either ends with [`Error::Cancelled`].
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+        self.scheduler.note_cancelled();
+    }
+}
+
+impl Future for DownloadHandle {
+    type Output = Result<Completed, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.outcome).poll(cx) {
+            Poll::Ready(outcome) => {
+                self.done = true;
+                Poll::Ready(outcome.unwrap_or_else(|_| {
+                    Err(Error::Internal(
+                        "a download task ended without an outcome".into(),
+                    ))
+                }))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for DownloadHandle {
+    fn drop(&mut self) {
+        if !self.done {
+            self.cancel();
+        }
+    }
+}
+
+/// Submits one download to `scheduler`, observed by its observers and `observer`.
+pub(crate) fn submit(
+    scheduler: &Arc<Scheduler>,
+    request: Request,
+    observer: Option<Arc<dyn Observer>>,
+) -> DownloadHandle {
+    let id = scheduler.next_id();
+    let (sender, outcome) = oneshot::channel();
+    let cancel = CancellationToken::new();
+    let final_path = request.output_path();
+    let report = Reporter::new(scheduler.observer_for(observer), id);
+    scheduler.enqueue(
+        request,
+        final_path,
+        cancel.clone(),
+        report,
+        Sink::Handle(sender),
+    );
+    DownloadHandle {
+        id,
+        outcome,
+        cancel,
+        scheduler: Arc::clone(scheduler),
+        done: false,
     }
 }
 
@@ -51,17 +567,20 @@ impl Drop for JobSlot {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Outcome {
-    /// Which request (its index in the batch).
+    /// The download's id (unique within its downloader; the id of its events).
     pub id: TransferId,
+    /// Its position in the batch, from 0.
+    pub index: usize,
     /// What became of it.
     pub result: Result<Completed, Error>,
 }
 
-/// A set of requests to run together. Configure it, then [`Batch::start`] or [`Batch::run`].
+/// A set of requests to run together on their downloader's queue. Configure it, then
+/// [`Batch::start`] or [`Batch::run`].
 pub struct Batch {
-    downloader: Downloader,
+    scheduler: Arc<Scheduler>,
     requests: Vec<Request>,
-    observer: Arc<dyn Observer>,
+    observer: Option<Arc<dyn Observer>>,
     cancel: CancellationToken,
 }
 
@@ -74,19 +593,19 @@ impl std::fmt::Debug for Batch {
 }
 
 impl Batch {
-    pub(crate) fn new(downloader: Downloader, requests: Vec<Request>) -> Self {
+    pub(crate) fn new(scheduler: Arc<Scheduler>, requests: Vec<Request>) -> Self {
         Self {
-            downloader,
+            scheduler,
             requests,
-            observer: Arc::new(NoObserver),
+            observer: None,
             cancel: CancellationToken::new(),
         }
     }
 
-    /// Report events to `observer`.
+    /// Report this batch's events to `observer` (besides the downloader's observers).
     #[must_use]
     pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
-        self.observer = observer;
+        self.observer = Some(observer);
         self
     }
 
@@ -98,7 +617,8 @@ impl Batch {
         self
     }
 
-    /// Checks the batch and starts it. Must be called inside a Tokio runtime.
+    /// Checks the batch and queues it. Must be called inside a Tokio runtime. Dropping the
+    /// returned stream cancels whatever of the batch has not ended.
     ///
     /// # Errors
     /// [`Error::DuplicateOutput`] when two requests would write the same file; then nothing
@@ -119,22 +639,45 @@ impl Batch {
             }
             planned.push((request, path));
         }
-        for (index, (request, path)) in planned.iter().enumerate() {
-            self.observer.on_event(&Event::Queued {
-                id: TransferId(index),
-                url: redact_url(&request.url),
-                path: path.as_ref().ok().cloned(),
-            });
-        }
+        drop(seen);
         let (sender, receiver) = mpsc::unbounded_channel();
-        let driver = Driver {
-            downloader: self.downloader,
-            observer: self.observer,
-            cancel: self.cancel,
-            outcomes: sender,
-        };
-        tokio::spawn(driver.run(planned));
-        Ok(Outcomes { receiver })
+        let total = planned.len();
+        let observer = self.scheduler.observer_for(self.observer);
+        // The batch's own scope: dropping its outcomes cancels it, never the caller's token.
+        let cancel = self.cancel.child_token();
+        for (index, (request, path)) in planned.into_iter().enumerate() {
+            let report = Reporter::new(Arc::clone(&observer), self.scheduler.next_id());
+            self.scheduler.enqueue(
+                request,
+                path,
+                cancel.clone(),
+                report,
+                Sink::Batch {
+                    outcomes: sender.clone(),
+                    index,
+                },
+            );
+        }
+        drop(sender);
+        // A cancelled batch leaves the queue at once, not when its turn comes.
+        let watched = cancel.clone();
+        let scheduler = Arc::clone(&self.scheduler);
+        let ended = CancellationToken::new();
+        let watcher_end = ended.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = watched.cancelled() => scheduler.note_cancelled(),
+                () = watcher_end.cancelled() => {}
+            }
+        });
+        Ok(Outcomes {
+            receiver,
+            total,
+            cancel,
+            scheduler: self.scheduler,
+            watcher: ended.drop_guard(),
+            received: 0,
+        })
     }
 
     /// Runs the batch to the end and returns every outcome in input order.
@@ -142,30 +685,64 @@ impl Batch {
     /// # Errors
     /// As [`Batch::start`].
     pub async fn run(self) -> Result<Vec<Result<Completed, Error>>, Error> {
-        let total = self.requests.len();
         let outcomes = self.start()?;
-        Ok(outcomes.in_input_order(total).await)
+        Ok(outcomes.in_input_order().await)
     }
 }
 
-/// The outcomes of a started batch, as a `Stream` in completion order.
-#[derive(Debug)]
+/// The outcomes of a started batch, as a `Stream` in completion order. Dropping it before the
+/// end cancels the rest of the batch.
 pub struct Outcomes {
     receiver: mpsc::UnboundedReceiver<Outcome>,
+    total: usize,
+    cancel: CancellationToken,
+    scheduler: Arc<Scheduler>,
+    /// Ends the batch's cancellation watcher.
+    watcher: tokio_util::sync::DropGuard,
+    received: usize,
+}
+
+impl std::fmt::Debug for Outcomes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outcomes")
+            .field("total", &self.total)
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Outcomes {
+    /// How many requests the batch has.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    /// Whether the batch is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
     /// Waits for every outcome and returns them in input order.
-    pub async fn in_input_order(mut self, total: usize) -> Vec<Result<Completed, Error>> {
-        let mut slots: Vec<Option<Result<Completed, Error>>> = (0..total).map(|_| None).collect();
+    pub async fn in_input_order(mut self) -> Vec<Result<Completed, Error>> {
+        let mut slots: Vec<Option<Result<Completed, Error>>> =
+            (0..self.total).map(|_| None).collect();
         while let Some(outcome) = self.receiver.recv().await {
-            if let Some(slot) = slots.get_mut(outcome.id.0) {
+            self.received += 1;
+            if let Some(slot) = slots.get_mut(outcome.index) {
                 *slot = Some(outcome.result);
             }
         }
         slots
             .into_iter()
-            .map(|slot| slot.unwrap_or(Err(Error::Cancelled)))
+            .map(|slot| {
+                slot.unwrap_or_else(|| {
+                    Err(Error::Internal(
+                        "a download task ended without an outcome".into(),
+                    ))
+                })
+            })
             .collect()
     }
 }
@@ -174,143 +751,20 @@ impl Stream for Outcomes {
     type Item = Outcome;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outcome>> {
-        self.receiver.poll_recv(cx)
+        let polled = self.receiver.poll_recv(cx);
+        if let Poll::Ready(Some(_)) = &polled {
+            self.received += 1;
+        }
+        polled
     }
 }
 
-struct Driver {
-    downloader: Downloader,
-    observer: Arc<dyn Observer>,
-    cancel: CancellationToken,
-    outcomes: mpsc::UnboundedSender<Outcome>,
-}
-
-type Planned = (Request, Result<PathBuf, Error>);
-
-impl Driver {
-    async fn run(self, planned: Vec<Planned>) {
-        let config = self.downloader.client.config();
-        let mut slots: Vec<Option<Request>> = Vec::with_capacity(planned.len());
-        // Per host, the queued indices in input order.
-        let mut queues: HashMap<String, VecDeque<usize>> = HashMap::new();
-        let mut paths: Vec<Option<PathBuf>> = Vec::with_capacity(planned.len());
-        for (index, (request, path)) in planned.into_iter().enumerate() {
-            match path {
-                Ok(path) => {
-                    queues
-                        .entry(request.host_key())
-                        .or_default()
-                        .push_back(index);
-                    slots.push(Some(request));
-                    paths.push(Some(path));
-                }
-                Err(error) => {
-                    slots.push(None);
-                    paths.push(None);
-                    self.finish(TransferId(index), Err(error));
-                }
-            }
+impl Drop for Outcomes {
+    fn drop(&mut self) {
+        if self.received < self.total {
+            self.cancel.cancel();
+            self.scheduler.note_cancelled();
         }
-        let hosts = self.downloader.client.hosts();
-        let mut running: JoinSet<(TransferId, Result<Completed, Error>)> = JoinSet::new();
-        let job_slots = Arc::new(JobSlots::default());
-        loop {
-            while job_slots.in_use.load(Ordering::Acquire) < config.jobs
-                && running.len() < config.jobs + COMMIT_BACKLOG
-                && !self.cancel.is_cancelled()
-            {
-                // Among hosts with queued requests, in the order of their next request, the
-                // first that has room for one more connection.
-                let mut candidates: Vec<(usize, &String)> = queues
-                    .iter()
-                    .filter_map(|(host, queue)| queue.front().map(|index| (*index, host)))
-                    .collect();
-                candidates.sort_unstable();
-                let Some((host, permit)) = candidates
-                    .into_iter()
-                    .find_map(|(_, host)| hosts.try_acquire(host).map(|p| (host.clone(), p)))
-                else {
-                    break;
-                };
-                let Some(index) = queues.get_mut(&host).and_then(VecDeque::pop_front) else {
-                    break;
-                };
-                if queues.get(&host).is_some_and(VecDeque::is_empty) {
-                    queues.remove(&host);
-                }
-                let (Some(request), Some(final_path)) = (
-                    slots.get_mut(index).and_then(Option::take),
-                    paths.get_mut(index).and_then(Option::take),
-                ) else {
-                    continue;
-                };
-                job_slots.in_use.fetch_add(1, Ordering::AcqRel);
-                let job = JobSlot {
-                    slots: Arc::clone(&job_slots),
-                };
-                let downloader = self.downloader.clone();
-                let observer = Arc::clone(&self.observer);
-                let cancel = self.cancel.child_token();
-                running.spawn(async move {
-                    let id = TransferId(index);
-                    let report = Reporter::new(Arc::clone(&observer), id);
-                    let cancel = Cancel::new(cancel, request.cancel.clone());
-                    let transfer = Transfer {
-                        client: &downloader.client,
-                        request: &request,
-                        report: &report,
-                        cancel: &cancel,
-                        final_path,
-                        permit: Some(permit),
-                        job: Some(Box::new(job)),
-                    };
-                    let result = transfer.run().await;
-                    report_end(observer.as_ref(), id, &result);
-                    (id, result)
-                });
-            }
-            let waiting = !queues.is_empty() && !self.cancel.is_cancelled();
-            if running.is_empty() && !waiting {
-                break;
-            }
-            tokio::select! {
-                Some(joined) = running.join_next(), if !running.is_empty() => {
-                    // A transfer task cannot panic by design; if one did, its outcome is lost
-                    // and `in_input_order` reports it as cancelled rather than hanging.
-                    if let Ok((id, result)) = joined {
-                        let _ = self.outcomes.send(Outcome { id, result });
-                    }
-                }
-                () = hosts.released(), if waiting => {}
-                () = job_slots.freed.notified(), if waiting => {}
-                () = self.cancel.cancelled(), if waiting => {}
-            }
-        }
-        // Cancelled before they started.
-        for (index, slot) in slots.iter().enumerate() {
-            if slot.is_some() {
-                self.finish(TransferId(index), Err(Error::Cancelled));
-            }
-        }
+        let _ = &self.watcher;
     }
-
-    fn finish(&self, id: TransferId, result: Result<Completed, Error>) {
-        report_end(self.observer.as_ref(), id, &result);
-        let _ = self.outcomes.send(Outcome { id, result });
-    }
-}
-
-fn report_end(observer: &dyn Observer, id: TransferId, result: &Result<Completed, Error>) {
-    let event = match result {
-        Ok(completed) => Event::Finished {
-            id,
-            completed: completed.clone(),
-        },
-        Err(error) => Event::Failed {
-            id,
-            kind: error.kind(),
-            message: error_chain(error),
-        },
-    };
-    observer.on_event(&event);
 }

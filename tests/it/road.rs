@@ -330,13 +330,14 @@ async fn a_writer_download_honours_retry_after_and_reports_events() {
                 assert_eq!(delay, Duration::from_secs(1));
                 "retrying"
             }
+            Event::Queued { .. } => "queued",
             Event::Started { .. } => "started",
             Event::Progress { .. } => "progress",
             _ => "other",
         });
     }
     seen.dedup();
-    assert_eq!(seen, vec!["retrying", "started", "progress"]);
+    assert_eq!(seen, vec!["queued", "retrying", "started", "progress"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -492,7 +492,7 @@ async fn run_plan(
     }
     let (renderer, cancel, mut outcomes) = crate::start_batch(downloader, requests, &args.common)?;
     while let Some(outcome) = outcomes.next().await {
-        let Some((path, action)) = fetched.get(outcome.id.index()) else {
+        let Some((path, action)) = fetched.get(outcome.index) else {
             continue;
         };
         match outcome.result {
