@@ -1,7 +1,8 @@
 //! A ready-made terminal display (feature `indicatif`): one total bar (bytes, rate, ETA, files
 //! done, failures) and one bar per active file, capped to the terminal's height with the rest
-//! summed in one line; finished files scroll above the bars as one line each. The `haul` CLI
-//! uses this same observer. It draws on stderr at most 10 times a second.
+//! summed in one line; finished files scroll above the bars as one line each. It draws what a
+//! [`BatchView`] says (the one progress model), so its numbers are the summary's numbers. The
+//! `haul` CLI draws with it. It draws on stderr at most 10 times a second.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -9,16 +10,23 @@ use std::time::Duration;
 
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::{Completed, ErrorKind, Event, Observer, TransferId};
+use crate::view::{BatchView, FileView};
+use crate::{Event, Observer, TransferId};
 
 /// Rows kept free for the total bar, the summary line and the prompt.
 const RESERVED_ROWS: usize = 4;
+/// The total bar before any length is known: no bar at all, rather than a full one.
+const TOTAL_WAITING: &str = "{spinner:.green} {elapsed:>4} {bytes} {bytes_per_sec} {msg}";
+const TOTAL_RUNNING: &str = "{spinner:.green} {elapsed:>4} {wide_bar:.cyan/blue} \
+                             {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}";
 
 /// Progress bars for a batch, drawn on stderr.
 pub struct ProgressBars {
     multi: MultiProgress,
     total: ProgressBar,
     overflow: ProgressBar,
+    /// The view of the events this display observes itself (as an `Observer`).
+    own_view: Mutex<BatchView>,
     state: Mutex<BarsState>,
 }
 
@@ -30,20 +38,9 @@ impl std::fmt::Debug for ProgressBars {
 
 #[derive(Default)]
 struct BarsState {
-    files: HashMap<TransferId, FileBar>,
-    queued: usize,
-    ended: usize,
-    failed: usize,
-    visible: usize,
+    bars: HashMap<TransferId, ProgressBar>,
     overflow_shown: bool,
-}
-
-struct FileBar {
-    name: String,
-    total: Option<u64>,
-    bytes_done: u64,
-    started: bool,
-    bar: Option<ProgressBar>,
+    total_known: bool,
 }
 
 impl Default for ProgressBars {
@@ -64,10 +61,7 @@ impl ProgressBars {
     pub fn with_draw_target(target: ProgressDrawTarget) -> Self {
         let multi = MultiProgress::with_draw_target(target);
         let total = multi.add(ProgressBar::new(0));
-        total.set_style(style(
-            "{spinner:.green} {elapsed:>4} {wide_bar:.cyan/blue} {bytes}/{total_bytes} \
-             {bytes_per_sec} ETA {eta} {msg}",
-        ));
+        total.set_style(style(TOTAL_WAITING));
         total.enable_steady_tick(Duration::from_millis(200));
         // Added to the display only while some active files have no row of their own.
         let overflow = ProgressBar::hidden();
@@ -76,12 +70,12 @@ impl ProgressBars {
             multi,
             total,
             overflow,
+            own_view: Mutex::new(BatchView::new()),
             state: Mutex::new(BarsState::default()),
         }
     }
 
     /// Prints a line above the bars.
-    ///
     pub fn println(&self, line: &str) {
         let _ = self.multi.println(line);
     }
@@ -93,8 +87,74 @@ impl ProgressBars {
         let _ = self.multi.clear();
     }
 
-    fn lock(&self) -> MutexGuard<'_, BarsState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Draws `event`, which `view` has already folded in. For a caller that keeps the view
+    /// itself (the CLI does, for its summary); as an `Observer` this display keeps its own.
+    pub fn draw(&self, view: &BatchView, event: &Event) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let name = || view.file(event.id()).map_or("", |f| f.name.as_str()).to_owned();
+        match event {
+            Event::Queued { .. } => {}
+            Event::Started { .. } => self.fill_rows(&mut state, view),
+            Event::Progress { id, .. } | Event::Restarted { id, .. } => {
+                if let (Some(bar), Some(file)) = (state.bars.get(id), view.file(*id)) {
+                    bar.set_position(file.bytes_done);
+                }
+                if let Event::Restarted { reason, .. } = event {
+                    self.println(&format!("! {}: {reason}", name()));
+                }
+            }
+            Event::Retrying {
+                attempt,
+                delay,
+                reason,
+                ..
+            } => {
+                self.println(&format!(
+                    "↻ {}: attempt {attempt} in {:.1}s after: {reason}",
+                    name(),
+                    delay.as_secs_f64()
+                ));
+            }
+            Event::Warning { message, .. } => self.println(&format!("! {}: {message}", name())),
+            Event::Finished { id, completed } => {
+                self.end(&mut state, view, *id);
+                if completed.already_present {
+                    self.println(&format!("= {}  already complete", name()));
+                } else {
+                    let fresh = completed.bytes.saturating_sub(completed.resumed_from);
+                    self.println(&format!(
+                        "✓ {}  {}  {}/s",
+                        name(),
+                        HumanBytes(completed.bytes),
+                        HumanBytes(rate(fresh, completed.duration))
+                    ));
+                }
+            }
+            Event::Failed { id, kind, message } => {
+                self.end(&mut state, view, *id);
+                if *kind != crate::ErrorKind::Cancelled {
+                    self.println(&format!("✗ {}  {message}", name()));
+                }
+            }
+        }
+        self.update_total(&mut state, view);
+    }
+
+    fn update_total(&self, state: &mut BarsState, view: &BatchView) {
+        let (done, length) = view.batch_progress();
+        if length > 0 && !state.total_known {
+            state.total_known = true;
+            self.total.set_style(style(TOTAL_RUNNING));
+        }
+        self.total.set_length(length);
+        self.total.set_position(done);
+        let failures = if view.failed > 0 {
+            format!(", {} failed", view.failed)
+        } else {
+            String::new()
+        };
+        self.total
+            .set_message(format!("files {}/{}{failures}", view.ended(), view.queued));
     }
 
     fn max_bars() -> usize {
@@ -102,8 +162,8 @@ impl ProgressBars {
         usize::from(rows).saturating_sub(RESERVED_ROWS).max(1)
     }
 
-    fn file_bar(&self, file: &FileBar, overflow_shown: bool) -> ProgressBar {
-        let bar = if let Some(total) = file.total {
+    fn file_bar(&self, file: &FileView, overflow_shown: bool) -> ProgressBar {
+        let bar = if let Some(total) = file.total_bytes {
             // Hidden until the MultiProgress owns it: a bar with its own stderr target draws
             // itself once, and that frame would stay on screen as a ghost.
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
@@ -129,32 +189,23 @@ impl ProgressBars {
         bar
     }
 
-    /// Gives bars to started files without one while the terminal has room.
-    fn fill_rows(&self, state: &mut BarsState) {
+    /// Gives bars to running files without one while the terminal has room.
+    fn fill_rows(&self, state: &mut BarsState, view: &BatchView) {
         let room = Self::max_bars();
-        let mut waiting: Vec<TransferId> = state
-            .files
-            .iter()
-            .filter(|(_, f)| f.started && f.bar.is_none())
-            .map(|(id, _)| *id)
-            .collect();
-        waiting.sort();
-        for id in waiting {
-            if state.visible >= room {
+        let active = view.active();
+        for (id, file) in &active {
+            if state.bars.len() >= room {
                 break;
             }
-            if let Some(file) = state.files.get(&id) {
+            if !state.bars.contains_key(id) {
                 let bar = self.file_bar(file, state.overflow_shown);
-                if let Some(file) = state.files.get_mut(&id) {
-                    file.bar = Some(bar);
-                }
-                state.visible += 1;
+                state.bars.insert(*id, bar);
             }
         }
-        let hidden: Vec<&FileBar> = state
-            .files
-            .values()
-            .filter(|f| f.started && f.bar.is_none())
+        let hidden: Vec<&FileView> = active
+            .iter()
+            .filter(|(id, _)| !state.bars.contains_key(id))
+            .map(|(_, f)| *f)
             .collect();
         if hidden.is_empty() {
             if state.overflow_shown {
@@ -176,41 +227,26 @@ impl ProgressBars {
         }
     }
 
-    fn update_message(&self, state: &BarsState) {
-        let failures = if state.failed > 0 {
-            format!(", {} failed", state.failed)
-        } else {
-            String::new()
-        };
-        self.total
-            .set_message(format!("files {}/{}{failures}", state.ended, state.queued));
-    }
-
-    fn end(&self, state: &mut BarsState, id: TransferId) -> String {
-        let file = state.files.remove(&id);
-        if let Some(bar) = file.as_ref().and_then(|f| f.bar.as_ref()) {
+    fn end(&self, state: &mut BarsState, view: &BatchView, id: TransferId) {
+        if let Some(bar) = state.bars.remove(&id) {
             bar.finish_and_clear();
-            self.multi.remove(bar);
-            state.visible = state.visible.saturating_sub(1);
+            self.multi.remove(&bar);
         }
-        state.ended += 1;
-        self.fill_rows(state);
-        self.update_message(state);
-        file.map(|f| f.name).unwrap_or_default()
+        self.fill_rows(state, view);
     }
+}
 
-    fn on_finished(&self, state: &mut BarsState, id: TransferId, completed: &Completed) {
-        let name = self.end(state, id);
-        if completed.already_present {
-            self.println(&format!("= {name}  already complete"));
-        } else {
-            let fresh = completed.bytes.saturating_sub(completed.resumed_from);
-            self.println(&format!(
-                "✓ {name}  {}  {}/s",
-                HumanBytes(completed.bytes),
-                HumanBytes(rate(fresh, completed.duration))
-            ));
-        }
+impl Observer for ProgressBars {
+    fn on_event(&self, event: &Event) {
+        let mut view = self.own_view();
+        view.apply(event);
+        self.draw(&view, event);
+    }
+}
+
+impl ProgressBars {
+    fn own_view(&self) -> MutexGuard<'_, BatchView> {
+        self.own_view.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -224,82 +260,4 @@ pub fn rate(bytes: u64, elapsed: Duration) -> u64 {
     #[expect(clippy::cast_sign_loss, reason = "both operands are positive")]
     let per_second = (bytes as f64 / elapsed.as_secs_f64().max(1e-3)) as u64;
     per_second
-}
-
-impl Observer for ProgressBars {
-    fn on_event(&self, event: &Event) {
-        let mut state = self.lock();
-        match event {
-            Event::Queued { id, url, path } => {
-                let name = crate::display_name(url, path.as_deref());
-                state.queued += 1;
-                state.files.insert(
-                    *id,
-                    FileBar {
-                        name,
-                        total: None,
-                        bytes_done: 0,
-                        started: false,
-                        bar: None,
-                    },
-                );
-                self.update_message(&state);
-            }
-            Event::Started {
-                id,
-                total_bytes,
-                resumed_from,
-                ..
-            } => {
-                self.total
-                    .inc_length(total_bytes.map_or(0, |t| t.saturating_sub(*resumed_from)));
-                if let Some(file) = state.files.get_mut(id) {
-                    file.started = true;
-                    file.total = *total_bytes;
-                    file.bytes_done = *resumed_from;
-                }
-                self.fill_rows(&mut state);
-            }
-            Event::Progress { id, bytes_done } => {
-                if let Some(file) = state.files.get_mut(id) {
-                    let delta = bytes_done.saturating_sub(file.bytes_done);
-                    file.bytes_done = *bytes_done;
-                    if let Some(bar) = &file.bar {
-                        bar.set_position(*bytes_done);
-                    }
-                    self.total.inc(delta);
-                }
-            }
-            Event::Retrying {
-                id,
-                attempt,
-                delay,
-                reason,
-            } => {
-                let name = state.files.get(id).map_or("", |f| f.name.as_str());
-                self.println(&format!(
-                    "↻ {name}: attempt {attempt} in {:.1}s after: {reason}",
-                    delay.as_secs_f64()
-                ));
-            }
-            Event::Restarted {
-                id,
-                reason: message,
-            }
-            | Event::Warning { id, message } => {
-                let name = state.files.get(id).map_or("", |f| f.name.as_str());
-                self.println(&format!("! {name}: {message}"));
-            }
-            Event::Finished { id, completed } => self.on_finished(&mut state, *id, completed),
-            Event::Failed { id, kind, message } => {
-                if *kind != ErrorKind::Cancelled {
-                    state.failed += 1;
-                }
-                let name = self.end(&mut state, *id);
-                if *kind != ErrorKind::Cancelled {
-                    self.println(&format!("✗ {name}  {message}"));
-                }
-            }
-        }
-    }
 }

@@ -40,6 +40,7 @@ mod request;
 mod scheduler;
 mod storage;
 mod transfer;
+pub mod view;
 
 pub use config::{
     DEFAULT_CONNECTIONS, DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MIN_SPLIT_BYTES, LowSpeed, OnExists,
@@ -56,6 +57,7 @@ pub use scheduler::{Batch, DownloadHandle, Outcome, Outcomes};
 pub use tokio_util::sync::CancellationToken;
 pub use transfer::Completed;
 pub use transfer::to_writer::Streamed;
+pub use view::{BatchView, FileState, FileView};
 
 /// Formats seconds since the Unix epoch as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
 #[must_use]

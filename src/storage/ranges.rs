@@ -49,6 +49,11 @@ impl RangeSet {
         self.0.is_empty()
     }
 
+    /// How many bytes are present, in all ranges.
+    pub(crate) fn covered(&self) -> u64 {
+        self.0.iter().map(|(start, end)| end - start).sum()
+    }
+
     /// Length of the data present from offset 0 without a gap.
     pub(crate) fn contiguous_prefix(&self) -> u64 {
         match self.0.first() {

@@ -457,14 +457,18 @@ impl Transfer<'_> {
         ));
     }
 
+    /// Reports `Started` once. Every byte reused counts as resumed, holes or not (a
+    /// segmented download's state may hold several runs of bytes).
     fn report_started(&self, session: &mut Session, total_bytes: Option<u64>, version: &str) {
         if !session.started {
             session.started = true;
-            session.resumed_from = session.offset;
+            let mut reused = session.state.done.clone();
+            reused.insert(0, session.offset);
+            session.resumed_from = reused.covered();
             self.emit(&Event::Started {
                 id: self.report.id(),
                 total_bytes,
-                resumed_from: session.offset,
+                resumed_from: session.resumed_from,
                 http_version: version.to_owned(),
             });
         }

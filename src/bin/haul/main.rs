@@ -127,20 +127,20 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     let total = requests.len();
     let (renderer, cancel, mut outcomes) = start_batch(&downloader, requests, &args.common)?;
     while outcomes.next().await.is_some() {}
-    let tally = renderer.finish();
+    let summary = renderer.finish();
     let interrupted = cancel.is_cancelled();
     let code = if interrupted {
         EXIT_INTERRUPTED
-    } else if tally.integrity_failures > 0 {
+    } else if summary.integrity_failures > 0 {
         EXIT_CHECKSUM
-    } else if tally.failed > 0 {
+    } else if summary.failed > 0 {
         EXIT_FAILED
     } else {
         0
     };
-    renderer.summarize(&tally, interrupted, code);
+    renderer.summarize(&summary, interrupted, code);
     if interrupted {
-        let unfinished = tally.unfinished();
+        let unfinished = &summary.unfinished;
         eprintln!(
             "interrupted: {} of {total} downloads unfinished; their .part files are kept.",
             unfinished.len()
@@ -231,7 +231,7 @@ fn watch_interrupts(cancel: CancellationToken) {
 }
 
 fn display(common: &CommonArgs) -> Display {
-    let bars = || Display::Bars(ProgressBars::new());
+    let bars = || Display::Bars(Box::new(ProgressBars::new()));
     if common.quiet {
         return Display::ErrorsOnly;
     }

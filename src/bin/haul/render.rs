@@ -1,6 +1,7 @@
 //! Turns the library's events into output: the library's progress bars on a terminal, plain
 //! lines elsewhere, nothing but errors with `--quiet`, and JSON lines on stdout with `--json`.
-//! It also tallies the batch for the closing summary. The library counts; this throttles.
+//! Every number comes from the library's progress model (`haul::BatchView`), folded once here;
+//! this module only decides what to show and how often.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -8,7 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use haul::bars::{ProgressBars, rate};
-use haul::{Completed, ErrorKind, Event, Observer, TransferId};
+use haul::{BatchView, Completed, Event, Observer, TransferId};
 use indicatif::HumanBytes;
 use serde_json::{Value, json};
 
@@ -21,7 +22,7 @@ pub const JSON_SCHEMA_VERSION: u32 = 1;
 
 /// What a person sees on stderr.
 pub enum Display {
-    Bars(ProgressBars),
+    Bars(Box<ProgressBars>),
     Lines,
     /// Only failures are printed.
     ErrorsOnly,
@@ -31,30 +32,28 @@ pub struct Renderer {
     display: Display,
     json: bool,
     clock: Instant,
-    state: Mutex<Tally>,
+    state: Mutex<RenderState>,
+}
+
+struct RenderState {
+    view: BatchView,
+    /// When each running file last had a JSON progress event.
+    last_json: HashMap<TransferId, Instant>,
+    last_line: Option<Instant>,
+    /// Failures in order: name and reason.
+    failures: Vec<(String, String)>,
 }
 
 /// What the batch did, for the summary and the exit code.
-#[derive(Default)]
-pub struct Tally {
-    files: HashMap<TransferId, FileTally>,
-    pub queued: usize,
+pub struct Summary {
     pub downloaded: usize,
     pub already_present: usize,
     pub failed: usize,
     pub integrity_failures: usize,
-    pub bytes_transferred: u64,
-    bytes_expected: u64,
-    /// Failures in order: name and reason.
+    pub received_bytes: u64,
+    /// Names of the downloads that did not end, in submission order.
+    pub unfinished: Vec<String>,
     pub failures: Vec<(String, String)>,
-    last_line: Option<Instant>,
-}
-
-struct FileTally {
-    name: String,
-    bytes_done: u64,
-    total: Option<u64>,
-    last_json: Option<Instant>,
 }
 
 impl Renderer {
@@ -63,11 +62,16 @@ impl Renderer {
             display,
             json,
             clock: Instant::now(),
-            state: Mutex::new(Tally::default()),
+            state: Mutex::new(RenderState {
+                view: BatchView::new(),
+                last_json: HashMap::new(),
+                last_line: None,
+                failures: Vec::new(),
+            }),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Tally> {
+    fn lock(&self) -> MutexGuard<'_, RenderState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -77,14 +81,6 @@ impl Renderer {
             Display::Bars(bars) => bars.println(line),
             Display::Lines => eprintln!("{line}"),
             Display::ErrorsOnly => {}
-        }
-    }
-
-    /// An error line, always shown.
-    fn shout(&self, line: &str) {
-        match &self.display {
-            Display::Bars(bars) => bars.println(line),
-            Display::Lines | Display::ErrorsOnly => eprintln!("{line}"),
         }
     }
 
@@ -100,24 +96,38 @@ impl Renderer {
         let _ = writeln!(stdout, "{value}");
     }
 
-    /// Clears the bars and returns the tally.
-    pub fn finish(&self) -> std::sync::MutexGuard<'_, Tally> {
+    /// Clears the bars and returns what the batch did.
+    pub fn finish(&self) -> Summary {
         if let Display::Bars(bars) = &self.display {
             bars.finish();
         }
-        self.lock()
+        let state = self.lock();
+        let view = &state.view;
+        Summary {
+            downloaded: view.downloaded,
+            already_present: view.already_present,
+            failed: view.failed,
+            integrity_failures: view.integrity_failures,
+            received_bytes: view.received_bytes,
+            unfinished: view
+                .unfinished()
+                .into_iter()
+                .map(|(_, file)| file.name.clone())
+                .collect(),
+            failures: state.failures.clone(),
+        }
     }
 
     /// Writes the closing summary: a line on stderr (unless quiet) and a JSON `summary` event.
-    pub fn summarize(&self, tally: &Tally, interrupted: bool, exit_code: u8) {
+    pub fn summarize(&self, summary: &Summary, interrupted: bool, exit_code: u8) {
         let elapsed = self.clock.elapsed();
         self.emit_json(json!({
             "event": "summary",
-            "ok": tally.downloaded,
-            "skipped": tally.already_present,
-            "failed": tally.failed,
-            "unfinished": tally.files.len(),
-            "bytes": tally.bytes_transferred,
+            "ok": summary.downloaded,
+            "skipped": summary.already_present,
+            "failed": summary.failed,
+            "unfinished": summary.unfinished.len(),
+            "bytes": summary.received_bytes,
             "duration_ms": elapsed.as_millis() as u64,
             "interrupted": interrupted,
             "exit_code": exit_code,
@@ -127,80 +137,62 @@ impl Renderer {
         }
         eprintln!(
             "{} ok, {} skipped (already complete), {} failed; {} in {:.1}s ({}/s)",
-            tally.downloaded,
-            tally.already_present,
-            tally.failed,
-            HumanBytes(tally.bytes_transferred),
+            summary.downloaded,
+            summary.already_present,
+            summary.failed,
+            HumanBytes(summary.received_bytes),
             elapsed.as_secs_f64(),
-            HumanBytes(rate(tally.bytes_transferred, elapsed))
+            HumanBytes(rate(summary.received_bytes, elapsed))
         );
-        if !tally.failures.is_empty() {
+        if !summary.failures.is_empty() {
             eprintln!("failed:");
-            for (name, reason) in &tally.failures {
+            for (name, reason) in &summary.failures {
                 eprintln!("  {name}: {reason}");
             }
         }
     }
 
-    fn plain_progress_line(tally: &mut Tally) {
+    fn plain_progress_line(state: &mut RenderState) {
         let now = Instant::now();
-        if tally.last_line.is_some_and(|at| now - at < LINE_INTERVAL) {
+        if state.last_line.is_some_and(|at| now - at < LINE_INTERVAL) {
             return;
         }
-        tally.last_line = Some(now);
-        let ended = tally.downloaded + tally.already_present + tally.failed;
+        state.last_line = Some(now);
+        let view = &state.view;
+        let (done, total) = view.batch_progress();
         eprintln!(
-            "progress: {ended}/{} files, {} of {} received",
-            tally.queued,
-            HumanBytes(tally.bytes_transferred),
-            HumanBytes(tally.bytes_expected)
+            "progress: {}/{} files, {} of {} received",
+            view.ended(),
+            view.queued,
+            HumanBytes(done),
+            HumanBytes(total)
         );
     }
 
-    fn on_progress(&self, tally: &mut Tally, id: TransferId, bytes_done: u64) {
-        let Some(file) = tally.files.get_mut(&id) else {
+    fn json_progress(&self, state: &mut RenderState, id: TransferId) {
+        if !self.json {
+            return;
+        }
+        let Some(file) = state.view.file(id) else {
             return;
         };
-        let delta = bytes_done.saturating_sub(file.bytes_done);
-        file.bytes_done = bytes_done;
         let now = Instant::now();
-        let due = file
+        let complete = file.total_bytes == Some(file.bytes_done);
+        let due = state
             .last_json
-            .is_none_or(|at| now - at >= JSON_PROGRESS_INTERVAL)
-            || file.total == Some(bytes_done);
-        if self.json && due {
-            file.last_json = Some(now);
-            self.emit_json(json!({
-                "event": "progress", "id": id.index(), "bytes_done": bytes_done,
-                "total_bytes": file.total,
-            }));
-        }
-        tally.bytes_transferred += delta;
-        if matches!(self.display, Display::Lines) {
-            Self::plain_progress_line(tally);
+            .get(&id)
+            .is_none_or(|at| now - *at >= JSON_PROGRESS_INTERVAL);
+        if due || complete {
+            let value = json!({
+                "event": "progress", "id": id.index(), "bytes_done": file.bytes_done,
+                "total_bytes": file.total_bytes,
+            });
+            state.last_json.insert(id, now);
+            self.emit_json(value);
         }
     }
 
-    fn on_finished(&self, tally: &mut Tally, id: TransferId, completed: &Completed) {
-        let name = tally.files.remove(&id).map_or_else(String::new, |f| f.name);
-        if completed.already_present {
-            tally.already_present += 1;
-        } else {
-            tally.downloaded += 1;
-        }
-        self.emit_json(json!({
-            "event": "finished",
-            "id": id.index(),
-            "path": completed.path,
-            "bytes": completed.bytes,
-            "digest": completed.digest.as_ref().map(ToString::to_string),
-            "duration_ms": completed.duration.as_millis() as u64,
-            "resumed_from": completed.resumed_from,
-            "already_present": completed.already_present,
-        }));
-        if !matches!(self.display, Display::Lines) {
-            return;
-        }
+    fn finished_line(&self, name: &str, completed: &Completed) {
         if completed.already_present {
             self.say(&format!("= {name}  already complete"));
         } else {
@@ -213,79 +205,32 @@ impl Renderer {
         }
     }
 
-    fn on_failed(&self, tally: &mut Tally, id: TransferId, kind: ErrorKind, message: &str) {
-        self.emit_json(json!({
-            "event": "failed", "id": id.index(), "kind": kind.as_str(), "message": message,
-        }));
-        if kind == ErrorKind::Cancelled {
-            // Kept in `files`: it is listed as unfinished.
-            return;
-        }
-        let name = tally.files.remove(&id).map_or_else(String::new, |f| f.name);
-        tally.failed += 1;
-        if kind == ErrorKind::Integrity {
-            tally.integrity_failures += 1;
-        }
-        if !matches!(self.display, Display::Bars(_)) {
-            self.shout(&format!("✗ {name}  error: {message}"));
-        }
-        tally.failures.push((name, message.to_owned()));
-    }
-}
-
-impl Tally {
-    /// Names of the downloads that have not ended, in input order.
-    pub fn unfinished(&self) -> Vec<String> {
-        let mut names: Vec<(TransferId, &str)> = self
-            .files
-            .iter()
-            .map(|(id, f)| (*id, f.name.as_str()))
-            .collect();
-        names.sort_unstable();
-        names.into_iter().map(|(_, n)| n.to_owned()).collect()
-    }
-}
-
-impl Observer for Renderer {
-    fn on_event(&self, event: &Event) {
-        if let Display::Bars(bars) = &self.display {
-            bars.on_event(event);
-        }
-        let mut tally = self.lock();
+    /// JSON and plain lines for one event the view has folded in.
+    fn render(&self, state: &mut RenderState, event: &Event) {
+        let name = state
+            .view
+            .file(event.id())
+            .map_or_else(String::new, |f| f.name.clone());
+        let lines = matches!(self.display, Display::Lines);
         match event {
-            Event::Queued { id, url, path } => {
-                let name = haul::display_name(url, path.as_deref());
-                tally.queued += 1;
-                tally.files.insert(
-                    *id,
-                    FileTally {
-                        name,
-                        bytes_done: 0,
-                        total: None,
-                        last_json: None,
-                    },
-                );
-                self.emit_json(json!({
-                    "event": "queued", "id": id.index(), "url": url, "path": path,
-                }));
-            }
+            Event::Queued { id, url, path } => self.emit_json(json!({
+                "event": "queued", "id": id.index(), "url": url, "path": path,
+            })),
             Event::Started {
                 id,
                 total_bytes,
                 resumed_from,
                 http_version,
-            } => {
-                tally.bytes_expected += total_bytes.map_or(0, |t| t.saturating_sub(*resumed_from));
-                if let Some(file) = tally.files.get_mut(id) {
-                    file.bytes_done = *resumed_from;
-                    file.total = *total_bytes;
+            } => self.emit_json(json!({
+                "event": "started", "id": id.index(), "total_bytes": total_bytes,
+                "resumed_from": resumed_from, "http_version": http_version,
+            })),
+            Event::Progress { id, .. } => {
+                self.json_progress(state, *id);
+                if lines {
+                    Self::plain_progress_line(state);
                 }
-                self.emit_json(json!({
-                    "event": "started", "id": id.index(), "total_bytes": total_bytes,
-                    "resumed_from": resumed_from, "http_version": http_version,
-                }));
             }
-            Event::Progress { id, bytes_done } => self.on_progress(&mut tally, *id, *bytes_done),
             Event::Retrying {
                 id,
                 attempt,
@@ -296,8 +241,7 @@ impl Observer for Renderer {
                     "event": "retry", "id": id.index(), "attempt": attempt,
                     "delay_ms": delay.as_millis() as u64, "reason": reason,
                 }));
-                if matches!(self.display, Display::Lines) {
-                    let name = tally.files.get(id).map_or("", |f| f.name.as_str());
+                if lines {
                     self.say(&format!(
                         "↻ {name}: attempt {attempt} in {:.1}s after: {reason}",
                         delay.as_secs_f64()
@@ -308,8 +252,7 @@ impl Observer for Renderer {
                 self.emit_json(json!({
                     "event": "restarted", "id": id.index(), "reason": reason,
                 }));
-                if matches!(self.display, Display::Lines) {
-                    let name = tally.files.get(id).map_or("", |f| f.name.as_str());
+                if lines {
                     self.say(&format!("! {name}: {reason}"));
                 }
             }
@@ -317,16 +260,51 @@ impl Observer for Renderer {
                 self.emit_json(json!({
                     "event": "warning", "id": id.index(), "message": message,
                 }));
-                if matches!(self.display, Display::Lines) {
-                    let name = tally.files.get(id).map_or("", |f| f.name.as_str());
+                if lines {
                     self.say(&format!("! {name}: {message}"));
                 }
             }
-            Event::Finished { id, completed } => self.on_finished(&mut tally, *id, completed),
+            Event::Finished { id, completed } => {
+                state.last_json.remove(id);
+                self.emit_json(json!({
+                    "event": "finished",
+                    "id": id.index(),
+                    "path": completed.path,
+                    "bytes": completed.bytes,
+                    "digest": completed.digest.as_ref().map(ToString::to_string),
+                    "duration_ms": completed.duration.as_millis() as u64,
+                    "resumed_from": completed.resumed_from,
+                    "already_present": completed.already_present,
+                }));
+                if lines {
+                    self.finished_line(&name, completed);
+                }
+            }
             Event::Failed { id, kind, message } => {
-                self.on_failed(&mut tally, *id, *kind, message);
+                state.last_json.remove(id);
+                self.emit_json(json!({
+                    "event": "failed", "id": id.index(), "kind": kind.as_str(),
+                    "message": message,
+                }));
+                if *kind != haul::ErrorKind::Cancelled {
+                    if !matches!(self.display, Display::Bars(_)) {
+                        eprintln!("✗ {name}  error: {message}");
+                    }
+                    state.failures.push((name, message.clone()));
+                }
             }
             _ => {}
+        }
+    }
+}
+
+impl Observer for Renderer {
+    fn on_event(&self, event: &Event) {
+        let mut state = self.lock();
+        state.view.apply(event);
+        self.render(&mut state, event);
+        if let Display::Bars(bars) = &self.display {
+            bars.draw(&state.view, event);
         }
     }
 }

@@ -514,7 +514,7 @@ async fn run_plan(
             Err(_) => counts.failed += 1,
         }
     }
-    let tally = renderer.finish();
+    let summary = renderer.finish();
     let interrupted = cancel.is_cancelled();
     // A failed or interrupted sync deletes nothing: what failed may still be wanted.
     if !interrupted && counts.failed == 0 {
@@ -529,14 +529,14 @@ async fn run_plan(
     save_memory(memory_path, &memory)?;
     let code = if interrupted {
         EXIT_INTERRUPTED
-    } else if tally.integrity_failures > 0 {
+    } else if summary.integrity_failures > 0 {
         EXIT_CHECKSUM
     } else if counts.failed > 0 {
         EXIT_FAILED
     } else {
         0
     };
-    renderer.summarize(&tally, interrupted, code);
+    renderer.summarize(&summary, interrupted, code);
     report(&counts, &args.common);
     Ok(ExitCode::from(code))
 }

@@ -324,10 +324,12 @@ impl Engine<'_, '_> {
             if let Err(error) = buffer.push(chunk, &self.writer).await {
                 break Err(error);
             }
-            transfer.emit(&Event::Progress {
-                id: transfer.report.id(),
-                bytes_done: received,
-            });
+            if self.reported.fetch_max(received, Ordering::AcqRel) < received {
+                transfer.emit(&Event::Progress {
+                    id: transfer.report.id(),
+                    bytes_done: received,
+                });
+            }
         };
         if plain {
             self.plain_streaming.store(false, Ordering::Release);

@@ -61,6 +61,9 @@ struct Engine<'t, 'a> {
     ranged_errors: AtomicU32,
     /// The longest a range request has waited for its answer, in microseconds.
     slowest_answer_micros: AtomicU64,
+    /// The highest figure reported in a `Progress` event: connections report the file's
+    /// total out of order, and only a figure above it is reported.
+    reported: AtomicU64,
 }
 
 impl Transfer<'_> {
@@ -118,6 +121,7 @@ impl Transfer<'_> {
             plain_streaming: AtomicBool::new(false),
             ranged_errors: AtomicU32::new(0),
             slowest_answer_micros: AtomicU64::new(0),
+            reported: AtomicU64::new(0),
         };
         let received_before = engine.plan.received();
         // The first connection's answer starts at the first gap: it takes the first piece.
