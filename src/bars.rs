@@ -91,7 +91,11 @@ impl ProgressBars {
     /// itself (the CLI does, for its summary); as an `Observer` this display keeps its own.
     pub fn draw(&self, view: &BatchView, event: &Event) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let name = || view.file(event.id()).map_or("", |f| f.name.as_str()).to_owned();
+        let name = || {
+            view.file(event.id())
+                .map_or("", |f| f.name.as_str())
+                .to_owned()
+        };
         match event {
             Event::Queued { .. } => {}
             Event::Started { .. } => self.fill_rows(&mut state, view),

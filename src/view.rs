@@ -179,7 +179,9 @@ impl BatchView {
             file.state = FileState::Finished;
             if !completed.already_present {
                 file.total_bytes = file.total_bytes.or(Some(completed.bytes));
-                file.bytes_done = file.bytes_done.max(clamp(completed.bytes, file.total_bytes));
+                file.bytes_done = file
+                    .bytes_done
+                    .max(clamp(completed.bytes, file.total_bytes));
             }
             let (done, total) = file.share();
             self.ended_share.0 += done;
@@ -341,7 +343,11 @@ mod tests {
         view.apply(&progress(0, 150));
         let file = view.file(id(0)).unwrap();
         assert_eq!(file.bytes_done, 100, "never above the size");
-        assert_eq!(view.received_bytes, 50 + 100, "what the server sent, each byte once");
+        assert_eq!(
+            view.received_bytes,
+            50 + 100,
+            "what the server sent, each byte once"
+        );
         let (done, total) = view.batch_progress();
         assert!(done <= total, "{done} of {total}");
     }
@@ -372,9 +378,15 @@ mod tests {
             kind: ErrorKind::Integrity,
             message: "mismatch".into(),
         });
-        assert_eq!((view.failed, view.integrity_failures, view.cancelled), (1, 1, 1));
+        assert_eq!(
+            (view.failed, view.integrity_failures, view.cancelled),
+            (1, 1, 1)
+        );
         let unfinished: Vec<TransferId> = view.unfinished().iter().map(|(i, _)| *i).collect();
         assert_eq!(unfinished, vec![id(1)]);
-        assert_eq!(view.file(id(0)).unwrap().state, FileState::Failed(ErrorKind::Integrity));
+        assert_eq!(
+            view.file(id(0)).unwrap().state,
+            FileState::Failed(ErrorKind::Integrity)
+        );
     }
 }

@@ -245,8 +245,36 @@ async fn the_examples_run_against_a_real_server() {
     resume.arg(&url).arg(dir.path()).arg("60000");
     let output = run(resume).await;
     assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(
-        std::fs::read(dir.path().join("c.bin")).unwrap(),
-        content("c.bin", 1, SIZE)
-    );
+    assert!(std::fs::read(dir.path().join("c.bin")).unwrap() == content("c.bin", 1, SIZE));
+
+    let urls: Vec<String> = (0..6)
+        .map(|i| server.file_url(1000 + i, &format!("svc{i}"), "delay_ms=200"))
+        .collect();
+    let served = server.requests();
+    let mut service = std::process::Command::new(example("service"));
+    service
+        .arg(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let output = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = service.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        for url in &urls {
+            writeln!(stdin, "{url}").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 6);
+    assert_eq!(server.requests() - served, 6);
+    for i in 0..6u64 {
+        let name = format!("svc{i}");
+        assert!(std::fs::read(dir.path().join(&name)).unwrap() == content(&name, 1, 1000 + i));
+    }
 }

@@ -321,6 +321,35 @@ async fn a_server_that_ignores_ranges_python_http_server_restarts_cleanly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_four_connections_count_each_byte_once_in_the_summary() {
+    let Some(nginx) = Nginx::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let size: u64 = 64 << 20;
+    put(&nginx.www(), "big64.bin", &content("big64", 1, size));
+    let mut command = haul();
+    command
+        .args(["get", "--json", "-x", "4", "--min-split-size", "1M", "-d"])
+        .arg(dir.path())
+        .arg(nginx.http_url("/big64.bin"));
+    let output = run(command).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let events: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
+    let finished = events.iter().find(|e| e["event"] == "finished").unwrap();
+    assert_eq!(summary["bytes"], size, "{summary}");
+    assert_eq!(finished["bytes"], size);
+    let ranged = nginx
+        .access_log()
+        .iter()
+        .filter(|line| line.contains(" 206 "))
+        .count();
+    assert!(ranged >= 3, "several connections were used");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_serves_a_segmented_download_and_its_resume() {
     let Some(nginx) = Nginx::start() else { return };
     let dir = tempfile::tempdir().unwrap();

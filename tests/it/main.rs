@@ -10,5 +10,6 @@ mod reliability;
 mod resume;
 mod road;
 mod segments;
+mod service;
 mod support;
 mod sync;

@@ -65,9 +65,9 @@ async fn a_listing_that_asks_for_patience_twice_is_synced() {
         started.elapsed() >= Duration::from_secs(2),
         "Retry-After: 1 was honoured twice"
     );
-    assert_eq!(
-        std::fs::read(mirror.join("a.bin")).unwrap(),
-        content("a.bin", 1, 1000)
+    assert!(
+        std::fs::read(mirror.join("a.bin")).unwrap() == content("a.bin", 1, 1000),
+        "the exact bytes"
     );
     let listing_requests = server.log().iter().filter(|r| r.path == "/tree/").count();
     assert_eq!(listing_requests, 3, "two 503s, then the listing");
@@ -99,9 +99,9 @@ async fn a_trickling_answer_is_dropped_and_a_healthy_connection_finishes_the_fil
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(
-        std::fs::read(dir.path().join("trickle.bin")).unwrap(),
-        content("trickle.bin", 1, size)
+    assert!(
+        std::fs::read(dir.path().join("trickle.bin")).unwrap() == content("trickle.bin", 1, size),
+        "the exact bytes"
     );
     let log = server.log();
     assert_eq!(log.len(), 2, "the trickle, then one healthy request");
@@ -143,9 +143,9 @@ async fn ranges_refused_with_500_after_a_dropped_connection_restart_plainly() {
     let query = "ranged_status=500&drop_after=1048576&fault_times=1";
     let request = fixture.request(size, "r500.bin", query).with_connections(1);
     let done = fixture.downloader.download(request).await.unwrap();
-    assert_eq!(
-        std::fs::read(done.path).unwrap(),
-        content("r500.bin", 1, size)
+    assert!(
+        std::fs::read(done.path).unwrap() == content("r500.bin", 1, size),
+        "the exact bytes"
     );
     let statuses: Vec<(bool, u16)> = fixture
         .server
@@ -169,9 +169,9 @@ async fn a_plain_answer_finishes_a_segmented_file_whose_ranges_get_500() {
         .request(size, "seg500.bin", "ranged_status=500&rate=33554432")
         .with_connections(4);
     let done = fixture.downloader.download(request).await.unwrap();
-    assert_eq!(
-        std::fs::read(done.path).unwrap(),
-        content("seg500.bin", 1, size)
+    assert!(
+        std::fs::read(done.path).unwrap() == content("seg500.bin", 1, size),
+        "the exact bytes"
     );
     let plain = fixture
         .server
@@ -196,9 +196,9 @@ async fn ranges_refused_with_412_in_a_run_and_on_a_rerun_of_a_part() {
         )
         .with_connections(1);
     let done = fixture.downloader.download(request).await.unwrap();
-    assert_eq!(
-        std::fs::read(&done.path).unwrap(),
-        content("r412.bin", 1, size)
+    assert!(
+        std::fs::read(&done.path).unwrap() == content("r412.bin", 1, size),
+        "the exact bytes"
     );
 
     // On a rerun: a `.part` from an interrupted run, then a server that refuses its ranges.
@@ -221,9 +221,9 @@ async fn ranges_refused_with_412_in_a_run_and_on_a_rerun_of_a_part() {
         .request(size, "rerun.bin", "ranged_status=412")
         .with_connections(1);
     let done = fixture.downloader.download(refused).await.unwrap();
-    assert_eq!(
-        std::fs::read(done.path).unwrap(),
-        content("rerun.bin", 1, size)
+    assert!(
+        std::fs::read(done.path).unwrap() == content("rerun.bin", 1, size),
+        "the exact bytes"
     );
     let last = fixture
         .server
@@ -265,9 +265,9 @@ async fn a_503_with_retry_after_to_a_range_is_patience_not_refusal() {
         done.resumed_from, kept,
         "the bytes on disk were resumed, not thrown away"
     );
-    assert_eq!(
-        std::fs::read(done.path).unwrap(),
-        content("patience.bin", 1, size)
+    assert!(
+        std::fs::read(done.path).unwrap() == content("patience.bin", 1, size),
+        "the exact bytes"
     );
 }
 
@@ -322,7 +322,7 @@ async fn a_writer_download_honours_retry_after_and_reports_events() {
         "Retry-After: 1 honoured"
     );
     assert_eq!(streamed.bytes, 100_000);
-    assert_eq!(out, content("busy.bin", 1, 100_000));
+    assert!(out == content("busy.bin", 1, 100_000), "the exact bytes");
     let mut seen = Vec::new();
     while let Ok(event) = events.try_recv() {
         seen.push(match event {
@@ -357,7 +357,10 @@ async fn a_client_hook_keeps_hauls_settings_and_adds_its_own() {
         .unwrap()
         .into_dir(dir.path());
     let done = downloader.download(request).await.unwrap();
-    assert_eq!(std::fs::read(done.path).unwrap(), content("chained", 1, 10));
+    assert!(
+        std::fs::read(done.path).unwrap() == content("chained", 1, 10),
+        "the exact bytes"
+    );
     let log = server.log();
     assert!(
         log.iter()

@@ -191,6 +191,11 @@ impl TestServer {
         self.counters.requests.load(Ordering::SeqCst)
     }
 
+    /// Requests being answered right now.
+    pub fn in_flight(&self) -> usize {
+        self.counters.in_flight.load(Ordering::SeqCst)
+    }
+
     pub fn peak_in_flight(&self) -> usize {
         self.counters.peak_in_flight.load(Ordering::SeqCst)
     }
