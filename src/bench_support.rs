@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use crate::storage::PartPaths;
 use crate::storage::buffers::Coalescer;
+use crate::storage::place::Place;
 use crate::storage::state::{ResumeState, Validators};
 use crate::storage::writer::{CloseMode, PartWriter};
 use crate::{Algorithm, Checksum, Error};
@@ -30,7 +31,7 @@ pub async fn write_part(
     };
     let state = ResumeState::new(String::new(), validators, None);
     let writer = PartWriter::spawn(
-        PartPaths::beside(final_path),
+        PartPaths::beside(&Place::user_path(final_path)?),
         state,
         true,
         algorithm,

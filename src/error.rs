@@ -32,6 +32,15 @@ pub enum Error {
         /// The offending name.
         name: String,
     },
+    /// A path that came from the network leads through a symlink (or a file) below the output
+    /// directory; nothing was written.
+    #[error("refusing `{path}`: {reason}")]
+    UnsafePath {
+        /// The path (as it would have been).
+        path: PathBuf,
+        /// What is in the way.
+        reason: String,
+    },
     /// Two requests of one batch would write the same file.
     #[error("`{path}` is the output of more than one download (requests {first} and {second})")]
     DuplicateOutput {
@@ -197,6 +206,8 @@ pub enum ErrorKind {
     Cancelled,
     /// A bug in haul (reported, never a panic).
     Internal,
+    /// A path from the network would lead through a symlink.
+    UnsafePath,
 }
 
 impl ErrorKind {
@@ -214,6 +225,7 @@ impl ErrorKind {
             Self::AlreadyExists => "already_exists",
             Self::Cancelled => "cancelled",
             Self::Internal => "internal",
+            Self::UnsafePath => "unsafe_path",
         }
     }
 }
@@ -242,6 +254,7 @@ impl Error {
             Self::ChecksumMismatch { .. } => ErrorKind::Integrity,
             Self::Io { .. } | Self::WriterStopped { .. } => ErrorKind::Io,
             Self::Internal(_) => ErrorKind::Internal,
+            Self::UnsafePath { .. } => ErrorKind::UnsafePath,
             Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Self::Cancelled => ErrorKind::Cancelled,
         }

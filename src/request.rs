@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::naming::{file_name_from_url, redact_url};
+use crate::storage::place::Place;
 use crate::{Checksum, Error};
 
 /// Where a download's file goes.
@@ -15,8 +16,18 @@ use crate::{Checksum, Error};
 pub enum Destination {
     /// Into this directory, under a name derived from the URL (made safe).
     Directory(PathBuf),
-    /// Exactly this path, as chosen by the caller.
+    /// Exactly this path, as chosen by the caller (symlinks on it are followed: they are the
+    /// caller's).
     File(PathBuf),
+    /// A `/`-separated path below a directory, that came from elsewhere (a mirror's listing
+    /// or manifest): the directory is the caller's, but nothing below it is ever reached
+    /// through a symlink.
+    Below {
+        /// The directory.
+        dir: PathBuf,
+        /// The path below it.
+        path: String,
+    },
 }
 
 /// One file to download.
@@ -86,6 +97,21 @@ impl Request {
     pub fn to_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.destination = Destination::File(path.into());
         self
+    }
+
+    /// Save to `path` (`/`-separated, from a listing or manifest) below `dir`: each directory
+    /// on the way is opened without following a symlink, and made when missing.
+    ///
+    /// # Errors
+    /// [`Error::UnsafeName`] when `path` has an empty, `.` or `..` segment, or a NUL.
+    pub fn into_dir_at(mut self, dir: impl Into<PathBuf>, path: &str) -> Result<Self, Error> {
+        let dir = dir.into();
+        Place::below(&dir, path)?;
+        self.destination = Destination::Below {
+            dir,
+            path: path.to_owned(),
+        };
+        Ok(self)
     }
 
     /// Require the file to have this digest; a mismatch fails the download and the file never
@@ -176,9 +202,15 @@ impl Request {
     /// # Errors
     /// [`Error::UnsafeName`] when no safe name can be derived from the URL.
     pub fn output_path(&self) -> Result<PathBuf, Error> {
+        Ok(self.place()?.path())
+    }
+
+    /// Where the file goes, resolved as the destination says.
+    pub(crate) fn place(&self) -> Result<Place, Error> {
         match &self.destination {
-            Destination::File(path) => Ok(path.clone()),
-            Destination::Directory(dir) => Ok(dir.join(file_name_from_url(&self.url)?)),
+            Destination::File(path) => Place::user_path(path),
+            Destination::Directory(dir) => Ok(Place::in_dir(dir, file_name_from_url(&self.url)?)),
+            Destination::Below { dir, path } => Place::below(dir, path),
         }
     }
 

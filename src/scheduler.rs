@@ -25,6 +25,7 @@ use crate::client::hosts::HostPermit;
 use crate::naming::redact_url;
 use crate::progress::{Event, NoObserver, Observer, Reporter, TransferId, error_chain};
 use crate::request::normalized;
+use crate::storage::place::Place;
 use crate::transfer::Transfer;
 use crate::{Completed, Error, Request};
 
@@ -88,7 +89,7 @@ enum Work {
 /// Everything a download needs once it may start.
 struct Job {
     request: Request,
-    final_path: PathBuf,
+    place: Place,
     report: Reporter,
     sink: Sink,
 }
@@ -200,7 +201,7 @@ impl Scheduler {
     fn enqueue(
         self: &Arc<Self>,
         request: Request,
-        final_path: Result<PathBuf, Error>,
+        place: Result<Place, Error>,
         cancel: CancellationToken,
         report: Reporter,
         sink: Sink,
@@ -208,10 +209,10 @@ impl Scheduler {
         report.emit(&Event::Queued {
             id: report.id(),
             url: redact_url(&request.url),
-            path: final_path.as_ref().ok().cloned(),
+            path: place.as_ref().ok().map(Place::path),
         });
-        let final_path = match final_path {
-            Ok(path) => path,
+        let place = match place {
+            Ok(place) => place,
             Err(error) => {
                 finish(&report, sink, Err(error));
                 return;
@@ -220,7 +221,7 @@ impl Scheduler {
         let host = request.host_key();
         let job = Job {
             request,
-            final_path,
+            place,
             report,
             sink,
         };
@@ -418,7 +419,7 @@ impl Scheduler {
             let _alive = alive;
             let Job {
                 request,
-                final_path,
+                place,
                 report,
                 sink,
             } = job;
@@ -427,7 +428,7 @@ impl Scheduler {
                 request: &request,
                 report: &report,
                 cancel: &cancel,
-                final_path,
+                place,
                 permit: Some(permit),
                 job: Some(Box::new(slot)),
             };
@@ -545,15 +546,9 @@ pub(crate) fn submit(
     let id = scheduler.next_id();
     let (sender, outcome) = oneshot::channel();
     let cancel = CancellationToken::new();
-    let final_path = request.output_path();
+    let place = request.place();
     let report = Reporter::new(scheduler.observer_for(observer), id);
-    scheduler.enqueue(
-        request,
-        final_path,
-        cancel.clone(),
-        report,
-        Sink::Handle(sender),
-    );
+    scheduler.enqueue(request, place, cancel.clone(), report, Sink::Handle(sender));
     DownloadHandle {
         id,
         outcome,
@@ -627,17 +622,17 @@ impl Batch {
         let mut seen: HashMap<PathBuf, usize> = HashMap::new();
         let mut planned = Vec::with_capacity(self.requests.len());
         for (index, request) in self.requests.into_iter().enumerate() {
-            let path = request.output_path();
-            if let Ok(path) = &path
-                && let Some(first) = seen.insert(normalized(path), index)
+            let place = request.place();
+            if let Ok(place) = &place
+                && let Some(first) = seen.insert(normalized(&place.path()), index)
             {
                 return Err(Error::DuplicateOutput {
-                    path: path.clone(),
+                    path: place.path(),
                     first,
                     second: index,
                 });
             }
-            planned.push((request, path));
+            planned.push((request, place));
         }
         drop(seen);
         let (sender, receiver) = mpsc::unbounded_channel();

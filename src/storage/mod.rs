@@ -1,34 +1,84 @@
 //! Everything on disk before a file gets its final name: the `.part` file, the resume state
-//! beside it, and the blocking writer that owns both while a download runs.
+//! beside it, and the blocking writer that owns both while a download runs. Every file
+//! operation goes through the open directory of the file's `Place`, never through a symlink.
 
 pub(crate) mod buffers;
 pub(crate) mod files;
+pub(crate) mod place;
 pub(crate) mod pool;
 pub(crate) mod ranges;
 pub(crate) mod state;
 pub(crate) mod writeback;
 pub(crate) mod writer;
 
-use std::path::{Path, PathBuf};
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 
-/// The two working files of one download, beside its final path.
+use crate::Error;
+use place::{Dir, Place};
+
+/// The two working files of one download, beside its final name, and the directory they are
+/// all in, opened once and shared by the transfer and its writer.
 #[derive(Debug, Clone)]
 pub(crate) struct PartPaths {
+    /// Where the finished file goes.
+    pub(crate) place: Place,
+    /// `NAME.part`, for messages.
     pub(crate) part: PathBuf,
+    /// `NAME.part.haul`, for messages.
     pub(crate) state: PathBuf,
+    part_name: OsString,
+    state_name: OsString,
+    dir: Arc<Mutex<Option<Arc<Dir>>>>,
 }
 
 impl PartPaths {
     /// `NAME.part` holds the bytes; `NAME.part.haul` holds what is needed to trust them.
-    pub(crate) fn beside(final_path: &Path) -> Self {
+    pub(crate) fn beside(place: &Place) -> Self {
         let with_suffix = |suffix: &str| {
-            let mut name = final_path.as_os_str().to_owned();
+            let mut name = place.name().to_owned();
             name.push(suffix);
-            PathBuf::from(name)
+            name
         };
+        let part_name = with_suffix(".part");
+        let state_name = with_suffix(".part.haul");
+        let final_path = place.path();
+        let sibling = |name: &OsStr| final_path.with_file_name(name);
         Self {
-            part: with_suffix(".part"),
-            state: with_suffix(".part.haul"),
+            part: sibling(&part_name),
+            state: sibling(&state_name),
+            place: place.clone(),
+            part_name,
+            state_name,
+            dir: Arc::default(),
         }
+    }
+
+    pub(crate) fn part_name(&self) -> &OsStr {
+        &self.part_name
+    }
+
+    pub(crate) fn state_name(&self) -> &OsStr {
+        &self.state_name
+    }
+
+    /// The files' directory, opened once (blocking). With `create`, the directories that are
+    /// missing are made (below the root, never through a symlink); without, `None` when it
+    /// does not exist.
+    pub(crate) fn dir(&self, create: bool) -> Result<Option<Arc<Dir>>, Error> {
+        let mut slot = self.dir.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(dir) = slot.as_ref() {
+            return Ok(Some(Arc::clone(dir)));
+        }
+        let opened = self.place.open_dir(create)?.map(Arc::new);
+        slot.clone_from(&opened);
+        Ok(opened)
+    }
+
+    /// The directory, made when missing.
+    pub(crate) fn made_dir(&self) -> Result<Arc<Dir>, Error> {
+        self.dir(true)?
+            .ok_or_else(|| Error::Internal("a directory was made and is not there".into()))
     }
 }

@@ -2,12 +2,11 @@
 //! run. Versioned JSON, replaced atomically (write a temporary file, sync it, rename), and only
 //! ever written after the data it describes is durable.
 
-use std::fs;
 use std::io::Write;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::PartPaths;
 use super::ranges::RangeSet;
 use crate::Error;
 
@@ -69,15 +68,24 @@ impl ResumeState {
         }
     }
 
-    /// Reads a state file. Anything but a well-formed state of this version is `Unusable`,
-    /// never a panic.
-    pub(crate) fn load(path: &Path) -> Result<Self, Unusable> {
-        let bytes = match fs::read(path) {
+    /// Reads the state file of `paths`. Anything but a well-formed state of this version is
+    /// `Unusable`, never a panic.
+    pub(crate) fn load(paths: &PartPaths) -> Result<Self, Unusable> {
+        let dir = match paths.dir(false) {
+            Ok(Some(dir)) => dir,
+            Ok(None) => return Err(Unusable::Missing),
+            Err(error) => return Err(Unusable::Invalid(format!("unreachable: {error}"))),
+        };
+        let bytes = match dir.read(paths.state_name()) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Unusable::Missing),
             Err(e) => return Err(Unusable::Invalid(format!("unreadable: {e}"))),
         };
-        let state: Self = serde_json::from_slice(&bytes)
+        Self::parse(&bytes)
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Self, Unusable> {
+        let state: Self = serde_json::from_slice(bytes)
             .map_err(|e| Unusable::Invalid(format!("corrupt: {e}")))?;
         if state.version != STATE_VERSION {
             return Err(Unusable::Invalid(format!(
@@ -91,20 +99,26 @@ impl ResumeState {
         Ok(state)
     }
 
-    /// Replaces the state file atomically and durably.
-    pub(crate) fn save(&self, path: &Path) -> Result<(), Error> {
-        let mut tmp_name = path.as_os_str().to_owned();
-        tmp_name.push(".tmp");
-        let tmp = Path::new(&tmp_name);
-        let json = serde_json::to_vec(self)
-            .map_err(|e| Error::io("encode resume state", path, std::io::Error::other(e)))?;
+    /// Replaces the state file of `paths` atomically and durably (write a temporary file in
+    /// the same directory, sync it, rename it).
+    pub(crate) fn save(&self, paths: &PartPaths) -> Result<(), Error> {
+        let mut tmp = paths.state_name().to_owned();
+        tmp.push(".tmp");
+        let json = serde_json::to_vec(self).map_err(|e| {
+            Error::io(
+                "encode resume state",
+                &paths.state,
+                std::io::Error::other(e),
+            )
+        })?;
+        let dir = paths.made_dir()?;
         let write = || -> std::io::Result<()> {
-            let mut file = super::files::create_no_follow(tmp, true)?;
+            let mut file = dir.create_file(&tmp, true)?;
             file.write_all(&json)?;
             file.sync_data()?;
-            fs::rename(tmp, path)
+            dir.rename(&tmp, paths.state_name())
         };
-        write().map_err(|e| Error::io("write resume state", path, e))
+        write().map_err(|e| Error::io("write resume state", &paths.state, e))
     }
 }
 
@@ -126,19 +140,25 @@ mod tests {
         state
     }
 
+    fn paths_in(dir: &std::path::Path) -> PartPaths {
+        PartPaths::beside(&crate::storage::place::Place::in_dir(dir, "f"))
+    }
+
     #[test]
     fn a_saved_state_loads_back_equal() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f.part.haul");
-        sample().save(&path).unwrap();
-        assert_eq!(ResumeState::load(&path).unwrap(), sample());
+        let paths = paths_in(dir.path());
+        sample().save(&paths).unwrap();
+        assert_eq!(ResumeState::load(&paths).unwrap(), sample());
+        assert!(dir.path().join("f.part.haul").is_file());
     }
 
     #[test]
     fn garbage_truncated_and_foreign_versions_are_unusable_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s");
-        assert!(matches!(ResumeState::load(&path), Err(Unusable::Missing)));
+        let paths = paths_in(dir.path());
+        let path = dir.path().join("f.part.haul");
+        assert!(matches!(ResumeState::load(&paths), Err(Unusable::Missing)));
         let good = serde_json::to_vec(&sample()).unwrap();
         let mut future = sample();
         future.version = 99;
@@ -150,9 +170,9 @@ mod tests {
             Vec::new(),
         ];
         for bytes in cases {
-            fs::write(&path, &bytes).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
             assert!(
-                matches!(ResumeState::load(&path), Err(Unusable::Invalid(_))),
+                matches!(ResumeState::load(&paths), Err(Unusable::Invalid(_))),
                 "{}",
                 String::from_utf8_lossy(&bytes)
             );

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::PartPaths;
-use super::files::{create_part, remove_if_present};
+use super::files::{create_part, remove_part, remove_state};
 use super::pool::BufferPool;
 use super::state::{ResumeState, Validators};
 use crate::Error;
@@ -208,7 +208,7 @@ impl WriterCore {
         algorithm: Option<Algorithm>,
         checkpoint_interval: Duration,
     ) -> Result<Self, Error> {
-        let file = create_part(&paths.part, fresh)?;
+        let file = create_part(&paths, fresh)?;
         let on_disk = file
             .metadata()
             .map_err(|e| Error::io("inspect", &paths.part, e))?
@@ -218,7 +218,7 @@ impl WriterCore {
             if let Err(error) = reserve(&file, &paths, state.validators.total_bytes) {
                 // Nothing of ours is in it yet: leave nothing behind.
                 drop(file);
-                let _ = remove_if_present(&paths.part);
+                let _ = remove_part(&paths);
                 return Err(error);
             }
         } else {
@@ -242,7 +242,7 @@ impl WriterCore {
         core.length = core.state.done.contiguous_prefix();
         // The state exists before any data does, so a `.part` without a state file was never
         // ours and is not trusted.
-        core.state.save(&core.paths.state)?;
+        core.state.save(&core.paths)?;
         let prefix = core.state.done.contiguous_prefix();
         core.hash_from_disk(prefix)?;
         Ok(core)
@@ -334,7 +334,7 @@ impl WriterCore {
         self.background = Some(std::thread::spawn(move || {
             file.sync_data()
                 .map_err(|e| Error::io("sync", &paths.part, e))?;
-            snapshot.save(&paths.state)
+            snapshot.save(&paths)
         }));
         self.dirty = false;
         self.last_checkpoint = Instant::now();
@@ -360,7 +360,7 @@ impl WriterCore {
             self.file
                 .sync_data()
                 .map_err(|e| Error::io("sync", &self.paths.part, e))?;
-            self.state.save(&self.paths.state)?;
+            self.state.save(&self.paths)?;
             self.dirty = false;
         }
         self.last_checkpoint = Instant::now();
@@ -381,7 +381,7 @@ impl WriterCore {
         self.length = 0;
         self.unkicked.clear();
         self.dirty = false;
-        self.state.save(&self.paths.state)
+        self.state.save(&self.paths)
     }
 
     fn close(&mut self, mode: CloseMode) -> Result<Closed, Error> {
@@ -401,8 +401,8 @@ impl WriterCore {
             CloseMode::Suspend if self.state.done.is_empty() => {
                 // Nothing was written: there is nothing to resume.
                 drop(background);
-                remove_if_present(&self.paths.part)?;
-                remove_if_present(&self.paths.state)?;
+                remove_part(&self.paths)?;
+                remove_state(&self.paths)?;
                 Ok(Closed::default())
             }
             CloseMode::Suspend => {
@@ -414,8 +414,8 @@ impl WriterCore {
             }
             CloseMode::Discard => {
                 drop(background);
-                remove_if_present(&self.paths.part)?;
-                remove_if_present(&self.paths.state)?;
+                remove_part(&self.paths)?;
+                remove_state(&self.paths)?;
                 Ok(Closed::default())
             }
         }

@@ -1,8 +1,10 @@
 //! What is already on disk and where the finished file goes: the `OnExists` policy for an
 //! existing file, the resume state a transfer may trust, the `304` outcome, the committed name
-//! (`Content-Disposition`, `NAME.1`), and modification times.
+//! (`Content-Disposition`, `NAME.1`), and modification times. Every look and every change goes
+//! through the file's open directory (`PartPaths::dir`), never through a symlink.
 
-use std::path::{Path, PathBuf};
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::{Completed, Session, Transfer};
@@ -11,14 +13,14 @@ use crate::config::OnExists;
 use crate::integrity::{Checksum, Hasher};
 use crate::progress::Event;
 use crate::storage::PartPaths;
-use crate::storage::files::remove_if_present;
+use crate::storage::place::{Dir, Entry, Kind};
 use crate::storage::state::{ResumeState, Unusable, Validators};
 
 /// What is on disk for one transfer, looked at in a single trip to a blocking thread: with
 /// thousands of small files, each trip costs more than the system calls it makes.
 pub(super) struct OnDisk {
-    /// The final path's metadata (of a symlink itself, not its target), when anything is there.
-    pub(super) existing: Option<std::fs::Metadata>,
+    /// What is at the final name (a symlink itself, not its target), when anything is there.
+    pub(super) existing: Option<Entry>,
     /// The saved resume state.
     state: Result<ResumeState, Unusable>,
     /// The `.part` file's length when it is a regular file (looked at only when there is a
@@ -27,27 +29,47 @@ pub(super) struct OnDisk {
 }
 
 impl OnDisk {
-    pub(super) async fn look(final_path: &Path, paths: &PartPaths) -> Result<Self, Error> {
-        let final_path = final_path.to_path_buf();
+    /// Looks at the final name, the state and the `.part`; with `rename`, first moves the
+    /// final name to the first free `NAME.N` (wget's way) and looks there.
+    pub(super) async fn look(paths: &PartPaths, rename: bool) -> Result<(Self, PartPaths), Error> {
         let paths = paths.clone();
         tokio::task::spawn_blocking(move || {
-            let existing = std::fs::symlink_metadata(&final_path).ok();
-            let state = ResumeState::load(&paths.state);
-            let part_len = match state {
-                Ok(_) => std::fs::symlink_metadata(&paths.part)
-                    .ok()
-                    .filter(std::fs::Metadata::is_file)
-                    .map(|m| m.len()),
-                Err(_) => None,
+            let dir = paths.dir(false)?;
+            let paths = match (&dir, rename) {
+                (Some(dir), true) => {
+                    let free = free_name(dir, paths.place.name())
+                        .map_err(|e| Error::io("inspect", paths.place.path(), e))?;
+                    PartPaths::beside(&paths.place.sibling(free))
+                }
+                _ => paths,
             };
-            Self {
-                existing,
-                state,
-                part_len,
-            }
+            let existing = match &dir {
+                Some(dir) => dir
+                    .entry(paths.place.name())
+                    .map_err(|e| Error::io("inspect", paths.place.path(), e))?,
+                None => None,
+            };
+            let state = ResumeState::load(&paths);
+            let part_len = match (&state, &dir) {
+                (Ok(_), Some(dir)) => dir
+                    .entry(paths.part_name())
+                    .ok()
+                    .flatten()
+                    .filter(|entry| entry.kind == Kind::File)
+                    .map(|entry| entry.len),
+                _ => None,
+            };
+            Ok((
+                Self {
+                    existing,
+                    state,
+                    part_len,
+                },
+                paths,
+            ))
         })
         .await
-        .map_err(|e| Error::Internal(format!("inspecting the output failed: {e}")))
+        .map_err(|e| Error::Internal(format!("inspecting the output failed: {e}")))?
     }
 }
 
@@ -56,9 +78,10 @@ impl Transfer<'_> {
     pub(super) async fn existing_file(
         &self,
         on_disk: &OnDisk,
+        paths: &PartPaths,
         clock: Instant,
     ) -> Result<Option<Completed>, Error> {
-        let Some(metadata) = &on_disk.existing else {
+        let Some(entry) = &on_disk.existing else {
             return Ok(None);
         };
         if self.request.revalidate.is_some() {
@@ -66,17 +89,17 @@ impl Transfer<'_> {
             return Ok(None);
         }
         let exists = || Error::AlreadyExists {
-            path: self.final_path.clone(),
+            path: paths.place.path(),
         };
         match self.config().on_exists {
-            OnExists::Overwrite if !metadata.is_dir() => return Ok(None),
-            OnExists::Skip if metadata.is_file() => {}
+            OnExists::Overwrite if entry.kind != Kind::Directory => return Ok(None),
+            OnExists::Skip if entry.kind == Kind::File => {}
             _ => return Err(exists()),
         }
         let digest = match &self.request.checksum {
             None => None,
             Some(expected) => {
-                let actual = hash_file(&self.final_path, expected).await?;
+                let actual = hash_file(paths, expected).await?;
                 if &actual != expected {
                     return Err(exists());
                 }
@@ -84,10 +107,10 @@ impl Transfer<'_> {
             }
         };
         Ok(Some(Completed {
-            path: self.final_path.clone(),
-            bytes: metadata.len(),
+            path: paths.place.path(),
+            bytes: entry.len,
             digest,
-            resumed_from: metadata.len(),
+            resumed_from: entry.len,
             duration: clock.elapsed(),
             already_present: true,
             etag: None,
@@ -144,16 +167,23 @@ impl Transfer<'_> {
     pub(super) async fn unchanged(
         &self,
         session: &Session,
+        paths: &PartPaths,
         clock: Instant,
     ) -> Result<Completed, Error> {
-        let bytes = tokio::fs::metadata(&self.final_path)
-            .await
-            .map_err(|e| Error::io("inspect", &self.final_path, e))?
-            .len();
+        let lookup = paths.clone();
+        let entry = tokio::task::spawn_blocking(move || match lookup.dir(false)? {
+            Some(dir) => dir
+                .entry(lookup.place.name())
+                .map_err(|e| Error::io("inspect", lookup.place.path(), e)),
+            None => Ok(None),
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("inspecting the output failed: {e}")))??;
+        let bytes = entry.map_or(0, |entry| entry.len);
         let (old_etag, old_modified) = self.request.revalidate.clone().unwrap_or_default();
         let validators = &session.state.validators;
         Ok(Completed {
-            path: self.final_path.clone(),
+            path: paths.place.path(),
             bytes,
             digest: None,
             resumed_from: bytes,
@@ -166,15 +196,15 @@ impl Transfer<'_> {
 
     /// Where the finished file goes and what it keeps from the server, gathered here so that
     /// the naming itself (`Naming::apply`) runs on a blocking thread.
-    pub(super) fn naming(&self, session: &Session) -> Naming {
+    pub(super) fn naming(&self, session: &Session, paths: &PartPaths) -> Naming {
         // With `content_disposition`, the name the server suggested, in the same directory.
         let suggested = session
             .disposition_name
             .as_ref()
             .filter(|_| self.config().content_disposition)
             .filter(|_| matches!(self.request.destination, crate::Destination::Directory(_)))
-            .and_then(|name| Some(self.final_path.parent()?.join(name)))
-            .filter(|wanted| *wanted != self.final_path);
+            .map(OsString::from)
+            .filter(|wanted| wanted.as_os_str() != paths.place.name());
         let mtime = session
             .state
             .validators
@@ -182,19 +212,14 @@ impl Transfer<'_> {
             .as_deref()
             .filter(|_| self.config().remote_time)
             .and_then(crate::client::http::parse_http_date);
-        Naming {
-            planned: self.final_path.clone(),
-            suggested,
-            mtime,
-        }
+        Naming { suggested, mtime }
     }
 }
 
 /// Where a finished `.part` goes.
 pub(super) struct Naming {
-    planned: PathBuf,
     /// The server's `Content-Disposition` name, when honoured and different (it may be taken).
-    suggested: Option<PathBuf>,
+    suggested: Option<OsString>,
     /// The server's `Last-Modified`, in seconds since the epoch, when haul keeps it.
     pub(super) mtime: Option<u64>,
 }
@@ -205,26 +230,26 @@ impl Naming {
     /// and sets the server's time (unless `mtime` was taken to set it on an open file).
     /// Returns the final path. Blocking.
     pub(super) fn apply(self, paths: &PartPaths, drop_state: bool) -> Result<PathBuf, Error> {
-        let final_path = self
-            .suggested
-            .map_or(self.planned, |wanted| free_name_blocking(&wanted));
-        std::fs::rename(&paths.part, &final_path)
+        let dir = paths.made_dir()?;
+        let name = match &self.suggested {
+            Some(wanted) => free_name(&dir, wanted)
+                .map_err(|e| Error::io("inspect", paths.place.sibling(wanted).path(), e))?,
+            None => paths.place.name().to_owned(),
+        };
+        let final_path = paths.place.sibling(name.clone()).path();
+        dir.rename(paths.part_name(), &name)
             .map_err(|e| Error::io("rename", &paths.part, e))?;
         if drop_state {
-            remove_if_present(&paths.state)?;
+            dir.remove(paths.state_name())
+                .map_err(|e| Error::io("remove", &paths.state, e))?;
         }
         if let Some(seconds) = self.mtime {
-            set_modified(&final_path, seconds);
+            // Only the timestamp is lost if this fails, never the file.
+            if let Ok(file) = dir.open_read(&name) {
+                let _ = file.set_modified(epoch_seconds(seconds));
+            }
         }
         Ok(final_path)
-    }
-}
-
-/// Sets a file's modification time to `seconds` since the epoch; a failure only loses the
-/// timestamp, never the file, so it is ignored.
-fn set_modified(path: &Path, seconds: u64) {
-    if let Ok(file) = std::fs::File::options().write(true).open(path) {
-        let _ = file.set_modified(epoch_seconds(seconds));
     }
 }
 
@@ -232,38 +257,34 @@ pub(super) fn epoch_seconds(seconds: u64) -> std::time::SystemTime {
     std::time::UNIX_EPOCH + Duration::from_secs(seconds)
 }
 
-/// `path` when nothing is there, else the first of `path.1`, `path.2`, ... that is free.
-pub(super) async fn free_name(path: &Path) -> PathBuf {
-    let wanted = path.to_path_buf();
-    tokio::task::spawn_blocking(move || free_name_blocking(&wanted))
-        .await
-        // Never a name that may be taken: if the thread is gone, look here.
-        .unwrap_or_else(|_| free_name_blocking(path))
-}
-
-/// `free_name` for a caller already on a blocking thread.
-fn free_name_blocking(path: &Path) -> PathBuf {
-    if std::fs::symlink_metadata(path).is_err() {
-        return path.to_path_buf();
+/// `name` when nothing is there, else the first of `name.1`, `name.2`, ... that is free.
+fn free_name(dir: &Dir, name: &OsStr) -> std::io::Result<OsString> {
+    if dir.entry(name)?.is_none() {
+        return Ok(name.to_owned());
     }
     for n in 1u32.. {
-        let mut candidate = path.as_os_str().to_owned();
+        let mut candidate = name.to_owned();
         candidate.push(format!(".{n}"));
-        let candidate = PathBuf::from(candidate);
-        if std::fs::symlink_metadata(&candidate).is_err() {
-            return candidate;
+        if dir.entry(&candidate)?.is_none() {
+            return Ok(candidate);
         }
     }
-    path.to_path_buf()
+    Err(std::io::Error::other("no free name"))
 }
 
-/// Hashes a whole file on a blocking thread.
-pub(super) async fn hash_file(path: &Path, like: &Checksum) -> Result<Checksum, Error> {
-    let path = path.to_path_buf();
+/// Hashes the final file of `paths` on a blocking thread.
+pub(super) async fn hash_file(paths: &PartPaths, like: &Checksum) -> Result<Checksum, Error> {
+    let paths = paths.clone();
     let algorithm = like.algorithm();
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
-        let mut file = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let path = paths.place.path();
+        let dir = paths
+            .dir(false)?
+            .ok_or_else(|| Error::io("open", &path, std::io::ErrorKind::NotFound.into()))?;
+        let mut file = dir
+            .open_read(paths.place.name())
+            .map_err(|e| Error::io("open", &path, e))?;
         let mut hasher = Hasher::new(algorithm);
         let mut buffer = vec![0u8; 1 << 20];
         loop {

@@ -7,9 +7,8 @@ mod segments;
 mod small;
 pub(crate) mod to_writer;
 
-use local::{OnDisk, free_name};
+use local::OnDisk;
 
-use std::fs::Metadata;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -24,7 +23,8 @@ use crate::naming::redact_url;
 use crate::progress::{Event, Reporter};
 use crate::storage::PartPaths;
 use crate::storage::buffers::Coalescer;
-use crate::storage::files::remove_if_present;
+use crate::storage::files::{remove_part, remove_state};
+use crate::storage::place::{Kind, Place};
 use crate::storage::state::{ResumeState, Validators};
 use crate::storage::writer::{CloseMode, PartWriter};
 use crate::{Error, Request};
@@ -68,7 +68,8 @@ pub(crate) struct Transfer<'a> {
     pub(crate) request: &'a Request,
     pub(crate) report: &'a Reporter,
     pub(crate) cancel: &'a Cancel,
-    pub(crate) final_path: PathBuf,
+    /// Where the finished file goes.
+    pub(crate) place: Place,
     /// The host permit of the first connection, held for the whole transfer except while it
     /// backs off from a host that pushed back.
     pub(crate) permit: Option<HostPermit>,
@@ -180,15 +181,15 @@ impl Transfer<'_> {
         if self.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        if self.config().on_exists == OnExists::Rename {
-            self.final_path = free_name(&self.final_path).await;
-        }
-        let paths = PartPaths::beside(&self.final_path);
-        let on_disk = OnDisk::look(&self.final_path, &paths).await?;
-        if let Some(done) = self.existing_file(&on_disk, clock).await? {
+        let rename = self.config().on_exists == OnExists::Rename;
+        let (on_disk, paths) = OnDisk::look(&PartPaths::beside(&self.place), rename).await?;
+        if let Some(done) = self.existing_file(&on_disk, &paths, clock).await? {
             return Ok(done);
         }
-        let output_is_file = on_disk.existing.as_ref().is_some_and(Metadata::is_file);
+        let output_is_file = on_disk
+            .existing
+            .as_ref()
+            .is_some_and(|entry| entry.kind == Kind::File);
         let (state, stale_state) = self.resume_state(&paths, on_disk);
         let offset = state.done.contiguous_prefix();
         let mut session = Session {
@@ -211,7 +212,7 @@ impl Transfer<'_> {
             && session.state.done.is_empty()
             && output_is_file;
         match self.fetch(&mut session, &paths).await {
-            Ok(()) if session.not_modified => self.unchanged(&session, clock).await,
+            Ok(()) if session.not_modified => self.unchanged(&session, &paths, clock).await,
             Ok(()) => {
                 // The network's part is done: the next download may start while this one is
                 // synced and renamed.
@@ -543,12 +544,12 @@ impl Transfer<'_> {
                 return Err(Error::Internal("completed without a writer".into()));
             }
         };
-        if let Err(mismatch) = self.verify(digest.as_ref()) {
-            remove_if_present(&paths.part)?;
-            remove_if_present(&paths.state)?;
+        if let Err(mismatch) = self.verify(digest.as_ref(), paths) {
+            remove_part(paths)?;
+            remove_state(paths)?;
             return Err(mismatch);
         }
-        let naming = self.naming(&session);
+        let naming = self.naming(&session, paths);
         let part = paths.clone();
         let final_path = tokio::task::spawn_blocking(move || naming.apply(&part, true))
             .await
@@ -557,8 +558,8 @@ impl Transfer<'_> {
     }
 
     /// Checks a finished file's digest against the expected one, when there is one.
-    fn verify(&self, actual: Option<&Checksum>) -> Result<(), Error> {
-        check_digest(self.request.checksum.as_ref(), actual, &self.final_path)
+    fn verify(&self, actual: Option<&Checksum>, paths: &PartPaths) -> Result<(), Error> {
+        check_digest(self.request.checksum.as_ref(), actual, &paths.place.path())
     }
 }
 

@@ -14,7 +14,7 @@ use crate::Error;
 use crate::integrity::{Checksum, Hasher};
 use crate::progress::Event;
 use crate::storage::PartPaths;
-use crate::storage::files::{create_part, remove_if_present};
+use crate::storage::files::{create_part, remove_part, remove_state};
 
 impl Transfer<'_> {
     /// Receives a small file into memory. If the body breaks off, what arrived goes to a
@@ -85,9 +85,9 @@ impl Transfer<'_> {
         paths: &PartPaths,
     ) -> Result<(PathBuf, Option<Checksum>), Error> {
         let paths = paths.clone();
-        let planned = self.final_path.clone();
+        let planned = paths.place.path();
         let expected = self.request.checksum.clone();
-        let mut naming = self.naming(session);
+        let mut naming = self.naming(session, &paths);
         // Set on the open file below: no second open after the rename.
         let mtime = naming.mtime.take();
         let stale_state = session.stale_state;
@@ -99,12 +99,12 @@ impl Transfer<'_> {
             });
             if let Err(mismatch) = check_digest(expected.as_ref(), digest.as_ref(), &planned) {
                 if stale_state {
-                    remove_if_present(&paths.part)?;
-                    remove_if_present(&paths.state)?;
+                    remove_part(&paths)?;
+                    remove_state(&paths)?;
                 }
                 return Err(mismatch);
             }
-            let mut file = create_part(&paths.part, true)?;
+            let mut file = create_part(&paths, true)?;
             let written = file
                 .write_all(&body)
                 .map_err(|e| Error::io("write", &paths.part, e))
@@ -120,12 +120,12 @@ impl Transfer<'_> {
             if let Err(error) = written {
                 // Without a state file these bytes could not be resumed; the body is fetched
                 // again, and a full disk is not left fuller.
-                let _ = remove_if_present(&paths.part);
+                let _ = remove_part(&paths);
                 return Err(error);
             }
             Ok((naming.apply(&paths, stale_state)?, digest))
         })
         .await
-        .map_err(|e| Error::io("write", &self.final_path, std::io::Error::other(e)))?
+        .map_err(|e| Error::Internal(format!("writing a small file failed: {e}")))?
     }
 }

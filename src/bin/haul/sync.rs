@@ -476,7 +476,8 @@ async fn run_plan(
             counts.unchanged += 1;
             continue;
         }
-        let mut request = Request::from_url(item.url.clone())?.to_file(&local);
+        let mut request =
+            Request::from_url(item.url.clone())?.into_dir_at(&args.dir, &item.path)?;
         if let Some(checksum) = item.checksum.clone() {
             request = request.with_checksum(checksum);
         }
