@@ -172,14 +172,21 @@ impl Downloader {
         url: &Url,
         max_depth: usize,
     ) -> Result<Vec<ListedFile>, Error> {
-        crate::listing::crawl(
-            &self.client,
-            url,
+        let limits = crate::sync::CrawlLimits {
             max_depth,
-            &Reporter::silent(),
-            &Cancel::default(),
-        )
-        .await
+            ..crate::sync::CrawlLimits::default()
+        };
+        let crawled = crate::sync::read_listing(self, url, limits).await?;
+        Ok(crawled
+            .source
+            .entries
+            .into_iter()
+            .map(|entry| ListedFile {
+                path: entry.path,
+                url: entry.url,
+                size: entry.size,
+            })
+            .collect())
     }
 
     /// Fetches a small document (a manifest, a checksum file, a listing) into memory, at most

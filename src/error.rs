@@ -128,6 +128,14 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// A directory listing could not be understood.
+    #[error("{url} is not a listing haul understands: {detail}")]
+    BadListing {
+        /// The URL (credentials redacted).
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
     /// The downloaded file does not have the expected digest. The `.part` file is deleted.
     #[error("checksum mismatch for `{path}`: expected {algorithm} {expected}, got {actual}")]
     ChecksumMismatch {
@@ -248,9 +256,10 @@ impl Error {
             | Self::TooSlow { .. }
             | Self::ShortBody { .. } => ErrorKind::Network,
             Self::Status { .. } => ErrorKind::HttpStatus,
-            Self::BadRange { .. } | Self::LongBody { .. } | Self::BadRedirect { .. } => {
-                ErrorKind::Protocol
-            }
+            Self::BadRange { .. }
+            | Self::LongBody { .. }
+            | Self::BadRedirect { .. }
+            | Self::BadListing { .. } => ErrorKind::Protocol,
             Self::ChecksumMismatch { .. } => ErrorKind::Integrity,
             Self::Io { .. } | Self::WriterStopped { .. } => ErrorKind::Io,
             Self::Internal(_) => ErrorKind::Internal,

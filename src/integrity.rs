@@ -1,9 +1,13 @@
-//! Checksums: parsing `sha-256=HEX` specifications, and the streaming hasher fed by the writer
-//! as bytes reach the `.part` file.
+//! Checksums: parsing `sha-256=HEX` specifications and checksum files (`SHA256SUMS` and the
+//! like), and the streaming hasher fed by the writer as bytes reach the `.part` file. MD5 and
+//! SHA-1 are accepted for compatibility with the files mirrors and aria2 input files still
+//! carry: they catch accidents (a truncated or corrupted transfer), not attackers.
 
 use std::fmt;
 use std::str::FromStr;
 
+use md5::Md5;
+use sha1::Sha1;
 use sha2::{Digest as _, Sha256, Sha512};
 
 use crate::Error;
@@ -16,6 +20,10 @@ pub enum Algorithm {
     Sha256,
     /// SHA-512 (64-byte digest).
     Sha512,
+    /// SHA-1 (20-byte digest); against accidents only.
+    Sha1,
+    /// MD5 (16-byte digest); against accidents only.
+    Md5,
 }
 
 impl Algorithm {
@@ -25,20 +33,48 @@ impl Algorithm {
         match self {
             Self::Sha256 => "sha-256",
             Self::Sha512 => "sha-512",
+            Self::Sha1 => "sha-1",
+            Self::Md5 => "md5",
         }
     }
 
-    fn digest_len(self) -> usize {
+    /// The digest's length in bytes.
+    #[must_use]
+    pub fn digest_len(self) -> usize {
         match self {
             Self::Sha256 => 32,
             Self::Sha512 => 64,
+            Self::Sha1 => 20,
+            Self::Md5 => 16,
         }
     }
 
-    fn from_name(name: &str) -> Option<Self> {
+    /// The algorithm of a name as written in specifications, sums files and HTTP headers
+    /// (`sha-256`, `SHA256`, `sha-1`, `MD5`, ...).
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
         match name.to_ascii_lowercase().as_str() {
             "sha-256" | "sha256" => Some(Self::Sha256),
             "sha-512" | "sha512" => Some(Self::Sha512),
+            "sha-1" | "sha1" => Some(Self::Sha1),
+            "md5" | "md-5" => Some(Self::Md5),
+            _ => None,
+        }
+    }
+
+    /// Whether the algorithm resists a deliberate forgery (SHA-256, SHA-512).
+    #[must_use]
+    pub fn is_strong(self) -> bool {
+        matches!(self, Self::Sha256 | Self::Sha512)
+    }
+
+    /// The algorithm whose hex digests are `len` characters long.
+    fn from_hex_len(len: usize) -> Option<Self> {
+        match len {
+            32 => Some(Self::Md5),
+            40 => Some(Self::Sha1),
+            64 => Some(Self::Sha256),
+            128 => Some(Self::Sha512),
             _ => None,
         }
     }
@@ -93,8 +129,8 @@ impl fmt::Display for Checksum {
 impl FromStr for Checksum {
     type Err = Error;
 
-    /// Parses `sha-256=HEX` or `sha-512=HEX` (also `sha256`, `sha512`, and `:` instead of `=`),
-    /// hex in either case.
+    /// Parses `sha-256=HEX`, `sha-512=HEX`, `sha-1=HEX` or `md5=HEX` (also `sha256`,
+    /// `sha512`, `sha1`, and `:` instead of `=`), hex in either case.
     fn from_str(spec: &str) -> Result<Self, Error> {
         let invalid = |reason: &str| Error::InvalidChecksum {
             spec: spec.to_owned(),
@@ -104,7 +140,7 @@ impl FromStr for Checksum {
             .split_once(['=', ':'])
             .ok_or_else(|| invalid("expected ALGORITHM=HEX, e.g. sha-256=<64 hex digits>"))?;
         let algorithm = Algorithm::from_name(name.trim())
-            .ok_or_else(|| invalid("unknown algorithm (use sha-256 or sha-512)"))?;
+            .ok_or_else(|| invalid("unknown algorithm (use sha-256, sha-512, sha-1 or md5)"))?;
         let bytes = hex::decode(digest.trim()).map_err(|_| invalid("the digest is not hex"))?;
         Self::new(algorithm, bytes).map_err(|_| {
             invalid(&format!(
@@ -122,6 +158,8 @@ impl FromStr for Checksum {
 pub(crate) enum Hasher {
     Sha256(Box<Sha256>),
     Sha512(Box<Sha512>),
+    Sha1(Box<Sha1>),
+    Md5(Box<Md5>),
 }
 
 impl Hasher {
@@ -129,6 +167,8 @@ impl Hasher {
         match algorithm {
             Algorithm::Sha256 => Self::Sha256(Box::default()),
             Algorithm::Sha512 => Self::Sha512(Box::default()),
+            Algorithm::Sha1 => Self::Sha1(Box::default()),
+            Algorithm::Md5 => Self::Md5(Box::default()),
         }
     }
 
@@ -136,21 +176,80 @@ impl Hasher {
         match self {
             Self::Sha256(h) => h.update(data),
             Self::Sha512(h) => h.update(data),
+            Self::Sha1(h) => h.update(data),
+            Self::Md5(h) => h.update(data),
         }
     }
 
     pub(crate) fn finish(self) -> Checksum {
-        match self {
-            Self::Sha256(h) => Checksum {
-                algorithm: Algorithm::Sha256,
-                bytes: h.finalize().to_vec(),
-            },
-            Self::Sha512(h) => Checksum {
-                algorithm: Algorithm::Sha512,
-                bytes: h.finalize().to_vec(),
-            },
+        let (algorithm, bytes) = match self {
+            Self::Sha256(h) => (Algorithm::Sha256, h.finalize().to_vec()),
+            Self::Sha512(h) => (Algorithm::Sha512, h.finalize().to_vec()),
+            Self::Sha1(h) => (Algorithm::Sha1, h.finalize().to_vec()),
+            Self::Md5(h) => (Algorithm::Md5, h.finalize().to_vec()),
+        };
+        Checksum { algorithm, bytes }
+    }
+}
+
+/// Parses a checksum file: GNU coreutils lines (`HEX  name`, `HEX *name`) and BSD lines
+/// (`SHA256 (name) = HEX`), the algorithm told by the tag or the digest's length (MD5, SHA-1,
+/// SHA-256, SHA-512). Blank lines and `#` comments are skipped; a leading `./` is dropped from
+/// names. Returns `(name, checksum)` pairs in order, or every malformed line.
+///
+/// # Errors
+/// The malformed lines, numbered.
+pub fn parse_sums(text: &str) -> Result<Vec<(String, Checksum)>, Vec<crate::input::LineError>> {
+    let mut sums = Vec::new();
+    let mut errors = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = raw.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        match parse_sum_line(line) {
+            Ok((name, checksum)) => sums.push((name, checksum)),
+            Err(message) => errors.push(crate::input::LineError {
+                line: index + 1,
+                message,
+            }),
         }
     }
+    if errors.is_empty() {
+        Ok(sums)
+    } else {
+        Err(errors)
+    }
+}
+
+fn parse_sum_line(line: &str) -> Result<(String, Checksum), String> {
+    // BSD: `SHA256 (name) = HEX`.
+    if let Some((tag, rest)) = line.split_once(" (")
+        && let Some(algorithm) = Algorithm::from_name(tag.trim())
+        && let Some((name, digest)) = rest.rsplit_once(") = ")
+    {
+        let bytes = hex::decode(digest.trim()).map_err(|_| format!("`{digest}` is not hex"))?;
+        let checksum = Checksum::new(algorithm, bytes).map_err(|e| e.to_string())?;
+        return Ok((clean_name(name)?, checksum));
+    }
+    // GNU: `HEX  name` or `HEX *name` (binary mode).
+    let (digest, name) = line
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| "expected `DIGEST  NAME` or `ALGORITHM (NAME) = DIGEST`".to_owned())?;
+    let algorithm = Algorithm::from_hex_len(digest.len())
+        .ok_or_else(|| format!("`{digest}` is not an MD5, SHA-1, SHA-256 or SHA-512 digest"))?;
+    let bytes = hex::decode(digest).map_err(|_| format!("`{digest}` is not hex"))?;
+    let checksum = Checksum::new(algorithm, bytes).map_err(|e| e.to_string())?;
+    let name = name.strip_prefix([' ', '*']).unwrap_or(name);
+    Ok((clean_name(name)?, checksum))
+}
+
+fn clean_name(name: &str) -> Result<String, String> {
+    let name = name.strip_prefix("./").unwrap_or(name);
+    if name.is_empty() {
+        return Err("no file name".into());
+    }
+    Ok(name.to_owned())
 }
 
 #[cfg(test)]
@@ -175,7 +274,8 @@ mod tests {
     #[test]
     fn bad_specifications_say_why() {
         let cases = [
-            ("md5=abc", "unknown algorithm"),
+            ("crc32=abc", "unknown algorithm"),
+            ("md5=abc", "not hex"),
             ("sha-256=zz", "not hex"),
             ("sha-256=abcd", "64 hex digits"),
             ("sha-512=abcd", "128 hex digits"),
@@ -190,7 +290,12 @@ mod tests {
     #[test]
     fn hashing_in_pieces_equals_hashing_at_once() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+        for algorithm in [
+            Algorithm::Sha256,
+            Algorithm::Sha512,
+            Algorithm::Sha1,
+            Algorithm::Md5,
+        ] {
             let mut whole = Hasher::new(algorithm);
             whole.update(&data);
             let mut pieces = Hasher::new(algorithm);
@@ -200,5 +305,43 @@ mod tests {
             assert_eq!(whole.finish(), pieces.finish());
         }
         assert_eq!(Hasher::new(Algorithm::Sha256).finish().hex(), EMPTY_SHA256);
+        assert_eq!(
+            Hasher::new(Algorithm::Md5).finish().hex(),
+            "d41d8cd98f00b204e9800998ecf8427e"
+        );
+        assert_eq!(
+            Hasher::new(Algorithm::Sha1).finish().hex(),
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+        );
+    }
+
+    #[test]
+    fn sums_files_in_gnu_and_bsd_forms() {
+        let text = format!(
+            "# SHA256SUMS\n{EMPTY_SHA256}  a.iso\n{EMPTY_SHA256} *./b/c.bin\n\n\
+             SHA256 (d e.txt) = {EMPTY_SHA256}\n\
+             MD5 (m.bin) = d41d8cd98f00b204e9800998ecf8427e\n\
+             da39a3ee5e6b4b0d3255bfef95601890afd80709  s1.bin\n"
+        );
+        let sums = parse_sums(&text).unwrap();
+        let names: Vec<(&str, &str)> = sums
+            .iter()
+            .map(|(n, c)| (n.as_str(), c.algorithm().name()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("a.iso", "sha-256"),
+                ("b/c.bin", "sha-256"),
+                ("d e.txt", "sha-256"),
+                ("m.bin", "md5"),
+                ("s1.bin", "sha-1"),
+            ]
+        );
+        let errors = parse_sums("abc  x\nnot-a-line\n").unwrap_err();
+        assert_eq!(
+            errors.iter().map(|e| e.line).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
     }
 }

@@ -33,21 +33,23 @@ mod downloader;
 mod error;
 pub mod input;
 mod integrity;
-pub mod listing;
 pub mod naming;
 mod progress;
 mod request;
 mod scheduler;
 mod storage;
+pub mod sync;
 mod transfer;
 pub mod view;
+
+pub use sync::listing;
 
 pub use config::{
     DEFAULT_CONNECTIONS, DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MIN_SPLIT_BYTES, LowSpeed, OnExists,
 };
 pub use downloader::{Downloader, DownloaderBuilder, install_tls_provider};
 pub use error::{Error, ErrorKind};
-pub use integrity::{Algorithm, Checksum};
+pub use integrity::{Algorithm, Checksum, parse_sums};
 pub use progress::{
     ChannelObserver, Event, NoObserver, Observer, TransferId, display_name, error_chain,
 };

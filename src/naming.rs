@@ -31,6 +31,23 @@ pub fn file_name_from_url(url: &Url) -> Result<String, Error> {
     })
 }
 
+/// A URL's last path segment, percent-decoded and otherwise kept exactly (for a mirror, where
+/// names are not changed); `Err` with the raw segment when it is empty, not UTF-8, or holds a
+/// `/`.
+///
+/// # Errors
+/// The raw segment, when it cannot be a file name.
+pub fn file_name_from_url_exact(url: &Url) -> Result<String, String> {
+    let last = url
+        .path_segments()
+        .and_then(|mut segments| segments.next_back())
+        .unwrap_or("");
+    match percent_decode_str(last).decode_utf8() {
+        Ok(name) if !name.is_empty() && !name.contains('/') => Ok(name.into_owned()),
+        _ => Err(last.to_owned()),
+    }
+}
+
 /// Makes one file-name component safe: path separators, NUL and control characters become `_`,
 /// leading and trailing dots and spaces are trimmed (so `.`/`..` and hidden or Windows-invalid
 /// names cannot result), and the name is cut to 255 bytes on a character boundary. Returns `None`

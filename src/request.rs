@@ -6,9 +6,10 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::config::OnExists;
 use crate::naming::{file_name_from_url, redact_url};
 use crate::storage::place::Place;
-use crate::{Checksum, Error};
+use crate::{Algorithm, Checksum, Error};
 
 /// Where a download's file goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +42,9 @@ pub struct Request {
     pub(crate) mirrors: Vec<Url>,
     pub(crate) connections: Option<usize>,
     pub(crate) revalidate: Option<(Option<String>, Option<String>)>,
+    pub(crate) on_exists: Option<OnExists>,
+    pub(crate) remote_time: Option<bool>,
+    pub(crate) digest: Option<Algorithm>,
 }
 
 impl Request {
@@ -82,6 +86,9 @@ impl Request {
             mirrors: Vec::new(),
             connections: None,
             revalidate: None,
+            on_exists: None,
+            remote_time: None,
+            digest: None,
         })
     }
 
@@ -170,6 +177,31 @@ impl Request {
     pub fn revalidate_with(mut self, etag: Option<String>, last_modified: Option<String>) -> Self {
         self.revalidate =
             (etag.is_some() || last_modified.is_some()).then_some((etag, last_modified));
+        self
+    }
+
+    /// What to do when the file already exists, for this request (overrides the
+    /// downloader's).
+    #[must_use]
+    pub fn with_on_exists(mut self, policy: OnExists) -> Self {
+        self.on_exists = Some(policy);
+        self
+    }
+
+    /// Whether the file gets the server's `Last-Modified` time, for this request (overrides
+    /// the downloader's).
+    #[must_use]
+    pub fn with_remote_time(mut self, enabled: bool) -> Self {
+        self.remote_time = Some(enabled);
+        self
+    }
+
+    /// Compute the file's digest with `algorithm` while it is written, and report it in
+    /// `Completed::digest` even when nothing is to be verified (a checksum given with
+    /// [`Self::with_checksum`] takes precedence).
+    #[must_use]
+    pub fn with_digest(mut self, algorithm: Algorithm) -> Self {
+        self.digest = Some(algorithm);
         self
     }
 

@@ -92,6 +92,42 @@ impl Client {
         })
     }
 
+    /// Asks whether `url` would be served, without fetching it: a `HEAD` (or, for a server that
+    /// refuses `HEAD`, a one-byte ranged `GET`), with the retries of a download.
+    ///
+    /// # Errors
+    /// What a download of it would fail with first (a `404`, a refused connection, ...).
+    pub(crate) async fn probe(
+        &self,
+        url: &Url,
+        report: &Reporter,
+        cancel: &Cancel,
+    ) -> Result<(), Error> {
+        let mut policy = RetryPolicy::new(self, url, report);
+        loop {
+            let attempt = async {
+                let _permit = self.hosts().acquire(&host_key(url), cancel).await?;
+                match self.exchange(&Ask::head(url), cancel).await {
+                    Err(Error::Status {
+                        status: 405 | 501, ..
+                    }) => {
+                        let ask = Ask::get(url).with_range(0, Some(1), None);
+                        self.exchange(&ask, cancel).await.map(drop)
+                    }
+                    other => other.map(drop),
+                }
+            };
+            let error = match attempt.await {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            let Some(delay) = policy.next_delay(&error, false) else {
+                return Err(error);
+            };
+            RetryPolicy::wait(delay, cancel).await?;
+        }
+    }
+
     /// Asks whether the file at `url` still has these validators, with a conditional `HEAD`:
     /// `true` for `304`, `false` when the server answers with the file.
     ///

@@ -255,15 +255,13 @@ fn open_beneath(_root: &OwnedFd, _relative: &Path) -> Result<OwnedFd, Beneath> {
 #[derive(Debug)]
 pub(crate) struct Dir {
     fd: OwnedFd,
-    #[allow(dead_code)] // TEMPORARY
     path: PathBuf,
 }
 
-#[allow(dead_code)] // TEMPORARY: the sync module's deletions use these.
 impl Dir {
-    /// The path of `name` in this directory, for messages.
-    pub(crate) fn path_of(&self, name: &OsStr) -> PathBuf {
-        self.path.join(name)
+    /// The directory's path, for messages.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Opens `name` for reading and writing, creating it; never through a symlink.
@@ -331,11 +329,6 @@ impl Dir {
         let mut bytes = Vec::new();
         self.open_read(name)?.read_to_end(&mut bytes)?;
         Ok(bytes)
-    }
-
-    /// Makes the directory's entries durable (after a rename).
-    pub(crate) fn sync(&self) -> io::Result<()> {
-        rustix::fs::fsync(&self.fd).map_err(io::Error::from)
     }
 
     /// Opens the subdirectory `name`, never through a symlink; `None` when it is not one.

@@ -91,7 +91,7 @@ impl Transfer<'_> {
         let exists = || Error::AlreadyExists {
             path: paths.place.path(),
         };
-        match self.config().on_exists {
+        match self.on_exists() {
             OnExists::Overwrite if entry.kind != Kind::Directory => return Ok(None),
             OnExists::Skip if entry.kind == Kind::File => {}
             _ => return Err(exists()),
@@ -210,7 +210,7 @@ impl Transfer<'_> {
             .validators
             .last_modified
             .as_deref()
-            .filter(|_| self.config().remote_time)
+            .filter(|_| self.remote_time())
             .and_then(crate::client::http::parse_http_date);
         Naming { suggested, mtime }
     }

@@ -181,7 +181,7 @@ impl Transfer<'_> {
         if self.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        let rename = self.config().on_exists == OnExists::Rename;
+        let rename = self.on_exists() == OnExists::Rename;
         let (on_disk, paths) = OnDisk::look(&PartPaths::beside(&self.place), rename).await?;
         if let Some(done) = self.existing_file(&on_disk, &paths, clock).await? {
             return Ok(done);
@@ -240,6 +240,25 @@ impl Transfer<'_> {
 
     fn config(&self) -> &Config {
         self.client.config()
+    }
+
+    fn on_exists(&self) -> OnExists {
+        self.request.on_exists.unwrap_or(self.config().on_exists)
+    }
+
+    fn remote_time(&self) -> bool {
+        self.request
+            .remote_time
+            .unwrap_or(self.config().remote_time)
+    }
+
+    /// The algorithm the writer hashes with: the checksum's, else the digest asked for.
+    fn hash_algorithm(&self) -> Option<crate::Algorithm> {
+        self.request
+            .checksum
+            .as_ref()
+            .map(Checksum::algorithm)
+            .or(self.request.digest)
     }
 
     fn url(&self) -> String {
@@ -453,7 +472,7 @@ impl Transfer<'_> {
             paths.clone(),
             session.state.clone(),
             fresh,
-            self.request.checksum.as_ref().map(Checksum::algorithm),
+            self.hash_algorithm(),
             self.config().checkpoint_interval,
         ));
     }

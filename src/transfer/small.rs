@@ -87,13 +87,14 @@ impl Transfer<'_> {
         let paths = paths.clone();
         let planned = paths.place.path();
         let expected = self.request.checksum.clone();
+        let algorithm = self.hash_algorithm();
         let mut naming = self.naming(session, &paths);
         // Set on the open file below: no second open after the rename.
         let mtime = naming.mtime.take();
         let stale_state = session.stale_state;
         tokio::task::spawn_blocking(move || {
-            let digest = expected.as_ref().map(|expected| {
-                let mut hasher = Hasher::new(expected.algorithm());
+            let digest = algorithm.map(|algorithm| {
+                let mut hasher = Hasher::new(algorithm);
                 hasher.update(&body);
                 hasher.finish()
             });

@@ -56,14 +56,22 @@ pub struct SyncArgs {
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
 
-    /// SOURCE is a directory listing (nginx/Apache autoindex, nginx JSON): crawl it, staying
-    /// on its host and below its path.
+    /// SOURCE is a directory listing (nginx/Apache autoindex, nginx JSON, an S3 bucket
+    /// listing): crawl it, staying on its host and below its path.
     #[arg(short = 'r', long)]
     pub recursive: bool,
 
     /// How many levels of subdirectories to crawl below SOURCE.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub max_depth: usize,
+
+    /// Read at most N listing pages; reaching it is an error, and nothing is deleted.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_listings: usize,
+
+    /// List at most N files; reaching it is an error, and nothing is deleted.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub max_files: usize,
 
     /// Only files matching GLOB (repeatable; `*`, `?`, `**`; without `/` it matches the name).
     #[arg(long, value_name = "GLOB")]
@@ -74,15 +82,37 @@ pub struct SyncArgs {
     pub exclude: Vec<String>,
 
     /// Delete regular files in DIR that the source no longer has (never symlinks, never
-    /// outside DIR; nothing when the source is empty or the sync failed).
+    /// outside DIR; nothing when the listing failed, was empty or is incomplete, or when a
+    /// download failed).
     #[arg(long)]
     pub delete: bool,
 
-    /// Print the plan (new, update, unchanged, delete) and change nothing.
+    /// With --delete: delete nothing when more than N files would go (a truncated listing).
+    #[arg(long, value_name = "N")]
+    pub max_delete: Option<usize>,
+
+    /// With --delete: delete even when some downloads failed (never when the listing failed,
+    /// was empty or is incomplete).
+    #[arg(long)]
+    pub delete_on_errors: bool,
+
+    /// Names that cannot be mirrored as they are, or collide: fail the sync (exit 1), or skip
+    /// them with a warning.
+    #[arg(long, value_enum, default_value_t = OnConflictArg::Fail)]
+    pub on_conflict: OnConflictArg,
+
+    /// Re-hash local files and fetch again any whose digest differs from the one the last sync
+    /// remembered (digests are remembered from then on).
+    #[arg(long)]
+    pub verify_local: bool,
+
+    /// Print the plan (new, update, unchanged, delete, conflict, fail) and change nothing;
+    /// every file to fetch is checked with a HEAD, so one that would fail shows as failing.
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Verify against a SHA256SUMS/SHA512SUMS-style file (a path or an http(s) URL).
+    /// Verify against a checksum file (SHA256SUMS, SHA512SUMS, MD5SUMS, SHA1SUMS, or BSD
+    /// `SHA256 (name) = HEX` lines; a path or an http(s) URL).
     #[arg(long, value_name = "FILE|URL")]
     pub checksums: Option<String>,
 
@@ -247,6 +277,12 @@ pub enum ProgressMode {
     Bars,
     Lines,
     None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnConflictArg {
+    Fail,
+    Skip,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

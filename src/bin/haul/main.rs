@@ -26,6 +26,8 @@ pub(crate) const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 pub(crate) const EXIT_CHECKSUM: u8 = 3;
 pub(crate) const EXIT_INTERRUPTED: u8 = 130;
+const EXIT_TERMINATED: u8 = 143;
+const EXIT_HANGUP: u8 = 129;
 
 /// An error in what the user asked for: reported before anything starts, exit code 2.
 #[derive(Debug)]
@@ -125,53 +127,64 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     }
     let downloader = build_downloader(&args)?;
     let total = requests.len();
-    let (renderer, cancel, mut outcomes) = start_batch(&downloader, requests, &args.common)?;
-    while outcomes.next().await.is_some() {}
-    let summary = renderer.finish();
-    let interrupted = cancel.is_cancelled();
-    let code = if interrupted {
-        EXIT_INTERRUPTED
-    } else if summary.integrity_failures > 0 {
-        EXIT_CHECKSUM
-    } else if summary.failed > 0 {
-        EXIT_FAILED
-    } else {
-        0
-    };
-    renderer.summarize(&summary, interrupted, code);
-    if interrupted {
-        let unfinished = &summary.unfinished;
-        eprintln!(
-            "interrupted: {} of {total} downloads unfinished; their .part files are kept.",
-            unfinished.len()
-        );
-        for name in unfinished.iter().take(10) {
-            eprintln!("  {name}");
-        }
-        if unfinished.len() > 10 {
-            eprintln!("  ... and {} more", unfinished.len() - 10);
-        }
-        eprintln!("Run the same command again to resume.");
-    }
-    Ok(ExitCode::from(code))
-}
-
-/// Starts a batch drawn by a renderer for `common`'s output options, stopped by Ctrl-C.
-pub(crate) fn start_batch(
-    downloader: &Downloader,
-    requests: Vec<Request>,
-    common: &CommonArgs,
-) -> anyhow::Result<(Arc<Renderer>, CancellationToken, haul::Outcomes)> {
-    let renderer = Arc::new(Renderer::new(display(common), common.json));
-    let cancel = CancellationToken::new();
-    watch_interrupts(cancel.clone());
-    let outcomes = downloader
+    let (renderer, cancel) = renderer(&args.common);
+    let mut outcomes = downloader
         .batch(requests)
         .with_observer(renderer.clone())
         .with_cancellation(cancel.clone())
         .start()
         .map_err(|e| UsageError(haul::error_chain(&e)))?;
-    Ok((renderer, cancel, outcomes))
+    while outcomes.next().await.is_some() {}
+    let summary = renderer.finish();
+    let interrupted = cancel.is_cancelled();
+    let code = exit_code(
+        interrupted,
+        summary.integrity_failures > 0,
+        summary.failed > 0,
+    );
+    renderer.summarize(&summary, interrupted, code);
+    if interrupted {
+        report_interrupted(&summary.unfinished, total);
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// The exit code of a run: an interruption's (130, 143 or 129 by signal), else 3 for a
+/// checksum mismatch, 1 for any other failure, 0.
+pub(crate) fn exit_code(interrupted: bool, integrity: bool, failed: bool) -> u8 {
+    if interrupted {
+        interrupted_code()
+    } else if integrity {
+        EXIT_CHECKSUM
+    } else if failed {
+        EXIT_FAILED
+    } else {
+        0
+    }
+}
+
+/// Says what an interruption left unfinished, and how to resume.
+pub(crate) fn report_interrupted(unfinished: &[String], total: usize) {
+    eprintln!(
+        "interrupted: {} of {total} downloads unfinished; their .part files are kept.",
+        unfinished.len()
+    );
+    for name in unfinished.iter().take(10) {
+        eprintln!("  {name}");
+    }
+    if unfinished.len() > 10 {
+        eprintln!("  ... and {} more", unfinished.len() - 10);
+    }
+    eprintln!("Run the same command again to resume.");
+}
+
+/// A renderer for `common`'s output options, and a token that Ctrl-C, SIGTERM and SIGHUP
+/// cancel.
+pub(crate) fn renderer(common: &CommonArgs) -> (Arc<Renderer>, CancellationToken) {
+    let renderer = Arc::new(Renderer::new(display(common), common.json));
+    let cancel = CancellationToken::new();
+    watch_interrupts(cancel.clone());
+    (renderer, cancel)
 }
 
 /// `-o -`: the single download goes to standard output, verified at the end; no `.part`, so
@@ -215,18 +228,49 @@ async fn get_to_stdout(args: &GetArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The first Ctrl-C cancels the batch (transfers save their state and stop); a second one
-/// exits at once. State stays consistent either way: it is only written after its data.
+/// The signal that interrupted the run, as its exit code (0 while none has).
+static INTERRUPTED_BY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+fn interrupted_code() -> u8 {
+    match INTERRUPTED_BY.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => EXIT_INTERRUPTED,
+        code => code,
+    }
+}
+
+/// The first Ctrl-C, SIGTERM (what Kubernetes, Slurm, systemd and `timeout` send) or SIGHUP
+/// cancels the batch: transfers save their state and stop, and the run ends with its summary
+/// and exit code 130, 143 or 129. A second signal exits at once. State stays consistent either
+/// way: it is only written after its data.
 fn watch_interrupts(cancel: CancellationToken) {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    async fn next(signals: &mut [(Signal, &'static str, u8); 3]) -> (&'static str, u8) {
+        let [(interrupt, a, ac), (terminate, b, bc), (hangup, c, cc)] = signals;
+        tokio::select! {
+            _ = interrupt.recv() => (*a, *ac),
+            _ = terminate.recv() => (*b, *bc),
+            _ = hangup.recv() => (*c, *cc),
+        }
+    }
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
+        let (Ok(interrupt), Ok(terminate), Ok(hangup)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
             return;
-        }
+        };
+        let mut signals = [
+            (interrupt, "interrupt", EXIT_INTERRUPTED),
+            (terminate, "SIGTERM", EXIT_TERMINATED),
+            (hangup, "SIGHUP", EXIT_HANGUP),
+        ];
+        let (name, code) = next(&mut signals).await;
+        INTERRUPTED_BY.store(code, std::sync::atomic::Ordering::SeqCst);
         cancel.cancel();
-        eprintln!("\ninterrupt: stopping and saving state (press Ctrl-C again to quit at once)");
-        if tokio::signal::ctrl_c().await.is_ok() {
-            std::process::exit(i32::from(EXIT_INTERRUPTED));
-        }
+        eprintln!("\n{name}: stopping and saving state (a second signal quits at once)");
+        let (_, code) = next(&mut signals).await;
+        std::process::exit(i32::from(code));
     });
 }
 

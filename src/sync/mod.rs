@@ -1,0 +1,565 @@
+//! Mirroring a source into a directory, incrementally and safely (`haul sync`, as a library).
+//!
+//! A sync has three steps, each usable on its own:
+//!
+//! 1. **Read the source** into a [`Source`]: a manifest ([`manifest_source`], the input-file
+//!    format) or a directory listing ([`read_listing`]: nginx/Apache HTML, nginx JSON, S3 XML),
+//!    optionally with a checksum file ([`crate::parse_sums`], [`apply_sums`]).
+//! 2. **Plan** ([`prepare`], which reads the mirror and calls the pure [`plan::plan`]): per
+//!    file, fetch it (new, changed, or changed locally), ask the server whether it changed, or
+//!    leave it; which files to delete; which names are conflicts.
+//! 3. **Run** the plan on a [`Downloader`] ([`run`]), or check it without changing anything
+//!    ([`dry_run`]).
+//!
+//! The rules: names are kept exactly as the source has them ([`names`]); a changed file
+//! replaces the old copy only once complete and verified; nothing below the mirror directory is
+//! reached through a symlink; a file is deleted only when the source was read in full, lists
+//! something, no more than `max_delete` files would go, and no download failed (unless
+//! `delete_on_errors`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), haul::Error> {
+//! use haul::sync::{self, CrawlLimits, SyncOptions};
+//!
+//! let downloader = haul::Downloader::builder().build()?;
+//! let url = url::Url::parse("https://example.org/pub/").expect("a URL");
+//! let listed = sync::read_listing(&downloader, &url, CrawlLimits::default()).await?;
+//! let options = SyncOptions { delete: true, ..SyncOptions::default() };
+//! let prepared = sync::prepare("mirror".as_ref(), &listed.source, &options).await?;
+//! let report = sync::run(&downloader, "mirror".as_ref(), prepared, &options, None, None).await?;
+//! println!("{} new, {} updated, {} deleted", report.new, report.updated, report.deleted);
+//! # Ok(()) }
+//! ```
+
+pub mod filters;
+pub mod listing;
+pub mod local;
+pub mod memory;
+pub mod names;
+pub mod plan;
+mod s3;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::client::cancel::Cancel;
+use crate::input::{LineError, parse_input};
+use crate::naming::file_name_from_url_exact;
+use crate::progress::{Observer, Reporter};
+use crate::{Algorithm, Checksum, Downloader, Error, ErrorKind, OnExists, Request};
+pub use filters::{Filters, Shard};
+pub use listing::{CrawlLimits, Crawled, ListedFile};
+pub use local::LocalTree;
+pub use memory::{Memory, Remembered};
+pub use plan::{
+    Action, Conflict, DeletionBlocked, Plan, PlanOptions, Planned, Source, SourceEntry,
+    UpdateReason,
+};
+
+/// What to do about conflicting names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnConflict {
+    /// Report each and fail the sync (exit 1 in the CLI); nothing is deleted.
+    #[default]
+    Fail,
+    /// Report each and go on as if they were not listed.
+    Skip,
+}
+
+/// How a sync behaves, besides its source and directory.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Only these files.
+    pub filters: Filters,
+    /// Only this shard.
+    pub shard: Option<Shard>,
+    /// Delete mirror files the source no longer lists.
+    pub delete: bool,
+    /// Delete nothing when more than this many files would go.
+    pub max_delete: Option<usize>,
+    /// Delete even when some downloads failed (never when the listing failed, was empty, or is
+    /// incomplete).
+    pub delete_on_errors: bool,
+    /// What conflicting names do to the sync.
+    pub on_conflict: OnConflict,
+    /// Re-hash local files and fetch again those whose digest differs from the one the last
+    /// sync remembered (and remember digests of everything fetched).
+    pub verify_local: bool,
+}
+
+impl SyncOptions {
+    fn plan_options(&self) -> PlanOptions {
+        PlanOptions {
+            filters: self.filters.clone(),
+            shard: self.shard,
+            delete: self.delete,
+            max_delete: self.max_delete,
+            verify_local: self.verify_local,
+        }
+    }
+}
+
+/// Reads a manifest (the input-file format: a URL per line, with optional `out=`, `dir=`,
+/// `size=`, `checksum=`) into a source. Paths are `dir=` plus `out=` (or the URL's last
+/// segment, decoded), kept exactly.
+///
+/// # Errors
+/// Every malformed line.
+pub fn manifest_source(text: &str) -> Result<Source, Vec<LineError>> {
+    let mut source = Source::default();
+    for entry in parse_input(text)? {
+        let Some(url) = entry.urls.first().cloned() else {
+            continue;
+        };
+        let name = match &entry.out {
+            Some(out) => Ok(out.clone()),
+            None => file_name_from_url_exact(&url),
+        };
+        let path = name.map(|name| match &entry.dir {
+            Some(dir) => format!("{}/{name}", dir.trim_matches('/')),
+            None => name,
+        });
+        match path {
+            Ok(path) => source.entries.push(
+                SourceEntry::new(path.trim_start_matches("./"), url)
+                    .with_size(entry.size)
+                    .with_checksum(entry.checksum)
+                    .with_mirrors(entry.urls[1..].to_vec()),
+            ),
+            Err(raw) => source.conflicts.push(Conflict {
+                paths: vec![raw],
+                reason: format!(
+                    "line {}: the URL names no file that can be mirrored",
+                    entry.line
+                ),
+            }),
+        }
+    }
+    Ok(source)
+}
+
+/// Gives every entry without a checksum the one a checksum file lists for its path.
+pub fn apply_sums(source: &mut Source, sums: &[(String, Checksum)]) {
+    let by_name: HashMap<&str, &Checksum> = sums.iter().map(|(n, c)| (n.as_str(), c)).collect();
+    for entry in &mut source.entries {
+        if entry.checksum.is_none() {
+            entry.checksum = by_name.get(entry.path.as_str()).map(|c| (*c).clone());
+        }
+    }
+}
+
+/// Crawls a directory listing (see [`listing`]).
+///
+/// # Errors
+/// A listing page that cannot be fetched or understood.
+pub async fn read_listing(
+    downloader: &Downloader,
+    url: &Url,
+    limits: CrawlLimits,
+) -> Result<Crawled, Error> {
+    listing::crawl(
+        &downloader.client,
+        url,
+        limits,
+        &Reporter::silent(),
+        &Cancel::default(),
+    )
+    .await
+}
+
+/// A plan, with what it was made from.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// What the sync will do.
+    pub plan: Plan,
+    /// The source's reasons for being incomplete (nothing is deleted then).
+    pub incomplete: Vec<String>,
+    memory: Memory,
+    local: LocalTree,
+    digests: HashMap<String, Checksum>,
+}
+
+/// Reads the mirror at `dir` (its files, the last sync's memory, the digests the plan needs)
+/// and plans the sync of `source` into it.
+///
+/// # Errors
+/// When the mirror directory cannot be read.
+pub async fn prepare(
+    dir: &Path,
+    source: &Source,
+    options: &SyncOptions,
+) -> Result<Prepared, Error> {
+    let dir = dir.to_path_buf();
+    let source = source.clone();
+    let options = options.clone();
+    tokio::task::spawn_blocking(move || {
+        let local = LocalTree::scan(&dir)?;
+        let memory = Memory::load(&dir, options.shard);
+        let plan_options = options.plan_options();
+        let mut digests = HashMap::new();
+        for entry in &source.entries {
+            if !local.files.contains_key(&entry.path) {
+                continue;
+            }
+            let algorithm = match (&entry.checksum, options.verify_local) {
+                (Some(checksum), _) => Some(checksum.algorithm()),
+                (None, true) => memory
+                    .files
+                    .get(&entry.path)
+                    .and_then(|r| r.digest.as_deref())
+                    .and_then(|d| d.parse::<Checksum>().ok())
+                    .map(|c| c.algorithm())
+                    .or(Some(Algorithm::Sha256)),
+                (None, false) => None,
+            };
+            let Some(algorithm) = algorithm else { continue };
+            if let Ok(digest) = local::hash_file(&dir, &entry.path, algorithm) {
+                digests.insert(entry.path.clone(), digest);
+            }
+        }
+        let plan = plan::plan(&source, &local, &memory, &digests, &plan_options);
+        Ok(Prepared {
+            plan,
+            incomplete: source.incomplete.clone(),
+            memory,
+            local,
+            digests,
+        })
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("reading the mirror failed: {e}")))?
+}
+
+/// What a sync did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct SyncReport {
+    /// Files fetched that were not in the mirror.
+    pub new: usize,
+    /// Files fetched again.
+    pub updated: usize,
+    /// Files left as they were (verified, or unchanged on the server).
+    pub unchanged: usize,
+    /// Files deleted.
+    pub deleted: usize,
+    /// Files that failed, with why.
+    pub failures: Vec<(String, Error)>,
+    /// Conflicting names (not mirrored).
+    pub conflicts: Vec<Conflict>,
+    /// Why nothing was deleted although deletion was asked for.
+    pub deletion_skipped: Option<String>,
+    /// Deletion was refused for a reason worth failing the sync for (an empty source, more
+    /// than `max_delete` files).
+    pub deletion_refused: bool,
+    /// Deletions that failed.
+    pub deletion_failures: Vec<(String, Error)>,
+    /// The sync was cancelled before it ended.
+    pub interrupted: bool,
+}
+
+impl SyncReport {
+    /// Failures that were checksum mismatches.
+    #[must_use]
+    pub fn integrity_failures(&self) -> usize {
+        self.failures
+            .iter()
+            .filter(|(_, e)| e.kind() == ErrorKind::Integrity)
+            .count()
+    }
+
+    /// Whether anything failed: a download, a deletion, a refused deletion, or a conflict
+    /// (unless conflicts were to be skipped).
+    #[must_use]
+    pub fn has_failures(&self, options: &SyncOptions) -> bool {
+        self.downloads_failed(options)
+            || !self.deletion_failures.is_empty()
+            || self.deletion_refused
+    }
+
+    fn downloads_failed(&self, options: &SyncOptions) -> bool {
+        !self.failures.is_empty()
+            || (options.on_conflict == OnConflict::Fail && !self.conflicts.is_empty())
+    }
+}
+
+/// Runs a plan: fetches what it says (each file into `NAME.part`, replacing the old copy only
+/// once complete and verified), deletes what it says when the rules allow, and remembers what
+/// it learned for the next sync. Events go to `observer`; `cancel` stops it (unfinished files
+/// keep their `.part`, nothing is deleted).
+///
+/// # Errors
+/// When the memory cannot be saved; per-file failures are in the report.
+pub async fn run(
+    downloader: &Downloader,
+    dir: &Path,
+    prepared: Prepared,
+    options: &SyncOptions,
+    observer: Option<Arc<dyn Observer>>,
+    cancel: Option<CancellationToken>,
+) -> Result<SyncReport, Error> {
+    let Prepared {
+        plan,
+        mut memory,
+        local,
+        digests,
+        ..
+    } = prepared;
+    let mut report = SyncReport {
+        conflicts: plan.conflicts.clone(),
+        ..SyncReport::default()
+    };
+    let cancel = cancel.unwrap_or_default();
+    let mut requests = Vec::new();
+    let mut fetched: Vec<(String, bool)> = Vec::new();
+    for planned in &plan.files {
+        let entry = &planned.entry;
+        if planned.action == Action::Unchanged {
+            report.unchanged += 1;
+            if let Some(file) = local.files.get(&entry.path) {
+                let remembered = memory.files.entry(entry.path.clone()).or_default();
+                remembered.size = file.size;
+                remembered.mtime_ns = file.modified.and_then(memory::mtime_ns);
+                remembered.digest = entry.checksum.as_ref().map(ToString::to_string);
+            }
+            continue;
+        }
+        requests.push(request_for(planned, dir, options)?);
+        fetched.push((entry.path.clone(), planned.action == Action::New));
+    }
+    let mut outcomes = downloader.batch(requests).with_cancellation(cancel.clone());
+    if let Some(observer) = observer {
+        outcomes = outcomes.with_observer(observer);
+    }
+    let mut outcomes = outcomes.start()?;
+    let mut done = Vec::new();
+    while let Some(outcome) = outcomes.next().await {
+        let Some((path, is_new)) = fetched.get(outcome.index) else {
+            continue;
+        };
+        match outcome.result {
+            Ok(completed) => {
+                match (completed.already_present, is_new) {
+                    (true, _) => report.unchanged += 1,
+                    (false, true) => report.new += 1,
+                    (false, false) => report.updated += 1,
+                }
+                done.push((path.clone(), completed));
+            }
+            Err(Error::Cancelled) => report.interrupted = true,
+            Err(error) => report.failures.push((path.clone(), error)),
+        }
+    }
+    report.interrupted |= cancel.is_cancelled();
+    let dir_owned = dir.to_path_buf();
+    let verify = options.verify_local;
+    let memory_after = tokio::task::spawn_blocking(move || {
+        let tree = LocalTree::scan(&dir_owned).unwrap_or_default();
+        for (path, completed) in done {
+            let file = tree.files.get(&path);
+            let previous = memory.files.remove(&path).unwrap_or_default();
+            let digest = completed
+                .digest
+                .as_ref()
+                .map(ToString::to_string)
+                .or_else(|| {
+                    // A `304`: the file is what it was; keep (or learn) its digest.
+                    (completed.already_present && verify)
+                        .then(|| digests.get(&path).map(ToString::to_string))
+                        .flatten()
+                        .or(previous.digest)
+                });
+            memory.files.insert(
+                path,
+                Remembered {
+                    size: file.map_or(completed.bytes, |f| f.size),
+                    mtime_ns: file.and_then(|f| f.modified).and_then(memory::mtime_ns),
+                    etag: completed.etag,
+                    last_modified: completed.last_modified,
+                    digest,
+                },
+            );
+        }
+        memory
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("remembering the sync failed: {e}")))?;
+    memory = memory_after;
+    delete_planned(dir, &plan, options, &mut report, &mut memory).await?;
+    let dir_owned = dir.to_path_buf();
+    let shard = options.shard;
+    tokio::task::spawn_blocking(move || memory.save(&dir_owned, shard))
+        .await
+        .map_err(|e| Error::Internal(format!("saving the sync memory failed: {e}")))??;
+    Ok(report)
+}
+
+fn request_for(planned: &Planned, dir: &Path, options: &SyncOptions) -> Result<Request, Error> {
+    let entry = &planned.entry;
+    let mut request = Request::from_url(entry.url.clone())?
+        .into_dir_at(dir, &entry.path)?
+        .with_on_exists(OnExists::Overwrite)
+        .with_remote_time(true);
+    if let Some(checksum) = &entry.checksum {
+        request = request.with_checksum(checksum.clone());
+    } else if options.verify_local {
+        request = request.with_digest(Algorithm::Sha256);
+    }
+    for mirror in &entry.mirrors {
+        request = request.with_mirror(mirror.as_str())?;
+    }
+    if let Action::Check {
+        etag,
+        last_modified,
+    } = &planned.action
+    {
+        request = request.revalidate_with(etag.clone(), last_modified.clone());
+    }
+    Ok(request)
+}
+
+/// Deletes what the plan says, when the run allows it.
+async fn delete_planned(
+    dir: &Path,
+    plan: &Plan,
+    options: &SyncOptions,
+    report: &mut SyncReport,
+    memory: &mut Memory,
+) -> Result<(), Error> {
+    if !options.delete {
+        return Ok(());
+    }
+    if let Some(blocked) = &plan.deletion_blocked {
+        report.deletion_skipped = Some(format!("refusing to delete anything: {blocked}"));
+        report.deletion_refused = blocked.is_error();
+        return Ok(());
+    }
+    if plan.delete.is_empty() {
+        return Ok(());
+    }
+    let blocked = if report.interrupted {
+        Some("the sync was interrupted".to_owned())
+    } else if report.downloads_failed(options) && !options.delete_on_errors {
+        Some("some files failed (--delete-on-errors deletes anyway)".to_owned())
+    } else {
+        None
+    };
+    if let Some(reason) = blocked {
+        report.deletion_skipped = Some(format!(
+            "not deleting {} file(s): {reason}",
+            plan.delete.len()
+        ));
+        return Ok(());
+    }
+    let dir = dir.to_path_buf();
+    let doomed = plan.delete.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        doomed
+            .into_iter()
+            .map(|path| {
+                let result = local::delete_file(&dir, &path);
+                (path, result)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("deleting failed: {e}")))?;
+    for (path, result) in results {
+        match result {
+            Ok(()) => {
+                report.deleted += 1;
+                memory.files.remove(&path);
+            }
+            Err(error) => report.deletion_failures.push((path, error)),
+        }
+    }
+    Ok(())
+}
+
+/// One line of a dry run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DryRunLine {
+    /// `new`, `update`, `unchanged`, `delete`, `conflict` or `fail`.
+    pub action: &'static str,
+    /// The file.
+    pub path: String,
+    /// Why, for `fail`, `conflict` and a blocked deletion.
+    pub detail: Option<String>,
+    /// The error's kind, for `fail`.
+    pub kind: Option<ErrorKind>,
+}
+
+/// Checks a plan without changing anything: every file to fetch is asked for with a `HEAD`
+/// (or a one-byte range), so one that would fail shows as `fail`; every file to revalidate with
+/// a conditional `HEAD`. Lines come in plan order, then deletions and conflicts.
+pub async fn dry_run(downloader: &Downloader, prepared: &Prepared) -> Vec<DryRunLine> {
+    let client = &downloader.client;
+    let jobs = client.config().jobs.max(1);
+    let probes = prepared.plan.files.iter().map(|planned| async move {
+        let path = planned.entry.path.clone();
+        let url = &planned.entry.url;
+        let report = Reporter::silent();
+        let cancel = Cancel::default();
+        let outcome = match &planned.action {
+            Action::Unchanged => Ok("unchanged"),
+            Action::New => client.probe(url, &report, &cancel).await.map(|()| "new"),
+            Action::Update(_) => client.probe(url, &report, &cancel).await.map(|()| "update"),
+            Action::Check {
+                etag,
+                last_modified,
+            } => client
+                .is_unchanged(
+                    url,
+                    etag.as_deref(),
+                    last_modified.as_deref(),
+                    &report,
+                    &cancel,
+                )
+                .await
+                .map(|same| if same { "unchanged" } else { "update" }),
+        };
+        match outcome {
+            Ok(action) => DryRunLine {
+                action,
+                path,
+                detail: None,
+                kind: None,
+            },
+            Err(error) => DryRunLine {
+                action: "fail",
+                path,
+                detail: Some(crate::error_chain(&error)),
+                kind: Some(error.kind()),
+            },
+        }
+    });
+    let mut lines: Vec<DryRunLine> = futures_util::stream::iter(probes)
+        .buffered(jobs)
+        .collect()
+        .await;
+    for path in &prepared.plan.delete {
+        lines.push(DryRunLine {
+            action: "delete",
+            path: path.clone(),
+            detail: None,
+            kind: None,
+        });
+    }
+    for conflict in &prepared.plan.conflicts {
+        for path in &conflict.paths {
+            lines.push(DryRunLine {
+                action: "conflict",
+                path: path.clone(),
+                detail: Some(conflict.reason.clone()),
+                kind: None,
+            });
+        }
+    }
+    lines
+}
