@@ -57,6 +57,7 @@ pub(crate) struct Config {
     pub(crate) remote_time: bool,
     pub(crate) limit_rate: Option<u64>,
     pub(crate) max_document_bytes: u64,
+    pub(crate) max_file_bytes: Option<u64>,
 }
 
 impl Default for Config {
@@ -78,6 +79,7 @@ impl Default for Config {
             remote_time: false,
             limit_rate: None,
             max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
+            max_file_bytes: None,
         }
     }
 }

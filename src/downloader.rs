@@ -365,6 +365,16 @@ impl DownloaderBuilder {
         self
     }
 
+    /// Refuse files larger than `bytes` (curl's `--max-filesize`): a download whose announced
+    /// length is larger fails before its body is read, and one that grows past it (a body
+    /// without a length that never ends, say) is stopped; nothing gets a final name and the
+    /// `.part` is removed. Default: no limit. A request can set its own.
+    #[must_use]
+    pub fn max_file_size(mut self, bytes: u64) -> Self {
+        self.config.max_file_bytes = Some(bytes);
+        self
+    }
+
     /// How many times a failed attempt is retried (default 5). The count starts again whenever
     /// an attempt made progress, so a long download over a flaky link keeps going.
     #[must_use]

@@ -120,6 +120,16 @@ pub enum Error {
         /// Total length announced.
         expected: u64,
     },
+    /// The file is larger than the size limit (announced, or received so far).
+    #[error("{url} is larger than the limit of {limit} bytes{}", announced.map_or(String::new(), |a| format!(" ({a} bytes announced)")))]
+    TooLarge {
+        /// The URL (credentials redacted).
+        url: String,
+        /// The limit, in bytes.
+        limit: u64,
+        /// The length the server announced, when it did.
+        announced: Option<u64>,
+    },
     /// A `206` whose `Content-Range` does not match what was asked, or a malformed one.
     #[error("{url} answered a range request with a wrong range: {detail}")]
     BadRange {
@@ -216,6 +226,8 @@ pub enum ErrorKind {
     Internal,
     /// A path from the network would lead through a symlink.
     UnsafePath,
+    /// The file is larger than the size limit.
+    TooLarge,
 }
 
 impl ErrorKind {
@@ -234,6 +246,7 @@ impl ErrorKind {
             Self::Cancelled => "cancelled",
             Self::Internal => "internal",
             Self::UnsafePath => "unsafe_path",
+            Self::TooLarge => "too_large",
         }
     }
 }
@@ -264,6 +277,7 @@ impl Error {
             Self::Io { .. } | Self::WriterStopped { .. } => ErrorKind::Io,
             Self::Internal(_) => ErrorKind::Internal,
             Self::UnsafePath { .. } => ErrorKind::UnsafePath,
+            Self::TooLarge { .. } => ErrorKind::TooLarge,
             Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Self::Cancelled => ErrorKind::Cancelled,
         }
@@ -288,10 +302,11 @@ impl Error {
     }
 
     /// Whether the `.part` file and its state should be kept for a later resume. An integrity
-    /// failure means the bytes are wrong, so they are thrown away; everything else keeps them.
+    /// failure means the bytes are wrong, and a file over the size limit is not wanted, so
+    /// they are thrown away; everything else keeps them.
     #[must_use]
     pub fn keeps_partial(&self) -> bool {
-        !matches!(self, Self::ChecksumMismatch { .. })
+        !matches!(self, Self::ChecksumMismatch { .. } | Self::TooLarge { .. })
     }
 
     /// The delay the server asked for with `Retry-After`, if any.

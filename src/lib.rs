@@ -34,6 +34,8 @@ mod error;
 pub mod input;
 mod integrity;
 pub mod naming;
+#[cfg(test)]
+mod parser_properties;
 mod progress;
 mod request;
 mod scheduler;

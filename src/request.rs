@@ -45,6 +45,7 @@ pub struct Request {
     pub(crate) on_exists: Option<OnExists>,
     pub(crate) remote_time: Option<bool>,
     pub(crate) digest: Option<Algorithm>,
+    pub(crate) max_bytes: Option<u64>,
 }
 
 impl Request {
@@ -89,6 +90,7 @@ impl Request {
             on_exists: None,
             remote_time: None,
             digest: None,
+            max_bytes: None,
         })
     }
 
@@ -202,6 +204,14 @@ impl Request {
     #[must_use]
     pub fn with_digest(mut self, algorithm: Algorithm) -> Self {
         self.digest = Some(algorithm);
+        self
+    }
+
+    /// Refuse the file when it is larger than `bytes` (overrides the downloader's
+    /// `max_file_size`).
+    #[must_use]
+    pub fn with_max_size(mut self, bytes: u64) -> Self {
+        self.max_bytes = Some(bytes);
         self
     }
 

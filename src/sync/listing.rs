@@ -66,10 +66,14 @@ pub struct Crawled {
     pub bound_reached: bool,
 }
 
+/// A file on a listing page: its exact relative path (or the raw path, when it cannot be
+/// represented), its URL, its size when the page says.
+pub(crate) type Found = (Result<String, String>, Url, Option<u64>);
+
 /// What one listing page says.
 pub(super) struct Page {
     /// Files: exact relative path (or why it cannot be represented), URL, size.
-    pub(super) files: Vec<(Result<String, String>, Url, Option<u64>)>,
+    pub(super) files: Vec<Found>,
     /// Subdirectories (or further pages) to read.
     pub(super) more: Vec<Url>,
     /// Entry names and kinds, to recognise a page that repeats an ancestor.
@@ -172,6 +176,23 @@ pub(crate) async fn crawl(
     }
     crawled.source.entries = files.into_values().collect();
     Ok(crawled)
+}
+
+/// One page parsed as the crawl would, for the property tests.
+#[cfg(test)]
+pub(crate) fn parse_page_for_tests(
+    root: &Url,
+    content_type: &str,
+    body: &str,
+) -> Result<Vec<Found>, Error> {
+    let page = if s3::is_bucket_listing(content_type, body) {
+        s3::page(root, root, body)?
+    } else if content_type.contains("json") {
+        links_page(root, root, json_links(body))
+    } else {
+        links_page(root, root, html_links(body))
+    };
+    Ok(page.files)
 }
 
 /// A page of links (HTML or JSON autoindex).

@@ -246,6 +246,23 @@ impl Transfer<'_> {
         self.request.on_exists.unwrap_or(self.config().on_exists)
     }
 
+    /// The size limit of this file, if any.
+    fn max_bytes(&self) -> Option<u64> {
+        self.request.max_bytes.or(self.config().max_file_bytes)
+    }
+
+    /// `TooLarge` when `bytes` is over the size limit.
+    fn check_size(&self, bytes: u64, announced: bool) -> Result<(), Error> {
+        match self.max_bytes() {
+            Some(limit) if bytes > limit => Err(Error::TooLarge {
+                url: self.url(),
+                limit,
+                announced: announced.then_some(bytes),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn remote_time(&self) -> bool {
         self.request
             .remote_time
@@ -385,6 +402,9 @@ impl Transfer<'_> {
                 }
                 Self::remember_disposition(session, &reply);
                 let total = reply.validators.total_bytes;
+                if let Some(total) = total {
+                    self.check_size(total, true)?;
+                }
                 session.offset = 0;
                 session.state.done = crate::storage::ranges::RangeSet::default();
                 session.state.validators = reply.validators.clone();
@@ -403,6 +423,9 @@ impl Transfer<'_> {
         };
         Self::remember_disposition(session, &reply);
         let total = session.state.validators.total_bytes;
+        if let Some(total) = total {
+            self.check_size(total, true)?;
+        }
         self.report_started(session, total, &reply.version);
         if let Some(total) = total
             && reply.accepts_ranges
@@ -521,6 +544,9 @@ impl Transfer<'_> {
                     url: self.url(),
                     expected: end,
                 });
+            }
+            if let Err(error) = self.check_size(received, false) {
+                break Err(error);
             }
             if let Err(error) = buffer.push(chunk, &writer).await {
                 break Err(error);

@@ -142,8 +142,25 @@ impl ToWriter<'_> {
             });
         }
         let expected_end = reply.body_end;
+        let limit = self
+            .request
+            .max_bytes
+            .or(self.client.config().max_file_bytes);
+        let too_large = |announced: Option<u64>| Error::TooLarge {
+            url: url.clone(),
+            limit: limit.unwrap_or(0),
+            announced,
+        };
+        if let (Some(limit), Some(total)) = (limit, reply.validators.total_bytes)
+            && total > limit
+        {
+            return Err(too_large(Some(total)));
+        }
         let mut body = reply.into_body(self.client, self.cancel);
         while let Some(chunk) = body.next().await? {
+            if limit.is_some_and(|limit| progress.written + chunk.len() as u64 > limit) {
+                return Err(too_large(None));
+            }
             // One stream into a pipe: hashing inline is cheaper than a hop to another thread.
             if let Some(hasher) = progress.hasher.as_mut() {
                 hasher.update(&chunk);

@@ -247,6 +247,23 @@ async fn the_examples_run_against_a_real_server() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(std::fs::read(dir.path().join("c.bin")).unwrap() == content("c.bin", 1, SIZE));
 
+    let mirror_dir = dir.path().join("mirror");
+    std::fs::create_dir_all(&mirror_dir).unwrap();
+    std::fs::write(mirror_dir.join("stale.bin"), b"old").unwrap();
+    let mut mirror = std::process::Command::new(example("mirror"));
+    mirror
+        .arg(server.url("/tree/"))
+        .arg(&mirror_dir)
+        .arg("--delete");
+    let output = run(mirror).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout)
+            .contains("6 new, 0 updated, 0 unchanged, 1 deleted")
+    );
+    assert!(!mirror_dir.join("stale.bin").exists());
+    assert!(std::fs::read(mirror_dir.join("sub/c.bin")).unwrap() == content("sub/c.bin", 1, 3000));
+
     let urls: Vec<String> = (0..6)
         .map(|i| server.file_url(1000 + i, &format!("svc{i}"), "delay_ms=200"))
         .collect();

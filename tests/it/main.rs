@@ -3,8 +3,10 @@
 
 mod cli;
 mod embedding;
+mod hostile;
 mod interop;
 mod library;
+mod mirror;
 mod output;
 mod reliability;
 mod resume;

@@ -262,6 +262,15 @@ pub struct CommonArgs {
     #[arg(long, value_name = "RATE", value_parser = parse_size)]
     pub limit_rate: Option<u64>,
 
+    /// Refuse files larger than SIZE (announced, or as they arrive: a body that never ends is
+    /// stopped); nothing gets a final name.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_filesize: Option<u64>,
+
+    /// The largest directory listing, manifest or checksum file read.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    pub max_document_size: u64,
+
     /// Extra request header, `Name: value` (repeatable).
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub headers: Vec<String>,
@@ -380,5 +389,24 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn sizes_durations_and_rates_never_panic(text in "[0-9a-zA-Z. \\-+]{0,24}") {
+            let _ = parse_size(&text);
+            let _ = parse_duration(&text);
+            if let Ok(rate) = parse_rate(&text) {
+                prop_assert!(rate == 0 || parse_size(&text) == Ok(rate));
+            }
+        }
     }
 }

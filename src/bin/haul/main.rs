@@ -312,6 +312,7 @@ fn downloader_builder(common: &CommonArgs) -> anyhow::Result<DownloaderBuilder> 
         .connect_timeout(common.connect_timeout)
         .stall_timeout(common.stall_timeout)
         .lowest_speed_limit(common.lowest_speed_limit, common.speed_time)
+        .max_document_size(common.max_document_size)
         .checkpoint_interval(common.checkpoint_interval)
         .max_redirects(common.max_redirects);
     if let Some(path) = &common.ca_cert {
@@ -326,6 +327,9 @@ fn downloader_builder(common: &CommonArgs) -> anyhow::Result<DownloaderBuilder> 
              read and change these downloads"
         );
         builder = builder.danger_accept_invalid_certificates(true);
+    }
+    if let Some(limit) = common.max_filesize {
+        builder = builder.max_file_size(limit);
     }
     if let Some(rate) = common.limit_rate {
         builder = builder.limit_rate(rate);

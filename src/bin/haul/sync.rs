@@ -71,6 +71,19 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let summary = renderer.finish();
+    let failed = report.has_failures(&options) || bound_reached;
+    let code = exit_code(report.interrupted, summary.integrity_failures > 0, failed);
+    renderer.summarize(&summary, report.interrupted, code);
+    render_report(&report, &options, args.common.json, quiet);
+    if report.interrupted {
+        crate::report_interrupted(&summary.unfinished, summary.unfinished.len());
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// Conflicts, refused deletions, and the sync's own summary (a line, and a `sync_summary`
+/// JSON event).
+fn render_report(report: &sync::SyncReport, options: &SyncOptions, json: bool, quiet: bool) {
     for conflict in &report.conflicts {
         eprintln!(
             "{}: conflict: {}: {}",
@@ -97,10 +110,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         };
         eprintln!("{level}: {reason}");
     }
-    let failed = report.has_failures(&options) || bound_reached;
-    let code = exit_code(report.interrupted, summary.integrity_failures > 0, failed);
-    renderer.summarize(&summary, report.interrupted, code);
-    if args.common.json {
+    if json {
         println!(
             "{}",
             serde_json::json!({
@@ -122,10 +132,6 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
             report.conflicts.len()
         );
     }
-    if report.interrupted {
-        crate::report_interrupted(&summary.unfinished, summary.unfinished.len());
-    }
-    Ok(ExitCode::from(code))
 }
 
 /// The source's files: a crawled listing (with whether a bound was reached) or a manifest.

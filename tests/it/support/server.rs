@@ -16,6 +16,7 @@
 //! | `slow_from=N` | throttle only answers that start at byte N or later |
 //! | `delay_ms=N` | wait before answering (keeps the request in flight) |
 //! | `trickle_after=N` | send N body bytes, then one byte every `trickle_ms` (default 2000) |
+//! | `endless=1` | a chunked body that never ends |
 //! | `ranged_status=CODE` | answer every request carrying `Range` with CODE (plain GETs work) |
 //!
 //! | `gzip=1` | claim `Content-Encoding: gzip` (the body is not really compressed) |
@@ -68,6 +69,9 @@ pub struct Logged {
     pub status: u16,
 }
 
+/// A tree added by `put_tree`: its root and its files (relative path, bytes).
+type Tree = (String, Vec<(String, Vec<u8>)>);
+
 #[derive(Default)]
 pub struct Counters {
     requests: AtomicUsize,
@@ -78,6 +82,8 @@ pub struct Counters {
     versions: Mutex<HashMap<String, u32>>,
     hidden: Mutex<std::collections::HashSet<String>>,
     log: Mutex<Vec<Logged>>,
+    /// Trees added by `put_tree`.
+    trees: Mutex<Vec<Tree>>,
 }
 
 pub struct TestServer {
@@ -212,6 +218,20 @@ impl TestServer {
     /// Removes `path` (e.g. `/tree/b.txt`) from the server and its listings.
     pub fn hide(&self, path: &str) {
         self.counters.hidden.lock().unwrap().insert(path.to_owned());
+    }
+
+    /// Serves `files` (relative path, bytes) below `root` (e.g. `/names/`), with nginx-style
+    /// listings of every directory (names percent-encoded in the links).
+    pub fn put_tree(&self, root: &str, files: &[(&str, &[u8])]) {
+        let files = files
+            .iter()
+            .map(|(path, bytes)| ((*path).to_owned(), bytes.to_vec()))
+            .collect();
+        self.counters
+            .trees
+            .lock()
+            .unwrap()
+            .push((root.to_owned(), files));
     }
 
     /// Replaces the file at `path` (e.g. `/files/100/a.bin`) with version `version`.
@@ -371,6 +391,9 @@ fn respond(
     if let Some(listing) = tree_listing(counters, path) {
         return listing;
     }
+    if let Some(answer) = put_tree_answer(counters, path) {
+        return answer;
+    }
     let (size, name) = if let Some(file) = path.strip_prefix("/tree/") {
         match TREE.iter().find(|(p, _)| *p == file) {
             Some((p, size)) => (*size, *p),
@@ -473,9 +496,11 @@ fn respond(
         let decoded = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
         builder = builder.header("content-disposition", decoded.as_ref());
     }
-    if !query.contains_key("chunked") {
+    let endless = query.contains_key("endless");
+    if !query.contains_key("chunked") && !endless {
         builder = builder.header("content-length", (end - start).to_string());
     }
+    let end = if endless { u64::MAX } else { end };
     let fault = |key: &str| number(key).filter(|_| faulty);
     let body = body_stream(
         Arc::clone(counters),
@@ -545,6 +570,64 @@ fn tree_listing(counters: &Counters, path: &str) -> Option<Response<Body>> {
     response
         .headers_mut()
         .insert("content-type", "text/html".parse().unwrap());
+    Some(response)
+}
+
+/// A file or a listing of a tree added with `put_tree`.
+fn put_tree_answer(counters: &Counters, path: &str) -> Option<Response<Body>> {
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    let trees = counters.trees.lock().unwrap();
+    let (root, files) = trees
+        .iter()
+        .find(|(root, _)| decoded.starts_with(root.as_str()))?;
+    let below = &decoded[root.len()..];
+    let full = |bytes: Bytes, content_type: &str| {
+        let mut response = Response::new(Full::new(bytes).map_err(|n| match n {}).boxed_unsync());
+        response
+            .headers_mut()
+            .insert("content-type", content_type.parse().unwrap());
+        response
+    };
+    if below.is_empty() || below.ends_with('/') {
+        let mut children = std::collections::BTreeSet::new();
+        for (file, _) in files {
+            if let Some(rest) = file.strip_prefix(below) {
+                match rest.split_once('/') {
+                    Some((sub, _)) => children.insert(format!("{sub}/")),
+                    None => children.insert(rest.to_owned()),
+                };
+            }
+        }
+        if children.is_empty() {
+            return Some(empty(StatusCode::NOT_FOUND));
+        }
+        let mut html = String::from("<html><body><pre><a href=\"../\">../</a>\n");
+        for child in children {
+            let href: String = child
+                .split('/')
+                .map(|s| {
+                    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            let _ = writeln!(html, "<a href=\"{href}\">{child}</a>");
+        }
+        html.push_str("</pre></body></html>\n");
+        return Some(full(Bytes::from(html), "text/html"));
+    }
+    let (_, bytes) = files.iter().find(|(file, _)| file == below)?;
+    counters
+        .body_bytes
+        .fetch_add(bytes.len() as u64, Ordering::SeqCst);
+    let mut response = full(Bytes::from(bytes.clone()), "application/octet-stream");
+    response.headers_mut().insert(
+        "last-modified",
+        "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap(),
+    );
     Some(response)
 }
 
