@@ -58,6 +58,7 @@ pub(crate) struct Config {
     pub(crate) limit_rate: Option<u64>,
     pub(crate) max_document_bytes: u64,
     pub(crate) max_file_bytes: Option<u64>,
+    pub(crate) max_redirects: usize,
 }
 
 impl Default for Config {
@@ -80,6 +81,7 @@ impl Default for Config {
             limit_rate: None,
             max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
             max_file_bytes: None,
+            max_redirects: 10,
         }
     }
 }

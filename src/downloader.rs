@@ -9,6 +9,9 @@ use tokio::io::AsyncWrite;
 use url::Url;
 
 use crate::client::cancel::Cancel;
+use crate::client::cookies::CookieJar;
+use crate::client::credentials::{BasicAuth, Netrc};
+use crate::client::proxy::{ProxyChoice, check_proxy_url};
 use crate::client::{Client, Identity};
 use crate::config::{Config, LowSpeed, OnExists};
 use crate::listing::ListedFile;
@@ -240,7 +243,24 @@ pub struct DownloaderBuilder {
     header_error: Option<String>,
     ca_certificates_pem: Vec<Vec<u8>>,
     accept_invalid_certificates: bool,
-    max_redirects: usize,
+    proxy: Option<String>,
+    no_proxy: Option<String>,
+    auth: Option<BasicAuth>,
+    netrc: Option<Netrc>,
+    cookies: Option<Arc<CookieJar>>,
+    identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    ip_version: Option<IpVersion>,
+    http1_only: bool,
+}
+
+/// Which address family connections use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IpVersion {
+    /// IPv4 only (`-4`).
+    V4,
+    /// IPv6 only (`-6`).
+    V6,
 }
 
 impl std::fmt::Debug for DownloaderBuilder {
@@ -264,7 +284,14 @@ impl Default for DownloaderBuilder {
             header_error: None,
             ca_certificates_pem: Vec::new(),
             accept_invalid_certificates: false,
-            max_redirects: 10,
+            proxy: None,
+            no_proxy: None,
+            auth: None,
+            netrc: None,
+            cookies: None,
+            identity_pem: None,
+            ip_version: None,
+            http1_only: false,
         }
     }
 }
@@ -322,7 +349,12 @@ impl DownloaderBuilder {
             (Ok(name), Ok(value)) => {
                 self.headers.append(name, value);
             }
-            _ => self.header_error = Some(format!("invalid header `{name}: {value}`")),
+            _ => {
+                self.header_error = Some(format!(
+                    "invalid header `{name}: {}`",
+                    crate::naming::redact_header(name, value)
+                ));
+            }
         }
         self
     }
@@ -429,12 +461,13 @@ impl DownloaderBuilder {
         self
     }
 
-    /// How many redirects one request may follow (default 10). Redirects go only to http and
-    /// https URLs, a loop is an error at once, and reqwest drops `Authorization` and `Cookie`
-    /// headers when a redirect leaves the host. Ignored with [`Self::client`].
+    /// How many redirects one request may follow (default 10). haul follows redirects itself:
+    /// only to http and https URLs, a loop is an error at once, cookies are kept along the
+    /// way, and `Authorization`, `Cookie` and `Proxy-Authorization` headers and the request's
+    /// credentials are never sent to another host.
     #[must_use]
     pub fn max_redirects(mut self, redirects: usize) -> Self {
-        self.max_redirects = redirects;
+        self.config.max_redirects = redirects;
         self
     }
 
@@ -471,6 +504,74 @@ impl DownloaderBuilder {
         self
     }
 
+    /// Send every request through this proxy (`http://`, `https://`, `socks5://` or
+    /// `socks5h://`, credentials in the URL), instead of the environment's (`HTTP_PROXY`,
+    /// `HTTPS_PROXY`, `ALL_PROXY`), which are used by default. Ignored with [`Self::client`].
+    #[must_use]
+    pub fn proxy(mut self, url: &str) -> Self {
+        self.proxy = Some(url.to_owned());
+        self
+    }
+
+    /// Hosts reached without a proxy: comma-separated names (a name also covers its
+    /// subdomains), IP addresses, `A.B.C.D/N` networks, or `*` (instead of `NO_PROXY`).
+    /// Ignored with [`Self::client`].
+    #[must_use]
+    pub fn no_proxy(mut self, list: &str) -> Self {
+        self.no_proxy = Some(list.to_owned());
+        self
+    }
+
+    /// Basic authentication for every request's own host (never for another host a redirect
+    /// leads to). A request's own credentials win.
+    #[must_use]
+    pub fn basic_auth(mut self, user: &str, password: &str) -> Self {
+        self.auth = Some(BasicAuth {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        });
+        self
+    }
+
+    /// Credentials per host from a `.netrc` file, used for hosts without others.
+    #[must_use]
+    pub fn netrc(mut self, netrc: Netrc) -> Self {
+        self.netrc = Some(netrc);
+        self
+    }
+
+    /// Keep cookies in `jar`: they are sent with later requests to the same site, and
+    /// cookies servers set go into it (redirect answers included). Share the `Arc` to save it
+    /// afterwards (`CookieJar::to_netscape`).
+    #[must_use]
+    pub fn cookie_jar(mut self, jar: Arc<CookieJar>) -> Self {
+        self.cookies = Some(jar);
+        self
+    }
+
+    /// Present this client certificate (PEM) with its private key (PEM) to servers that ask
+    /// for one. Ignored with [`Self::client`].
+    #[must_use]
+    pub fn client_certificate_pem(mut self, certificate: Vec<u8>, key: Vec<u8>) -> Self {
+        self.identity_pem = Some((certificate, key));
+        self
+    }
+
+    /// Connect over IPv4 only or IPv6 only. Ignored with [`Self::client`].
+    #[must_use]
+    pub fn ip_version(mut self, version: IpVersion) -> Self {
+        self.ip_version = Some(version);
+        self
+    }
+
+    /// Speak HTTP/1.1 only, never HTTP/2 (then `connections` are TCP connections, which
+    /// matters where a CDN limits the rate per connection). Ignored with [`Self::client`].
+    #[must_use]
+    pub fn http1_only(mut self, only: bool) -> Self {
+        self.http1_only = only;
+        self
+    }
+
     /// Adjusts the `reqwest::ClientBuilder` haul builds, after haul's own settings (identity
     /// encoding, connect timeout, redirect policy, CA certificates, TLS verification): add a
     /// proxy, a local address, TLS options, and keep all of haul's settings. Hooks run in the
@@ -488,9 +589,11 @@ impl DownloaderBuilder {
     /// haul does per request or per body (the `User-Agent` and headers set here, identity
     /// encoding, the stall timeout and the deadline for response headers, the low-speed limit,
     /// retries, the rate limit, per-host limits). What does not, because it lives inside a
-    /// built client: [`Self::connect_timeout`], [`Self::max_redirects`] (and the refusal of
-    /// redirects to other schemes), [`Self::ca_certificates_pem`] and
-    /// [`Self::danger_accept_invalid_certificates`]. The client must not decompress bodies.
+    /// built client: [`Self::connect_timeout`], [`Self::proxy`] and the environment's proxies
+    /// (the client's own apply), [`Self::ca_certificates_pem`],
+    /// [`Self::client_certificate_pem`], [`Self::ip_version`], [`Self::http1_only`] and
+    /// [`Self::danger_accept_invalid_certificates`]. (haul follows redirects itself; a
+    /// client that follows them first leaves haul nothing to follow.) The client must not decompress bodies.
     /// To keep haul's settings and add your own, use [`Self::configure_client`] instead.
     /// Build the client after [`Downloader::builder`] (or [`install_tls_provider`]), so a TLS
     /// provider is installed.
@@ -512,13 +615,20 @@ impl DownloaderBuilder {
         }
         let user_agent = HeaderValue::from_str(&self.user_agent)
             .map_err(|_| Error::Config(format!("invalid user agent `{}`", self.user_agent)))?;
-        let http = match self.client.take() {
-            Some(client) => client,
-            None => self.default_client()?,
+        let (http, proxy) = match self.client.take() {
+            Some(client) => (client, None),
+            None => {
+                let choice = self.proxy_choice()?;
+                (self.default_client(choice.clone())?, Some(choice))
+            }
         };
         let identity = Identity {
             user_agent,
             headers: std::mem::take(&mut self.headers),
+            auth: self.auth.take(),
+            netrc: self.netrc.take(),
+            cookies: self.cookies.take(),
+            proxy,
         };
         let client = Client::new(http, self.config, identity);
         Ok(Downloader {
@@ -529,7 +639,17 @@ impl DownloaderBuilder {
 }
 
 impl DownloaderBuilder {
-    fn default_client(&mut self) -> Result<reqwest::Client, Error> {
+    fn proxy_choice(&self) -> Result<ProxyChoice, Error> {
+        let explicit = self
+            .proxy
+            .as_deref()
+            .map(check_proxy_url)
+            .transpose()
+            .map_err(Error::Config)?;
+        ProxyChoice::new(explicit, self.no_proxy.as_deref()).map_err(Error::Config)
+    }
+
+    fn default_client(&mut self, proxies: ProxyChoice) -> Result<reqwest::Client, Error> {
         let mut certificates = Vec::new();
         for pem in &self.ca_certificates_pem {
             let bundle = reqwest::Certificate::from_pem_bundle(pem)
@@ -548,38 +668,44 @@ impl DownloaderBuilder {
             .no_zstd()
             .no_deflate()
             .connect_timeout(self.config.connect_timeout)
-            .redirect(redirect_policy(self.max_redirects));
+            // haul follows redirects itself (cookies, credentials and limits on every hop).
+            .redirect(reqwest::redirect::Policy::none())
+            // haul chooses the proxy itself, so what it reports is what is used.
+            .no_proxy()
+            .proxy(reqwest::Proxy::custom(move |url| {
+                proxies.choose(url).cloned()
+            }));
         if !certificates.is_empty() {
             builder = builder.tls_certs_merge(certificates);
         }
         if self.accept_invalid_certificates {
             builder = builder.danger_accept_invalid_certs(true);
         }
+        if let Some((certificate, key)) = &self.identity_pem {
+            let mut pem = certificate.clone();
+            pem.push(b'\n');
+            pem.extend_from_slice(key);
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| Error::Config(format!("invalid client certificate or key: {e}")))?;
+            builder = builder.identity(identity);
+        }
+        match self.ip_version {
+            Some(IpVersion::V4) => {
+                builder =
+                    builder.local_address(std::net::IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED));
+            }
+            Some(IpVersion::V6) => {
+                builder =
+                    builder.local_address(std::net::IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED));
+            }
+            None => {}
+        }
+        if self.http1_only {
+            builder = builder.http1_only();
+        }
         for hook in self.hooks.drain(..) {
             builder = hook(builder);
         }
         builder.build().map_err(|source| Error::Client { source })
     }
-}
-
-/// Follows at most `max` redirects, only to http and https, and stops at once on a loop.
-fn redirect_policy(max: usize) -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(move |attempt| {
-        if !matches!(attempt.url().scheme(), "http" | "https") {
-            let message = format!("redirect to a `{}` URL refused", attempt.url().scheme());
-            return attempt.error(message);
-        }
-        if attempt.previous().contains(attempt.url()) {
-            let message = format!(
-                "redirect loop at {}",
-                crate::naming::redact_url(attempt.url())
-            );
-            return attempt.error(message);
-        }
-        if attempt.previous().len() > max {
-            let message = format!("more than {max} redirects");
-            return attempt.error(message);
-        }
-        attempt.follow()
-    })
 }

@@ -102,6 +102,14 @@ pub enum Error {
         /// Where it pointed.
         location: String,
     },
+    /// Redirects went round in a loop, or on for longer than allowed.
+    #[error("{url}: {detail}")]
+    Redirect {
+        /// The URL asked for (credentials redacted).
+        url: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// The body ended before the announced length.
     #[error("{url} ended the body after {received} of {expected} bytes")]
     ShortBody {
@@ -272,6 +280,7 @@ impl Error {
             Self::BadRange { .. }
             | Self::LongBody { .. }
             | Self::BadRedirect { .. }
+            | Self::Redirect { .. }
             | Self::BadListing { .. } => ErrorKind::Protocol,
             Self::ChecksumMismatch { .. } => ErrorKind::Integrity,
             Self::Io { .. } | Self::WriterStopped { .. } => ErrorKind::Io,

@@ -27,6 +27,10 @@ pub struct InputEntry {
     pub size: Option<u64>,
     /// `header=`: extra request headers, as `(name, value)`.
     pub headers: Vec<(String, String)>,
+    /// `user=` (aria2: `http-user=`): a user name for Basic authentication.
+    pub user: Option<String>,
+    /// `password=` (aria2: `http-passwd=`): its password.
+    pub password: Option<String>,
 }
 
 /// A malformed line.
@@ -92,6 +96,8 @@ pub fn parse_input(text: &str) -> Result<Vec<InputEntry>, Vec<LineError>> {
             checksum: None,
             size: None,
             headers: Vec::new(),
+            user: None,
+            password: None,
         });
     }
     if errors.is_empty() {
@@ -152,6 +158,14 @@ fn apply_option(entry: &mut InputEntry, option: &str) -> Result<(), String> {
             entry
                 .headers
                 .push((name.trim().to_owned(), header_value.trim().to_owned()));
+        }
+        "user" | "http-user" => {
+            once(entry.user.is_some())?;
+            entry.user = Some(value.to_owned());
+        }
+        "password" | "http-passwd" => {
+            once(entry.password.is_some())?;
+            entry.password = Some(value.to_owned());
         }
         other => return Err(format!("unknown option `{other}`")),
     }

@@ -46,10 +46,12 @@ pub mod view;
 
 pub use sync::listing;
 
+pub use client::cookies::CookieJar;
+pub use client::credentials::{BasicAuth, Netrc};
 pub use config::{
     DEFAULT_CONNECTIONS, DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MIN_SPLIT_BYTES, LowSpeed, OnExists,
 };
-pub use downloader::{Downloader, DownloaderBuilder, install_tls_provider};
+pub use downloader::{Downloader, DownloaderBuilder, IpVersion, install_tls_provider};
 pub use error::{Error, ErrorKind};
 pub use integrity::{Algorithm, Checksum, parse_sums};
 pub use progress::{

@@ -195,16 +195,78 @@ fn decode_extended(value: &str) -> Option<String> {
         .map(std::borrow::Cow::into_owned)
 }
 
-/// The URL as text with any password replaced by `***`, for messages and events.
+/// Query parameters that carry a secret in presigned and tokenized URLs (S3, Google Cloud
+/// Storage, Azure SAS, OAuth-style tokens), compared without case.
+const SECRET_PARAMETERS: &[&str] = &[
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+    "x-goog-signature",
+    "x-goog-credential",
+    "signature",
+    "sig",
+    "token",
+    "access_token",
+    "api_key",
+    "apikey",
+    "key",
+    "password",
+    "secret",
+];
+
+/// A URL fit for messages, events, logs and state files: the password of `user:password` and
+/// the values of secret-carrying query parameters (`X-Amz-Signature`, `sig`, `token`, ...)
+/// are replaced with `***`.
 #[must_use]
 pub fn redact_url(url: &Url) -> String {
-    if url.password().is_none() {
+    let secret_query = url
+        .query_pairs()
+        .any(|(key, _)| SECRET_PARAMETERS.contains(&key.to_ascii_lowercase().as_str()));
+    if url.password().is_none() && !secret_query {
         return url.as_str().to_owned();
     }
     let mut redacted = url.clone();
-    // Only fails for URLs that cannot have credentials, which this one has.
-    let _ = redacted.set_password(Some("***"));
+    if url.password().is_some() {
+        // Only fails for URLs that cannot have credentials, which this one has.
+        let _ = redacted.set_password(Some("***"));
+    }
+    if secret_query {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(key, value)| {
+                let hidden = SECRET_PARAMETERS.contains(&key.to_ascii_lowercase().as_str());
+                (
+                    key.into_owned(),
+                    if hidden {
+                        "***".to_owned()
+                    } else {
+                        value.into_owned()
+                    },
+                )
+            })
+            .collect();
+        redacted.query_pairs_mut().clear().extend_pairs(pairs);
+    }
     redacted.into()
+}
+
+/// A header value fit for messages: `***` for headers that carry secrets.
+#[must_use]
+pub fn redact_header(name: &str, value: &str) -> String {
+    let secret = [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+    ]
+    .contains(&name.to_ascii_lowercase().as_str())
+        || name.to_ascii_lowercase().contains("token")
+        || name.to_ascii_lowercase().contains("api-key");
+    if secret {
+        "***".to_owned()
+    } else {
+        value.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -213,6 +275,25 @@ mod tests {
 
     fn name(url: &str) -> Result<String, Error> {
         file_name_from_url(&Url::parse(url).unwrap())
+    }
+
+    #[test]
+    fn secrets_in_urls_and_headers_are_redacted() {
+        let url = Url::parse(
+            "https://u:pw@b.s3.amazonaws.com/k?X-Amz-Credential=AKIA&X-Amz-Signature=abc&x-id=GetObject",
+        )
+        .unwrap();
+        let shown = redact_url(&url);
+        assert!(
+            !shown.contains("pw") && !shown.contains("abc") && !shown.contains("AKIA"),
+            "{shown}"
+        );
+        assert!(shown.contains("x-id=GetObject"), "{shown}");
+        let plain = Url::parse("http://h/f?sort=asc").unwrap();
+        assert_eq!(redact_url(&plain), "http://h/f?sort=asc");
+        assert_eq!(redact_header("Authorization", "Bearer x"), "***");
+        assert_eq!(redact_header("X-Auth-Token", "x"), "***");
+        assert_eq!(redact_header("Accept", "*/*"), "*/*");
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub enum Event {
         resumed_from: u64,
         /// The protocol the server answered with: `HTTP/1.1`, `HTTP/2.0`, ...
         http_version: String,
+        /// The proxy the request went through (credentials redacted), when one did.
+        proxy: Option<String>,
     },
     /// More of the body arrived.
     Progress {

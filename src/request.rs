@@ -6,6 +6,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::client::credentials::BasicAuth;
 use crate::config::OnExists;
 use crate::naming::{file_name_from_url, redact_url};
 use crate::storage::place::Place;
@@ -46,6 +47,7 @@ pub struct Request {
     pub(crate) remote_time: Option<bool>,
     pub(crate) digest: Option<Algorithm>,
     pub(crate) max_bytes: Option<u64>,
+    pub(crate) auth: Option<BasicAuth>,
 }
 
 impl Request {
@@ -91,6 +93,7 @@ impl Request {
             remote_time: None,
             digest: None,
             max_bytes: None,
+            auth: None,
         })
     }
 
@@ -212,6 +215,17 @@ impl Request {
     #[must_use]
     pub fn with_max_size(mut self, bytes: u64) -> Self {
         self.max_bytes = Some(bytes);
+        self
+    }
+
+    /// Basic authentication for this request's host (never sent to another host a redirect
+    /// leads to).
+    #[must_use]
+    pub fn with_basic_auth(mut self, user: &str, password: &str) -> Self {
+        self.auth = Some(BasicAuth {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        });
         self
     }
 

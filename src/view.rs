@@ -126,6 +126,7 @@ impl BatchView {
                 total_bytes,
                 resumed_from,
                 http_version,
+                ..
             } => {
                 if let Some(file) = self.files.get_mut(id) {
                     file.state = FileState::Running;
@@ -279,6 +280,7 @@ mod tests {
             total_bytes: Some(total),
             resumed_from: resumed,
             http_version: "HTTP/1.1".into(),
+            proxy: None,
         }
     }
 

@@ -6,14 +6,16 @@
 //! or an error carrying the status and `Retry-After`); what to do about them is the caller's.
 
 use reqwest::header::{
-    ACCEPT_ENCODING, ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_RANGE, CONTENT_TYPE, HeaderMap,
-    IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LOCATION, RANGE, USER_AGENT,
+    ACCEPT_ENCODING, ACCEPT_RANGES, AUTHORIZATION, CONTENT_DISPOSITION, CONTENT_RANGE,
+    CONTENT_TYPE, COOKIE, HeaderMap, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LOCATION,
+    PROXY_AUTHORIZATION, RANGE, USER_AGENT,
 };
 use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::Client;
 use super::cancel::Cancel;
+use super::credentials::BasicAuth;
 use super::http::{self, ContentRange};
 use super::pump::BodyPump;
 use crate::Error;
@@ -31,6 +33,7 @@ pub(crate) struct Ask<'a> {
     if_range: Option<&'a str>,
     if_none_match: Option<&'a str>,
     if_modified_since: Option<&'a str>,
+    auth: Option<&'a BasicAuth>,
 }
 
 impl<'a> Ask<'a> {
@@ -43,6 +46,7 @@ impl<'a> Ask<'a> {
             if_range: None,
             if_none_match: None,
             if_modified_since: None,
+            auth: None,
         }
     }
 
@@ -80,6 +84,12 @@ impl<'a> Ask<'a> {
     ) -> Self {
         self.if_none_match = etag;
         self.if_modified_since = last_modified;
+        self
+    }
+
+    /// Basic authentication for the request's own host.
+    pub(crate) fn with_auth(mut self, auth: Option<&'a BasicAuth>) -> Self {
+        self.auth = auth;
         self
     }
 
@@ -141,38 +151,123 @@ pub(crate) enum Answer {
 }
 
 impl Client {
-    /// Sends `ask` and judges the answer. Waits at most the connect timeout plus the stall
-    /// timeout for the response headers, and returns `Cancelled` as soon as `cancel` fires.
+    /// Sends `ask` and judges the answer, following redirects itself (at most
+    /// `max_redirects`, only to http and https, a loop refused at once) so that every hop gets
+    /// the same rules: cookies stored and sent, credentials only for their own host, sensitive
+    /// headers never carried to another host. Waits at most the connect timeout plus the stall
+    /// timeout for each hop's response headers, and returns `Cancelled` as soon as `cancel`
+    /// fires.
     ///
     /// # Errors
     /// Transport failures, deadlines, statuses that are not answers to what was asked
     /// (`Error::Status` with the server's `Retry-After`), a wrong or missing `Content-Range`
-    /// (`Error::BadRange`), redirects that are not followed.
+    /// (`Error::BadRange`), bad redirects.
     pub(crate) async fn exchange(&self, ask: &Ask<'_>, cancel: &Cancel) -> Result<Answer, Error> {
         let shown = redact_url(ask.url);
-        let request = self.build(ask);
-        let deadline = self.config().connect_timeout + self.config().stall_timeout;
-        let response = tokio::select! {
-            () = cancel.cancelled() => return Err(Error::Cancelled),
-            sent = tokio::time::timeout(deadline, request.send()) => match sent {
-                Err(_) => return Err(Error::Stalled { url: shown, timeout: deadline }),
-                Ok(Err(source)) => return Err(Error::Network { url: shown, source: source.without_url() }),
-                Ok(Ok(response)) => response,
-            },
-        };
-        judge(ask, response, shown)
+        let mut url = ask.url.clone();
+        let mut visited: Vec<Url> = Vec::new();
+        loop {
+            let same_host = same_origin(&url, ask.url);
+            let response = self.send_once(ask, &url, same_host, cancel, &shown).await?;
+            if let Some(jar) = &self.identity().cookies {
+                jar.store(&url, response.headers());
+            }
+            let status = response.status();
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let (true, Some(location)) = (is_redirect(status), location) else {
+                return judge(ask, response, shown);
+            };
+            let bad = |location: &str| Error::BadRedirect {
+                url: shown.clone(),
+                location: location.chars().take(200).collect(),
+            };
+            let next = url.join(&location).map_err(|_| bad(&location))?;
+            if !matches!(next.scheme(), "http" | "https") {
+                return Err(Error::Redirect {
+                    url: shown,
+                    detail: format!(
+                        "redirect to a `{}` URL refused (only http and https are followed)",
+                        next.scheme()
+                    ),
+                });
+            }
+            visited.push(url);
+            if visited.contains(&next) {
+                return Err(Error::Redirect {
+                    url: shown,
+                    detail: format!("redirect loop at {}", redact_url(&next)),
+                });
+            }
+            if visited.len() > self.config().max_redirects {
+                return Err(Error::Redirect {
+                    url: shown,
+                    detail: format!("more than {} redirects", self.config().max_redirects),
+                });
+            }
+            url = next;
+        }
     }
 
-    fn build(&self, ask: &Ask<'_>) -> reqwest::RequestBuilder {
+    /// One hop: the request to `url`, sent under the header deadline.
+    async fn send_once(
+        &self,
+        ask: &Ask<'_>,
+        url: &Url,
+        same_host: bool,
+        cancel: &Cancel,
+        shown: &str,
+    ) -> Result<reqwest::Response, Error> {
+        let request = self.build(ask, url, same_host);
+        let deadline = self.config().connect_timeout + self.config().stall_timeout;
+        tokio::select! {
+            () = cancel.cancelled() => Err(Error::Cancelled),
+            sent = tokio::time::timeout(deadline, request.send()) => match sent {
+                Err(_) => Err(Error::Stalled { url: shown.to_owned(), timeout: deadline }),
+                Ok(Err(source)) => Err(Error::Network { url: shown.to_owned(), source: source.without_url() }),
+                Ok(Ok(response)) => Ok(response),
+            },
+        }
+    }
+
+    fn build(&self, ask: &Ask<'_>, url: &Url, same_host: bool) -> reqwest::RequestBuilder {
+        let identity = self.identity();
         let mut builder = self
             .http()
-            .request(ask.method.clone(), ask.url.clone())
+            .request(ask.method.clone(), url.clone())
             // The exact entity, never a transformed one (RFC 9110 §12.5.3).
             .header(ACCEPT_ENCODING, "identity")
-            .header(USER_AGENT, self.identity().user_agent.clone())
-            .headers(self.identity().headers.clone());
+            .header(USER_AGENT, identity.user_agent.clone())
+            .headers(carried(&identity.headers, same_host));
         if let Some(headers) = ask.headers {
-            builder = builder.headers(headers.clone());
+            builder = builder.headers(carried(headers, same_host));
+        }
+        // Credentials: the request's own, then the downloader's, only for the request's own
+        // host; a `.netrc` entry for the host of this hop. (A URL's own `user:password` is
+        // used by reqwest for that URL only.)
+        let own = same_host
+            .then(|| ask.auth.or(identity.auth.as_ref()))
+            .flatten();
+        let netrc = || {
+            identity
+                .netrc
+                .as_ref()
+                .and_then(|netrc| netrc.lookup(url.host_str()?))
+        };
+        if url.username().is_empty()
+            && let Some(auth) = own.or_else(netrc)
+        {
+            builder = builder.basic_auth(&auth.user, Some(&auth.password));
+        }
+        if let Some(cookie) = identity
+            .cookies
+            .as_ref()
+            .and_then(|jar| jar.header_for(url))
+        {
+            builder = builder.header(COOKIE, cookie);
         }
         if let Some((start, end)) = ask.range {
             let value = match end {
@@ -192,6 +287,30 @@ impl Client {
         }
         builder
     }
+}
+
+/// The headers sent on a hop: all of them to the request's own host; without the ones that
+/// carry secrets (`Authorization`, `Cookie`, `Proxy-Authorization`) to another host.
+fn carried(headers: &HeaderMap, same_host: bool) -> HeaderMap {
+    if same_host {
+        return headers.clone();
+    }
+    let mut kept = headers.clone();
+    for secret in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION] {
+        kept.remove(secret);
+    }
+    kept
+}
+
+/// Whether two URLs have the same scheme, host and port.
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+fn is_redirect(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
 
 fn judge(ask: &Ask<'_>, response: reqwest::Response, shown: String) -> Result<Answer, Error> {
@@ -256,20 +375,6 @@ fn judge(ask: &Ask<'_>, response: reqwest::Response, shown: String) -> Result<An
                 response.content_length()
             };
             Ok(Answer::Whole(reply(response, length, length)))
-        }
-        status if status.is_redirection() && headers.contains_key(LOCATION) => {
-            // reqwest hands back the redirects it would not follow (to other schemes).
-            let location = headers
-                .get(LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .chars()
-                .take(200)
-                .collect();
-            Err(Error::BadRedirect {
-                url: shown,
-                location,
-            })
         }
         status => Err(Error::Status {
             url: shown,

@@ -4,10 +4,13 @@
 //! the per-host limits and the rate limit.
 
 pub(crate) mod cancel;
+pub(crate) mod cookies;
+pub(crate) mod credentials;
 pub(crate) mod document;
 pub(crate) mod exchange;
 pub(crate) mod hosts;
 pub(crate) mod http;
+pub(crate) mod proxy;
 pub(crate) mod pump;
 pub(crate) mod rate;
 pub(crate) mod retry;
@@ -20,12 +23,19 @@ use crate::config::Config;
 use hosts::HostLimits;
 use rate::RateLimiter;
 
-/// Headers haul sends with every request, whatever client carries them: set per request, so
-/// they hold with a client the embedder built.
+/// What haul sends with every request, whatever client carries it: set per request, so it
+/// holds with a client the embedder built.
 #[derive(Debug, Clone)]
 pub(crate) struct Identity {
     pub(crate) user_agent: HeaderValue,
     pub(crate) headers: HeaderMap,
+    /// Sent to every request's own host (`--user`).
+    pub(crate) auth: Option<credentials::BasicAuth>,
+    /// Per host.
+    pub(crate) netrc: Option<credentials::Netrc>,
+    pub(crate) cookies: Option<Arc<cookies::CookieJar>>,
+    /// The proxy rules, when haul built the client (so it knows what is used).
+    pub(crate) proxy: Option<proxy::ProxyChoice>,
 }
 
 /// The shared means of talking to servers. Cheap to clone.
@@ -75,6 +85,13 @@ impl Client {
         &self.inner.identity
     }
 
+    /// The proxy a request to `url` goes through, credentials redacted (when haul built the
+    /// client and knows).
+    pub(crate) fn proxy_for(&self, url: &url::Url) -> Option<String> {
+        let proxy = self.identity().proxy.as_ref()?.choose(url)?;
+        Some(crate::naming::redact_url(proxy))
+    }
+
     /// A client with `config` and no network settings, for unit tests of the layers above.
     #[cfg(test)]
     pub(crate) fn for_tests(config: Config) -> Self {
@@ -85,6 +102,10 @@ impl Client {
             Identity {
                 user_agent: HeaderValue::from_static("haul-test"),
                 headers: HeaderMap::new(),
+                auth: None,
+                netrc: None,
+                cookies: None,
+                proxy: None,
             },
         )
     }

@@ -473,7 +473,9 @@ impl Transfer<'_> {
     /// server refuses ranges, or a plain request is being tried); a revalidation asks whether
     /// the file changed.
     async fn send(&self, session: &Session) -> Result<Answer, Error> {
-        let mut ask = Ask::get(&self.request.url).with_headers(&self.request.headers);
+        let mut ask = Ask::get(&self.request.url)
+            .with_headers(&self.request.headers)
+            .with_auth(self.request.auth.as_ref());
         if let (true, 0, Some((etag, last_modified))) = (
             session.revalidating,
             session.offset,
@@ -513,6 +515,7 @@ impl Transfer<'_> {
                 total_bytes,
                 resumed_from: session.resumed_from,
                 http_version: version.to_owned(),
+                proxy: self.client.proxy_for(&self.request.url),
             });
         }
     }

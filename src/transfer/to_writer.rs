@@ -110,7 +110,9 @@ impl ToWriter<'_> {
         W: AsyncWrite + Unpin + Send,
     {
         let url = redact_url(&self.request.url);
-        let mut ask = Ask::get(&self.request.url).with_headers(&self.request.headers);
+        let mut ask = Ask::get(&self.request.url)
+            .with_headers(&self.request.headers)
+            .with_auth(self.request.auth.as_ref());
         if progress.written > 0 {
             ask = ask.with_range(progress.written, None, progress.validator.as_deref());
         }
@@ -139,6 +141,7 @@ impl ToWriter<'_> {
                 total_bytes: reply.validators.total_bytes,
                 resumed_from: 0,
                 http_version: reply.version.clone(),
+                proxy: self.client.proxy_for(&self.request.url),
             });
         }
         let expected_end = reply.body_end;

@@ -9,11 +9,22 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(
     name = "haul",
     version,
-    about = "A streaming, resumable, verifying download manager"
+    about = "A streaming, resumable, verifying download manager",
+    // An option given twice keeps its last value: the command line overrides the config file.
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Read options from FILE instead of $HAUL_CONFIG or $XDG_CONFIG_HOME/haul/config (one
+    /// option per line as on the command line, `#` comments).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Ignore the configuration file.
+    #[arg(long, global = true)]
+    pub no_config: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,8 +69,12 @@ pub struct SyncArgs {
 
     /// SOURCE is a directory listing (nginx/Apache autoindex, nginx JSON, an S3 bucket
     /// listing): crawl it, staying on its host and below its path.
-    #[arg(short = 'r', long)]
+    #[arg(short = 'r', long, overrides_with = "no_recursive")]
     pub recursive: bool,
+
+    /// SOURCE is a manifest (undo --recursive from the configuration file).
+    #[arg(long, overrides_with = "recursive")]
+    pub no_recursive: bool,
 
     /// How many levels of subdirectories to crawl below SOURCE.
     #[arg(long, value_name = "N", default_value_t = 20)]
@@ -84,8 +99,12 @@ pub struct SyncArgs {
     /// Delete regular files in DIR that the source no longer has (never symlinks, never
     /// outside DIR; nothing when the listing failed, was empty or is incomplete, or when a
     /// download failed).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_delete")]
     pub delete: bool,
+
+    /// Delete nothing (undo --delete from the configuration file).
+    #[arg(long, overrides_with = "delete")]
+    pub no_delete: bool,
 
     /// With --delete: delete nothing when more than N files would go (a truncated listing).
     #[arg(long, value_name = "N")]
@@ -93,8 +112,12 @@ pub struct SyncArgs {
 
     /// With --delete: delete even when some downloads failed (never when the listing failed,
     /// was empty or is incomplete).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_delete_on_errors")]
     pub delete_on_errors: bool,
+
+    /// Delete nothing when a download failed (undo --delete-on-errors).
+    #[arg(long, overrides_with = "delete_on_errors")]
+    pub no_delete_on_errors: bool,
 
     /// Names that cannot be mirrored as they are, or collide: fail the sync (exit 1), or skip
     /// them with a warning.
@@ -103,13 +126,21 @@ pub struct SyncArgs {
 
     /// Re-hash local files and fetch again any whose digest differs from the one the last sync
     /// remembered (digests are remembered from then on).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_verify_local")]
     pub verify_local: bool,
+
+    /// Trust local files' size and time (undo --verify-local).
+    #[arg(long, overrides_with = "verify_local")]
+    pub no_verify_local: bool,
 
     /// Print the plan (new, update, unchanged, delete, conflict, fail) and change nothing;
     /// every file to fetch is checked with a HEAD, so one that would fail shows as failing.
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_dry_run")]
     pub dry_run: bool,
+
+    /// Change the mirror (undo --dry-run).
+    #[arg(long, overrides_with = "dry_run")]
+    pub no_dry_run: bool,
 
     /// Verify against a checksum file (SHA256SUMS, SHA512SUMS, MD5SUMS, SHA1SUMS, or BSD
     /// `SHA256 (name) = HEX` lines; a path or an http(s) URL).
@@ -166,8 +197,12 @@ pub struct GetArgs {
 
     /// Name files after the server's Content-Disposition header when it sends one (made safe,
     /// kept inside --dir; a taken name gets .1, .2, ...).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_content_disposition")]
     pub content_disposition: bool,
+
+    /// Name files after the URL even when the configuration file says otherwise.
+    #[arg(long, overrides_with = "content_disposition")]
+    pub no_content_disposition: bool,
 
     /// What to do when the final file already exists: skip it (the default; a rerun transfers
     /// nothing), overwrite it once the new copy is verified, save as NAME.1, NAME.2, ...
@@ -200,12 +235,20 @@ pub struct CommonArgs {
     pub min_split_size: u64,
 
     /// Print nothing but errors.
-    #[arg(short = 'q', long)]
+    #[arg(short = 'q', long, overrides_with = "no_quiet")]
     pub quiet: bool,
 
+    /// Undo --quiet (from the configuration file).
+    #[arg(long, overrides_with = "quiet")]
+    pub no_quiet: bool,
+
     /// Write newline-delimited JSON events to stdout (schema in the README).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_json")]
     pub json: bool,
+
+    /// Undo --json (from the configuration file).
+    #[arg(long, overrides_with = "json")]
+    pub no_json: bool,
 
     /// How progress is shown: bars on a terminal, plain lines otherwise (auto), or none.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
@@ -250,8 +293,73 @@ pub struct CommonArgs {
 
     /// Do not verify TLS certificates at all (prints a warning; anyone on the path can then
     /// read and change the downloads).
-    #[arg(short = 'k', long)]
+    #[arg(short = 'k', long, overrides_with = "no_insecure")]
     pub insecure: bool,
+
+    /// Verify TLS certificates (undo --insecure from the configuration file).
+    #[arg(long, overrides_with = "insecure")]
+    pub no_insecure: bool,
+
+    /// Present this client certificate (PEM) to servers that ask for one (with --key).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Send every request through this proxy: http://, https://, socks5:// or socks5h://
+    /// (credentials in the URL). Default: HTTP_PROXY, HTTPS_PROXY, ALL_PROXY.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+
+    /// Hosts reached without a proxy: comma-separated names (covering subdomains), IP
+    /// addresses, A.B.C.D/N networks, or `*`. Default: NO_PROXY.
+    #[arg(long, value_name = "LIST")]
+    pub no_proxy: Option<String>,
+
+    /// Basic authentication for the requests' own hosts: USER[:PASSWORD] (asked for, without
+    /// echo, when missing and on a terminal). Never sent to another host after a redirect.
+    #[arg(short = 'u', long, value_name = "USER[:PASSWORD]")]
+    pub user: Option<String>,
+
+    /// Read credentials per host from ~/.netrc (the default, as in wget and aria2).
+    #[arg(long, overrides_with = "no_netrc")]
+    pub netrc: bool,
+
+    /// Do not read ~/.netrc.
+    #[arg(long, overrides_with = "netrc")]
+    pub no_netrc: bool,
+
+    /// Read credentials per host from this netrc file instead of ~/.netrc.
+    #[arg(long, value_name = "FILE")]
+    pub netrc_file: Option<PathBuf>,
+
+    /// Send the cookies of this Netscape cookie file (as browsers' export tools, curl, wget
+    /// and aria2 write them).
+    #[arg(long, value_name = "FILE")]
+    pub load_cookies: Option<PathBuf>,
+
+    /// Write the cookies (loaded and received) to this Netscape cookie file at the end.
+    #[arg(long, value_name = "FILE")]
+    pub save_cookies: Option<PathBuf>,
+
+    /// Connect over IPv4 only.
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Connect over IPv6 only.
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+
+    /// Speak HTTP/1.1 only, never HTTP/2: then -x counts TCP connections (a CDN's
+    /// per-connection rate limit applies to each).
+    #[arg(long = "http1.1", overrides_with = "no_http1_1")]
+    pub http1_1: bool,
+
+    /// Allow HTTP/2 (undo --http1.1 from the configuration file).
+    #[arg(long = "no-http1.1", overrides_with = "http1_1")]
+    pub no_http1_1: bool,
 
     /// How many redirects one request may follow (only to http/https; a loop is an error).
     #[arg(long, value_name = "N", default_value_t = 10)]

@@ -2,6 +2,7 @@
 //! requests, runs them, renders events, and maps outcomes to exit codes.
 
 mod args;
+mod config;
 mod render;
 mod sync;
 
@@ -60,9 +61,25 @@ fn use_one_malloc_arena() {}
 
 fn main() -> ExitCode {
     use_one_malloc_arena();
-    let cli = match Cli::try_parse() {
+    let original: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let merged = match config::with_config(original.clone()) {
+        Ok(merged) => merged,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let cli = match Cli::try_parse_from(&merged.args) {
         Ok(cli) => cli,
         Err(error) => {
+            if let Some(blame) = error
+                .use_stderr()
+                .then(|| merged.blame(&original))
+                .flatten()
+            {
+                eprintln!("error: in the configuration file {blame}");
+                return ExitCode::from(EXIT_USAGE);
+            }
             let _ = error.print();
             return if error.use_stderr() {
                 ExitCode::from(EXIT_USAGE)
@@ -104,8 +121,16 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Get(args) => get(args).await,
-        Command::Sync(args) => sync::sync(args).await,
+        Command::Get(args) => {
+            let code = get(args).await;
+            COOKIES.save()?;
+            code
+        }
+        Command::Sync(args) => {
+            let code = sync::sync(args).await;
+            COOKIES.save()?;
+            code
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();
@@ -321,6 +346,7 @@ fn downloader_builder(common: &CommonArgs) -> anyhow::Result<DownloaderBuilder> 
             .map_err(|e| UsageError(format!("{e:#}")))?;
         builder = builder.ca_certificates_pem(pem);
     }
+    builder = reach(builder, common)?;
     if common.insecure {
         eprintln!(
             "warning: --insecure: TLS certificates are not verified; anyone on the path can \
@@ -342,6 +368,124 @@ fn downloader_builder(common: &CommonArgs) -> anyhow::Result<DownloaderBuilder> 
         builder = builder.header(name, value);
     }
     Ok(builder)
+}
+
+/// Proxies, credentials, cookies, client certificates, address family and protocol.
+fn reach(mut builder: DownloaderBuilder, common: &CommonArgs) -> anyhow::Result<DownloaderBuilder> {
+    let read = |path: &Path, what: &str| {
+        std::fs::read(path)
+            .map_err(|e| UsageError(format!("failed to read {what} `{}`: {e}", path.display())))
+    };
+    if let Some(proxy) = &common.proxy {
+        builder = builder.proxy(proxy);
+    }
+    if let Some(list) = &common.no_proxy {
+        builder = builder.no_proxy(list);
+    }
+    if let Some(user) = &common.user {
+        let (name, password) = match user.split_once(':') {
+            Some((name, password)) => (name.to_owned(), password.to_owned()),
+            None => (user.clone(), prompt_password(user)?),
+        };
+        builder = builder.basic_auth(&name, &password);
+    }
+    let netrc = match &common.netrc_file {
+        Some(path) => Some((path.clone(), true)),
+        None if !common.no_netrc => {
+            std::env::var_os("HOME").map(|home| (Path::new(&home).join(".netrc"), false))
+        }
+        None => None,
+    };
+    if let Some((path, named)) = netrc {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let parsed = haul::Netrc::parse(&text)
+                    .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+                builder = builder.netrc(parsed);
+            }
+            Err(error) if !named && error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => bail!(UsageError(format!(
+                "failed to read netrc file `{}`: {error}",
+                path.display()
+            ))),
+        }
+    }
+    if common.load_cookies.is_some() || common.save_cookies.is_some() {
+        let jar = match &common.load_cookies {
+            Some(path) => {
+                let text = String::from_utf8_lossy(&read(path, "cookie file")?).into_owned();
+                haul::CookieJar::from_netscape(&text).map_err(|errors| {
+                    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    UsageError(format!("{}: {}", path.display(), lines.join("; ")))
+                })?
+            }
+            None => haul::CookieJar::new(),
+        };
+        let jar = Arc::new(jar);
+        COOKIES.with_jar(Arc::clone(&jar), common.save_cookies.clone());
+        builder = builder.cookie_jar(jar);
+    }
+    if let (Some(cert), Some(key)) = (&common.cert, &common.key) {
+        builder = builder.client_certificate_pem(read(cert, "certificate")?, read(key, "key")?);
+    }
+    if common.ipv4 {
+        builder = builder.ip_version(haul::IpVersion::V4);
+    } else if common.ipv6 {
+        builder = builder.ip_version(haul::IpVersion::V6);
+    }
+    Ok(builder.http1_only(common.http1_1))
+}
+
+/// Where the cookies go at the end of the run (`--save-cookies`).
+struct CookieSaving(std::sync::Mutex<Option<(Arc<haul::CookieJar>, PathBuf)>>);
+
+static COOKIES: CookieSaving = CookieSaving(std::sync::Mutex::new(None));
+
+impl CookieSaving {
+    fn with_jar(&self, jar: Arc<haul::CookieJar>, path: Option<PathBuf>) {
+        if let (Some(path), Ok(mut slot)) = (path, self.0.lock()) {
+            *slot = Some((jar, path));
+        }
+    }
+
+    /// Writes the jar, if `--save-cookies` asked for it.
+    fn save(&self) -> anyhow::Result<()> {
+        let Some((jar, path)) = self.0.lock().ok().and_then(|mut slot| slot.take()) else {
+            return Ok(());
+        };
+        std::fs::write(&path, jar.to_netscape())
+            .with_context(|| format!("failed to write cookies to `{}`", path.display()))
+    }
+}
+
+/// Asks for `user`'s password on the terminal, without echo; refuses when there is no
+/// terminal to ask on (a script must give USER:PASSWORD, or use a netrc file).
+fn prompt_password(user: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead, Write};
+    let tty = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|_| {
+            UsageError(format!(
+                "--user {user}: no password, and no terminal to ask for it (give USER:PASSWORD \
+                 or use --netrc-file)"
+            ))
+        })?;
+    let saved = rustix::termios::tcgetattr(&tty).map_err(std::io::Error::from)?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+    rustix::termios::tcsetattr(&tty, rustix::termios::OptionalActions::Now, &quiet)
+        .map_err(std::io::Error::from)?;
+    let mut writer = &tty;
+    let _ = write!(writer, "Password for {user}: ");
+    let _ = writer.flush();
+    let mut line = String::new();
+    let read = std::io::BufReader::new(&tty).read_line(&mut line);
+    let _ = rustix::termios::tcsetattr(&tty, rustix::termios::OptionalActions::Now, &saved);
+    let _ = writeln!(writer);
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 fn split_header(header: &str) -> Result<(&str, &str), UsageError> {
@@ -461,6 +605,13 @@ fn request_from_entry(base: &Path, entry: InputEntry) -> Result<Request, String>
     }
     for mirror in &entry.urls[1..] {
         request = request.with_mirror(mirror.as_str()).map_err(at_line)?;
+    }
+    match (&entry.user, &entry.password) {
+        (Some(user), password) => {
+            request = request.with_basic_auth(user, password.as_deref().unwrap_or(""));
+        }
+        (None, Some(_)) => return Err(format!("line {line}: password= without user=")),
+        (None, None) => {}
     }
     Ok(request)
 }

@@ -221,9 +221,10 @@ impl Renderer {
                 total_bytes,
                 resumed_from,
                 http_version,
+                proxy,
             } => self.emit_json(json!({
                 "event": "started", "id": id.index(), "total_bytes": total_bytes,
-                "resumed_from": resumed_from, "http_version": http_version,
+                "resumed_from": resumed_from, "http_version": http_version, "proxy": proxy,
             })),
             Event::Progress { id, .. } => {
                 self.json_progress(state, *id);

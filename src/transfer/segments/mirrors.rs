@@ -120,6 +120,7 @@ impl Engine<'_, '_> {
         let shown = redact_url(&url);
         let ask = Ask::get(&url)
             .with_headers(&self.transfer.request.headers)
+            .with_auth(self.transfer.request.auth.as_ref())
             .with_range(
                 start,
                 Some(end),

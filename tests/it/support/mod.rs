@@ -55,7 +55,8 @@ impl Fixture {
 /// The real `haul` binary.
 pub fn haul() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_haul"));
-    command.env_remove("NO_COLOR");
+    // A developer's own configuration file never changes a test.
+    command.env_remove("NO_COLOR").arg("--no-config");
     command
 }
 
