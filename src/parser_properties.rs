@@ -153,6 +153,23 @@ proptest! {
     }
 
     #[test]
+    fn netrc_and_cookie_files_never_panic(text in noisy()) {
+        if let Ok(netrc) = crate::client::credentials::Netrc::parse(&text) {
+            let _ = netrc.lookup("h");
+        }
+        if let Ok(jar) = crate::client::cookies::CookieJar::from_netscape(&text) {
+            let _ = jar.header_for(&url::Url::parse("http://h/").unwrap());
+            let _ = jar.to_netscape();
+        }
+        let jar = crate::client::cookies::CookieJar::new();
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(value) = reqwest::header::HeaderValue::from_str(&text) {
+            headers.insert(reqwest::header::SET_COOKIE, value);
+            jar.store(&url::Url::parse("http://h/a/b").unwrap(), &headers);
+        }
+    }
+
+    #[test]
     fn checksum_specifications_never_panic(spec in noisy()) {
         let _ = spec.parse::<crate::Checksum>();
     }

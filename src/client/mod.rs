@@ -89,7 +89,11 @@ impl Client {
     /// client and knows).
     pub(crate) fn proxy_for(&self, url: &url::Url) -> Option<String> {
         let proxy = self.identity().proxy.as_ref()?.choose(url)?;
-        Some(crate::naming::redact_url(proxy))
+        let shown = crate::naming::redact_url(proxy);
+        Some(match shown.strip_suffix('/') {
+            Some(bare) if proxy.path() == "/" => bare.to_owned(),
+            _ => shown,
+        })
     }
 
     /// A client with `config` and no network settings, for unit tests of the layers above.

@@ -8,6 +8,7 @@ mod interop;
 mod library;
 mod mirror;
 mod output;
+mod reach;
 mod reliability;
 mod resume;
 mod road;

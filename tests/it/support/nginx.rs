@@ -13,7 +13,12 @@ pub struct Nginx {
     pub dir: tempfile::TempDir,
     pub http_port: u16,
     pub https_port: u16,
+    /// HTTPS that requires a client certificate signed by the private CA.
+    pub mtls_port: u16,
 }
+
+/// The user and password nginx's `/private/` location (Basic auth) accepts.
+pub const PRIVATE_USER: (&str, &str) = ("alice", "s3cret pass");
 
 impl Drop for Nginx {
     fn drop(&mut self) {
@@ -122,6 +127,63 @@ fn make_certificates(dir: &Path) {
     );
 }
 
+/// A client certificate for `haul test client`, signed by the private CA.
+fn make_client_certificate(dir: &Path) {
+    let mut csr = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    csr.extend([
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=haul test client",
+    ]);
+    openssl(dir, &csr);
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "client.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+        ],
+    );
+}
+
+/// An htpasswd line for `user` and `password` (`openssl passwd -apr1`).
+fn htpasswd(dir: &Path, user: &str, password: &str) {
+    let output = Command::new("openssl")
+        .args(["passwd", "-apr1", password])
+        .output()
+        .expect("openssl passwd");
+    assert!(output.status.success());
+    let hash = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    std::fs::write(dir.join("htpasswd"), format!("{user}:{hash}\n")).unwrap();
+}
+
 impl Nginx {
     /// Starts nginx, or returns `None` (after saying so) when it is not installed.
     pub fn start() -> Option<Self> {
@@ -132,13 +194,16 @@ impl Nginx {
             std::fs::create_dir_all(root.join(sub)).unwrap();
         }
         make_certificates(root);
-        let (http_port, https_port) = (free_port(), free_port());
+        make_client_certificate(root);
+        htpasswd(root, PRIVATE_USER.0, PRIVATE_USER.1);
+        std::fs::create_dir_all(root.join("www/private")).unwrap();
+        let (http_port, https_port, mtls_port) = (free_port(), free_port(), free_port());
         let r = root.display();
         let config = format!(
             "daemon off;\nmaster_process off;\npid {r}/nginx.pid;\nerror_log {r}/error.log warn;\n\
              events {{ worker_connections 512; }}\n\
              http {{\n\
-               log_format haul '$request_method $uri $status $body_bytes_sent \"$http_range\" \"$http_if_range\" $server_protocol';\n\
+               log_format haul '$request_method $uri $status $body_bytes_sent \"$http_range\" \"$http_if_range\" $server_protocol $remote_user';\n\
                access_log {r}/access.log haul;\n\
                client_body_temp_path {r}/tmp/body; proxy_temp_path {r}/tmp/proxy;\n\
                fastcgi_temp_path {r}/tmp/fastcgi; uwsgi_temp_path {r}/tmp/uwsgi; scgi_temp_path {r}/tmp/scgi;\n\
@@ -150,6 +215,15 @@ impl Nginx {
                  location /slow/ {{ limit_rate 4m; }}\n\
                  location /tree/ {{ autoindex on; }}\n\
                  location /jtree/ {{ alias {r}/www/tree/; autoindex on; autoindex_format json; }}\n\
+                 location /private/ {{ auth_basic \"haul\"; auth_basic_user_file {r}/htpasswd; }}\n\
+               }}\n\
+               server {{\n\
+                 listen 127.0.0.1:{mtls_port} ssl;\n\
+                 ssl_certificate {r}/server.pem;\n\
+                 ssl_certificate_key {r}/server.key;\n\
+                 ssl_client_certificate {r}/ca.pem;\n\
+                 ssl_verify_client on;\n\
+                 root {r}/www;\n\
                }}\n\
                server {{\n\
                  listen 127.0.0.1:{https_port} ssl http2;\n\
@@ -177,6 +251,7 @@ impl Nginx {
             dir,
             http_port,
             https_port,
+            mtls_port,
         };
         nginx.wait_until_listening();
         Some(nginx)
@@ -184,7 +259,7 @@ impl Nginx {
 
     fn wait_until_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        for port in [self.http_port, self.https_port] {
+        for port in [self.http_port, self.https_port, self.mtls_port] {
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
                 assert!(
                     Instant::now() < deadline,
@@ -202,6 +277,18 @@ impl Nginx {
 
     pub fn ca_pem(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
+    }
+
+    /// The client certificate and key the `mtls` server accepts.
+    pub fn client_identity(&self) -> (PathBuf, PathBuf) {
+        (
+            self.dir.path().join("client.pem"),
+            self.dir.path().join("client.key"),
+        )
+    }
+
+    pub fn mtls_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.mtls_port)
     }
 
     pub fn http_url(&self, path: &str) -> String {

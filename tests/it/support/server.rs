@@ -66,7 +66,10 @@ pub struct Logged {
     pub range: Option<String>,
     pub if_range: Option<String>,
     pub accept_encoding: Option<String>,
+    pub user_agent: Option<String>,
     pub status: u16,
+    /// The client's address (a proxy's, when one was used).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// A tree added by `put_tree`: its root and its files (relative path, bytes).
@@ -161,10 +164,11 @@ impl TestServer {
                     },
                 };
                 let counters = Arc::clone(&shared);
+                let peer = stream.peer_addr().ok();
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
                         let counters = Arc::clone(&counters);
-                        async move { Ok::<_, Infallible>(handle(counters, request).await) }
+                        async move { Ok::<_, Infallible>(handle(counters, request, peer).await) }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -303,6 +307,7 @@ fn empty(status: StatusCode) -> Response<Body> {
 async fn handle(
     counters: Arc<Counters>,
     request: Request<hyper::body::Incoming>,
+    peer: Option<std::net::SocketAddr>,
 ) -> Response<Body> {
     counters.requests.fetch_add(1, Ordering::SeqCst);
     let guard = InFlight::enter(&counters);
@@ -334,15 +339,19 @@ async fn handle(
     }
 
     let conditional = (header("if-none-match"), header("if-modified-since"));
-    let response = respond(
-        &counters,
-        &path,
-        &query,
-        faulty,
-        (range.as_deref(), if_range.as_deref()),
-        (conditional.0.as_deref(), conditional.1.as_deref()),
-        guard,
-    );
+    let cookie = header("cookie");
+    let response = match login_flow(&path, &query, cookie.as_deref()) {
+        Some(response) => response,
+        None => respond(
+            &counters,
+            &path,
+            &query,
+            faulty,
+            (range.as_deref(), if_range.as_deref()),
+            (conditional.0.as_deref(), conditional.1.as_deref()),
+            guard,
+        ),
+    };
     counters.log.lock().unwrap().push(Logged {
         path,
         in_flight,
@@ -351,7 +360,9 @@ async fn handle(
         range,
         if_range,
         accept_encoding: header("accept-encoding"),
+        user_agent: header("user-agent"),
         status: response.status().as_u16(),
+        peer,
     });
     response
 }
@@ -571,6 +582,39 @@ fn tree_listing(counters: &Counters, path: &str) -> Option<Response<Body>> {
         .headers_mut()
         .insert("content-type", "text/html".parse().unwrap());
     Some(response)
+}
+
+/// A login flow: `/login?to=PATH` answers 302 to PATH and sets the cookie `session=ok`;
+/// `/members/NAME` serves a 1000-byte file only to a request carrying that cookie (403
+/// otherwise).
+fn login_flow(
+    path: &str,
+    query: &HashMap<String, String>,
+    cookie: Option<&str>,
+) -> Option<Response<Body>> {
+    if path == "/login" {
+        let to = percent_encoding::percent_decode_str(query.get("to")?)
+            .decode_utf8_lossy()
+            .into_owned();
+        let mut response = empty(StatusCode::FOUND);
+        response.headers_mut().insert("location", to.parse().ok()?);
+        response.headers_mut().insert(
+            "set-cookie",
+            "session=ok; Path=/; HttpOnly".parse().unwrap(),
+        );
+        return Some(response);
+    }
+    let name = path.strip_prefix("/members/")?;
+    let signed_in = cookie.is_some_and(|c| c.split(';').any(|kv| kv.trim() == "session=ok"));
+    if !signed_in {
+        return Some(empty(StatusCode::FORBIDDEN));
+    }
+    let body = content(name, 1, 1000);
+    Some(Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|n| match n {})
+            .boxed_unsync(),
+    ))
 }
 
 /// A file or a listing of a tree added with `put_tree`.
