@@ -59,6 +59,9 @@ pub(crate) struct Config {
     pub(crate) max_document_bytes: u64,
     pub(crate) max_file_bytes: Option<u64>,
     pub(crate) max_redirects: usize,
+    pub(crate) server_digests: bool,
+    pub(crate) timestamping: bool,
+    pub(crate) check_existing: bool,
 }
 
 impl Default for Config {
@@ -82,6 +85,9 @@ impl Default for Config {
             max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
             max_file_bytes: None,
             max_redirects: 10,
+            server_digests: true,
+            timestamping: false,
+            check_existing: false,
         }
     }
 }

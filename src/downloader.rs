@@ -489,6 +489,35 @@ impl DownloaderBuilder {
         self
     }
 
+    /// Verify every file against the digest its server announces (`Repr-Digest`,
+    /// `Content-Digest` and `Digest` of a whole answer, `x-amz-checksum-sha256`,
+    /// `x-goog-hash` md5) when the request has no checksum of its own, with the rules of a
+    /// checksum: a mismatch is an error and the file never appears (default on).
+    #[must_use]
+    pub fn server_digests(mut self, enabled: bool) -> Self {
+        self.config.server_digests = enabled;
+        self
+    }
+
+    /// Fetch a file that exists only when the server has a newer one (wget's `-N`): a
+    /// conditional `GET` with the file's modification time and the `ETag` haul remembered in
+    /// its `user.haul.etag` extended attribute; a `304` transfers nothing and counts as
+    /// already present (default off). A request can say otherwise.
+    #[must_use]
+    pub fn timestamping(mut self, enabled: bool) -> Self {
+        self.config.timestamping = enabled;
+        self
+    }
+
+    /// Before keeping a file already under the final name (`OnExists::Skip`), ask the server
+    /// for its length with a `HEAD` and download it again when they differ (default off: a
+    /// rerun of a large batch then costs a request per file).
+    #[must_use]
+    pub fn check_existing(mut self, enabled: bool) -> Self {
+        self.config.check_existing = enabled;
+        self
+    }
+
     /// Give finished files the server's `Last-Modified` time (default off).
     #[must_use]
     pub fn remote_time(mut self, enabled: bool) -> Self {

@@ -155,7 +155,12 @@ pub enum Error {
         detail: String,
     },
     /// The downloaded file does not have the expected digest. The `.part` file is deleted.
-    #[error("checksum mismatch for `{path}`: expected {algorithm} {expected}, got {actual}")]
+    #[error(
+        "checksum mismatch for `{path}`: expected {algorithm} {expected}, got {actual}{}",
+        announced_by.map_or(String::new(), |header| format!(
+            " (the digest the server announced in {header}; --no-server-digest ignores it)"
+        ))
+    )]
     ChecksumMismatch {
         /// The file that was checked (its final name; it was never created).
         path: PathBuf,
@@ -164,6 +169,24 @@ pub enum Error {
         /// Expected digest, lower-case hex.
         expected: String,
         /// Actual digest, lower-case hex.
+        actual: String,
+        /// The header the expected digest came from, when the server announced it.
+        announced_by: Option<&'static str>,
+    },
+    /// A file already under the final name does not have the expected digest; it is left
+    /// alone.
+    #[error(
+        "`{path}` is already there, but its {algorithm} is {actual}, not {expected} \
+         (--on-exists overwrite downloads it again)"
+    )]
+    ExistingMismatch {
+        /// The file.
+        path: PathBuf,
+        /// `sha-256`, `md5`, ...
+        algorithm: &'static str,
+        /// Expected digest, lower-case hex.
+        expected: String,
+        /// The file's digest, lower-case hex.
         actual: String,
     },
     /// A local file operation failed.
@@ -282,7 +305,7 @@ impl Error {
             | Self::BadRedirect { .. }
             | Self::Redirect { .. }
             | Self::BadListing { .. } => ErrorKind::Protocol,
-            Self::ChecksumMismatch { .. } => ErrorKind::Integrity,
+            Self::ChecksumMismatch { .. } | Self::ExistingMismatch { .. } => ErrorKind::Integrity,
             Self::Io { .. } | Self::WriterStopped { .. } => ErrorKind::Io,
             Self::Internal(_) => ErrorKind::Internal,
             Self::UnsafePath { .. } => ErrorKind::UnsafePath,
@@ -420,6 +443,7 @@ mod tests {
             algorithm: "sha-256",
             expected: "00".into(),
             actual: "11".into(),
+            announced_by: None,
         };
         assert!(!mismatch.keeps_partial());
         assert_eq!(mismatch.kind(), ErrorKind::Integrity);

@@ -48,6 +48,9 @@ pub struct Request {
     pub(crate) digest: Option<Algorithm>,
     pub(crate) max_bytes: Option<u64>,
     pub(crate) auth: Option<BasicAuth>,
+    pub(crate) size: Option<u64>,
+    pub(crate) check_existing: Option<bool>,
+    pub(crate) timestamping: Option<bool>,
 }
 
 impl Request {
@@ -94,6 +97,9 @@ impl Request {
             digest: None,
             max_bytes: None,
             auth: None,
+            size: None,
+            check_existing: None,
+            timestamping: None,
         })
     }
 
@@ -226,6 +232,31 @@ impl Request {
             user: user.to_owned(),
             password: password.to_owned(),
         });
+        self
+    }
+
+    /// The file's expected length: a file already under the final name with another length
+    /// is downloaded again (with a warning) instead of being kept.
+    #[must_use]
+    pub fn with_size(mut self, bytes: u64) -> Self {
+        self.size = Some(bytes);
+        self
+    }
+
+    /// Before keeping a file already under the final name, ask the server for its length
+    /// (a `HEAD`) and download it again when they differ (overrides the downloader's
+    /// `check_existing`).
+    #[must_use]
+    pub fn with_check_existing(mut self, check: bool) -> Self {
+        self.check_existing = Some(check);
+        self
+    }
+
+    /// Fetch the file only if the server has a newer one than the file already there
+    /// (overrides the downloader's `timestamping`).
+    #[must_use]
+    pub fn with_timestamping(mut self, enabled: bool) -> Self {
+        self.timestamping = Some(enabled);
         self
     }
 

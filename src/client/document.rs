@@ -97,28 +97,38 @@ impl Client {
     ///
     /// # Errors
     /// What a download of it would fail with first (a `404`, a refused connection, ...).
+    /// Returns the file's length, when the server says.
     pub(crate) async fn probe(
         &self,
         url: &Url,
+        headers: Option<&reqwest::header::HeaderMap>,
         report: &Reporter,
         cancel: &Cancel,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<u64>, Error> {
+        let length = |answer: Answer| match answer {
+            Answer::Whole(reply) | Answer::Partial(reply, _) => reply.validators.total_bytes,
+            Answer::NotModified(_) | Answer::Unsatisfiable { .. } => None,
+        };
         let mut policy = RetryPolicy::new(self, url, report);
         loop {
             let attempt = async {
                 let _permit = self.hosts().acquire(&host_key(url), cancel).await?;
-                match self.exchange(&Ask::head(url), cancel).await {
+                let mut head = Ask::head(url);
+                if let Some(headers) = headers {
+                    head = head.with_headers(headers);
+                }
+                match self.exchange(&head, cancel).await {
                     Err(Error::Status {
                         status: 405 | 501, ..
                     }) => {
                         let ask = Ask::get(url).with_range(0, Some(1), None);
-                        self.exchange(&ask, cancel).await.map(drop)
+                        self.exchange(&ask, cancel).await.map(length)
                     }
-                    other => other.map(drop),
+                    other => other.map(length),
                 }
             };
             let error = match attempt.await {
-                Ok(()) => return Ok(()),
+                Ok(answer) => return Ok(answer),
                 Err(error) => error,
             };
             let Some(delay) = policy.next_delay(&error, false) else {

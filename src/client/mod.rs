@@ -6,6 +6,7 @@
 pub(crate) mod cancel;
 pub(crate) mod cookies;
 pub(crate) mod credentials;
+pub(crate) mod digest;
 pub(crate) mod document;
 pub(crate) mod exchange;
 pub(crate) mod hosts;

@@ -46,6 +46,10 @@ pub(crate) struct ResumeState {
     pub(crate) done: RangeSet,
     /// The expected checksum (`sha-256=HEX`), when one was given.
     pub(crate) checksum: Option<String>,
+    /// The digest the server announced for the whole file, and in which header, when it did
+    /// (so a resume in another run verifies against it too).
+    #[serde(default)]
+    pub(crate) server_digest: Option<(String, String)>,
 }
 
 /// Why a state file was not used.
@@ -65,6 +69,7 @@ impl ResumeState {
             validators,
             done: RangeSet::default(),
             checksum,
+            server_digest: None,
         }
     }
 

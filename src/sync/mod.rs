@@ -508,8 +508,14 @@ pub async fn dry_run(downloader: &Downloader, prepared: &Prepared) -> Vec<DryRun
         let cancel = Cancel::default();
         let outcome = match &planned.action {
             Action::Unchanged => Ok("unchanged"),
-            Action::New => client.probe(url, &report, &cancel).await.map(|()| "new"),
-            Action::Update(_) => client.probe(url, &report, &cancel).await.map(|()| "update"),
+            Action::New => client
+                .probe(url, None, &report, &cancel)
+                .await
+                .map(|_| "new"),
+            Action::Update(_) => client
+                .probe(url, None, &report, &cancel)
+                .await
+                .map(|_| "update"),
             Action::Check {
                 etag,
                 last_modified,

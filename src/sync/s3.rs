@@ -79,7 +79,10 @@ pub(super) fn page(root: &Url, page_url: &Url, body: &str) -> Result<Page, Error
         }
         let size = text(contents, "Size").and_then(|s| s.trim().parse().ok());
         let relative = &key[strip..];
-        if key.split('/').any(|segment| segment == "." || segment == "..") {
+        if key
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
+        {
             // No URL can name such a key (URLs resolve dot segments): a conflict.
             files.push((Err(key.clone()), base.clone(), size));
             continue;

@@ -26,12 +26,18 @@ pub(super) struct OnDisk {
     /// The `.part` file's length when it is a regular file (looked at only when there is a
     /// state to go with it).
     part_len: Option<u64>,
+    /// The `ETag` haul remembered on the existing file (`user.haul.etag`), when asked for.
+    pub(super) etag: Option<String>,
 }
 
 impl OnDisk {
     /// Looks at the final name, the state and the `.part`; with `rename`, first moves the
     /// final name to the first free `NAME.N` (wget's way) and looks there.
-    pub(super) async fn look(paths: &PartPaths, rename: bool) -> Result<(Self, PartPaths), Error> {
+    pub(super) async fn look(
+        paths: &PartPaths,
+        rename: bool,
+        want_etag: bool,
+    ) -> Result<(Self, PartPaths), Error> {
         let paths = paths.clone();
         tokio::task::spawn_blocking(move || {
             let dir = paths.dir(false)?;
@@ -49,6 +55,13 @@ impl OnDisk {
                     .map_err(|e| Error::io("inspect", paths.place.path(), e))?,
                 None => None,
             };
+            let etag = match (&dir, &existing) {
+                (Some(dir), Some(entry)) if want_etag && entry.kind == Kind::File => dir
+                    .open_read(paths.place.name())
+                    .ok()
+                    .and_then(|file| read_etag(&file)),
+                _ => None,
+            };
             let state = ResumeState::load(&paths);
             let part_len = match (&state, &dir) {
                 (Ok(_), Some(dir)) => dir
@@ -64,6 +77,7 @@ impl OnDisk {
                     existing,
                     state,
                     part_len,
+                    etag,
                 },
                 paths,
             ))
@@ -74,17 +88,22 @@ impl OnDisk {
 }
 
 impl Transfer<'_> {
-    /// Applies the `OnExists` policy to a final file that is already there.
+    /// Applies the `OnExists` policy to a final file that is already there: `Some` when it
+    /// is kept (and counts as complete), `None` when it is to be downloaded (again). A file
+    /// is kept only when nothing known contradicts it: its checksum (a mismatch is an
+    /// error, the file left alone), its expected size, or, with `check_existing`, the
+    /// server's length (a different length is downloaded again, with a warning).
     pub(super) async fn existing_file(
         &self,
         on_disk: &OnDisk,
         paths: &PartPaths,
+        revalidating: bool,
         clock: Instant,
     ) -> Result<Option<Completed>, Error> {
         let Some(entry) = &on_disk.existing else {
             return Ok(None);
         };
-        if self.request.revalidate.is_some() {
+        if revalidating {
             // The server decides: unchanged (304) or a new version that replaces this one.
             return Ok(None);
         }
@@ -101,11 +120,34 @@ impl Transfer<'_> {
             Some(expected) => {
                 let actual = hash_file(paths, expected).await?;
                 if &actual != expected {
-                    return Err(exists());
+                    return Err(Error::ExistingMismatch {
+                        path: paths.place.path(),
+                        algorithm: expected.algorithm().name(),
+                        expected: expected.hex(),
+                        actual: actual.hex(),
+                    });
                 }
                 Some(actual)
             }
         };
+        let expected_len = match self.request.size {
+            Some(size) => Some(size),
+            None if digest.is_none() && self.check_existing() => self.server_length().await?,
+            None => None,
+        };
+        if let Some(expected) = expected_len
+            && expected != entry.len
+        {
+            self.emit(&Event::Warning {
+                id: self.report.id(),
+                message: format!(
+                    "`{}` is already there with {} bytes, not {expected}: downloading it again",
+                    paths.place.path().display(),
+                    entry.len
+                ),
+            });
+            return Ok(None);
+        }
         Ok(Some(Completed {
             path: paths.place.path(),
             bytes: entry.len,
@@ -116,6 +158,24 @@ impl Transfer<'_> {
             etag: None,
             last_modified: None,
         }))
+    }
+
+    fn check_existing(&self) -> bool {
+        self.request
+            .check_existing
+            .unwrap_or(self.config().check_existing)
+    }
+
+    /// The file's length as the server says (a `HEAD`).
+    async fn server_length(&self) -> Result<Option<u64>, Error> {
+        self.client
+            .probe(
+                &self.request.url,
+                Some(&self.request.headers),
+                self.report,
+                self.cancel,
+            )
+            .await
     }
 
     /// The resume state to start from: the saved one when it can be trusted for this request,
@@ -180,7 +240,7 @@ impl Transfer<'_> {
         .await
         .map_err(|e| Error::Internal(format!("inspecting the output failed: {e}")))??;
         let bytes = entry.map_or(0, |entry| entry.len);
-        let (old_etag, old_modified) = self.request.revalidate.clone().unwrap_or_default();
+        let (old_etag, old_modified) = session.revalidate.clone().unwrap_or_default();
         let validators = &session.state.validators;
         Ok(Completed {
             path: paths.place.path(),
@@ -212,7 +272,12 @@ impl Transfer<'_> {
             .as_deref()
             .filter(|_| self.remote_time())
             .and_then(crate::client::http::parse_http_date);
-        Naming { suggested, mtime }
+        let etag = session.state.validators.etag.clone();
+        Naming {
+            suggested,
+            mtime,
+            etag,
+        }
     }
 }
 
@@ -222,6 +287,9 @@ pub(super) struct Naming {
     suggested: Option<OsString>,
     /// The server's `Last-Modified`, in seconds since the epoch, when haul keeps it.
     pub(super) mtime: Option<u64>,
+    /// The server's `ETag`, remembered in the file's `user.haul.etag` attribute for a later
+    /// conditional request (`-N`).
+    pub(super) etag: Option<String>,
 }
 
 impl Naming {
@@ -243,14 +311,40 @@ impl Naming {
             dir.remove(paths.state_name())
                 .map_err(|e| Error::io("remove", &paths.state, e))?;
         }
-        if let Some(seconds) = self.mtime {
-            // Only the timestamp is lost if this fails, never the file.
+        if self.mtime.is_some() || self.etag.is_some() {
+            // Only the timestamp or the ETag is lost if this fails, never the file.
             if let Ok(file) = dir.open_read(&name) {
-                let _ = file.set_modified(epoch_seconds(seconds));
+                if let Some(seconds) = self.mtime {
+                    let _ = file.set_modified(epoch_seconds(seconds));
+                }
+                if let Some(etag) = &self.etag {
+                    write_etag(&file, etag);
+                }
             }
         }
         Ok(final_path)
     }
+}
+
+/// The extended attribute that keeps a file's `ETag`.
+const ETAG_ATTRIBUTE: &str = "user.haul.etag";
+
+/// Remembers `etag` on `file` (where the file system has extended attributes; otherwise
+/// `-N` asks with the modification time alone).
+pub(super) fn write_etag(file: &std::fs::File, etag: &str) {
+    let _ = rustix::fs::fsetxattr(
+        file,
+        ETAG_ATTRIBUTE,
+        etag.as_bytes(),
+        rustix::fs::XattrFlags::empty(),
+    );
+}
+
+/// The `ETag` remembered on `file`, if any.
+fn read_etag(file: &std::fs::File) -> Option<String> {
+    let mut buffer = [0u8; 512];
+    let length = rustix::fs::fgetxattr(file, ETAG_ATTRIBUTE, &mut buffer).ok()?;
+    String::from_utf8(buffer.get(..length)?.to_vec()).ok()
 }
 
 pub(super) fn epoch_seconds(seconds: u64) -> std::time::SystemTime {

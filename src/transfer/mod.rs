@@ -154,6 +154,9 @@ struct Session {
     ranges: RangeTrust,
     /// Body bytes received in this run (to tell an attempt that made progress).
     received: u64,
+    /// The digest the file must have: the request's checksum, else the one the server
+    /// announced (with its header).
+    expected: Option<(Checksum, Option<&'static str>)>,
     /// The name the server's `Content-Disposition` suggested, made safe.
     disposition_name: Option<String>,
     /// A small file's whole body, kept in memory and written once at the end.
@@ -162,6 +165,8 @@ struct Session {
     stale_state: bool,
     /// The output exists and the request asks the server whether it changed.
     revalidating: bool,
+    /// The validators to ask with (`If-None-Match`, `If-Modified-Since`).
+    revalidate: Option<(Option<String>, Option<String>)>,
     /// The server answered `304`: the existing file is current.
     not_modified: bool,
 }
@@ -182,14 +187,36 @@ impl Transfer<'_> {
             return Err(Error::Cancelled);
         }
         let rename = self.on_exists() == OnExists::Rename;
-        let (on_disk, paths) = OnDisk::look(&PartPaths::beside(&self.place), rename).await?;
-        if let Some(done) = self.existing_file(&on_disk, &paths, clock).await? {
-            return Ok(done);
-        }
+        let timestamping = self.request.revalidate.is_none()
+            && self
+                .request
+                .timestamping
+                .unwrap_or(self.config().timestamping);
+        let (on_disk, paths) =
+            OnDisk::look(&PartPaths::beside(&self.place), rename, timestamping).await?;
         let output_is_file = on_disk
             .existing
             .as_ref()
             .is_some_and(|entry| entry.kind == Kind::File);
+        // What to ask the server, when the output exists: the request's validators, or with
+        // timestamping the file's own `ETag` attribute and modification time.
+        let revalidate = match (&self.request.revalidate, timestamping, &on_disk.existing) {
+            (Some(given), _, _) => Some(given.clone()),
+            (None, true, Some(entry)) if output_is_file => Some((
+                on_disk.etag.clone(),
+                entry
+                    .modified
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| crate::client::http::format_http_date(d.as_secs())),
+            )),
+            _ => None,
+        };
+        if let Some(done) = self
+            .existing_file(&on_disk, &paths, revalidate.is_some(), clock)
+            .await?
+        {
+            return Ok(done);
+        }
         let (state, stale_state) = self.resume_state(&paths, on_disk);
         let offset = state.done.contiguous_prefix();
         let mut session = Session {
@@ -201,13 +228,25 @@ impl Transfer<'_> {
             single_only: false,
             ranges: RangeTrust::default(),
             received: 0,
+            expected: None,
             disposition_name: None,
             small: None,
             stale_state,
             revalidating: false,
+            revalidate,
             not_modified: false,
         };
-        session.revalidating = self.request.revalidate.is_some()
+        session.expected = self
+            .request
+            .checksum
+            .clone()
+            .map(|c| (c, None))
+            .or_else(|| {
+                let (digest, header) = session.state.server_digest.as_ref()?;
+                let checksum = digest.parse().ok()?;
+                Some((checksum, crate::client::digest::header_name(header)))
+            });
+        session.revalidating = session.revalidate.is_some()
             && session.offset == 0
             && session.state.done.is_empty()
             && output_is_file;
@@ -269,13 +308,26 @@ impl Transfer<'_> {
             .unwrap_or(self.config().remote_time)
     }
 
-    /// The algorithm the writer hashes with: the checksum's, else the digest asked for.
-    fn hash_algorithm(&self) -> Option<crate::Algorithm> {
-        self.request
-            .checksum
+    /// The algorithm the writer hashes with: the expected digest's, else the one asked for.
+    fn hash_algorithm(&self, session: &Session) -> Option<crate::Algorithm> {
+        session
+            .expected
             .as_ref()
-            .map(Checksum::algorithm)
+            .map(|(checksum, _)| checksum.algorithm())
             .or(self.request.digest)
+    }
+
+    /// Takes the digest the server announces for the whole file as the one to verify, when
+    /// the request has none and nothing was written yet.
+    fn adopt_server_digest(&self, session: &mut Session, reply: &Reply, whole: bool) {
+        if !self.config().server_digests || session.expected.is_some() || session.writer.is_some() {
+            return;
+        }
+        if let Some(announced) = crate::client::digest::announced(reply.headers(), whole) {
+            session.state.server_digest =
+                Some((announced.checksum.to_string(), announced.header.to_owned()));
+            session.expected = Some((announced.checksum, Some(announced.header)));
+        }
     }
 
     fn url(&self) -> String {
@@ -366,6 +418,7 @@ impl Transfer<'_> {
                 return Err(Error::Internal("a 304 to an unconditional request".into()));
             }
             Answer::Partial(reply, range) => {
+                self.adopt_server_digest(session, &reply, false);
                 if let Some(start_over) = self.accept_partial(session, range.total, paths) {
                     return Ok(start_over);
                 }
@@ -408,6 +461,7 @@ impl Transfer<'_> {
                 session.offset = 0;
                 session.state.done = crate::storage::ranges::RangeSet::default();
                 session.state.validators = reply.validators.clone();
+                self.adopt_server_digest(session, &reply, true);
                 if let (None, Some(length)) = (&session.writer, total)
                     && length <= SMALL_FILE_BYTES
                 {
@@ -476,11 +530,9 @@ impl Transfer<'_> {
         let mut ask = Ask::get(&self.request.url)
             .with_headers(&self.request.headers)
             .with_auth(self.request.auth.as_ref());
-        if let (true, 0, Some((etag, last_modified))) = (
-            session.revalidating,
-            session.offset,
-            &self.request.revalidate,
-        ) {
+        if let (true, 0, Some((etag, last_modified))) =
+            (session.revalidating, session.offset, &session.revalidate)
+        {
             ask = ask.if_changed(etag.as_deref(), last_modified.as_deref());
         }
         if session.asks_range() {
@@ -497,7 +549,7 @@ impl Transfer<'_> {
             paths.clone(),
             session.state.clone(),
             fresh,
-            self.hash_algorithm(),
+            self.hash_algorithm(session),
             self.config().checkpoint_interval,
         ));
     }
@@ -592,7 +644,7 @@ impl Transfer<'_> {
                 return Err(Error::Internal("completed without a writer".into()));
             }
         };
-        if let Err(mismatch) = self.verify(digest.as_ref(), paths) {
+        if let Err(mismatch) = verify(session.expected.as_ref(), digest.as_ref(), paths) {
             remove_part(paths)?;
             remove_state(paths)?;
             return Err(mismatch);
@@ -604,11 +656,15 @@ impl Transfer<'_> {
             .map_err(|e| Error::io("rename", &paths.part, std::io::Error::other(e)))??;
         Ok(session.completed(final_path, digest, clock))
     }
+}
 
-    /// Checks a finished file's digest against the expected one, when there is one.
-    fn verify(&self, actual: Option<&Checksum>, paths: &PartPaths) -> Result<(), Error> {
-        check_digest(self.request.checksum.as_ref(), actual, &paths.place.path())
-    }
+/// Checks a finished file's digest against the expected one, when there is one.
+fn verify(
+    expected: Option<&(Checksum, Option<&'static str>)>,
+    actual: Option<&Checksum>,
+    paths: &PartPaths,
+) -> Result<(), Error> {
+    check_digest(expected, actual, &paths.place.path())
 }
 
 impl Session {
@@ -634,17 +690,20 @@ impl Session {
 
 /// `Ok` when nothing is expected or `actual` is what was expected.
 fn check_digest(
-    expected: Option<&Checksum>,
+    expected: Option<&(Checksum, Option<&'static str>)>,
     actual: Option<&Checksum>,
     path: &std::path::Path,
 ) -> Result<(), Error> {
     match expected {
-        Some(expected) if actual != Some(expected) => Err(Error::ChecksumMismatch {
-            path: path.to_path_buf(),
-            algorithm: expected.algorithm().name(),
-            expected: expected.hex(),
-            actual: actual.map_or_else(|| "nothing".into(), Checksum::hex),
-        }),
+        Some((expected, announced_by)) if actual != Some(expected) => {
+            Err(Error::ChecksumMismatch {
+                path: path.to_path_buf(),
+                algorithm: expected.algorithm().name(),
+                expected: expected.hex(),
+                actual: actual.map_or_else(|| "nothing".into(), Checksum::hex),
+                announced_by: *announced_by,
+            })
+        }
         _ => Ok(()),
     }
 }

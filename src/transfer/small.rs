@@ -86,11 +86,12 @@ impl Transfer<'_> {
     ) -> Result<(PathBuf, Option<Checksum>), Error> {
         let paths = paths.clone();
         let planned = paths.place.path();
-        let expected = self.request.checksum.clone();
-        let algorithm = self.hash_algorithm();
+        let expected = session.expected.clone();
+        let algorithm = self.hash_algorithm(session);
         let mut naming = self.naming(session, &paths);
         // Set on the open file below: no second open after the rename.
         let mtime = naming.mtime.take();
+        let etag = naming.etag.take();
         let stale_state = session.stale_state;
         tokio::task::spawn_blocking(move || {
             let digest = algorithm.map(|algorithm| {
@@ -113,6 +114,9 @@ impl Transfer<'_> {
                     if let Some(seconds) = mtime {
                         // Only the timestamp is lost if this fails, never the file.
                         let _ = file.set_modified(epoch_seconds(seconds));
+                    }
+                    if let Some(etag) = &etag {
+                        super::local::write_etag(&file, etag);
                     }
                     file.sync_data()
                         .map_err(|e| Error::io("sync", &paths.part, e))

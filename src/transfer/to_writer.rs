@@ -97,6 +97,7 @@ impl ToWriter<'_> {
                 algorithm: expected.algorithm().name(),
                 expected: expected.hex(),
                 actual: actual.hex(),
+                announced_by: None,
             });
         }
         Ok(Streamed {

@@ -4,6 +4,7 @@
 mod cli;
 mod embedding;
 mod hostile;
+mod integrity;
 mod interop;
 mod library;
 mod mirror;

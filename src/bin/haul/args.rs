@@ -204,6 +204,43 @@ pub struct GetArgs {
     #[arg(long, overrides_with = "content_disposition")]
     pub no_content_disposition: bool,
 
+    /// Verify against a checksum file (SHA256SUMS, SHA512SUMS, MD5SUMS, SHA1SUMS, or BSD
+    /// `SHA256 (name) = HEX` lines; a path or an http(s) URL), matched by output name.
+    #[arg(long, value_name = "FILE|URL")]
+    pub checksums: Option<String>,
+
+    /// Compute and report every file's digest (sha-256, sha-512, sha-1, md5) in `finished`
+    /// events and the lines, even when nothing is to be verified.
+    #[arg(long, value_name = "ALGO", value_parser = parse_algorithm)]
+    pub digest: Option<haul::Algorithm>,
+
+    /// Before keeping a file that is already there, ask the server for its length (a HEAD)
+    /// and download it again when it differs.
+    #[arg(long, overrides_with = "no_check_existing")]
+    pub check_existing: bool,
+
+    /// Keep files that are already there without asking (undo --check-existing).
+    #[arg(long, overrides_with = "check_existing")]
+    pub no_check_existing: bool,
+
+    /// Give files the server's Last-Modified time (the default, as in wget: the time says when
+    /// the server's copy changed, and -N relies on it).
+    #[arg(long, overrides_with = "no_remote_time")]
+    pub remote_time: bool,
+
+    /// Leave files with the time they were downloaded.
+    #[arg(long, overrides_with = "remote_time")]
+    pub no_remote_time: bool,
+
+    /// Fetch a file that is already there only if the server has a newer one: a conditional
+    /// GET with its time and remembered ETag; a 304 transfers nothing (counted as skipped).
+    #[arg(short = 'N', long, overrides_with = "no_timestamping")]
+    pub timestamping: bool,
+
+    /// Undo -N (from the configuration file).
+    #[arg(long, overrides_with = "timestamping")]
+    pub no_timestamping: bool,
+
     /// What to do when the final file already exists: skip it (the default; a rerun transfers
     /// nothing), overwrite it once the new copy is verified, save as NAME.1, NAME.2, ...
     /// (rename), or fail.
@@ -375,6 +412,15 @@ pub struct CommonArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_filesize: Option<u64>,
 
+    /// Do not verify files against the digests servers announce (Repr-Digest, Content-Digest,
+    /// Digest, x-amz-checksum-sha256, x-goog-hash).
+    #[arg(long, overrides_with = "server_digest")]
+    pub no_server_digest: bool,
+
+    /// Verify files against the digests servers announce (the default).
+    #[arg(long, overrides_with = "no_server_digest")]
+    pub server_digest: bool,
+
     /// The largest directory listing, manifest or checksum file read.
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
     pub max_document_size: u64,
@@ -436,6 +482,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         return Err(format!("`{text}` is zero"));
     }
     Ok(bytes)
+}
+
+/// Parses a digest algorithm name: sha-256, sha-512, sha-1, md5.
+pub fn parse_algorithm(text: &str) -> Result<haul::Algorithm, String> {
+    haul::Algorithm::from_name(text)
+        .ok_or_else(|| format!("`{text}` is not one of sha-256, sha-512, sha-1, md5"))
 }
 
 /// Parses a rate in bytes per second like a size, where 0 means "no limit".

@@ -144,13 +144,24 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     if args.output.as_deref() == Some(Path::new("-")) {
         return get_to_stdout(&args).await;
     }
-    let requests = build_requests(&args)?;
+    let mut requests = build_requests(&args)?;
     if requests.is_empty() {
         bail!(UsageError(
             "nothing to download: give URLs or --input-file".into()
         ));
     }
     let downloader = build_downloader(&args)?;
+    if let Some(location) = &args.checksums {
+        let text = sync::read_text(location, &downloader, "the checksum file").await?;
+        let sums = haul::parse_sums(&text).map_err(|errors| sync::bad_lines(location, &errors))?;
+        apply_sums(&mut requests, &sums, &args.dir);
+    }
+    if let Some(algorithm) = args.digest {
+        requests = requests
+            .into_iter()
+            .map(|r| r.with_digest(algorithm))
+            .collect();
+    }
     let total = requests.len();
     let (renderer, cancel) = renderer(&args.common);
     let mut outcomes = downloader
@@ -172,6 +183,32 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         report_interrupted(&summary.unfinished, total);
     }
     Ok(ExitCode::from(code))
+}
+
+/// Gives every request without a checksum the one the sums file lists for its output name:
+/// its path below `--dir`, else its file name.
+fn apply_sums(requests: &mut Vec<Request>, sums: &[(String, Checksum)], dir: &Path) {
+    let by_name: std::collections::HashMap<&str, &Checksum> =
+        sums.iter().map(|(name, c)| (name.as_str(), c)).collect();
+    for request in std::mem::take(requests) {
+        let found = request.checksum().is_none().then(|| {
+            let path = request.output_path().ok()?;
+            let relative = path
+                .strip_prefix(dir)
+                .ok()
+                .and_then(Path::to_str)
+                .map(str::to_owned);
+            let name = path.file_name().and_then(|n| n.to_str()).map(str::to_owned);
+            [relative, name]
+                .into_iter()
+                .flatten()
+                .find_map(|key| by_name.get(key.as_str()).map(|c| (*c).clone()))
+        });
+        requests.push(match found.flatten() {
+            Some(checksum) => request.with_checksum(checksum),
+            None => request,
+        });
+    }
 }
 
 /// The exit code of a run: an interruption's (130, 143 or 129 by signal), else 3 for a
@@ -321,6 +358,9 @@ fn build_downloader(args: &GetArgs) -> anyhow::Result<Downloader> {
             OnExistsArg::Error => OnExists::Error,
         })
         .content_disposition(args.content_disposition)
+        .remote_time(!args.no_remote_time)
+        .timestamping(args.timestamping)
+        .check_existing(args.check_existing)
         .build()
         .map_err(|e| UsageError(haul::error_chain(&e)).into())
 }
@@ -338,6 +378,7 @@ fn downloader_builder(common: &CommonArgs) -> anyhow::Result<DownloaderBuilder> 
         .stall_timeout(common.stall_timeout)
         .lowest_speed_limit(common.lowest_speed_limit, common.speed_time)
         .max_document_size(common.max_document_size)
+        .server_digests(!common.no_server_digest)
         .checkpoint_interval(common.checkpoint_interval)
         .max_redirects(common.max_redirects);
     if let Some(path) = &common.ca_cert {
@@ -599,6 +640,9 @@ fn request_from_entry(base: &Path, entry: InputEntry) -> Result<Request, String>
     }
     if let Some(checksum) = entry.checksum {
         request = request.with_checksum(checksum);
+    }
+    if let Some(size) = entry.size {
+        request = request.with_size(size);
     }
     for (name, value) in &entry.headers {
         request = request.with_header(name, value).map_err(at_line)?;

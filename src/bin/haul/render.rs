@@ -197,8 +197,12 @@ impl Renderer {
             self.say(&format!("= {name}  already complete"));
         } else {
             let fresh = completed.bytes.saturating_sub(completed.resumed_from);
+            let digest = completed
+                .digest
+                .as_ref()
+                .map_or_else(String::new, |d| format!("  {d}"));
             self.say(&format!(
-                "✓ {name}  {}  {}/s",
+                "✓ {name}  {}  {}/s{digest}",
                 HumanBytes(completed.bytes),
                 HumanBytes(rate(fresh, completed.duration))
             ));

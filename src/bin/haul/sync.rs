@@ -168,7 +168,11 @@ async fn read_source(args: &SyncArgs, downloader: &Downloader) -> anyhow::Result
 }
 
 /// A text from a path, `-` (standard input) or an http(s) URL (fetched like any document).
-async fn read_text(location: &str, downloader: &Downloader, what: &str) -> anyhow::Result<String> {
+pub(crate) async fn read_text(
+    location: &str,
+    downloader: &Downloader,
+    what: &str,
+) -> anyhow::Result<String> {
     if let Some(url) = Url::parse(location)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https"))
@@ -186,7 +190,7 @@ async fn read_text(location: &str, downloader: &Downloader, what: &str) -> anyho
         .map_err(|e| UsageError(format!("failed to read {what} `{location}`: {e}")))?)
 }
 
-fn bad_lines(location: &str, errors: &[haul::input::LineError]) -> anyhow::Error {
+pub(crate) fn bad_lines(location: &str, errors: &[haul::input::LineError]) -> anyhow::Error {
     let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
     UsageError(format!(
         "{location} has {} bad line(s); nothing was done:\n  {}",

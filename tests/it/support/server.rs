@@ -17,6 +17,9 @@
 //! | `delay_ms=N` | wait before answering (keeps the request in flight) |
 //! | `trickle_after=N` | send N body bytes, then one byte every `trickle_ms` (default 2000) |
 //! | `endless=1` | a chunked body that never ends |
+//! | `digest=repr\|content\|digest\|amz\|goog` | announce the file's digest in that header |
+//! | `digest_alg=sha-512` | with SHA-512 (default SHA-256; `goog` is always MD5) |
+//! | `digest_wrong=1\|partial` | announce a wrong digest (on every answer, or on 206 only) |
 //! | `ranged_status=CODE` | answer every request carrying `Range` with CODE (plain GETs work) |
 //!
 //! | `gzip=1` | claim `Content-Encoding: gzip` (the body is not really compressed) |
@@ -503,6 +506,16 @@ fn respond(
     if query.contains_key("gzip") {
         builder = builder.header("content-encoding", "gzip");
     }
+    if let Some(kind) = query.get("digest") {
+        let wrong = match query.get("digest_wrong").map(String::as_str) {
+            Some("partial") => status == StatusCode::PARTIAL_CONTENT,
+            Some(_) => true,
+            None => false,
+        };
+        let sha512 = query.get("digest_alg").map(String::as_str) == Some("sha-512");
+        let (name, value) = announced_digest(kind, &content(name, version, size), sha512, wrong);
+        builder = builder.header(name, value);
+    }
     if let Some(value) = query.get("disposition") {
         let decoded = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
         builder = builder.header("content-disposition", decoded.as_ref());
@@ -582,6 +595,48 @@ fn tree_listing(counters: &Counters, path: &str) -> Option<Response<Body>> {
         .headers_mut()
         .insert("content-type", "text/html".parse().unwrap());
     Some(response)
+}
+
+/// The header announcing `body`'s digest in the form `kind` names, wrong on purpose when
+/// `wrong`.
+fn announced_digest(kind: &str, body: &[u8], sha512: bool, wrong: bool) -> (&'static str, String) {
+    use sha2::Digest as _;
+    let sha512 = sha512 && !matches!(kind, "amz" | "goog");
+    let mut digest = match (kind, sha512) {
+        ("goog", _) => md5::Md5::digest(body).to_vec(),
+        (_, true) => sha2::Sha512::digest(body).to_vec(),
+        (_, false) => sha2::Sha256::digest(body).to_vec(),
+    };
+    if wrong {
+        digest[0] ^= 0xff;
+    }
+    let encoded = base64(&digest);
+    let algorithm = if sha512 { "sha-512" } else { "sha-256" };
+    match kind {
+        "repr" => ("repr-digest", format!("{algorithm}=:{encoded}:")),
+        "content" => ("content-digest", format!("{algorithm}=:{encoded}:")),
+        "digest" => ("digest", format!("{}={encoded}", algorithm.to_uppercase())),
+        "amz" => ("x-amz-checksum-sha256", encoded),
+        _ => ("x-goog-hash", format!("crc32c=AAAAAA==, md5={encoded}")),
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// A login flow: `/login?to=PATH` answers 302 to PATH and sets the cookie `session=ok`;
