@@ -134,7 +134,9 @@ impl ProgressBars {
                     ));
                 }
             }
-            Event::Failed { id, kind, message } => {
+            Event::Failed {
+                id, kind, message, ..
+            } => {
                 self.end(&mut state, view, *id);
                 if *kind != crate::ErrorKind::Cancelled {
                     self.println(&format!("✗ {}  {message}", name()));

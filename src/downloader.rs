@@ -8,6 +8,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::AsyncWrite;
 use url::Url;
 
+use crate::batch::Batch;
 use crate::client::cancel::Cancel;
 use crate::client::cookies::CookieJar;
 use crate::client::credentials::{BasicAuth, Netrc};
@@ -16,7 +17,7 @@ use crate::client::{Client, Identity};
 use crate::config::{Config, LowSpeed, OnExists};
 use crate::listing::ListedFile;
 use crate::progress::{NoObserver, Observer, Reporter};
-use crate::scheduler::{self, Batch, DownloadHandle, Scheduler};
+use crate::scheduler::{self, DownloadHandle, Scheduler};
 use crate::transfer::to_writer::{Streamed, ToWriter};
 use crate::{Completed, Error, Request};
 
@@ -94,7 +95,30 @@ impl Downloader {
     /// A batch of downloads, queued with everything else this downloader runs.
     #[must_use]
     pub fn batch(&self, requests: Vec<Request>) -> Batch {
-        Batch::new(Arc::clone(&self.scheduler), requests)
+        let config = self.client.config();
+        Batch::new(
+            Arc::clone(&self.scheduler),
+            requests,
+            config.jobs,
+            config.content_disposition,
+        )
+    }
+
+    /// A batch whose requests come from a stream (an input file read line by line, standard
+    /// input): they are taken as room frees up, so memory does not grow with their number. An
+    /// `Err` item fails that position of the batch (a bad line).
+    #[must_use]
+    pub fn batch_from_stream(
+        &self,
+        requests: impl futures_util::Stream<Item = Result<Request, Error>> + Send + 'static,
+    ) -> Batch {
+        let config = self.client.config();
+        Batch::from_stream(
+            Arc::clone(&self.scheduler),
+            Box::pin(requests),
+            config.jobs,
+            config.content_disposition,
+        )
     }
 
     /// Downloads `request`'s URL into `writer`, verifying its checksum at the end (a mismatch
@@ -159,6 +183,7 @@ impl Downloader {
                 id: report.id(),
                 kind: error.kind(),
                 message: crate::error_chain(error),
+                status: error.status(),
             });
         }
         result

@@ -60,6 +60,17 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// The connection broke off in the middle of a body (reset, closed, or unreadable).
+    #[error("the connection to {url} broke off after {received} bytes of the answer")]
+    Interrupted {
+        /// The URL (credentials redacted).
+        url: String,
+        /// Bytes of this answer's body that did arrive.
+        received: u64,
+        /// The underlying transport error.
+        #[source]
+        source: reqwest::Error,
+    },
     /// No body byte arrived for the stall timeout.
     #[error("{url} stalled: no data for {timeout:?}")]
     Stalled {
@@ -207,9 +218,26 @@ pub enum Error {
         /// The `.part` file.
         path: PathBuf,
     },
+    /// The outcome of another request of the batch with the same URL and output, which this
+    /// one shares (it was downloaded once).
+    #[error("{message}")]
+    Shared {
+        /// The other request's error class.
+        kind: ErrorKind,
+        /// Its error, one line.
+        message: String,
+        /// Its HTTP status, if any.
+        status: Option<u16>,
+    },
     /// haul broke one of its own rules: a bug, reported instead of a panic.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Another haul process is writing this file right now (its `.part` is locked).
+    #[error("another haul process is downloading `{path}`")]
+    Busy {
+        /// The file's final path.
+        path: PathBuf,
+    },
     /// The output file exists and the policy says not to touch it.
     #[error("`{path}` already exists")]
     AlreadyExists {
@@ -296,6 +324,7 @@ impl Error {
             Self::Network { source, .. } if source.is_redirect() => ErrorKind::Protocol,
             Self::Network { source, .. } if is_certificate_error(source) => ErrorKind::Tls,
             Self::Network { .. }
+            | Self::Interrupted { .. }
             | Self::Stalled { .. }
             | Self::TooSlow { .. }
             | Self::ShortBody { .. } => ErrorKind::Network,
@@ -308,9 +337,10 @@ impl Error {
             Self::ChecksumMismatch { .. } | Self::ExistingMismatch { .. } => ErrorKind::Integrity,
             Self::Io { .. } | Self::WriterStopped { .. } => ErrorKind::Io,
             Self::Internal(_) => ErrorKind::Internal,
+            Self::Shared { kind, .. } => *kind,
             Self::UnsafePath { .. } => ErrorKind::UnsafePath,
             Self::TooLarge { .. } => ErrorKind::TooLarge,
-            Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Self::AlreadyExists { .. } | Self::Busy { .. } => ErrorKind::AlreadyExists,
             Self::Cancelled => ErrorKind::Cancelled,
         }
     }
@@ -327,7 +357,10 @@ impl Error {
                     && !is_certificate_error(source)
                     && !is_unknown_host(source)
             }
-            Self::Stalled { .. } | Self::TooSlow { .. } | Self::ShortBody { .. } => true,
+            Self::Stalled { .. }
+            | Self::TooSlow { .. }
+            | Self::ShortBody { .. }
+            | Self::Interrupted { .. } => true,
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
             _ => false,
         }
@@ -339,6 +372,19 @@ impl Error {
     #[must_use]
     pub fn keeps_partial(&self) -> bool {
         !matches!(self, Self::ChecksumMismatch { .. } | Self::TooLarge { .. })
+    }
+
+    /// The HTTP status behind this error, when a server answered with one.
+    #[must_use]
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. }
+            | Self::Shared {
+                status: Some(status),
+                ..
+            } => Some(*status),
+            _ => None,
+        }
     }
 
     /// The delay the server asked for with `Retry-After`, if any.

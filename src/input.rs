@@ -31,7 +31,41 @@ pub struct InputEntry {
     pub user: Option<String>,
     /// `password=` (aria2: `http-passwd=`): its password.
     pub password: Option<String>,
+    /// `max-download-limit=`: this file's own rate limit, bytes per second.
+    pub rate_limit: Option<u64>,
+    /// `split=` or `max-connection-per-server=`: connections for this file.
+    pub connections: Option<usize>,
 }
+
+/// An input file read leniently: its entries, and a warning for every option haul does not
+/// know (ignored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ParsedInput {
+    /// The files.
+    pub entries: Vec<InputEntry>,
+    /// Options that were ignored, with their lines.
+    pub warnings: Vec<LineError>,
+}
+
+/// The option keys an input file understands, with aria2's names for the same: what the README
+/// lists.
+pub const KNOWN_KEYS: &[&str] = &[
+    "out",
+    "dir",
+    "checksum",
+    "header",
+    "size",
+    "user",
+    "http-user",
+    "password",
+    "http-passwd",
+    "max-download-limit",
+    "split",
+    "max-connection-per-server",
+    "user-agent",
+    "referer",
+];
 
 /// A malformed line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,41 +88,124 @@ impl fmt::Display for LineError {
 /// # Errors
 /// The list of malformed lines, in order.
 pub fn parse_input(text: &str) -> Result<Vec<InputEntry>, Vec<LineError>> {
-    let mut entries: Vec<InputEntry> = Vec::new();
+    parse(text, true).map(|parsed| parsed.entries)
+}
+
+/// Parses an input file, ignoring options haul does not know (each reported once as a
+/// warning), as files written for aria2 carry many. Malformed lines are still errors.
+///
+/// # Errors
+/// The list of malformed lines, in order.
+pub fn parse_input_lenient(text: &str) -> Result<ParsedInput, Vec<LineError>> {
+    parse(text, false)
+}
+
+fn parse(text: &str, strict: bool) -> Result<ParsedInput, Vec<LineError>> {
+    let mut parser = InputParser::new(strict);
+    let mut entries = Vec::new();
     let mut errors = Vec::new();
-    // Whether option lines may follow (false after a bad URL line, to avoid cascades).
-    let mut current_ok = false;
+    let mut warnings = Vec::new();
     for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
+        let step = parser.line(index + 1, raw);
+        entries.extend(step.entry);
+        errors.extend(step.error);
+        warnings.extend(step.warning);
+    }
+    entries.extend(parser.finish());
+    if errors.is_empty() {
+        Ok(ParsedInput { entries, warnings })
+    } else {
+        Err(errors)
+    }
+}
+
+/// What one line gave.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Step {
+    /// An entry completed by this line (the one before a new URL line).
+    pub entry: Option<InputEntry>,
+    /// The line is malformed.
+    pub error: Option<LineError>,
+    /// The line names an option haul does not know, ignored (lenient parsing only).
+    pub warning: Option<LineError>,
+}
+
+/// An input file parsed one line at a time, for files too long to hold (the memory is one
+/// entry, whatever the file's length). Feed every line to [`InputParser::line`], then call
+/// [`InputParser::finish`] for the last entry. An entry whose own lines had an error is
+/// never given out.
+#[derive(Debug)]
+pub struct InputParser {
+    strict: bool,
+    current: Option<InputEntry>,
+    /// Whether option lines of the current entry are checked (false after a bad URL line,
+    /// to avoid a cascade of errors).
+    current_ok: bool,
+    /// Whether the current entry had an error (then it is never given out).
+    current_bad: bool,
+}
+
+impl InputParser {
+    /// A parser; `strict` makes unknown options errors instead of warnings.
+    #[must_use]
+    pub fn new(strict: bool) -> Self {
+        Self {
+            strict,
+            current: None,
+            current_ok: false,
+            current_bad: false,
+        }
+    }
+
+    /// Takes line `line` (1-based) of the file.
+    pub fn line(&mut self, line: usize, raw: &str) -> Step {
+        let mut step = Step::default();
         let trimmed = raw.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
+            return step;
         }
-        let mut error = |message: String| errors.push(LineError { line, message });
+        let error = |message: String| Some(LineError { line, message });
         if raw.starts_with([' ', '\t']) {
-            match (current_ok, entries.last_mut()) {
-                (true, Some(entry)) => {
-                    if let Err(message) = apply_option(entry, trimmed) {
-                        error(message);
+            match (&mut self.current, self.current_ok) {
+                (Some(entry), true) => match apply_option(entry, trimmed) {
+                    Ok(()) => {}
+                    Err(Problem::Unknown(key)) if !self.strict => {
+                        step.warning = Some(LineError {
+                            line,
+                            message: format!("unknown option `{key}` ignored"),
+                        });
                     }
-                }
-                (false, Some(_)) => {}
-                (_, None) => error("an option line comes before any URL".into()),
+                    Err(Problem::Unknown(key)) => {
+                        step.error = error(format!("unknown option `{key}`"));
+                        self.current_bad = true;
+                    }
+                    Err(Problem::Bad(message)) => {
+                        step.error = error(message);
+                        self.current_bad = true;
+                    }
+                },
+                (Some(_), false) => {}
+                (None, _) => step.error = error("an option line comes before any URL".into()),
             }
-            continue;
+            return step;
         }
+        step.entry = self.finish();
         let mut urls = Vec::new();
-        current_ok = true;
+        self.current_ok = true;
         for text in raw.split('\t').map(str::trim).filter(|t| !t.is_empty()) {
             match parse_url(text) {
                 Ok(url) => urls.push(url),
                 Err(message) => {
-                    error(message);
-                    current_ok = false;
+                    if step.error.is_none() {
+                        step.error = error(message);
+                    }
+                    self.current_ok = false;
+                    self.current_bad = true;
                 }
             }
         }
-        entries.push(InputEntry {
+        self.current = Some(InputEntry {
             line,
             urls,
             out: None,
@@ -98,17 +215,51 @@ pub fn parse_input(text: &str) -> Result<Vec<InputEntry>, Vec<LineError>> {
             headers: Vec::new(),
             user: None,
             password: None,
+            rate_limit: None,
+            connections: None,
         });
+        step
     }
-    if errors.is_empty() {
-        Ok(entries)
-    } else {
-        Err(errors)
+
+    /// The last entry, if it is complete and good.
+    pub fn finish(&mut self) -> Option<InputEntry> {
+        let entry = self.current.take()?;
+        let bad = std::mem::replace(&mut self.current_bad, false);
+        self.current_ok = false;
+        (!bad && !entry.urls.is_empty()).then_some(entry)
     }
 }
 
-fn parse_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("invalid URL `{text}`: {e}"))?;
+/// Why an option line was not taken.
+enum Problem {
+    /// A key haul does not know.
+    Unknown(String),
+    /// A known key with a bad value, or given twice.
+    Bad(String),
+}
+
+impl From<String> for Problem {
+    fn from(message: String) -> Self {
+        Self::Bad(message)
+    }
+}
+
+/// A URL as people write them: one without a scheme (`example.org/file`) is taken as
+/// `http://example.org/file`, as curl and wget do.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn parse_url(text: &str) -> Result<Url, String> {
+    let url = if text.contains("://") {
+        Url::parse(text)
+    } else if looks_like_a_host(text) {
+        Url::parse(&format!("http://{text}"))
+    } else {
+        return Err(format!(
+            "`{text}` is not a URL: it has no scheme (write http://… or https://…)"
+        ));
+    }
+    .map_err(|e| format!("invalid URL `{text}`: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
             "unsupported scheme `{}` in `{text}` (use http or https)",
@@ -118,12 +269,28 @@ fn parse_url(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-fn apply_option(entry: &mut InputEntry, option: &str) -> Result<(), String> {
+/// Whether a text without a scheme starts with something that names a host: a dotted name, a
+/// `host:port`, `localhost`, or an IP address.
+fn looks_like_a_host(text: &str) -> bool {
+    let host = text.split(['/', '?', '#']).next().unwrap_or("");
+    let name = host.rsplit_once(':').map_or(host, |(name, port)| {
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            name
+        } else {
+            host
+        }
+    });
+    !name.is_empty()
+        && !name.contains(char::is_whitespace)
+        && (name.contains('.') || name == "localhost" || host != name)
+}
+
+fn apply_option(entry: &mut InputEntry, option: &str) -> Result<(), Problem> {
     let (key, value) = option
         .split_once('=')
         .ok_or_else(|| format!("expected key=value, got `{option}`"))?;
     let value = value.trim();
-    let once = |present: bool| {
+    let once = |present: bool| -> Result<(), String> {
         if present {
             Err(format!("`{}` given twice", key.trim()))
         } else {
@@ -167,7 +334,27 @@ fn apply_option(entry: &mut InputEntry, option: &str) -> Result<(), String> {
             once(entry.password.is_some())?;
             entry.password = Some(value.to_owned());
         }
-        other => return Err(format!("unknown option `{other}`")),
+        "max-download-limit" => {
+            once(entry.rate_limit.is_some())?;
+            entry.rate_limit = Some(crate::units::parse_rate(value)?);
+        }
+        "split" | "max-connection-per-server" => {
+            let connections: usize = value
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("`{value}` is not a number of connections"))?;
+            entry.connections = Some(
+                entry
+                    .connections
+                    .map_or(connections, |c| c.min(connections)),
+            );
+        }
+        "user-agent" => entry
+            .headers
+            .push(("User-Agent".to_owned(), value.to_owned())),
+        "referer" => entry.headers.push(("Referer".to_owned(), value.to_owned())),
+        other => return Err(Problem::Unknown(other.to_owned())),
     }
     Ok(())
 }
@@ -212,6 +399,38 @@ mod tests {
                 .starts_with("line 3: unsupported scheme")
         );
         assert!(errors[3].message.contains("unknown option `colour`"));
+    }
+
+    #[test]
+    fn aria2_keys_are_understood_and_unknown_ones_are_warnings_when_lenient() {
+        let text = "http://a/f\n  split=4\n  max-download-limit=500K\n  referer=http://a/\n\
+                    \x20 user-agent=Agent/1\n  http-user=u\n  http-passwd=p\n  seed-ratio=1.0\n";
+        assert!(parse_input(text).is_err(), "strict by default");
+        let parsed = parse_input_lenient(text).unwrap();
+        let entry = &parsed.entries[0];
+        assert_eq!(entry.connections, Some(4));
+        assert_eq!(entry.rate_limit, Some(500 << 10));
+        assert_eq!(entry.user.as_deref(), Some("u"));
+        assert_eq!(entry.headers.len(), 2);
+        assert_eq!(parsed.warnings.len(), 1);
+        assert_eq!(parsed.warnings[0].line, 8);
+        assert!(
+            parse_input_lenient("http://a/f\n  split=many\n").is_err(),
+            "bad values stay errors"
+        );
+    }
+
+    #[test]
+    fn urls_without_a_scheme_are_taken_as_http_when_they_name_a_host() {
+        assert_eq!(
+            parse_url("example.org/file").unwrap().as_str(),
+            "http://example.org/file"
+        );
+        assert_eq!(
+            parse_url("localhost:8080/f").unwrap().as_str(),
+            "http://localhost:8080/f"
+        );
+        assert!(parse_url("not-a-url").unwrap_err().contains("no scheme"));
     }
 
     #[test]

@@ -25,6 +25,7 @@
 
 #[cfg(feature = "indicatif")]
 pub mod bars;
+mod batch;
 #[doc(hidden)]
 pub mod bench_support;
 mod client;
@@ -42,10 +43,12 @@ mod scheduler;
 mod storage;
 pub mod sync;
 mod transfer;
+pub mod units;
 pub mod view;
 
 pub use sync::listing;
 
+pub use batch::{Batch, Outcome, Outcomes};
 pub use client::cookies::CookieJar;
 pub use client::credentials::{BasicAuth, Netrc};
 pub use config::{
@@ -59,7 +62,7 @@ pub use progress::{
 };
 pub use request::{Destination, Request};
 pub use reqwest;
-pub use scheduler::{Batch, DownloadHandle, Outcome, Outcomes};
+pub use scheduler::DownloadHandle;
 pub use tokio_util::sync::CancellationToken;
 pub use transfer::Completed;
 pub use transfer::to_writer::Streamed;

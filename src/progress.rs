@@ -96,6 +96,8 @@ pub enum Event {
         kind: ErrorKind,
         /// The error, one line, with its causes.
         message: String,
+        /// The HTTP status that ended it, when one did.
+        status: Option<u16>,
     },
 }
 

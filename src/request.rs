@@ -51,6 +51,10 @@ pub struct Request {
     pub(crate) size: Option<u64>,
     pub(crate) check_existing: Option<bool>,
     pub(crate) timestamping: Option<bool>,
+    pub(crate) rate_limit: Option<u64>,
+    /// For a directory destination, a name used instead of the URL's (given by a batch when
+    /// URLs of different files end alike and the server's names are to be used).
+    pub(crate) provisional_name: Option<String>,
 }
 
 impl Request {
@@ -100,6 +104,8 @@ impl Request {
             size: None,
             check_existing: None,
             timestamping: None,
+            rate_limit: None,
+            provisional_name: None,
         })
     }
 
@@ -260,6 +266,14 @@ impl Request {
         self
     }
 
+    /// Limit this file to `bytes_per_second` (all its connections together), besides the
+    /// downloader's own limit (aria2's `max-download-limit`). 0 means no limit.
+    #[must_use]
+    pub fn with_rate_limit(mut self, bytes_per_second: u64) -> Self {
+        self.rate_limit = (bytes_per_second > 0).then_some(bytes_per_second);
+        self
+    }
+
     /// The mirrors, in the order given.
     #[must_use]
     pub fn mirrors(&self) -> &[Url] {
@@ -296,7 +310,10 @@ impl Request {
     pub(crate) fn place(&self) -> Result<Place, Error> {
         match &self.destination {
             Destination::File(path) => Place::user_path(path),
-            Destination::Directory(dir) => Ok(Place::in_dir(dir, file_name_from_url(&self.url)?)),
+            Destination::Directory(dir) => match &self.provisional_name {
+                Some(name) => Ok(Place::in_dir(dir, name)),
+                None => Ok(Place::in_dir(dir, file_name_from_url(&self.url)?)),
+            },
             Destination::Below { dir, path } => Place::below(dir, path),
         }
     }

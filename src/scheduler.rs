@@ -8,23 +8,21 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::Stream;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::Outcome;
 use crate::client::Client;
 use crate::client::cancel::Cancel;
 use crate::client::hosts::HostPermit;
 use crate::naming::redact_url;
 use crate::progress::{Event, NoObserver, Observer, Reporter, TransferId, error_chain};
-use crate::request::normalized;
 use crate::storage::place::Place;
 use crate::transfer::Transfer;
 use crate::{Completed, Error, Request};
@@ -102,7 +100,7 @@ pub(crate) struct Admission {
 }
 
 /// Where a download's outcome goes.
-enum Sink {
+pub(crate) enum Sink {
     Handle(oneshot::Sender<Result<Completed, Error>>),
     Batch {
         outcomes: mpsc::UnboundedSender<Outcome>,
@@ -179,7 +177,7 @@ impl Scheduler {
     }
 
     /// The observer of one download: the downloader's, plus the caller's.
-    fn observer_for(&self, call: Option<Arc<dyn Observer>>) -> Arc<dyn Observer> {
+    pub(crate) fn observer_for(&self, call: Option<Arc<dyn Observer>>) -> Arc<dyn Observer> {
         match (self.observers.as_slice(), call) {
             ([], None) => Arc::new(NoObserver),
             ([], Some(call)) => call,
@@ -192,13 +190,13 @@ impl Scheduler {
         }
     }
 
-    fn next_id(&self) -> TransferId {
+    pub(crate) fn next_id(&self) -> TransferId {
         TransferId(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Queues one download (reporting `Queued`), or ends it at once when it has no output
     /// path.
-    fn enqueue(
+    pub(crate) fn enqueue(
         self: &Arc<Self>,
         request: Request,
         place: Result<Place, Error>,
@@ -277,7 +275,7 @@ impl Scheduler {
     }
 
     /// Some queued download may have been cancelled: sweep it out of the queue.
-    fn note_cancelled(&self) {
+    pub(crate) fn note_cancelled(&self) {
         self.swept.store(true, Ordering::Release);
         self.wake.notify_one();
     }
@@ -431,6 +429,9 @@ impl Scheduler {
                 place,
                 permit: Some(permit),
                 job: Some(Box::new(slot)),
+                file_rate: request
+                    .rate_limit
+                    .map(|rate| std::sync::Arc::new(crate::client::rate::RateLimiter::new(rate))),
             };
             let result = transfer.run().await;
             finish(&report, sink, result);
@@ -461,7 +462,7 @@ enum Next {
 }
 
 /// Reports a download's end and hands its outcome over.
-fn finish(report: &Reporter, sink: Sink, result: Result<Completed, Error>) {
+pub(crate) fn finish(report: &Reporter, sink: Sink, result: Result<Completed, Error>) {
     let event = match &result {
         Ok(completed) => Event::Finished {
             id: report.id(),
@@ -471,6 +472,7 @@ fn finish(report: &Reporter, sink: Sink, result: Result<Completed, Error>) {
             id: report.id(),
             kind: error.kind(),
             message: error_chain(error),
+            status: error.status(),
         },
     };
     report.emit(&event);
@@ -555,211 +557,5 @@ pub(crate) fn submit(
         cancel,
         scheduler: Arc::clone(scheduler),
         done: false,
-    }
-}
-
-/// The end of one request of a batch.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct Outcome {
-    /// The download's id (unique within its downloader; the id of its events).
-    pub id: TransferId,
-    /// Its position in the batch, from 0.
-    pub index: usize,
-    /// What became of it.
-    pub result: Result<Completed, Error>,
-}
-
-/// A set of requests to run together on their downloader's queue. Configure it, then
-/// [`Batch::start`] or [`Batch::run`].
-pub struct Batch {
-    scheduler: Arc<Scheduler>,
-    requests: Vec<Request>,
-    observer: Option<Arc<dyn Observer>>,
-    cancel: CancellationToken,
-}
-
-impl std::fmt::Debug for Batch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batch")
-            .field("requests", &self.requests.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Batch {
-    pub(crate) fn new(scheduler: Arc<Scheduler>, requests: Vec<Request>) -> Self {
-        Self {
-            scheduler,
-            requests,
-            observer: None,
-            cancel: CancellationToken::new(),
-        }
-    }
-
-    /// Report this batch's events to `observer` (besides the downloader's observers).
-    #[must_use]
-    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
-        self.observer = Some(observer);
-        self
-    }
-
-    /// Stop the batch when `token` is cancelled: running downloads keep a resumable `.part`
-    /// and end with [`Error::Cancelled`], queued ones end with it without starting.
-    #[must_use]
-    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
-        self.cancel = token;
-        self
-    }
-
-    /// Checks the batch and queues it. Must be called inside a Tokio runtime. Dropping the
-    /// returned stream cancels whatever of the batch has not ended.
-    ///
-    /// # Errors
-    /// [`Error::DuplicateOutput`] when two requests would write the same file; then nothing
-    /// starts.
-    pub fn start(self) -> Result<Outcomes, Error> {
-        let mut seen: HashMap<PathBuf, usize> = HashMap::new();
-        let mut planned = Vec::with_capacity(self.requests.len());
-        for (index, request) in self.requests.into_iter().enumerate() {
-            let place = request.place();
-            if let Ok(place) = &place
-                && let Some(first) = seen.insert(normalized(&place.path()), index)
-            {
-                return Err(Error::DuplicateOutput {
-                    path: place.path(),
-                    first,
-                    second: index,
-                });
-            }
-            planned.push((request, place));
-        }
-        drop(seen);
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let total = planned.len();
-        let observer = self.scheduler.observer_for(self.observer);
-        // The batch's own scope: dropping its outcomes cancels it, never the caller's token.
-        let cancel = self.cancel.child_token();
-        for (index, (request, path)) in planned.into_iter().enumerate() {
-            let report = Reporter::new(Arc::clone(&observer), self.scheduler.next_id());
-            self.scheduler.enqueue(
-                request,
-                path,
-                cancel.clone(),
-                report,
-                Sink::Batch {
-                    outcomes: sender.clone(),
-                    index,
-                },
-            );
-        }
-        drop(sender);
-        // A cancelled batch leaves the queue at once, not when its turn comes.
-        let watched = cancel.clone();
-        let scheduler = Arc::clone(&self.scheduler);
-        let ended = CancellationToken::new();
-        let watcher_end = ended.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = watched.cancelled() => scheduler.note_cancelled(),
-                () = watcher_end.cancelled() => {}
-            }
-        });
-        Ok(Outcomes {
-            receiver,
-            total,
-            cancel,
-            scheduler: self.scheduler,
-            watcher: ended.drop_guard(),
-            received: 0,
-        })
-    }
-
-    /// Runs the batch to the end and returns every outcome in input order.
-    ///
-    /// # Errors
-    /// As [`Batch::start`].
-    pub async fn run(self) -> Result<Vec<Result<Completed, Error>>, Error> {
-        let outcomes = self.start()?;
-        Ok(outcomes.in_input_order().await)
-    }
-}
-
-/// The outcomes of a started batch, as a `Stream` in completion order. Dropping it before the
-/// end cancels the rest of the batch.
-pub struct Outcomes {
-    receiver: mpsc::UnboundedReceiver<Outcome>,
-    total: usize,
-    cancel: CancellationToken,
-    scheduler: Arc<Scheduler>,
-    /// Ends the batch's cancellation watcher.
-    watcher: tokio_util::sync::DropGuard,
-    received: usize,
-}
-
-impl std::fmt::Debug for Outcomes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Outcomes")
-            .field("total", &self.total)
-            .field("received", &self.received)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Outcomes {
-    /// How many requests the batch has.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.total
-    }
-
-    /// Whether the batch is empty.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.total == 0
-    }
-
-    /// Waits for every outcome and returns them in input order.
-    pub async fn in_input_order(mut self) -> Vec<Result<Completed, Error>> {
-        let mut slots: Vec<Option<Result<Completed, Error>>> =
-            (0..self.total).map(|_| None).collect();
-        while let Some(outcome) = self.receiver.recv().await {
-            self.received += 1;
-            if let Some(slot) = slots.get_mut(outcome.index) {
-                *slot = Some(outcome.result);
-            }
-        }
-        slots
-            .into_iter()
-            .map(|slot| {
-                slot.unwrap_or_else(|| {
-                    Err(Error::Internal(
-                        "a download task ended without an outcome".into(),
-                    ))
-                })
-            })
-            .collect()
-    }
-}
-
-impl Stream for Outcomes {
-    type Item = Outcome;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outcome>> {
-        let polled = self.receiver.poll_recv(cx);
-        if let Poll::Ready(Some(_)) = &polled {
-            self.received += 1;
-        }
-        polled
-    }
-}
-
-impl Drop for Outcomes {
-    fn drop(&mut self) {
-        if self.received < self.total {
-            self.cancel.cancel();
-            self.scheduler.note_cancelled();
-        }
-        let _ = &self.watcher;
     }
 }

@@ -374,11 +374,13 @@ mod tests {
             id: id(1),
             kind: ErrorKind::Cancelled,
             message: "cancelled".into(),
+            status: None,
         });
         view.apply(&Event::Failed {
             id: id(0),
             kind: ErrorKind::Integrity,
             message: "mismatch".into(),
+            status: None,
         });
         assert_eq!(
             (view.failed, view.integrity_failures, view.cancelled),

@@ -51,6 +51,7 @@ struct Inner {
     identity: Identity,
     hosts: HostLimits,
     rate: Option<RateLimiter>,
+    reservations: crate::storage::reservations::Reservations,
 }
 
 impl Client {
@@ -62,6 +63,7 @@ impl Client {
                 http,
                 config,
                 identity,
+                reservations: crate::storage::reservations::Reservations::default(),
             }),
         }
     }
@@ -76,6 +78,11 @@ impl Client {
 
     pub(crate) fn rate(&self) -> Option<&RateLimiter> {
         self.inner.rate.as_ref()
+    }
+
+    /// The names server-named files got in this run.
+    pub(crate) fn reservations(&self) -> &crate::storage::reservations::Reservations {
+        &self.inner.reservations
     }
 
     fn http(&self) -> &reqwest::Client {

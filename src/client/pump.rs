@@ -25,6 +25,10 @@ pub(crate) struct BodyPump {
     client: Client,
     cancel: Cancel,
     speed: Option<SpeedWindow>,
+    /// The file's own rate limit, taken besides the downloader's.
+    file_rate: Option<std::sync::Arc<super::rate::RateLimiter>>,
+    /// Bytes of this body read so far.
+    received: u64,
 }
 
 /// The low-speed check: bytes and network time in the current window.
@@ -84,7 +88,18 @@ impl BodyPump {
             speed: client.config().low_speed.map(SpeedWindow::new),
             client: client.clone(),
             cancel: cancel.clone(),
+            file_rate: None,
+            received: 0,
         }
+    }
+
+    /// Also takes every chunk from `rate`, the file's own limit (shared by its connections).
+    pub(crate) fn with_file_rate(
+        mut self,
+        rate: Option<std::sync::Arc<super::rate::RateLimiter>>,
+    ) -> Self {
+        self.file_rate = rate;
+        self
     }
 
     /// The URL (credentials redacted), for messages.
@@ -118,11 +133,17 @@ impl BodyPump {
             }
             match next {
                 Ok(Some(Ok(chunk))) => {
+                    self.received += chunk.len() as u64;
                     if let Some(speed) = &mut self.speed {
                         speed.bytes += chunk.len() as u64;
                         speed.judge(&self.url)?;
                     }
-                    if let Some(rate) = self.client.rate() {
+                    // The file's limit first, then the downloader's: each transfer waits its
+                    // own turn at both, so the global rate is shared fairly.
+                    for rate in [self.file_rate.as_deref(), self.client.rate()]
+                        .into_iter()
+                        .flatten()
+                    {
                         tokio::select! {
                             () = self.cancel.cancelled() => return Err(Error::Cancelled),
                             () = rate.take(chunk.len()) => {}
@@ -131,8 +152,9 @@ impl BodyPump {
                     return Ok(Some(chunk));
                 }
                 Ok(Some(Err(source))) => {
-                    return Err(Error::Network {
+                    return Err(Error::Interrupted {
                         url: self.url.clone(),
+                        received: self.received,
                         source: source.without_url(),
                     });
                 }

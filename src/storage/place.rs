@@ -264,6 +264,12 @@ impl Dir {
         &self.path
     }
 
+    /// The open directory itself.
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
     /// Opens `name` for reading and writing, creating it; never through a symlink.
     pub(crate) fn create_file(&self, name: &OsStr, truncate: bool) -> io::Result<File> {
         let mut flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;

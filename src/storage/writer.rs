@@ -179,7 +179,9 @@ impl PartWriter {
 }
 
 struct WriterCore {
-    file: File,
+    /// Shared with the checkpoint thread, never duplicated: closing any descriptor of a file
+    /// would drop this process's lock on it (POSIX record locks).
+    file: std::sync::Arc<File>,
     paths: PartPaths,
     state: ResumeState,
     algorithm: Option<Algorithm>,
@@ -208,7 +210,7 @@ impl WriterCore {
         algorithm: Option<Algorithm>,
         checkpoint_interval: Duration,
     ) -> Result<Self, Error> {
-        let file = create_part(&paths, fresh)?;
+        let file = std::sync::Arc::new(create_part(&paths, fresh)?);
         let on_disk = file
             .metadata()
             .map_err(|e| Error::io("inspect", &paths.part, e))?
@@ -325,10 +327,7 @@ impl WriterCore {
             return Ok(());
         }
         self.wait_for_background()?;
-        let file = self
-            .file
-            .try_clone()
-            .map_err(|e| Error::io("open", &self.paths.part, e))?;
+        let file = std::sync::Arc::clone(&self.file);
         let snapshot = self.state.clone();
         let paths = self.paths.clone();
         self.background = Some(std::thread::spawn(move || {

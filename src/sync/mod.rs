@@ -91,6 +91,8 @@ pub struct SyncOptions {
     /// Re-hash local files and fetch again those whose digest differs from the one the last
     /// sync remembered (and remember digests of everything fetched).
     pub verify_local: bool,
+    /// Each file's own rate limit, bytes per second.
+    pub file_rate_limit: Option<u64>,
 }
 
 impl SyncOptions {
@@ -412,6 +414,9 @@ fn request_for(planned: &Planned, dir: &Path, options: &SyncOptions) -> Result<R
     }
     for mirror in &entry.mirrors {
         request = request.with_mirror(mirror.as_str())?;
+    }
+    if let Some(rate) = options.file_rate_limit {
+        request = request.with_rate_limit(rate);
     }
     if let Action::Check {
         etag,

@@ -257,14 +257,11 @@ impl Transfer<'_> {
     /// Where the finished file goes and what it keeps from the server, gathered here so that
     /// the naming itself (`Naming::apply`) runs on a blocking thread.
     pub(super) fn naming(&self, session: &Session, paths: &PartPaths) -> Naming {
-        // With `content_disposition`, the name the server suggested, in the same directory.
+        // With `content_disposition`, the name claimed for the server's suggestion.
         let suggested = session
-            .disposition_name
-            .as_ref()
-            .filter(|_| self.config().content_disposition)
-            .filter(|_| matches!(self.request.destination, crate::Destination::Directory(_)))
-            .map(OsString::from)
-            .filter(|wanted| wanted.as_os_str() != paths.place.name());
+            .claimed_name
+            .clone()
+            .filter(|claimed| claimed.as_os_str() != paths.place.name());
         let mtime = session
             .state
             .validators
@@ -283,7 +280,7 @@ impl Transfer<'_> {
 
 /// Where a finished `.part` goes.
 pub(super) struct Naming {
-    /// The server's `Content-Disposition` name, when honoured and different (it may be taken).
+    /// The name claimed for the server's `Content-Disposition` name, when honoured.
     suggested: Option<OsString>,
     /// The server's `Last-Modified`, in seconds since the epoch, when haul keeps it.
     pub(super) mtime: Option<u64>,
@@ -299,11 +296,10 @@ impl Naming {
     /// Returns the final path. Blocking.
     pub(super) fn apply(self, paths: &PartPaths, drop_state: bool) -> Result<PathBuf, Error> {
         let dir = paths.made_dir()?;
-        let name = match &self.suggested {
-            Some(wanted) => free_name(&dir, wanted)
-                .map_err(|e| Error::io("inspect", paths.place.sibling(wanted).path(), e))?,
-            None => paths.place.name().to_owned(),
-        };
+        let name = self
+            .suggested
+            .clone()
+            .unwrap_or_else(|| paths.place.name().to_owned());
         let final_path = paths.place.sibling(name.clone()).path();
         dir.rename(paths.part_name(), &name)
             .map_err(|e| Error::io("rename", &paths.part, e))?;

@@ -36,6 +36,8 @@ pub(crate) type JobLease = Box<dyn Send + Sync>;
 /// A file up to this size is received in memory and written once, without a resume state:
 /// creating, syncing and deleting a state file would cost more than fetching it again.
 const SMALL_FILE_BYTES: u64 = 1 << 20;
+/// How often a download whose file another haul process is writing looks again.
+const BUSY_POLL: Duration = Duration::from_millis(500);
 /// How many times in a row one download may be sent back to byte zero before haul gives up.
 const MAX_START_OVERS: u32 = 3;
 
@@ -75,6 +77,8 @@ pub(crate) struct Transfer<'a> {
     pub(crate) permit: Option<HostPermit>,
     /// The job's place, given up once the body has arrived.
     pub(crate) job: Option<JobLease>,
+    /// The file's own rate limit (`Request::with_rate_limit`), shared by its connections.
+    pub(crate) file_rate: Option<std::sync::Arc<crate::client::rate::RateLimiter>>,
 }
 
 /// What the server has shown about ranges during this download. Some origins answer any
@@ -159,6 +163,10 @@ struct Session {
     expected: Option<(Checksum, Option<&'static str>)>,
     /// The name the server's `Content-Disposition` suggested, made safe.
     disposition_name: Option<String>,
+    /// The final name claimed for it in this run (see `storage::reservations`).
+    claimed_name: Option<std::ffi::OsString>,
+    /// A file named by the server was there before the run and is kept: its length.
+    present: Option<u64>,
     /// A small file's whole body, kept in memory and written once at the end.
     small: Option<Vec<u8>>,
     /// A state file from an earlier run was found (to be removed when done).
@@ -174,6 +182,8 @@ struct Session {
 /// How an attempt ended when it did not fail.
 enum AttemptEnd {
     Complete,
+    /// The server named the file, and a file of that name is kept as it is.
+    Present,
     /// The server said the existing file is current (`304`).
     NotModified,
     /// The bytes on disk cannot be continued; fetch again from zero.
@@ -183,6 +193,33 @@ enum AttemptEnd {
 impl Transfer<'_> {
     pub(crate) async fn run(mut self) -> Result<Completed, Error> {
         let clock = Instant::now();
+        let mut waiting = false;
+        loop {
+            match self.run_once(clock).await {
+                Err(Error::Busy { path }) => {
+                    // Another haul process writes this file: wait for it, then look again (it
+                    // may be complete by then, or its `.part` ours to resume).
+                    if !std::mem::replace(&mut waiting, true) {
+                        self.emit(&Event::Warning {
+                            id: self.report.id(),
+                            message: format!(
+                                "another haul process is downloading `{}`; waiting for it",
+                                path.display()
+                            ),
+                        });
+                    }
+                    RetryPolicy::wait(BUSY_POLL, self.cancel).await?;
+                    if self.permit.is_none() {
+                        let host = self.request.host_key();
+                        self.permit = Some(self.client.hosts().acquire(&host, self.cancel).await?);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn run_once(&mut self, clock: Instant) -> Result<Completed, Error> {
         if self.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
@@ -230,6 +267,8 @@ impl Transfer<'_> {
             received: 0,
             expected: None,
             disposition_name: None,
+            claimed_name: None,
+            present: None,
             small: None,
             stale_state,
             revalidating: false,
@@ -252,6 +291,7 @@ impl Transfer<'_> {
             && output_is_file;
         match self.fetch(&mut session, &paths).await {
             Ok(()) if session.not_modified => self.unchanged(&session, &paths, clock).await,
+            Ok(()) if session.present.is_some() => Self::kept(session, &paths, clock).await,
             Ok(()) => {
                 // The network's part is done: the next download may start while this one is
                 // synced and renamed.
@@ -352,6 +392,7 @@ impl Transfer<'_> {
                     session.not_modified = true;
                     return Ok(());
                 }
+                Ok(AttemptEnd::Present) => return Ok(()),
                 Ok(AttemptEnd::StartOver(reason)) => {
                     start_overs += 1;
                     if start_overs > MAX_START_OVERS {
@@ -462,6 +503,9 @@ impl Transfer<'_> {
                 session.state.done = crate::storage::ranges::RangeSet::default();
                 session.state.validators = reply.validators.clone();
                 self.adopt_server_digest(session, &reply, true);
+                if self.claim_disposition_name(session, paths).await? {
+                    return Ok(AttemptEnd::Present);
+                }
                 if let (None, Some(length)) = (&session.writer, total)
                     && length <= SMALL_FILE_BYTES
                 {
@@ -476,6 +520,9 @@ impl Transfer<'_> {
             }
         };
         Self::remember_disposition(session, &reply);
+        if self.claim_disposition_name(session, paths).await? {
+            return Ok(AttemptEnd::Present);
+        }
         let total = session.state.validators.total_bytes;
         if let Some(total) = total {
             self.check_size(total, true)?;
@@ -491,6 +538,78 @@ impl Transfer<'_> {
         }
         self.stream_body(session, reply, body_end).await?;
         Ok(AttemptEnd::Complete)
+    }
+
+    /// The outcome when the server's name is a file kept as it is: this download's bytes go.
+    async fn kept(
+        mut session: Session,
+        paths: &PartPaths,
+        clock: Instant,
+    ) -> Result<Completed, Error> {
+        if let Some(writer) = session.writer.take() {
+            writer.close(CloseMode::Discard).await?;
+        }
+        let bytes = session.present.unwrap_or(0);
+        let name = session.disposition_name.clone().unwrap_or_default();
+        Ok(Completed {
+            path: paths.place.sibling(name).path(),
+            bytes,
+            digest: None,
+            resumed_from: bytes,
+            duration: clock.elapsed(),
+            already_present: true,
+            etag: None,
+            last_modified: None,
+        })
+    }
+
+    /// Claims the final name the server suggested (once), when such names are used: `true`
+    /// when a file of that name from before the run is to be kept instead.
+    async fn claim_disposition_name(
+        &self,
+        session: &mut Session,
+        paths: &PartPaths,
+    ) -> Result<bool, Error> {
+        let wanted = match (&session.disposition_name, &session.claimed_name) {
+            (Some(wanted), None)
+                if self.config().content_disposition
+                    && matches!(self.request.destination, crate::Destination::Directory(_))
+                    && std::ffi::OsStr::new(wanted) != paths.place.name() =>
+            {
+                wanted.clone()
+            }
+            _ => return Ok(false),
+        };
+        let client = self.client.clone();
+        let lookup = paths.clone();
+        let policy = self.on_exists();
+        let claim = tokio::task::spawn_blocking(move || {
+            let dir = lookup.dir(false)?;
+            let dir_path = lookup
+                .place
+                .path()
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
+            client.reservations().claim(
+                dir.as_deref(),
+                &dir_path,
+                std::ffi::OsStr::new(&wanted),
+                policy,
+            )
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("claiming a name failed: {e}")))??;
+        match claim {
+            crate::storage::reservations::Claim::Name(name) => {
+                session.claimed_name = Some(name);
+                Ok(false)
+            }
+            crate::storage::reservations::Claim::Present(len) => {
+                session.present = Some(len);
+                Ok(true)
+            }
+        }
     }
 
     fn remember_disposition(session: &mut Session, reply: &Reply) {
@@ -584,7 +703,9 @@ impl Transfer<'_> {
         let Some(writer) = session.writer.as_ref().map(PartWriter::handle) else {
             return Err(Error::Internal("no writer for the body".into()));
         };
-        let mut body = reply.into_body(self.client, self.cancel);
+        let mut body = reply
+            .into_body(self.client, self.cancel)
+            .with_file_rate(self.file_rate.clone());
         let mut buffer = Coalescer::new(session.offset, end - session.offset, writer.pool());
         let start = session.offset;
         let outcome = loop {

@@ -27,7 +27,9 @@ impl Transfer<'_> {
         paths: &PartPaths,
     ) -> Result<AttemptEnd, Error> {
         let mut body: Vec<u8> = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
-        let mut stream = reply.into_body(self.client, self.cancel);
+        let mut stream = reply
+            .into_body(self.client, self.cancel)
+            .with_file_rate(self.file_rate.clone());
         let outcome = loop {
             let chunk = match stream.next().await {
                 Ok(Some(chunk)) => chunk,

@@ -160,7 +160,13 @@ impl ToWriter<'_> {
         {
             return Err(too_large(Some(total)));
         }
-        let mut body = reply.into_body(self.client, self.cancel);
+        let file_rate = self
+            .request
+            .rate_limit
+            .map(|rate| std::sync::Arc::new(crate::client::rate::RateLimiter::new(rate)));
+        let mut body = reply
+            .into_body(self.client, self.cancel)
+            .with_file_rate(file_rate);
         while let Some(chunk) = body.next().await? {
             if limit.is_some_and(|limit| progress.written + chunk.len() as u64 > limit) {
                 return Err(too_large(None));

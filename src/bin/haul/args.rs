@@ -247,6 +247,16 @@ pub struct GetArgs {
     #[arg(long, value_enum, default_value_t = OnExistsArg::Skip)]
     pub on_exists: OnExistsArg,
 
+    /// Refuse a whole input file with an option haul does not know (by default, each is
+    /// ignored with a warning, as files written for aria2 carry many).
+    #[arg(long)]
+    pub strict_input: bool,
+
+    /// Process only shard K of N (0 <= K < N) of the input, by a stable hash of each file's
+    /// path below --dir (from the URL or out=), the same as `sync --shard`.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -287,7 +297,8 @@ pub struct CommonArgs {
     #[arg(long, overrides_with = "json")]
     pub no_json: bool,
 
-    /// How progress is shown: bars on a terminal, plain lines otherwise (auto), or none.
+    /// How progress is shown: bars on a terminal, plain lines otherwise (auto), or none (the
+    /// closing summary and the failures are still printed; -q hides them too).
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
 
@@ -403,9 +414,26 @@ pub struct CommonArgs {
     pub max_redirects: usize,
 
     /// Limit the whole batch to RATE bytes per second, shared by all transfers (e.g. 500K,
-    /// 10M; 1024-based).
-    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    /// 10M; 1024-based; 0: no limit).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub limit_rate: Option<u64>,
+
+    /// Limit each file to RATE bytes per second (all its connections together), within
+    /// --limit-rate (aria2's --max-download-limit; 0: no limit).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub max_download_limit: Option<u64>,
+
+    /// Write a timestamped line per event to FILE (appended), for unattended runs.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// Write the newline-delimited JSON events to FILE (while the terminal shows bars).
+    #[arg(long, value_name = "FILE")]
+    pub json_file: Option<PathBuf>,
+
+    /// Stop the whole run after DURATION, like SIGTERM: state saved, summary written, exit 143.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_time: Option<Duration>,
 
     /// Refuse files larger than SIZE (announced, or as they arrive: a body that never ends is
     /// stopped); nothing gets a final name.
@@ -456,100 +484,12 @@ pub enum OnExistsArg {
     Error,
 }
 
-/// Parses a size in bytes: `1048576`, `512K`, `8M`, `1G` (1024-based; `KiB`, `MiB`, `GiB`
-/// and `KB`, `MB`, `GB` mean the same here).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size (e.g. 512K, 8M, 1G)"))?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let multiplier: u64 = match unit.trim_end_matches("ib").trim_end_matches('b') {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        _ => return Err(format!("unknown unit in `{text}` (use K, M, G or T)")),
-    };
-    #[expect(clippy::cast_sign_loss, reason = "the number has no sign")]
-    let bytes = (value * multiplier as f64).round() as u64;
-    if bytes == 0 {
-        return Err(format!("`{text}` is zero"));
-    }
-    Ok(bytes)
-}
+pub use haul::units::{parse_duration, parse_rate, parse_size};
 
 /// Parses a digest algorithm name: sha-256, sha-512, sha-1, md5.
 pub fn parse_algorithm(text: &str) -> Result<haul::Algorithm, String> {
     haul::Algorithm::from_name(text)
         .ok_or_else(|| format!("`{text}` is not one of sha-256, sha-512, sha-1, md5"))
-}
-
-/// Parses a rate in bytes per second like a size, where 0 means "no limit".
-pub fn parse_rate(text: &str) -> Result<u64, String> {
-    if text
-        .trim()
-        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
-        .trim()
-        == "0"
-    {
-        return Ok(0);
-    }
-    parse_size(text)
-}
-
-/// Parses `30`, `30s`, `500ms`, `2m` or `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (e.g. 30s, 500ms, 2m)"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown unit `{other}` (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_are_1024_based() {
-        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
-        assert_eq!(parse_size("512K").unwrap(), 512 << 10);
-        assert_eq!(parse_size("8M").unwrap(), 8 << 20);
-        assert_eq!(parse_size("8MiB").unwrap(), 8 << 20);
-        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("-1M").is_err());
-    }
-
-    #[test]
-    fn durations_take_common_units() {
-        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 mod args;
 mod config;
+mod get;
 mod render;
 mod sync;
 
@@ -13,10 +14,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use futures_util::StreamExt;
-use haul::input::{InputEntry, parse_input};
-use haul::naming::join_inside;
-use haul::{CancellationToken, Checksum, Downloader, DownloaderBuilder, OnExists, Request};
+use haul::{CancellationToken, Downloader, DownloaderBuilder, OnExists};
 
 use args::{Cli, Command, CommonArgs, GetArgs, OnExistsArg, ProgressMode};
 use haul::bars::ProgressBars;
@@ -122,7 +120,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Get(args) => {
-            let code = get(args).await;
+            let code = get::get(args).await;
             COOKIES.save()?;
             code
         }
@@ -137,77 +135,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut command, "haul", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
-    if args.output.as_deref() == Some(Path::new("-")) {
-        return get_to_stdout(&args).await;
-    }
-    let mut requests = build_requests(&args)?;
-    if requests.is_empty() {
-        bail!(UsageError(
-            "nothing to download: give URLs or --input-file".into()
-        ));
-    }
-    let downloader = build_downloader(&args)?;
-    if let Some(location) = &args.checksums {
-        let text = sync::read_text(location, &downloader, "the checksum file").await?;
-        let sums = haul::parse_sums(&text).map_err(|errors| sync::bad_lines(location, &errors))?;
-        apply_sums(&mut requests, &sums, &args.dir);
-    }
-    if let Some(algorithm) = args.digest {
-        requests = requests
-            .into_iter()
-            .map(|r| r.with_digest(algorithm))
-            .collect();
-    }
-    let total = requests.len();
-    let (renderer, cancel) = renderer(&args.common);
-    let mut outcomes = downloader
-        .batch(requests)
-        .with_observer(renderer.clone())
-        .with_cancellation(cancel.clone())
-        .start()
-        .map_err(|e| UsageError(haul::error_chain(&e)))?;
-    while outcomes.next().await.is_some() {}
-    let summary = renderer.finish();
-    let interrupted = cancel.is_cancelled();
-    let code = exit_code(
-        interrupted,
-        summary.integrity_failures > 0,
-        summary.failed > 0,
-    );
-    renderer.summarize(&summary, interrupted, code);
-    if interrupted {
-        report_interrupted(&summary.unfinished, total);
-    }
-    Ok(ExitCode::from(code))
-}
-
-/// Gives every request without a checksum the one the sums file lists for its output name:
-/// its path below `--dir`, else its file name.
-fn apply_sums(requests: &mut Vec<Request>, sums: &[(String, Checksum)], dir: &Path) {
-    let by_name: std::collections::HashMap<&str, &Checksum> =
-        sums.iter().map(|(name, c)| (name.as_str(), c)).collect();
-    for request in std::mem::take(requests) {
-        let found = request.checksum().is_none().then(|| {
-            let path = request.output_path().ok()?;
-            let relative = path
-                .strip_prefix(dir)
-                .ok()
-                .and_then(Path::to_str)
-                .map(str::to_owned);
-            let name = path.file_name().and_then(|n| n.to_str()).map(str::to_owned);
-            [relative, name]
-                .into_iter()
-                .flatten()
-                .find_map(|key| by_name.get(key.as_str()).map(|c| (*c).clone()))
-        });
-        requests.push(match found.flatten() {
-            Some(checksum) => request.with_checksum(checksum),
-            None => request,
-        });
     }
 }
 
@@ -242,52 +169,32 @@ pub(crate) fn report_interrupted(unfinished: &[String], total: usize) {
 
 /// A renderer for `common`'s output options, and a token that Ctrl-C, SIGTERM and SIGHUP
 /// cancel.
-pub(crate) fn renderer(common: &CommonArgs) -> (Arc<Renderer>, CancellationToken) {
-    let renderer = Arc::new(Renderer::new(display(common), common.json));
+pub(crate) fn renderer(common: &CommonArgs) -> anyhow::Result<(Arc<Renderer>, CancellationToken)> {
+    let open = |path: &Path| {
+        std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| UsageError(format!("failed to open `{}`: {e}", path.display())))
+    };
+    let outputs = render::Outputs {
+        json: common.json,
+        json_file: common.json_file.as_deref().map(open).transpose()?,
+        log_file: common.log_file.as_deref().map(open).transpose()?,
+    };
+    let renderer = Arc::new(Renderer::new(display(common), outputs));
     let cancel = CancellationToken::new();
     watch_interrupts(cancel.clone());
-    (renderer, cancel)
-}
-
-/// `-o -`: the single download goes to standard output, verified at the end; no `.part`, so
-/// no resume across runs (said in `--help` and the README).
-async fn get_to_stdout(args: &GetArgs) -> anyhow::Result<ExitCode> {
-    let [url] = args.urls.as_slice() else {
-        bail!(UsageError(
-            "-o - needs exactly one URL on the command line".into()
-        ));
-    };
-    if args.input_file.is_some() || !args.mirrors.is_empty() {
-        bail!(UsageError(
-            "-o - takes one URL, without --input-file or --mirror".into()
-        ));
+    if let Some(limit) = common.max_time {
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            INTERRUPTED_BY.store(EXIT_TERMINATED, std::sync::atomic::Ordering::SeqCst);
+            stop.cancel();
+            eprintln!("\n--max-time {limit:?} reached: stopping and saving state");
+        });
     }
-    let mut request = Request::new(url).map_err(|e| UsageError(e.to_string()))?;
-    if let Some(spec) = &args.checksum {
-        request = request.with_checksum(
-            spec.parse()
-                .map_err(|e: haul::Error| UsageError(e.to_string()))?,
-        );
-    }
-    let downloader = build_downloader(args)?;
-    let mut stdout = tokio::io::stdout();
-    match downloader.download_to_writer(&request, &mut stdout).await {
-        Ok(_) => Ok(ExitCode::SUCCESS),
-        // A reader that went away (`| head`) is not a failure.
-        Err(haul::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(error) => {
-            eprintln!("error: {}", haul::error_chain(&error));
-            Ok(ExitCode::from(
-                if error.kind() == haul::ErrorKind::Integrity {
-                    EXIT_CHECKSUM
-                } else {
-                    EXIT_FAILED
-                },
-            ))
-        }
-    }
+    Ok((renderer, cancel))
 }
 
 /// The signal that interrupted the run, as its exit code (0 while none has).
@@ -342,14 +249,14 @@ fn display(common: &CommonArgs) -> Display {
         return Display::ErrorsOnly;
     }
     match common.progress {
-        ProgressMode::None => Display::ErrorsOnly,
+        ProgressMode::None => Display::SummaryOnly,
         ProgressMode::Bars => bars(),
         ProgressMode::Auto if std::io::stderr().is_terminal() => bars(),
         ProgressMode::Lines | ProgressMode::Auto => Display::Lines,
     }
 }
 
-fn build_downloader(args: &GetArgs) -> anyhow::Result<Downloader> {
+pub(crate) fn build_downloader(args: &GetArgs) -> anyhow::Result<Downloader> {
     downloader_builder(&args.common)?
         .on_exists(match args.on_exists {
             OnExistsArg::Skip => OnExists::Skip,
@@ -398,7 +305,7 @@ fn downloader_builder(common: &CommonArgs) -> anyhow::Result<DownloaderBuilder> 
     if let Some(limit) = common.max_filesize {
         builder = builder.max_file_size(limit);
     }
-    if let Some(rate) = common.limit_rate {
+    if let Some(rate) = common.limit_rate.filter(|r| *r > 0) {
         builder = builder.limit_rate(rate);
     }
     if let Some(agent) = &common.user_agent {
@@ -534,128 +441,4 @@ fn split_header(header: &str) -> Result<(&str, &str), UsageError> {
         .split_once(':')
         .map(|(name, value)| (name.trim(), value.trim()))
         .ok_or_else(|| UsageError(format!("header `{header}` is not `Name: value`")))
-}
-
-fn build_requests(args: &GetArgs) -> anyhow::Result<Vec<Request>> {
-    let mut requests = Vec::new();
-    let single_only = |flag: &str| -> anyhow::Result<()> {
-        let count = args.urls.len() + usize::from(args.input_file.is_some());
-        if count != 1 || args.input_file.is_some() {
-            bail!(UsageError(format!(
-                "{flag} needs exactly one URL on the command line"
-            )));
-        }
-        Ok(())
-    };
-    if args.output.is_some() {
-        single_only("--output")?;
-    }
-    if !args.mirrors.is_empty() {
-        single_only("--mirror")?;
-    }
-    let checksum = match &args.checksum {
-        Some(spec) => {
-            single_only("--checksum")?;
-            Some(
-                spec.parse::<Checksum>()
-                    .map_err(|e| UsageError(e.to_string()))?,
-            )
-        }
-        None => None,
-    };
-    for url in &args.urls {
-        let mut request = Request::new(url)
-            .map_err(|e| UsageError(e.to_string()))?
-            .into_dir(&args.dir);
-        if let Some(output) = &args.output {
-            request = request.to_file(args.dir.join(output));
-        }
-        if let Some(checksum) = &checksum {
-            request = request.with_checksum(checksum.clone());
-        }
-        for mirror in &args.mirrors {
-            request = request
-                .with_mirror(mirror)
-                .map_err(|e| UsageError(e.to_string()))?;
-        }
-        requests.push(request);
-    }
-    if let Some(input) = &args.input_file {
-        let text = read_input(input)?;
-        let entries = parse_input(&text).map_err(|errors| {
-            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            UsageError(format!(
-                "{} has {} bad line(s); nothing was started:\n  {}",
-                display_input(input),
-                errors.len(),
-                lines.join("\n  ")
-            ))
-        })?;
-        for entry in entries {
-            requests.push(
-                request_from_entry(&args.dir, entry).map_err(|message| {
-                    UsageError(format!("{}: {message}", display_input(input)))
-                })?,
-            );
-        }
-    }
-    Ok(requests)
-}
-
-fn display_input(path: &Path) -> String {
-    if path == Path::new("-") {
-        "standard input".into()
-    } else {
-        path.display().to_string()
-    }
-}
-
-fn read_input(path: &Path) -> anyhow::Result<String> {
-    if path == Path::new("-") {
-        return std::io::read_to_string(std::io::stdin()).context("failed to read standard input");
-    }
-    std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read input file `{}`", path.display()))
-        .map_err(|e| UsageError(format!("{e:#}")).into())
-}
-
-fn request_from_entry(base: &Path, entry: InputEntry) -> Result<Request, String> {
-    let line = entry.line;
-    let at_line = |e: haul::Error| format!("line {line}: {e}");
-    let Some(url) = entry.urls.first() else {
-        return Err(format!("line {line}: no URL"));
-    };
-    // The input file is the user's own: an absolute `dir=` is their choice (as in aria2); a
-    // relative one stays inside --dir. Names from the network never get this latitude.
-    let dir: PathBuf = match &entry.dir {
-        Some(dir) if Path::new(dir).is_absolute() => PathBuf::from(dir),
-        Some(dir) => join_inside(base, dir).map_err(at_line)?,
-        None => base.to_path_buf(),
-    };
-    let mut request = Request::from_url(url.clone())
-        .map_err(at_line)?
-        .into_dir(&dir);
-    if let Some(out) = &entry.out {
-        request = request.to_file(join_inside(&dir, out).map_err(at_line)?);
-    }
-    if let Some(checksum) = entry.checksum {
-        request = request.with_checksum(checksum);
-    }
-    if let Some(size) = entry.size {
-        request = request.with_size(size);
-    }
-    for (name, value) in &entry.headers {
-        request = request.with_header(name, value).map_err(at_line)?;
-    }
-    for mirror in &entry.urls[1..] {
-        request = request.with_mirror(mirror.as_str()).map_err(at_line)?;
-    }
-    match (&entry.user, &entry.password) {
-        (Some(user), password) => {
-            request = request.with_basic_auth(user, password.as_deref().unwrap_or(""));
-        }
-        (None, Some(_)) => return Err(format!("line {line}: password= without user=")),
-        (None, None) => {}
-    }
-    Ok(request)
 }

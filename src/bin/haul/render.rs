@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 
 /// How often a plain progress line is printed when not on a terminal.
 const LINE_INTERVAL: Duration = Duration::from_secs(5);
+/// Failures listed by name in the closing summary; the rest are counted (every one is in
+/// `--json`, `--json-file` and `--log-file` as it happens).
+const FAILURES_LISTED: usize = 100;
 /// How often a JSON progress event is written for one file.
 const JSON_PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 /// Version of the JSON event schema (documented in the README).
@@ -24,12 +27,26 @@ pub const JSON_SCHEMA_VERSION: u32 = 1;
 pub enum Display {
     Bars(Box<ProgressBars>),
     Lines,
-    /// Only failures are printed.
+    /// No progress, no per-file lines: the closing summary and the failures (`--progress
+    /// none`).
+    SummaryOnly,
+    /// Only failures are printed (`--quiet`).
     ErrorsOnly,
+}
+
+/// Where events go besides the display.
+pub struct Outputs {
+    /// NDJSON on stdout (`--json`).
+    pub json: bool,
+    /// NDJSON to a file (`--json-file`).
+    pub json_file: Option<std::fs::File>,
+    /// Timestamped lines to a file (`--log-file`).
+    pub log_file: Option<std::fs::File>,
 }
 
 pub struct Renderer {
     display: Display,
+    outputs: Outputs,
     json: bool,
     clock: Instant,
     state: Mutex<RenderState>,
@@ -46,6 +63,7 @@ struct RenderState {
 
 /// What the batch did, for the summary and the exit code.
 pub struct Summary {
+    pub queued: usize,
     pub downloaded: usize,
     pub already_present: usize,
     pub failed: usize,
@@ -57,10 +75,11 @@ pub struct Summary {
 }
 
 impl Renderer {
-    pub fn new(display: Display, json: bool) -> Self {
+    pub fn new(display: Display, outputs: Outputs) -> Self {
         Self {
             display,
-            json,
+            json: outputs.json || outputs.json_file.is_some() || outputs.log_file.is_some(),
+            outputs,
             clock: Instant::now(),
             state: Mutex::new(RenderState {
                 view: BatchView::new(),
@@ -80,20 +99,31 @@ impl Renderer {
         match &self.display {
             Display::Bars(bars) => bars.println(line),
             Display::Lines => eprintln!("{line}"),
-            Display::ErrorsOnly => {}
+            Display::SummaryOnly | Display::ErrorsOnly => {}
         }
     }
 
-    fn emit_json(&self, mut value: Value) {
+    /// Writes one JSON event where JSON goes (stdout with `--json`, `--json-file`,
+    /// `--log-file`).
+    pub fn emit_json(&self, mut value: Value) {
         if !self.json {
             return;
         }
         if let Some(object) = value.as_object_mut() {
             object.insert("v".into(), json!(JSON_SCHEMA_VERSION));
         }
-        // A closed pipe (`| head`) is not an error worth reporting.
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{value}");
+        if self.outputs.json {
+            // A closed pipe (`| head`) is not an error worth reporting.
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{value}");
+        }
+        if let Some(mut file) = self.outputs.json_file.as_ref() {
+            let _ = writeln!(file, "{value}");
+        }
+        if let Some(mut file) = self.outputs.log_file.as_ref() {
+            let kind = value["event"].as_str().unwrap_or("event").to_owned();
+            let _ = writeln!(file, "{} {kind} {value}", timestamp());
+        }
     }
 
     /// Clears the bars and returns what the batch did.
@@ -104,6 +134,7 @@ impl Renderer {
         let state = self.lock();
         let view = &state.view;
         Summary {
+            queued: view.queued,
             downloaded: view.downloaded,
             already_present: view.already_present,
             failed: view.failed,
@@ -148,6 +179,12 @@ impl Renderer {
             eprintln!("failed:");
             for (name, reason) in &summary.failures {
                 eprintln!("  {name}: {reason}");
+            }
+            if summary.failed > summary.failures.len() {
+                eprintln!(
+                    "  ... and {} more (every failure is in --json, --json-file and --log-file)",
+                    summary.failed - summary.failures.len()
+                );
             }
         }
     }
@@ -285,21 +322,93 @@ impl Renderer {
                     self.finished_line(&name, completed);
                 }
             }
-            Event::Failed { id, kind, message } => {
-                state.last_json.remove(id);
-                self.emit_json(json!({
-                    "event": "failed", "id": id.index(), "kind": kind.as_str(),
-                    "message": message,
-                }));
-                if *kind != haul::ErrorKind::Cancelled {
-                    if !matches!(self.display, Display::Bars(_)) {
-                        eprintln!("✗ {name}  error: {message}");
-                    }
-                    state.failures.push((name, message.clone()));
-                }
-            }
+            Event::Failed {
+                id,
+                kind,
+                message,
+                status,
+            } => self.on_failed(state, *id, *kind, message, *status, name),
             _ => {}
         }
+    }
+}
+
+impl Renderer {
+    fn on_failed(
+        &self,
+        state: &mut RenderState,
+        id: TransferId,
+        kind: haul::ErrorKind,
+        message: &str,
+        status: Option<u16>,
+        name: String,
+    ) {
+        state.last_json.remove(&id);
+        let file = state.view.file(id);
+        let hint = hint(kind, status);
+        self.emit_json(json!({
+            "event": "failed", "id": id.index(), "kind": kind.as_str(),
+            "message": message, "status": status,
+            "url": file.map(|f| f.url.clone()), "path": file.and_then(|f| f.path.clone()),
+            "hint": hint,
+        }));
+        if kind == haul::ErrorKind::Cancelled {
+            return;
+        }
+        let reason = match hint {
+            Some(hint) => format!("{message}\n    hint: {hint}"),
+            None => message.to_owned(),
+        };
+        if matches!(self.display, Display::Lines | Display::ErrorsOnly) {
+            eprintln!("✗ {name}  error: {reason}");
+        }
+        if state.failures.len() < FAILURES_LISTED {
+            state.failures.push((name, reason));
+        }
+    }
+}
+
+/// Now, in UTC, as `2026-12-01T18:04:05.123Z`.
+fn timestamp() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let date = haul::format_http_date(now.as_secs());
+    // `Tue, 01 Dec 2026 18:04:05 GMT` → the parts of an ISO 8601 time.
+    let parts: Vec<&str> = date.split_whitespace().collect();
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| parts.get(2) == Some(m))
+    .map_or(0, |m| m + 1);
+    format!(
+        "{}-{month:02}-{}T{}.{:03}Z",
+        parts.get(3).unwrap_or(&"0000"),
+        parts.get(1).unwrap_or(&"00"),
+        parts.get(4).unwrap_or(&"00:00:00"),
+        now.subsec_millis()
+    )
+}
+
+/// What to do next about a failure, when something can be done.
+fn hint(kind: haul::ErrorKind, status: Option<u16>) -> Option<&'static str> {
+    match (kind, status) {
+        (haul::ErrorKind::Tls, _) => Some(
+            "the server's certificate is not trusted: --ca-cert FILE trusts a private CA \
+             (--insecure skips the check, unsafely)",
+        ),
+        (_, Some(401)) => {
+            Some("the server wants credentials: --user USER[:PASSWORD] or a --netrc-file entry")
+        }
+        (_, Some(407)) => {
+            Some("the proxy wants credentials: --proxy http://USER:PASSWORD@HOST:PORT")
+        }
+        (haul::ErrorKind::UnsafePath, _) => {
+            Some("remove the symlink, or choose another --dir, to download this file")
+        }
+        (haul::ErrorKind::TooLarge, _) => Some("raise --max-filesize to accept it"),
+        _ => None,
     }
 }
 

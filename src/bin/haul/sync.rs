@@ -30,6 +30,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
             OnConflictArg::Skip => OnConflict::Skip,
         },
         verify_local: args.verify_local,
+        file_rate_limit: args.common.max_download_limit.filter(|r| *r > 0),
     };
     let downloader = crate::downloader_builder(&args.common)?
         .build()
@@ -60,7 +61,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         };
         return Ok(ExitCode::from(code));
     }
-    let (renderer, cancel) = crate::renderer(&args.common);
+    let (renderer, cancel) = crate::renderer(&args.common)?;
     let report = sync::run(
         &downloader,
         &args.dir,
@@ -74,7 +75,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let failed = report.has_failures(&options) || bound_reached;
     let code = exit_code(report.interrupted, summary.integrity_failures > 0, failed);
     renderer.summarize(&summary, report.interrupted, code);
-    render_report(&report, &options, args.common.json, quiet);
+    render_report(&report, &options, &renderer, quiet);
     if report.interrupted {
         crate::report_interrupted(&summary.unfinished, summary.unfinished.len());
     }
@@ -83,7 +84,12 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
 
 /// Conflicts, refused deletions, and the sync's own summary (a line, and a `sync_summary`
 /// JSON event).
-fn render_report(report: &sync::SyncReport, options: &SyncOptions, json: bool, quiet: bool) {
+fn render_report(
+    report: &sync::SyncReport,
+    options: &SyncOptions,
+    renderer: &crate::render::Renderer,
+    quiet: bool,
+) {
     for conflict in &report.conflicts {
         eprintln!(
             "{}: conflict: {}: {}",
@@ -110,17 +116,12 @@ fn render_report(report: &sync::SyncReport, options: &SyncOptions, json: bool, q
         };
         eprintln!("{level}: {reason}");
     }
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "v": 1, "event": "sync_summary", "new": report.new, "updated": report.updated,
-                "unchanged": report.unchanged, "deleted": report.deleted,
-                "failed": report.failures.len(), "conflicts": report.conflicts.len(),
-                "deletion_skipped": report.deletion_skipped,
-            })
-        );
-    }
+    renderer.emit_json(serde_json::json!({
+        "event": "sync_summary", "new": report.new, "updated": report.updated,
+        "unchanged": report.unchanged, "deleted": report.deleted,
+        "failed": report.failures.len(), "conflicts": report.conflicts.len(),
+        "deletion_skipped": report.deletion_skipped,
+    }));
     if !quiet {
         eprintln!(
             "sync: {} new, {} updated, {} unchanged, {} deleted, {} failed, {} conflicts",

@@ -229,6 +229,34 @@ impl Engine<'_, '_> {
         MIN_TAIL.max(slowest * 2)
     }
 
+    /// Where a whole answer reads on to, once its piece is done and ranges are refused: the
+    /// next piece handed back at or after `position` (with `buffer` flushed and made ready
+    /// for it), or `None` when nothing is left. Waits while other connections still hold
+    /// pieces they may hand back.
+    async fn read_on(
+        &self,
+        worker: usize,
+        position: u64,
+        buffer: &mut Coalescer,
+        cancel: &Cancel,
+    ) -> Result<Option<Span>, Error> {
+        loop {
+            if let Some(next) = self.plan.extend(worker, position, Instant::now()) {
+                buffer.flush(&self.writer).await?;
+                *buffer = Coalescer::new(next.next, next.end - next.next, self.writer.pool());
+                return Ok(Some(next));
+            }
+            if !self.plan.others_running(worker) {
+                return Ok(None);
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return Err(Error::Cancelled),
+                () = self.plan.changed.notified() => {}
+                () = tokio::time::sleep(LINGER_POLL) => {}
+            }
+        }
+    }
+
     /// Streams one answer into the writer, from `start`, until the worker's piece ends (it
     /// may shrink while this runs, when another connection takes its second half). A whole
     /// answer of a server that refuses ranges reads on into the pieces after its own.
@@ -248,7 +276,9 @@ impl Engine<'_, '_> {
         if plain {
             self.plain_streaming.store(true, Ordering::Release);
         }
-        let mut body = reply.into_body(transfer.client, cancel);
+        let mut body = reply
+            .into_body(transfer.client, cancel)
+            .with_file_rate(transfer.file_rate.clone());
         let mut position = start;
         let mut end = span.end;
         // Bytes before this are not this connection's to keep (the first answer may start at
@@ -265,24 +295,16 @@ impl Engine<'_, '_> {
                 }
                 // Ranges are refused: this answer finishes the file. Wait for the others to
                 // hand their pieces back, then read on into the next one.
-                if let Some(next) = self.plan.extend(worker, position, Instant::now()) {
-                    if let Err(error) = buffer.flush(&self.writer).await {
-                        break Err(error);
+                match self.read_on(worker, position, &mut buffer, cancel).await {
+                    Ok(Some(next)) => {
+                        keep_from = next.next;
+                        end = next.end;
+                        continue;
                     }
-                    keep_from = next.next;
-                    end = next.end;
-                    buffer = Coalescer::new(keep_from, end - keep_from, self.writer.pool());
-                    continue;
+                    Ok(None) => break Ok(()),
+                    Err(Error::Cancelled) => break Err(Error::Cancelled),
+                    Err(error) => break Err(error),
                 }
-                if !self.plan.others_running(worker) {
-                    break Ok(());
-                }
-                tokio::select! {
-                    () = cancel.cancelled() => break Err(Error::Cancelled),
-                    () = self.plan.changed.notified() => {}
-                    () = tokio::time::sleep(LINGER_POLL) => {}
-                }
-                continue;
             }
             let next = match carried.take() {
                 Some(chunk) => Ok(Some(chunk)),
