@@ -156,9 +156,11 @@ impl Batch {
             in_flight: HashMap::new(),
             fingerprints: Fingerprints::new(),
         };
-        tokio::spawn(feeder.run(source));
+        let room = Arc::new(Room::default());
+        tokio::spawn(feeder.run(source, Arc::clone(&room)));
         Ok(Outcomes {
             receiver,
+            room,
             total,
             cancel,
             scheduler: self.scheduler,
@@ -243,7 +245,11 @@ struct Feeder {
 }
 
 impl Feeder {
-    async fn run(mut self, mut source: BoxStream<'static, Result<Request, Error>>) {
+    async fn run(
+        mut self,
+        mut source: BoxStream<'static, Result<Request, Error>>,
+        room: Arc<Room>,
+    ) {
         let (sender, mut receiver) = mpsc::unbounded_channel::<Outcome>();
         let mut flying = 0usize;
         let mut index = 0usize;
@@ -263,11 +269,14 @@ impl Feeder {
                     self.forward_with_followers(outcome);
                 }
                 () = self.cancel.cancelled(), if !exhausted => exhausted = true,
-                next = source.next(), if !exhausted && flying < self.window => {
+                // The caller took an outcome: there may be room for the next request.
+                () = room.given_back.notified(), if !exhausted => {}
+                next = source.next(), if !exhausted && room.taken() < self.window => {
                     let Some(next) = next else {
                         exhausted = true;
                         continue;
                     };
+                    room.take();
                     let this = index;
                     index += 1;
                     match next.and_then(|request| self.classify(request, this)) {
@@ -412,6 +421,35 @@ impl Feeder {
     }
 }
 
+/// How many requests the feeder has taken from the source whose outcome the caller has not
+/// received yet: in flight, waiting for their leader, or sent and not read. Bounding this (not
+/// only what runs) keeps memory flat however long the list, even when the caller reads its
+/// outcomes more slowly than downloads end (a busy machine, a slow terminal).
+#[derive(Debug, Default)]
+struct Room {
+    taken: std::sync::atomic::AtomicUsize,
+    given_back: tokio::sync::Notify,
+}
+
+impl Room {
+    fn taken(&self) -> usize {
+        self.taken.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn take(&self) {
+        self.taken.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    fn give_back(&self) {
+        let _ = self.taken.fetch_update(
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+            |n| Some(n.saturating_sub(1)),
+        );
+        self.given_back.notify_one();
+    }
+}
+
 enum Classified {
     /// Run it; its output path's fingerprint.
     Run(Request, u64),
@@ -420,9 +458,12 @@ enum Classified {
 }
 
 /// The outcomes of a started batch, as a `Stream` in completion order. Dropping it before the
-/// end cancels the rest of the batch.
+/// end cancels the rest of the batch. Read it as the batch runs: at most the batch's window of
+/// requests is taken from the source before its outcome is read, so a caller that stops
+/// reading pauses the batch rather than letting memory grow.
 pub struct Outcomes {
     receiver: mpsc::UnboundedReceiver<Outcome>,
+    room: Arc<Room>,
     total: Option<usize>,
     cancel: CancellationToken,
     scheduler: Arc<Scheduler>,
@@ -449,6 +490,7 @@ impl Outcomes {
         let mut slots: Vec<Option<Result<Completed, Error>>> =
             (0..self.total.unwrap_or(0)).map(|_| None).collect();
         while let Some(outcome) = self.receiver.recv().await {
+            self.room.give_back();
             if slots.len() <= outcome.index {
                 slots.resize_with(outcome.index + 1, || None);
             }
@@ -473,8 +515,10 @@ impl Stream for Outcomes {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outcome>> {
         let polled = self.receiver.poll_recv(cx);
-        if let Poll::Ready(None) = &polled {
-            self.finished = true;
+        match &polled {
+            Poll::Ready(None) => self.finished = true,
+            Poll::Ready(Some(_)) => self.room.give_back(),
+            Poll::Pending => {}
         }
         polled
     }

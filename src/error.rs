@@ -238,6 +238,16 @@ pub enum Error {
         /// The file's final path.
         path: PathBuf,
     },
+    /// Another haul sync of the same mirror (or the same shard of it) is running.
+    #[error(
+        "another haul sync is running in `{dir}` (it holds `{lock}`); run again once it has finished"
+    )]
+    SyncBusy {
+        /// The mirror directory.
+        dir: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
     /// The output file exists and the policy says not to touch it.
     #[error("`{path}` already exists")]
     AlreadyExists {
@@ -340,7 +350,9 @@ impl Error {
             Self::Shared { kind, .. } => *kind,
             Self::UnsafePath { .. } => ErrorKind::UnsafePath,
             Self::TooLarge { .. } => ErrorKind::TooLarge,
-            Self::AlreadyExists { .. } | Self::Busy { .. } => ErrorKind::AlreadyExists,
+            Self::AlreadyExists { .. } | Self::Busy { .. } | Self::SyncBusy { .. } => {
+                ErrorKind::AlreadyExists
+            }
             Self::Cancelled => ErrorKind::Cancelled,
         }
     }

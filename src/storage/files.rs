@@ -44,6 +44,21 @@ pub(crate) fn create_part(paths: &PartPaths, truncate: bool) -> Result<File, Err
     if !same {
         return Err(busy());
     }
+    // Another process finished the file since this one looked (and its `.part` is gone, so
+    // this one just made an empty one): look again rather than download it a second time.
+    let finished_meanwhile = paths.final_absent
+        && rustix::fs::statat(
+            dir_fd(&dir),
+            paths.place.name(),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .is_ok();
+    if finished_meanwhile {
+        if ours.len() == 0 {
+            let _ = dir.remove(paths.part_name());
+        }
+        return Err(busy());
+    }
     if truncate {
         file.set_len(0)
             .map_err(|e| Error::io("truncate", &paths.part, e))?;

@@ -29,6 +29,10 @@ pub(crate) struct PartPaths {
     pub(crate) part: PathBuf,
     /// `NAME.part.haul`, for messages.
     pub(crate) state: PathBuf,
+    /// The final name was free when this download looked: a file appearing there later was
+    /// made by another process (a duplicated pod, an overlapping cron run) and is not to be
+    /// downloaded over.
+    pub(crate) final_absent: bool,
     part_name: OsString,
     state_name: OsString,
     dir: Arc<Mutex<Option<Arc<Dir>>>>,
@@ -50,6 +54,7 @@ impl PartPaths {
             part: sibling(&part_name),
             state: sibling(&state_name),
             place: place.clone(),
+            final_absent: false,
             part_name,
             state_name,
             dir: Arc::default(),

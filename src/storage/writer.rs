@@ -49,6 +49,9 @@ pub(crate) enum CloseMode {
 pub(crate) struct Closed {
     /// The digest of the whole file, when an algorithm was asked for and the mode was Complete.
     pub(crate) digest: Option<Checksum>,
+    /// The completed `.part`, still open and so still locked: held until it has its final
+    /// name, so another process never takes the lock in between and finishes it a second time.
+    pub(crate) locked: Option<std::sync::Arc<File>>,
 }
 
 enum Command {
@@ -395,6 +398,7 @@ impl WriterCore {
                     .map_err(|e| Error::io("sync", &self.paths.part, e))?;
                 Ok(Closed {
                     digest: self.hasher.take().map(Hasher::finish),
+                    locked: Some(self.file.clone()),
                 })
             }
             CloseMode::Suspend if self.state.done.is_empty() => {

@@ -52,6 +52,35 @@ impl Memory {
         }
     }
 
+    /// Locks the mirror at `dir` (or one shard of it) for this process, with a POSIX record
+    /// lock on `.haul-sync[.K-of-N].lock`, which NFS honours and which is released when the
+    /// process ends however it ends. `None` when the directory does not exist yet. Blocking.
+    ///
+    /// # Errors
+    /// `Error::SyncBusy` when another process holds the lock.
+    pub fn lock(dir: &Path, shard: Option<Shard>) -> Result<Option<std::fs::File>, Error> {
+        let name = match shard {
+            Some(shard) => format!(".haul-sync.{}-of-{}.lock", shard.index(), shard.count()),
+            None => ".haul-sync.lock".to_owned(),
+        };
+        let place = Place::in_dir(dir, name);
+        let path = place.path();
+        let Some(opened) = place.open_dir(false)? else {
+            return Ok(None);
+        };
+        let file = opened
+            .create_file(place.name(), false)
+            .map_err(|e| Error::io("open", &path, e))?;
+        match rustix::fs::fcntl_lock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(file)),
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::ACCESS) => Err(Error::SyncBusy {
+                dir: dir.to_path_buf(),
+                lock: path,
+            }),
+            Err(error) => Err(Error::io("lock", &path, error.into())),
+        }
+    }
+
     /// Reads the memory of the mirror at `dir` (empty when there is none or it is unreadable).
     /// Blocking.
     #[must_use]

@@ -185,6 +185,8 @@ pub struct Prepared {
     memory: Memory,
     local: LocalTree,
     digests: HashMap<String, Checksum>,
+    /// This process's lock on the mirror, held until the sync is done with it.
+    _lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 /// Reads the mirror at `dir` (its files, the last sync's memory, the digests the plan needs)
@@ -201,6 +203,7 @@ pub async fn prepare(
     let source = source.clone();
     let options = options.clone();
     tokio::task::spawn_blocking(move || {
+        let lock = Memory::lock(&dir, options.shard)?.map(std::sync::Arc::new);
         let local = LocalTree::scan(&dir)?;
         let memory = Memory::load(&dir, options.shard);
         let plan_options = options.plan_options();
@@ -232,6 +235,7 @@ pub async fn prepare(
             memory,
             local,
             digests,
+            _lock: lock,
         })
     })
     .await

@@ -229,8 +229,9 @@ impl Transfer<'_> {
                 .request
                 .timestamping
                 .unwrap_or(self.config().timestamping);
-        let (on_disk, paths) =
+        let (on_disk, mut paths) =
             OnDisk::look(&PartPaths::beside(&self.place), rename, timestamping).await?;
+        paths.final_absent = on_disk.existing.is_none();
         let output_is_file = on_disk
             .existing
             .as_ref()
@@ -755,12 +756,15 @@ impl Transfer<'_> {
         paths: &PartPaths,
         clock: Instant,
     ) -> Result<Completed, Error> {
-        let digest = match (session.small.take(), session.writer.take()) {
+        let (digest, locked) = match (session.small.take(), session.writer.take()) {
             (Some(body), _) => {
                 let (final_path, digest) = self.commit_small(&session, body, paths).await?;
                 return Ok(session.completed(final_path, digest, clock));
             }
-            (None, Some(writer)) => writer.close(CloseMode::Complete).await?.digest,
+            (None, Some(writer)) => {
+                let closed = writer.close(CloseMode::Complete).await?;
+                (closed.digest, closed.locked)
+            }
             (None, None) => {
                 return Err(Error::Internal("completed without a writer".into()));
             }
@@ -775,6 +779,7 @@ impl Transfer<'_> {
         let final_path = tokio::task::spawn_blocking(move || naming.apply(&part, true))
             .await
             .map_err(|e| Error::io("rename", &paths.part, std::io::Error::other(e)))??;
+        drop(locked);
         Ok(session.completed(final_path, digest, clock))
     }
 }
