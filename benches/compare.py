@@ -19,8 +19,11 @@ Scenarios:
       (curl single-connection for contrast, one run)
   S4u the same file without the rate limit: haul -x 8 against -x 1
   S5  peak RSS for 1 GiB and 4 GiB single downloads
+  B404  bulk scale: --bulk-urls URLs (default 10^5) that 404, 32 concurrent: memory per URL
+  Btiny bulk scale: --bulk-files files of 512 B (default 50,000), 16 concurrent
 
 Usage: python3 benches/compare.py [--runs 5] [--scenarios S1,S2,S3,S4,S4u,S5]
+       python3 benches/compare.py --runs 3 --scenarios B404,Btiny [--bulk-urls 1000000] [--bulk-files 50000]
 """
 
 import argparse
@@ -119,13 +122,14 @@ http {{
         self.proc.wait()
 
 
-def timed(command, cwd):
-    """Runs `command` under /usr/bin/time; returns (wall seconds, cpu seconds, peak RSS KiB)."""
+def timed(command, cwd, any_exit=False):
+    """Runs `command` under /usr/bin/time; returns (wall seconds, cpu seconds, peak RSS KiB).
+    With any_exit, a non-zero exit (a batch of 404s fails, as it should) is not an error."""
     started = time.perf_counter()
     result = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", *command], cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - started
-    if result.returncode != 0:
+    if result.returncode != 0 and not any_exit:
         raise RuntimeError(f"{command[0]} failed ({result.returncode}): {result.stderr[-500:]}")
     user, system, rss = result.stderr.strip().splitlines()[-1].split()
     return wall, float(user) + float(system), int(rss)
@@ -143,7 +147,7 @@ def verify(directory, expected):
             raise RuntimeError(f"wrong or missing output {name}")
 
 
-def run_scenario(title, clients, expected, out, runs, unit_bytes, unit_files=None):
+def run_scenario(title, clients, expected, out, runs, unit_bytes, unit_files=None, any_exit=False):
     """clients: list of (label, command builder(out dir) -> argv, runs override or None).
 
     Batches of many files go to a new directory each run, removed only when the scenario
@@ -162,7 +166,7 @@ def run_scenario(title, clients, expected, out, runs, unit_bytes, unit_files=Non
             # earlier client's gigabyte must not be charged to the next one).
             os.sync()
             used.append(run_dir)
-            wall, cpu, rss = timed(build(run_dir), run_dir)
+            wall, cpu, rss = timed(build(run_dir), run_dir, any_exit)
             verify(run_dir, expected)
             if not many:
                 clean(run_dir)
@@ -191,6 +195,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--scenarios", default="S1,S2,S3,S4,S4u,S5")
+    parser.add_argument("--bulk-urls", type=int, default=100_000, help="URLs of scenario B404")
+    parser.add_argument("--bulk-files", type=int, default=50_000, help="512-byte files of scenario Btiny")
     parser.add_argument("--haul", default=os.path.join(ROOT, "target/release/haul"))
     parser.add_argument("--workdir", default=None, help="where data and downloads go (default: a temporary directory under target/)")
     args = parser.parse_args()
@@ -227,6 +233,11 @@ def main():
     if "S3" in scenarios:
         for i in range(200):
             mid[f"m{i}.bin"] = write_file(f"{www}/mid/m{i}.bin", 4 * MIB, f"m{i}")
+    tiny = {}
+    if "Btiny" in scenarios:
+        os.makedirs(f"{www}/tiny")
+        for i in range(args.bulk_files):
+            tiny[f"t{i}"] = write_file(f"{www}/tiny/t{i}", 512, f"t{i}")
     nginx = Nginx(work)
     rows = []
     try:
@@ -255,6 +266,38 @@ def main():
                 ("aria2c", lambda o: ["aria2c", "-q", "-j16", "-x1", "--file-allocation=none", "-d", o, "-i", f"{work}/s2.txt"], None),
             ]
             rows += run_scenario("S2 2000×64 KiB", clients, small, out, args.runs, 2000 * 64 * 1024, unit_files=2000)
+        if "B404" in scenarios:
+            # Bulk scale: a long list of URLs that 404 at once, so the per-URL cost and the
+            # memory per queued URL show, not the disk.
+            n = args.bulk_urls
+            urls = [nginx.url(f"/missing/m{i}") for i in range(n)]
+            with open(f"{work}/b404.txt", "w") as f:
+                f.write("\n".join(urls) + "\n")
+            with open(f"{work}/b404.curl", "w") as f:
+                for u in urls:
+                    f.write(f'url = "{u}"\n-O\n')
+            clients = [
+                ("haul", lambda o: [haul, "get", "-q", "-j", "32", "--per-host", "32", "--retries", "0", "-d", o, "-i", f"{work}/b404.txt"], None),
+                ("curl --parallel", lambda o: ["curl", "-sS", "-f", "--parallel", "--parallel-max", "32", "--output-dir", o, "-K", f"{work}/b404.curl"], None),
+                ("wget2", lambda o: ["wget2", "-q", "--no-robots", "--tries=1", "--max-threads=32", "-P", o, "-i", f"{work}/b404.txt"], None),
+                ("aria2c", lambda o: ["aria2c", "-q", "-j32", "-x1", "--max-tries=1", "--file-allocation=none", "-d", o, "-i", f"{work}/b404.txt"], None),
+            ]
+            rows += run_scenario(f"B404 {n} URLs that 404", clients, {}, out, args.runs, 0, unit_files=n, any_exit=True)
+        if "Btiny" in scenarios:
+            n = args.bulk_files
+            urls = [nginx.url(f"/tiny/{name}") for name in tiny]
+            with open(f"{work}/btiny.txt", "w") as f:
+                f.write("\n".join(urls) + "\n")
+            with open(f"{work}/btiny.curl", "w") as f:
+                for u in urls:
+                    f.write(f'url = "{u}"\n-O\n')
+            clients = [
+                ("haul", lambda o: [haul, "get", "-q", "-j", "16", "--per-host", "16", "-d", o, "-i", f"{work}/btiny.txt"], None),
+                ("curl --parallel", lambda o: ["curl", "-sS", "--parallel", "--parallel-max", "16", "--output-dir", o, "-K", f"{work}/btiny.curl"], None),
+                ("wget2", lambda o: ["wget2", "-q", "--no-robots", "--max-threads=16", "-P", o, "-i", f"{work}/btiny.txt"], None),
+                ("aria2c", lambda o: ["aria2c", "-q", "-j16", "-x1", "--file-allocation=none", "-d", o, "-i", f"{work}/btiny.txt"], None),
+            ]
+            rows += run_scenario(f"Btiny {n}×512 B", clients, tiny, out, args.runs, n * 512, unit_files=n)
         if "S3" in scenarios:
             urls = [nginx.url(f"/mid/{name}") for name in mid]
             with open(f"{work}/s3.txt", "w") as f:

@@ -187,8 +187,9 @@ async fn a_listing_of_a_hundred_thousand_links_ends_within_its_bounds() {
         dir.join("stale").exists(),
         "a bound reached deletes nothing"
     );
+    // At most 100 files, the stale one, the sync's memory and its lock.
     let synced = std::fs::read_dir(&dir).unwrap().count();
-    assert!(synced <= 102, "{synced} entries");
+    assert!(synced <= 103, "{synced} entries");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

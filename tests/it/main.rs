@@ -1,6 +1,7 @@
 //! Integration tests: the library and the real binary against the in-process server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod batches;
 mod cli;
 mod embedding;
 mod hostile;
@@ -13,6 +14,7 @@ mod reach;
 mod reliability;
 mod resume;
 mod road;
+mod scale;
 mod segments;
 mod service;
 mod support;
