@@ -33,7 +33,7 @@ pub(crate) fn create_part(paths: &PartPaths, truncate: bool) -> Result<File, Err
         .metadata()
         .map_err(|e| Error::io("inspect", &paths.part, e))?;
     let named = rustix::fs::statat(
-        dir_fd(&dir),
+        dir.fd(),
         paths.part_name(),
         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
     );
@@ -48,7 +48,7 @@ pub(crate) fn create_part(paths: &PartPaths, truncate: bool) -> Result<File, Err
     // this one just made an empty one): look again rather than download it a second time.
     let finished_meanwhile = paths.final_absent
         && rustix::fs::statat(
-            dir_fd(&dir),
+            dir.fd(),
             paths.place.name(),
             rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
         )
@@ -64,11 +64,6 @@ pub(crate) fn create_part(paths: &PartPaths, truncate: bool) -> Result<File, Err
             .map_err(|e| Error::io("truncate", &paths.part, e))?;
     }
     Ok(file)
-}
-
-/// The directory's descriptor, for a `statat`.
-fn dir_fd(dir: &super::place::Dir) -> std::os::fd::BorrowedFd<'_> {
-    dir.fd()
 }
 
 /// Removes the `.part` file, if there is one.

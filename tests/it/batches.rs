@@ -11,10 +11,7 @@ use crate::support::{haul, listing, run, stderr};
 
 /// Every JSON event a `--json` run printed.
 fn events(output: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
+    crate::support::json_events(&output.stdout)
 }
 
 fn of_kind<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {

@@ -22,9 +22,8 @@ fn get(dir: &Path, extra: &[&str], urls: &[String]) -> std::process::Command {
 }
 
 fn events(stdout: &[u8], kind: &str) -> Vec<Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    crate::support::json_events(stdout)
+        .into_iter()
         .filter(|e| e["event"] == kind)
         .collect()
 }

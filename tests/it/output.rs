@@ -1,16 +1,7 @@
 //! What people and scripts see: JSON events, plain lines, bars in a terminal (issue #6).
 
-use serde_json::Value;
-
 use crate::support::server::TestServer;
-use crate::support::{haul, run, stderr};
-
-fn json_lines(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
-        .collect()
-}
+use crate::support::{haul, json_events, run, stderr};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_events_follow_the_schema_for_success_and_failure() {
@@ -24,7 +15,7 @@ async fn json_events_follow_the_schema_for_success_and_failure() {
         .arg(server.url("/missing"));
     let output = run(command).await;
     assert_eq!(output.status.code(), Some(1));
-    let events = json_lines(&output.stdout);
+    let events = json_events(&output.stdout);
     assert!(
         events.iter().all(|e| e["v"] == 1),
         "every event is versioned"
@@ -70,7 +61,7 @@ async fn json_reports_retries_and_digests() {
         .arg(server.file_url(1_000_000, "r.bin", "status=503&retry_after=0&fault_times=1"));
     let output = run(command).await;
     assert!(output.status.success(), "{}", stderr(&output));
-    let events = json_lines(&output.stdout);
+    let events = json_events(&output.stdout);
     let retry = events.iter().find(|e| e["event"] == "retry").unwrap();
     assert_eq!(retry["attempt"], 2);
     assert!(retry["reason"].as_str().unwrap().contains("503"));
