@@ -11,10 +11,15 @@ Installs nothing. Needs: nginx, curl, aria2c, wget2, /usr/bin/time
 (`apt-get install -y nginx curl aria2 wget2 time`; axel is optional), and a release build
 of haul (`cargo build --release`).
 
-Scenarios:
-  S1  one 1 GiB file, one connection (haul with and without --checksum sha-256)
-  S2  2,000 files of 64 KiB, 16 concurrent
-  S3  200 files of 4 MiB, 8 concurrent
+Scenarios (a trailing t, as in S1t, runs the scenario with the output on tmpfs, /dev/shm,
+where a sync costs nothing: a comparison of the engines alone):
+  S1  one 1 GiB file: haul at its defaults and with -x 1 (and --checksum sha-256), beside
+      a "durable write floor" row: dd bs=1M conv=fdatasync of the same size, in the same run
+  S2  2,000 files of 64 KiB, 16 concurrent, beside the durability floor for the same files
+      (benches/durability_model.py: the file work alone, fdatasync per file or syncfs per batch)
+  S3  200 files of 4 MiB, 8 concurrent, beside dd's durable write floor for 800 MiB
+  S6  1 GiB over HTTPS (TLS 1.3, nginx with a private CA made here)
+  S7  2,000 files of 64 KiB over HTTPS + HTTP/2, 16 concurrent
   S4  one 512 MiB file from a location with `limit_rate 16m` per connection, 8 connections
       (curl single-connection for contrast, one run)
   S4u the same file without the rate limit: haul -x 8 against -x 1
@@ -22,7 +27,9 @@ Scenarios:
   B404  bulk scale: --bulk-urls URLs (default 10^5) that 404, 32 concurrent: memory per URL
   Btiny bulk scale: --bulk-files files of 512 B (default 50,000), 16 concurrent
 
-Usage: python3 benches/compare.py [--runs 5] [--scenarios S1,S2,S3,S4,S4u,S5]
+Prints haul's ratio to the fastest peer, and to the floor where one ran, per scenario.
+
+Usage: python3 benches/compare.py [--runs 5] [--scenarios S1,S2,S3,S4,S4u,S5,S6,S7,S1t,S2t,S3t,S7t]
        python3 benches/compare.py --runs 3 --scenarios B404,Btiny [--bulk-urls 1000000] [--bulk-files 50000]
 """
 
@@ -39,6 +46,8 @@ import tempfile
 import time
 
 MIB = 1 << 20
+# (haul binary, the --haul-before binary): each haul row gets a "(before)" twin when set.
+BEFORE = None
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -79,11 +88,29 @@ def sha256_file(path):
             digest.update(data)
 
 
+def make_certificates(root):
+    """A private CA (root/ca.pem) and a certificate for 127.0.0.1 signed by it."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=root, check=True, capture_output=True)
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=haul bench CA", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    with open(f"{root}/server.ext", "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext")
+
+
 class Nginx:
     def __init__(self, root):
         self.root = root
         self.port = free_port()
+        self.tls_port = free_port()
         os.makedirs(f"{root}/tmp", exist_ok=True)
+        make_certificates(root)
         conf = f"""
 daemon off; master_process off; pid {root}/nginx.pid; error_log {root}/error.log warn;
 worker_rlimit_nofile 8192;
@@ -97,6 +124,14 @@ http {{
     listen 127.0.0.1:{self.port} backlog=4096;
     root {root}/www;
     location /slow/ {{ alias {root}/www/; limit_rate 16m; }}
+  }}
+  server {{
+    listen 127.0.0.1:{self.tls_port} ssl http2 backlog=4096;
+    ssl_protocols TLSv1.3;
+    ssl_certificate {root}/server.pem;
+    ssl_certificate_key {root}/server.key;
+    http2_max_concurrent_streams 128;
+    root {root}/www;
   }}
 }}"""
         with open(f"{root}/nginx.conf", "w") as f:
@@ -116,6 +151,9 @@ http {{
 
     def url(self, path):
         return f"http://127.0.0.1:{self.port}{path}"
+
+    def tls_url(self, path):
+        return f"https://127.0.0.1:{self.tls_port}{path}"
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -153,6 +191,10 @@ def run_scenario(title, clients, expected, out, runs, unit_bytes, unit_files=Non
     Batches of many files go to a new directory each run, removed only when the scenario
     ends: deleting thousands of files and creating them again at once makes ext4's inode
     allocator the bottleneck (`recently_deleted`), for whichever client runs next."""
+    if BEFORE:
+        clients = clients + [
+            (f"{label} (before)", lambda o, b=build: [BEFORE[1] if a == BEFORE[0] else a for a in b(o)], only)
+            for label, build, only in clients if label.startswith("haul") and "durability" not in label]
     many = len(expected) > 1
     results = {label: [] for label, _, _ in clients}
     used = []
@@ -194,15 +236,16 @@ def run_scenario(title, clients, expected, out, runs, unit_bytes, unit_files=Non
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--scenarios", default="S1,S2,S3,S4,S4u,S5")
+    parser.add_argument("--scenarios", default="S1,S2,S3,S4,S4u,S5,S6,S7,S1t,S2t,S3t,S7t")
     parser.add_argument("--bulk-urls", type=int, default=100_000, help="URLs of scenario B404")
     parser.add_argument("--bulk-files", type=int, default=50_000, help="512-byte files of scenario Btiny")
     parser.add_argument("--haul", default=os.path.join(ROOT, "target/release/haul"))
+    parser.add_argument("--haul-before", default=None, help="another haul binary (e.g. the previous commit's) to add as a row of the same run")
     parser.add_argument("--workdir", default=None, help="where data and downloads go (default: a temporary directory under target/)")
     args = parser.parse_args()
     scenarios = args.scenarios.split(",")
 
-    missing = [tool for tool in ["nginx", "curl", "aria2c", "wget2"] if not which(tool)]
+    missing = [tool for tool in ["nginx", "curl", "aria2c", "wget2", "openssl"] if not which(tool)]
     if not os.path.exists("/usr/bin/time"):
         missing.append("time (/usr/bin/time)")
     if missing:
@@ -210,6 +253,9 @@ def main():
     if not os.path.exists(args.haul):
         sys.exit(f"no haul binary at {args.haul}: run `cargo build --release` first")
     haul = args.haul
+    if args.haul_before:
+        global BEFORE
+        BEFORE = (haul, args.haul_before)
     axel = which("axel")
 
     base = args.workdir or os.path.join(ROOT, "target")
@@ -220,17 +266,17 @@ def main():
     os.makedirs(f"{www}/mid")
     print("generating data...", file=sys.stderr)
     digests = {}
-    if any(s in scenarios for s in ["S1", "S5"]):
+    if any(s in scenarios for s in ["S1", "S1t", "S5", "S6", "S6t"]):
         digests["g1.bin"] = write_file(f"{www}/g1.bin", 1024 * MIB, "g1")
     if "S5" in scenarios:
         digests["g4.bin"] = write_file(f"{www}/g4.bin", 4096 * MIB, "g4")
     if any(s in scenarios for s in ["S4", "S4u"]):
         digests["h512.bin"] = write_file(f"{www}/h512.bin", 512 * MIB, "h512")
     small, mid = {}, {}
-    if "S2" in scenarios:
+    if any(s in scenarios for s in ["S2", "S2t", "S7", "S7t"]):
         for i in range(2000):
             small[f"s{i}.bin"] = write_file(f"{www}/small/s{i}.bin", 64 * 1024, f"s{i}")
-    if "S3" in scenarios:
+    if any(s in scenarios for s in ["S3", "S3t"]):
         for i in range(200):
             mid[f"m{i}.bin"] = write_file(f"{www}/mid/m{i}.bin", 4 * MIB, f"m{i}")
     tiny = {}
@@ -239,84 +285,96 @@ def main():
         for i in range(args.bulk_files):
             tiny[f"t{i}"] = write_file(f"{www}/tiny/t{i}", 512, f"t{i}")
     nginx = Nginx(work)
+    ca = f"{work}/ca.pem"
+    tmpfs_base = tempfile.mkdtemp(prefix="haul-compare-", dir="/dev/shm") if any(x.endswith("t") for x in scenarios) else None
     rows = []
+
+    def url_files(name, urls):
+        """Writes the URL list (one per line) and curl's config for it; returns both paths."""
+        with open(f"{work}/{name}.txt", "w") as f:
+            f.write("\n".join(urls) + "\n")
+        with open(f"{work}/{name}.curl", "w") as f:
+            for u in urls:
+                f.write(f'url = "{u}"\n-O\n')
+        return f"{work}/{name}.txt", f"{work}/{name}.curl"
+
+    def many_files(title, name, urls, expected, jobs, out, unit_bytes, tls=False, relaxed=False):
+        listing, curl_config = url_files(name, urls)
+        cert = ["--ca-cert", ca] if tls else []
+        clients = [("haul", lambda o: [haul, "get", "-q", "-j", str(jobs), "--per-host", str(jobs), *cert, "-d", o, "-i", listing], None)]
+        if relaxed:
+            clients.append(("haul --durability relaxed", lambda o: [haul, "get", "-q", "-j", str(jobs), "--per-host", str(jobs), "--durability", "relaxed", *cert, "-d", o, "-i", listing], None))
+        clients += [
+            ("curl --parallel" + (" (h2)" if tls else ""), lambda o: ["curl", "-sS", *(["--cacert", ca] if tls else []), "--parallel", "--parallel-max", str(jobs), "--output-dir", o, "-K", curl_config], None),
+            ("wget2", lambda o: ["wget2", "-q", "--no-robots", *(["--ca-certificate", ca] if tls else []), f"--max-threads={jobs}", "-P", o, "-i", listing], None),
+            ("aria2c", lambda o: ["aria2c", "-q", f"-j{jobs}", "-x1", "--file-allocation=none", *([f"--ca-certificate={ca}"] if tls else []), "-d", o, "-i", listing], None),
+        ]
+        return run_scenario(title, clients, expected, out, args.runs, unit_bytes, unit_files=len(urls))
+
+    def one_file(title, url, name, out, unit_bytes, tls=False):
+        expected = {name: digests[name]}
+        cert = ["--ca-cert", ca] if tls else []
+        clients = [
+            ("haul (defaults)", lambda o: [haul, "get", "-q", *cert, "-d", o, url], None),
+            ("haul -x 1", lambda o: [haul, "get", "-q", "-x", "1", *cert, "-d", o, url], None),
+        ]
+        if not tls:
+            clients.append(("haul -x 1 --checksum", lambda o: [haul, "get", "-q", "-x", "1", "--checksum", f"sha-256={digests[name]}", "-d", o, url], None))
+        clients += [
+            ("curl", lambda o: ["curl", "-sS", *(["--cacert", ca] if tls else []), "-o", f"{o}/{name}", url], None),
+            ("wget2", lambda o: ["wget2", "-q", "--no-robots", *(["--ca-certificate", ca] if tls else []), "-O", f"{o}/{name}", url], None),
+            ("aria2c", lambda o: ["aria2c", "-q", "-x1", "-s1", "--file-allocation=none", *([f"--ca-certificate={ca}"] if tls else []), "-d", o, url], None),
+        ]
+        return run_scenario(title, clients, expected, out, args.runs, unit_bytes)
+
     try:
-        if "S1" in scenarios:
-            url = nginx.url("/g1.bin")
-            expected = {"g1.bin": digests["g1.bin"]}
-            clients = [
-                ("haul", lambda o: [haul, "get", "-q", "-x", "1", "-d", o, url], None),
-                ("haul --checksum", lambda o: [haul, "get", "-q", "-x", "1", "--checksum", f"sha-256={digests['g1.bin']}", "-d", o, url], None),
-                ("curl", lambda o: ["curl", "-sS", "-o", f"{o}/g1.bin", url], None),
-                ("wget2", lambda o: ["wget2", "-q", "--no-robots", "-O", f"{o}/g1.bin", url], None),
-                ("aria2c", lambda o: ["aria2c", "-q", "-x1", "-s1", "--file-allocation=none", "-d", o, url], None),
-            ]
-            rows += run_scenario("S1 1 GiB", clients, expected, out, args.runs, 1024 * MIB)
-        if "S2" in scenarios:
-            urls = [nginx.url(f"/small/{name}") for name in small]
-            with open(f"{work}/s2.txt", "w") as f:
-                f.write("\n".join(urls) + "\n")
-            with open(f"{work}/s2.curl", "w") as f:
-                for u in urls:
-                    f.write(f'url = "{u}"\n-O\n')
-            clients = [
-                ("haul", lambda o: [haul, "get", "-q", "-j", "16", "--per-host", "16", "-d", o, "-i", f"{work}/s2.txt"], None),
-                ("curl --parallel", lambda o: ["curl", "-sS", "--parallel", "--parallel-max", "16", "--output-dir", o, "-K", f"{work}/s2.curl"], None),
-                ("wget2", lambda o: ["wget2", "-q", "--no-robots", "--max-threads=16", "-P", o, "-i", f"{work}/s2.txt"], None),
-                ("aria2c", lambda o: ["aria2c", "-q", "-j16", "-x1", "--file-allocation=none", "-d", o, "-i", f"{work}/s2.txt"], None),
-            ]
-            rows += run_scenario("S2 2000×64 KiB", clients, small, out, args.runs, 2000 * 64 * 1024, unit_files=2000)
+        for suffix in ["", "t"]:
+            if suffix and not tmpfs_base:
+                continue
+            want = lambda name: name + suffix in scenarios
+            where = " (tmpfs)" if suffix else ""
+            out_base = f"{tmpfs_base}/out" if suffix else out
+            if want("S1"):
+                if not suffix:
+                    rows += disk_floor("S1 durable write floor: dd 1 GiB conv=fdatasync", out_base, 1024, args.runs)
+                rows += one_file(f"S1 1 GiB{where}", nginx.url("/g1.bin"), "g1.bin", out_base, 1024 * MIB)
+            if want("S2"):
+                urls = [nginx.url(f"/small/{name}") for name in small]
+                if not suffix:
+                    rows += small_file_floor("S2 durability floor (file work alone)", out_base, len(small), 64 * 1024, 16, args.runs)
+                rows += many_files(f"S2 2000×64 KiB{where}", "s2", urls, small, 16, out_base, 2000 * 64 * 1024, relaxed=not suffix)
+            if want("S3"):
+                urls = [nginx.url(f"/mid/{name}") for name in mid]
+                if not suffix:
+                    rows += disk_floor("S3 durable write floor: dd 800 MiB conv=fdatasync", out_base, 800, args.runs)
+                rows += many_files(f"S3 200×4 MiB{where}", "s3", urls, mid, 8, out_base, 200 * 4 * MIB)
+            if want("S6"):
+                rows += one_file(f"S6 1 GiB over HTTPS (TLS 1.3){where}", nginx.tls_url("/g1.bin"), "g1.bin", out_base, 1024 * MIB, tls=True)
+            if want("S7"):
+                urls = [nginx.tls_url(f"/small/{name}") for name in small]
+                rows += many_files(f"S7 2000×64 KiB, HTTPS + HTTP/2{where}", "s7", urls, small, 16, out_base, 2000 * 64 * 1024, tls=True)
         if "B404" in scenarios:
             # Bulk scale: a long list of URLs that 404 at once, so the per-URL cost and the
             # memory per queued URL show, not the disk.
             n = args.bulk_urls
-            urls = [nginx.url(f"/missing/m{i}") for i in range(n)]
-            with open(f"{work}/b404.txt", "w") as f:
-                f.write("\n".join(urls) + "\n")
-            with open(f"{work}/b404.curl", "w") as f:
-                for u in urls:
-                    f.write(f'url = "{u}"\n-O\n')
+            listing, curl_config = url_files("b404", [nginx.url(f"/missing/m{i}") for i in range(n)])
             clients = [
-                ("haul", lambda o: [haul, "get", "-q", "-j", "32", "--per-host", "32", "--retries", "0", "-d", o, "-i", f"{work}/b404.txt"], None),
-                ("curl --parallel", lambda o: ["curl", "-sS", "-f", "--parallel", "--parallel-max", "32", "--output-dir", o, "-K", f"{work}/b404.curl"], None),
-                ("wget2", lambda o: ["wget2", "-q", "--no-robots", "--tries=1", "--max-threads=32", "-P", o, "-i", f"{work}/b404.txt"], None),
-                ("aria2c", lambda o: ["aria2c", "-q", "-j32", "-x1", "--max-tries=1", "--file-allocation=none", "-d", o, "-i", f"{work}/b404.txt"], None),
+                ("haul", lambda o: [haul, "get", "-q", "-j", "32", "--per-host", "32", "--retries", "0", "-d", o, "-i", listing], None),
+                ("curl --parallel", lambda o: ["curl", "-sS", "-f", "--parallel", "--parallel-max", "32", "--output-dir", o, "-K", curl_config], None),
+                ("wget2", lambda o: ["wget2", "-q", "--no-robots", "--tries=1", "--max-threads=32", "-P", o, "-i", listing], None),
+                ("aria2c", lambda o: ["aria2c", "-q", "-j32", "-x1", "--max-tries=1", "--file-allocation=none", "-d", o, "-i", listing], None),
             ]
             rows += run_scenario(f"B404 {n} URLs that 404", clients, {}, out, args.runs, 0, unit_files=n, any_exit=True)
         if "Btiny" in scenarios:
             n = args.bulk_files
-            urls = [nginx.url(f"/tiny/{name}") for name in tiny]
-            with open(f"{work}/btiny.txt", "w") as f:
-                f.write("\n".join(urls) + "\n")
-            with open(f"{work}/btiny.curl", "w") as f:
-                for u in urls:
-                    f.write(f'url = "{u}"\n-O\n')
-            clients = [
-                ("haul", lambda o: [haul, "get", "-q", "-j", "16", "--per-host", "16", "-d", o, "-i", f"{work}/btiny.txt"], None),
-                ("curl --parallel", lambda o: ["curl", "-sS", "--parallel", "--parallel-max", "16", "--output-dir", o, "-K", f"{work}/btiny.curl"], None),
-                ("wget2", lambda o: ["wget2", "-q", "--no-robots", "--max-threads=16", "-P", o, "-i", f"{work}/btiny.txt"], None),
-                ("aria2c", lambda o: ["aria2c", "-q", "-j16", "-x1", "--file-allocation=none", "-d", o, "-i", f"{work}/btiny.txt"], None),
-            ]
-            rows += run_scenario(f"Btiny {n}×512 B", clients, tiny, out, args.runs, n * 512, unit_files=n)
-        if "S3" in scenarios:
-            urls = [nginx.url(f"/mid/{name}") for name in mid]
-            with open(f"{work}/s3.txt", "w") as f:
-                f.write("\n".join(urls) + "\n")
-            with open(f"{work}/s3.curl", "w") as f:
-                for u in urls:
-                    f.write(f'url = "{u}"\n-O\n')
-            clients = [
-                ("haul", lambda o: [haul, "get", "-q", "-j", "8", "--per-host", "8", "-x", "1", "-d", o, "-i", f"{work}/s3.txt"], None),
-                ("curl --parallel", lambda o: ["curl", "-sS", "--parallel", "--parallel-max", "8", "--output-dir", o, "-K", f"{work}/s3.curl"], None),
-                ("wget2", lambda o: ["wget2", "-q", "--no-robots", "--max-threads=8", "-P", o, "-i", f"{work}/s3.txt"], None),
-                ("aria2c", lambda o: ["aria2c", "-q", "-j8", "-x1", "--file-allocation=none", "-d", o, "-i", f"{work}/s3.txt"], None),
-            ]
-            rows += run_scenario("S3 200×4 MiB", clients, mid, out, args.runs, 200 * 4 * MIB)
+            rows += small_file_floor(f"Btiny durability floor (file work alone)", out, n, 512, 16, args.runs)
+            rows += many_files(f"Btiny {n}×512 B", "btiny", [nginx.url(f"/tiny/{name}") for name in tiny], tiny, 16, out, n * 512, relaxed=True)
         if "S4" in scenarios:
             url = nginx.url("/slow/h512.bin")
             expected = {"h512.bin": digests["h512.bin"]}
             clients = [
                 ("haul -x 8", lambda o: [haul, "get", "-q", "-x", "8", "-d", o, url], None),
+                ("haul (defaults: ramps up to 4)", lambda o: [haul, "get", "-q", "-d", o, url], None),
                 ("aria2c -x8 -s8", lambda o: ["aria2c", "-q", "-x8", "-s8", "--file-allocation=none", "-d", o, url], None),
                 ("curl (1 connection)", lambda o: ["curl", "-sS", "-o", f"{o}/h512.bin", url], 0),
             ]
@@ -347,11 +405,81 @@ def main():
     finally:
         nginx.stop()
         shutil.rmtree(work, ignore_errors=True)
+        if tmpfs_base:
+            shutil.rmtree(tmpfs_base, ignore_errors=True)
     print(f"\nhaul comparison, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, median of {args.runs} runs after a warm-up")
     print("| scenario | client | median s | min–max s | rate | CPU s | peak RSS MiB |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
+    print()
+    print("\n".join(ratios(rows)))
 
+
+def disk_floor(title, out, mib, runs):
+    """The disk's durable write rate for `mib` MiB: dd with one fdatasync at the end, in the
+    same run as the clients (this disk's rate varies minute to minute)."""
+    walls = []
+    for _ in range(runs):
+        clean(out)
+        os.sync()
+        started = time.perf_counter()
+        subprocess.run(["dd", "if=/dev/zero", f"of={out}/floor.bin", "bs=1M", f"count={mib}", "conv=fdatasync"],
+                       check=True, capture_output=True)
+        walls.append(time.perf_counter() - started)
+        clean(out)
+    walls.sort()
+    median = statistics.median(walls)
+    return [f"| {title} | dd | {median:.2f} | {walls[0]:.2f}–{walls[-1]:.2f} | {mib * MIB / median / 1e6:.0f} MB/s | | |"]
+
+
+def small_file_floor(title, out, files, size, threads, runs):
+    """What durability costs for these files without any network (benches/durability_model.py):
+    the fastest durable way (fdatasync per file, or one syncfs per batch) is the floor; the
+    unsynced time is shown beside it."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import durability_model
+    results = {"nosync": [], "fdatasync": [], "syncfs_batch": []}
+    for run in range(runs):
+        for mode in results:
+            directory = f"{out}-floor-{mode}-{run}"
+            clean(directory)
+            os.sync()
+            wall, _ = durability_model.measure(mode, directory, files, size, threads)
+            results[mode].append(wall)
+    for run in range(runs):
+        for mode in results:
+            shutil.rmtree(f"{out}-floor-{mode}-{run}", ignore_errors=True)
+    rows = []
+    for mode, walls in results.items():
+        walls.sort()
+        median = statistics.median(walls)
+        label = "no sync (not a floor)" if mode == "nosync" else mode
+        rows.append(f"| {title} | {label} | {median:.2f} | {walls[0]:.2f}–{walls[-1]:.2f} | {files / median:.0f} files/s | | |")
+    return rows
+
+
+def ratios(rows):
+    """haul's ratio to the fastest peer per scenario, and to the disk's floor where one ran."""
+    by_scenario = {}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if cells[0].startswith("S5"):
+            continue  # memory, not speed
+        key = cells[0].split()[0] + (" (tmpfs)" if "(tmpfs)" in cells[0] else "")
+        by_scenario.setdefault(key, []).append((cells[0], cells[1], float(cells[2])))
+    lines = ["| scenario | haul (defaults) s | fastest peer | ratio | floor s | haul / floor |", "| --- | --- | --- | --- | --- | --- |"]
+    for scenario, entries in by_scenario.items():
+        hauls = [e for e in entries if e[1].startswith("haul") and "(before)" not in e[1]]
+        peers = [e for e in entries if not e[1].startswith("haul") and "floor" not in e[0] and "(before)" not in e[1]]
+        floors = [e for e in entries if "floor" in e[0] and "not a floor" not in e[1]]
+        if not hauls or not peers:
+            continue
+        haul = next((e for e in hauls if e[1] in ("haul", "haul (defaults)")), hauls[0])
+        peer = min(peers, key=lambda e: e[2])
+        floor = min((e[2] for e in floors), default=None)
+        floor_cells = f"{floor:.2f} | {haul[2] / floor:.2f}×" if floor else " | "
+        lines.append(f"| {scenario} | {haul[2]:.2f} | {peer[1]} {peer[2]:.2f} | {haul[2] / peer[2]:.2f}× | {floor_cells} |")
+    return lines
 
 if __name__ == "__main__":
     main()

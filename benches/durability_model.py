@@ -5,9 +5,10 @@ Writes 2,000 files of 64 KiB from 16 threads the way a download manager does (cr
 write, make it durable, rename to NAME), in a fresh directory per run, three ways:
 
   nosync        no sync at all (what curl, wget2 and aria2c do)
-  fdatasync     an fdatasync per file before its rename (what haul does)
+  fdatasync     an fdatasync per file before its rename (what haul did before group commit)
   syncfs_batch  the 16 threads only write; one committer thread takes whatever is ready,
-                calls syncfs() once for the batch, then renames it
+                calls syncfs() once for the batch, then renames it (close to what haul
+                does now: its group commit uses syncfs when several files wait)
 
 Usage: python3 benches/durability_model.py [--runs 3] [--dir DIR]   (DIR defaults to target/)
 Prints the wall time and system CPU of each run.
@@ -25,9 +26,9 @@ FILES, SIZE, THREADS = 2000, 64 * 1024, 16
 libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
-def per_file(directory, data, sync):
+def per_file(directory, data, sync, files=FILES, threads=THREADS):
     def work(first):
-        for i in range(first, FILES, THREADS):
+        for i in range(first, files, threads):
             path = f"{directory}/s{i}.bin"
             fd = os.open(path + ".part", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.write(fd, data)
@@ -35,18 +36,18 @@ def per_file(directory, data, sync):
                 os.fdatasync(fd)
             os.close(fd)
             os.rename(path + ".part", path)
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(THREADS)]
-    for t in threads:
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    for t in workers:
         t.start()
-    for t in threads:
+    for t in workers:
         t.join()
 
 
-def syncfs_batch(directory, data):
+def syncfs_batch(directory, data, files=FILES, threads=THREADS):
     ready = queue.Queue()
 
     def write(first):
-        for i in range(first, FILES, THREADS):
+        for i in range(first, files, threads):
             path = f"{directory}/s{i}.bin"
             fd = os.open(path + ".part", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.write(fd, data)
@@ -56,7 +57,7 @@ def syncfs_batch(directory, data):
     def commit():
         dir_fd = os.open(directory, os.O_RDONLY)
         done = 0
-        while done < FILES:
+        while done < files:
             batch = [ready.get()]
             while True:
                 try:
@@ -72,12 +73,25 @@ def syncfs_batch(directory, data):
 
     committer = threading.Thread(target=commit)
     committer.start()
-    writers = [threading.Thread(target=write, args=(k,)) for k in range(THREADS)]
+    writers = [threading.Thread(target=write, args=(k,)) for k in range(threads)]
     for t in writers:
         t.start()
     for t in writers:
         t.join()
     committer.join()
+
+
+def measure(mode, directory, files=FILES, size=SIZE, threads=THREADS):
+    """Runs one model in `directory` (which exists); returns (wall, system CPU) seconds."""
+    data = os.urandom(size)
+    model = {
+        "nosync": lambda: per_file(directory, data, False, files, threads),
+        "fdatasync": lambda: per_file(directory, data, True, files, threads),
+        "syncfs_batch": lambda: syncfs_batch(directory, data, files, threads),
+    }[mode]
+    started, cpu = time.perf_counter(), os.times()
+    model()
+    return time.perf_counter() - started, os.times().system - cpu.system
 
 
 def main():

@@ -36,6 +36,7 @@ pub async fn write_part(
         true,
         algorithm,
         Duration::from_secs(1),
+        crate::storage::durability::Syncer::default(),
     );
     let handle = writer.handle();
     let mut coalescer = Coalescer::new(0, total, handle.pool());

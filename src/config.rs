@@ -20,7 +20,25 @@ pub enum OnExists {
     Error,
 }
 
-/// Connections per file when the server supports ranges (see `connections`).
+/// What a finished file survives. Either way a file gets its final name only once it is
+/// complete and verified, and an interrupted download resumes from its `.part`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// A file's data is on the disk before it gets its final name, and a resume state never
+    /// names data that is not: a power loss or an operating-system crash leaves every final
+    /// file complete. Small files finishing together share one flush (group commit).
+    #[default]
+    Full,
+    /// Nothing is synced (what curl and wget do): a crash or `kill -9` of the program still
+    /// leaves every final file complete (the kernel keeps the written data), but a power loss
+    /// or an operating-system crash may leave a final file short or empty, and a `.part`'s
+    /// state ahead of its data.
+    Relaxed,
+}
+
+/// The most connections per file when the server supports ranges and nobody set a number:
+/// a file starts on one and gets more only while they raise its rate (see `connections`).
 pub const DEFAULT_CONNECTIONS: usize = 4;
 /// Smallest piece a file is split into (see `min_split_size`).
 pub const DEFAULT_MIN_SPLIT_BYTES: u64 = 8 << 20;
@@ -50,8 +68,11 @@ pub(crate) struct Config {
     pub(crate) retry_delay: Duration,
     pub(crate) max_retry_wait: Duration,
     pub(crate) checkpoint_interval: Duration,
+    pub(crate) syncer: crate::storage::durability::Syncer,
     pub(crate) on_exists: OnExists,
     pub(crate) connections: usize,
+    /// `connections` is a ceiling to ramp up to, not a number to open at once.
+    pub(crate) adaptive_connections: bool,
     pub(crate) min_split_bytes: u64,
     pub(crate) content_disposition: bool,
     pub(crate) remote_time: bool,
@@ -76,8 +97,10 @@ impl Default for Config {
             retry_delay: Duration::from_secs(1),
             max_retry_wait: Duration::from_secs(60),
             checkpoint_interval: Duration::from_secs(1),
+            syncer: crate::storage::durability::Syncer::default(),
             on_exists: OnExists::Skip,
             connections: DEFAULT_CONNECTIONS,
+            adaptive_connections: true,
             min_split_bytes: DEFAULT_MIN_SPLIT_BYTES,
             content_disposition: false,
             remote_time: false,

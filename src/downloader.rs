@@ -14,7 +14,7 @@ use crate::client::cookies::CookieJar;
 use crate::client::credentials::{BasicAuth, Netrc};
 use crate::client::proxy::{ProxyChoice, check_proxy_url};
 use crate::client::{Client, Identity};
-use crate::config::{Config, LowSpeed, OnExists};
+use crate::config::{Config, Durability, LowSpeed, OnExists};
 use crate::listing::ListedFile;
 use crate::progress::{NoObserver, Observer, Reporter};
 use crate::scheduler::{self, DownloadHandle, Scheduler};
@@ -338,12 +338,17 @@ impl DownloaderBuilder {
         self
     }
 
-    /// How many connections one file may use when the server supports ranges and the file is
-    /// at least two splits long (default 4, at least 1). Extra connections count against the
+    /// How many connections one file opens at once when the server supports ranges and the
+    /// file is at least two splits long (at least 1). Extra connections count against the
     /// per-host limit and are only opened while it has room. A request can override this.
+    ///
+    /// Without it a file starts on one connection and adds one at a time, up to
+    /// [`DEFAULT_CONNECTIONS`](crate::DEFAULT_CONNECTIONS), while each addition raises its rate: a fast link is not split
+    /// into competing writers, and a server that limits each connection still gets them.
     #[must_use]
     pub fn connections(mut self, connections: usize) -> Self {
         self.config.connections = connections.max(1);
+        self.config.adaptive_connections = false;
         self
     }
 
@@ -459,6 +464,13 @@ impl DownloaderBuilder {
     #[must_use]
     pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
         self.config.checkpoint_interval = interval;
+        self
+    }
+
+    /// What a finished file survives (default [`Durability::Full`]: a power loss too).
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.config.syncer = crate::storage::durability::Syncer::new(durability);
         self
     }
 

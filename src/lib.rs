@@ -52,7 +52,8 @@ pub use batch::{Batch, Outcome, Outcomes};
 pub use client::cookies::CookieJar;
 pub use client::credentials::{BasicAuth, Netrc};
 pub use config::{
-    DEFAULT_CONNECTIONS, DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MIN_SPLIT_BYTES, LowSpeed, OnExists,
+    DEFAULT_CONNECTIONS, DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MIN_SPLIT_BYTES, Durability, LowSpeed,
+    OnExists,
 };
 pub use downloader::{Downloader, DownloaderBuilder, IpVersion, install_tls_provider};
 pub use error::{Error, ErrorKind};

@@ -7,6 +7,7 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 
 use super::PartPaths;
+use super::durability::Syncer;
 use super::ranges::RangeSet;
 use crate::Error;
 
@@ -106,7 +107,9 @@ impl ResumeState {
 
     /// Replaces the state file of `paths` atomically and durably (write a temporary file in
     /// the same directory, sync it, rename it).
-    pub(crate) fn save(&self, paths: &PartPaths) -> Result<(), Error> {
+    /// With relaxed durability the sync is left out; the rename still makes the replacement
+    /// atomic.
+    pub(crate) fn save(&self, paths: &PartPaths, syncer: &Syncer) -> Result<(), Error> {
         let mut tmp = paths.state_name().to_owned();
         tmp.push(".tmp");
         let json = serde_json::to_vec(self).map_err(|e| {
@@ -120,7 +123,7 @@ impl ResumeState {
         let write = || -> std::io::Result<()> {
             let mut file = dir.create_file(&tmp, true)?;
             file.write_all(&json)?;
-            file.sync_data()?;
+            syncer.sync_data(&file)?;
             dir.rename(&tmp, paths.state_name())
         };
         write().map_err(|e| Error::io("write resume state", &paths.state, e))
@@ -153,7 +156,7 @@ mod tests {
     fn a_saved_state_loads_back_equal() {
         let dir = tempfile::tempdir().unwrap();
         let paths = paths_in(dir.path());
-        sample().save(&paths).unwrap();
+        sample().save(&paths, &Syncer::default()).unwrap();
         assert_eq!(ResumeState::load(&paths).unwrap(), sample());
         assert!(dir.path().join("f.part.haul").is_file());
     }

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::PartPaths;
+use super::durability::Syncer;
 use super::files::{create_part, remove_part, remove_state};
 use super::pool::BufferPool;
 use super::state::{ResumeState, Validators};
@@ -108,13 +109,15 @@ impl PartWriter {
         fresh: bool,
         algorithm: Option<Algorithm>,
         checkpoint_interval: Duration,
+        syncer: Syncer,
     ) -> Self {
         let (commands, mut receiver) = mpsc::channel(QUEUE_DEPTH);
         let pool = BufferPool::default();
         let recycler = pool.clone();
         let part: std::sync::Arc<Path> = paths.part.clone().into();
         let thread = tokio::task::spawn_blocking(move || {
-            let mut core = WriterCore::open(paths, state, fresh, algorithm, checkpoint_interval)?;
+            let mut core =
+                WriterCore::open(paths, state, fresh, algorithm, checkpoint_interval, syncer)?;
             core.pool = recycler;
             let result = core.serve(&mut receiver);
             if result.is_err() {
@@ -194,6 +197,8 @@ struct WriterCore {
     /// One past the highest byte written.
     length: u64,
     checkpoint_interval: Duration,
+    /// Whether and how data is synced.
+    syncer: Syncer,
     last_checkpoint: Instant,
     /// Whether data was written since the last checkpoint.
     dirty: bool,
@@ -212,6 +217,7 @@ impl WriterCore {
         fresh: bool,
         algorithm: Option<Algorithm>,
         checkpoint_interval: Duration,
+        syncer: Syncer,
     ) -> Result<Self, Error> {
         let file = std::sync::Arc::new(create_part(&paths, fresh)?);
         let on_disk = file
@@ -238,6 +244,7 @@ impl WriterCore {
             hashed_upto: 0,
             length: 0,
             checkpoint_interval,
+            syncer,
             last_checkpoint: Instant::now(),
             dirty: false,
             unkicked: Vec::new(),
@@ -247,7 +254,7 @@ impl WriterCore {
         core.length = core.state.done.contiguous_prefix();
         // The state exists before any data does, so a `.part` without a state file was never
         // ours and is not trusted.
-        core.state.save(&core.paths)?;
+        core.state.save(&core.paths, &core.syncer)?;
         let prefix = core.state.done.contiguous_prefix();
         core.hash_from_disk(prefix)?;
         Ok(core)
@@ -333,10 +340,12 @@ impl WriterCore {
         let file = std::sync::Arc::clone(&self.file);
         let snapshot = self.state.clone();
         let paths = self.paths.clone();
+        let syncer = self.syncer.clone();
         self.background = Some(std::thread::spawn(move || {
-            file.sync_data()
+            syncer
+                .sync_data(&file)
                 .map_err(|e| Error::io("sync", &paths.part, e))?;
-            snapshot.save(&paths)
+            snapshot.save(&paths, &syncer)
         }));
         self.dirty = false;
         self.last_checkpoint = Instant::now();
@@ -359,10 +368,10 @@ impl WriterCore {
     fn checkpoint(&mut self) -> Result<(), Error> {
         self.wait_for_background()?;
         if self.dirty {
-            self.file
-                .sync_data()
+            self.syncer
+                .sync_data(&self.file)
                 .map_err(|e| Error::io("sync", &self.paths.part, e))?;
-            self.state.save(&self.paths)?;
+            self.state.save(&self.paths, &self.syncer)?;
             self.dirty = false;
         }
         self.last_checkpoint = Instant::now();
@@ -383,7 +392,7 @@ impl WriterCore {
         self.length = 0;
         self.unkicked.clear();
         self.dirty = false;
-        self.state.save(&self.paths)
+        self.state.save(&self.paths, &self.syncer)
     }
 
     fn close(&mut self, mode: CloseMode) -> Result<Closed, Error> {
@@ -393,8 +402,8 @@ impl WriterCore {
                 self.pool.clear();
                 background?;
                 self.hash_from_disk(self.length)?;
-                self.file
-                    .sync_data()
+                self.syncer
+                    .sync_data(&self.file)
                     .map_err(|e| Error::io("sync", &self.paths.part, e))?;
                 Ok(Closed {
                     digest: self.hasher.take().map(Hasher::finish),

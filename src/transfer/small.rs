@@ -95,6 +95,7 @@ impl Transfer<'_> {
         let mtime = naming.mtime.take();
         let etag = naming.etag.take();
         let stale_state = session.stale_state;
+        let syncer = self.config().syncer.clone();
         tokio::task::spawn_blocking(move || {
             let digest = algorithm.map(|algorithm| {
                 let mut hasher = Hasher::new(algorithm);
@@ -120,7 +121,8 @@ impl Transfer<'_> {
                     if let Some(etag) = &etag {
                         super::local::write_etag(&file, etag);
                     }
-                    file.sync_data()
+                    syncer
+                        .sync_grouped(&file)
                         .map_err(|e| Error::io("sync", &paths.part, e))
                 });
             drop(file);

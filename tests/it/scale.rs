@@ -117,24 +117,34 @@ async fn a_hundred_thousand_urls_run_in_bounded_memory() {
     );
 }
 
-/// `kill -9` in the middle of a tiny-file batch, then a rerun: every file present is
-/// complete and correct, and the rest are downloaded.
+/// `kill -9` in the middle of a tiny-file batch (whose files commit in groups), then a rerun:
+/// every file present is complete and correct, and the rest are downloaded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_tiny_file_batch_then_rerun_gives_every_file_exactly() {
-    const FILES: usize = 3_000;
+    kill_9_mid_tiny_file_batch(3_000, &[]).await;
+}
+
+/// The same with relaxed durability: nothing is synced, and a crash of haul still leaves
+/// only complete files under final names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaxed_durability_survives_kill_9_the_same_way() {
+    kill_9_mid_tiny_file_batch(1_500, &["--durability", "relaxed"]).await;
+}
+
+async fn kill_9_mid_tiny_file_batch(files: usize, extra: &'static [&'static str]) {
     let Some(nginx) = Nginx::start() else {
         eprintln!("nginx is not installed; skipping");
         return;
     };
     let www = nginx.www().join("tiny");
     std::fs::create_dir_all(&www).unwrap();
-    for i in 0..FILES {
+    for i in 0..files {
         std::fs::write(www.join(format!("t{i}")), tiny(i)).unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("urls.txt");
     let mut text = String::new();
-    for i in 0..FILES {
+    for i in 0..files {
         text.push_str(&nginx.http_url(&format!("/tiny/t{i}")));
         text.push('\n');
     }
@@ -144,7 +154,9 @@ async fn kill_9_mid_tiny_file_batch_then_rerun_gives_every_file_exactly() {
     let get = move || {
         let mut command = haul();
         command
-            .args(["get", "-q", "-j", "16", "-d"])
+            .args(["get", "-q", "-j", "16"])
+            .args(extra)
+            .arg("-d")
             .arg(&out_for_run)
             .arg("-i")
             .arg(&list_for_run);
@@ -179,12 +191,12 @@ async fn kill_9_mid_tiny_file_batch_then_rerun_gives_every_file_exactly() {
         .await
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
-    for i in 0..FILES {
+    for i in 0..files {
         assert_eq!(std::fs::read(out.join(format!("t{i}"))).unwrap(), tiny(i));
     }
     assert_eq!(
         std::fs::read_dir(&out).unwrap().count(),
-        FILES,
+        files,
         "no working files left"
     );
 }

@@ -2,6 +2,8 @@
 //! connections, retries of one segment, work stealing, mirrors failing or disagreeing, the
 //! per-host limit across segments, and the silent fall-back for servers without ranges.
 
+use std::time::Duration;
+
 use haul::{Event, Request};
 use sha2::{Digest, Sha256};
 
@@ -359,4 +361,32 @@ async fn servers_without_ranges_or_length_fall_back_to_one_connection() {
     let before = server.requests();
     fetch_exact(&downloader, &chunked, dir.path(), "c.bin", size).await;
     assert_eq!(server.requests() - before, 1, "no length: one request");
+}
+
+/// Without a connection count, a file starts on one connection and adds more only while they
+/// raise its rate: a server that limits each connection's rate gets all four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_count_connections_are_added_while_they_raise_the_rate() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader().min_split_size(MIB).build().unwrap();
+    // 2 MiB/s per connection: 16 MiB would take 8 s on one.
+    let url = server.file_url(16 * MIB, "ramp", &format!("rate={}", 2 * MIB));
+    fetch_exact(&downloader, &url, dir.path(), "ramp", 16 * MIB).await;
+    let peak = server.peak_in_flight();
+    assert_eq!(
+        peak,
+        haul::DEFAULT_CONNECTIONS,
+        "ramped up to the default ceiling"
+    );
+    // The first request had the file to itself for a while, and the trials came one by one,
+    // each after the rate with the one before was measured (`-x 4` opens all at once).
+    let log = server.log();
+    let ranged: Vec<_> = log.iter().filter(|r| r.range.is_some()).collect();
+    assert!(ranged.len() >= 3, "each added connection asked for a range");
+    let first = log[0].at;
+    for pair in ranged.windows(2).take(2) {
+        assert!(pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(200));
+    }
+    assert!(ranged[0].at.duration_since(first) >= Duration::from_millis(200));
 }

@@ -272,10 +272,11 @@ pub struct CommonArgs {
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub per_host: u32,
 
-    /// Connections per file, when the server supports ranges and the file is at least two
-    /// splits long. Extra connections count against --per-host.
-    #[arg(short = 'x', long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub connections: u32,
+    /// Connections per file, opened at once, when the server supports ranges and the file is at
+    /// least two splits long. Extra connections count against --per-host. Without -x a file
+    /// starts on one connection and adds one at a time (up to 4) while each raises its rate.
+    #[arg(short = 'x', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub connections: Option<u32>,
 
     /// Smallest piece a file is split into (K, M, G are 1024-based: 8M = 8 MiB).
     #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
@@ -334,6 +335,12 @@ pub struct CommonArgs {
     /// a crash loses at most this much work.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
+
+    /// What a finished file survives. full: a power loss too (data synced before a file gets
+    /// its final name; small files share flushes). relaxed: no syncs, like curl and wget; a
+    /// crash of haul still leaves every final file complete, a power loss may not.
+    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = DurabilityArg::Full)]
+    pub durability: DurabilityArg,
 
     /// Also trust the certificate authorities in this PEM file (on top of the system's).
     #[arg(long, value_name = "FILE")]
@@ -474,6 +481,12 @@ pub enum ProgressMode {
 pub enum OnConflictArg {
     Fail,
     Skip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    Full,
+    Relaxed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

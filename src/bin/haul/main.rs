@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use haul::{CancellationToken, Downloader, DownloaderBuilder, OnExists};
+use haul::{CancellationToken, Downloader, DownloaderBuilder, Durability, OnExists};
 
-use args::{Cli, Command, CommonArgs, GetArgs, OnExistsArg, ProgressMode};
+use args::{Cli, Command, CommonArgs, DurabilityArg, GetArgs, OnExistsArg, ProgressMode};
 use haul::bars::ProgressBars;
 use render::{Display, Renderer};
 
@@ -277,7 +277,6 @@ fn downloader_builder(common: &CommonArgs) -> anyhow::Result<DownloaderBuilder> 
     let mut builder = Downloader::builder()
         .jobs(common.jobs as usize)
         .per_host(common.per_host as usize)
-        .connections(common.connections as usize)
         .min_split_size(common.min_split_size)
         .retries(common.retries)
         .max_retry_wait(common.max_retry_wait)
@@ -287,7 +286,14 @@ fn downloader_builder(common: &CommonArgs) -> anyhow::Result<DownloaderBuilder> 
         .max_document_size(common.max_document_size)
         .server_digests(!common.no_server_digest)
         .checkpoint_interval(common.checkpoint_interval)
+        .durability(match common.durability {
+            DurabilityArg::Full => Durability::Full,
+            DurabilityArg::Relaxed => Durability::Relaxed,
+        })
         .max_redirects(common.max_redirects);
+    if let Some(connections) = common.connections {
+        builder = builder.connections(connections as usize);
+    }
     if let Some(path) = &common.ca_cert {
         let pem = std::fs::read(path)
             .with_context(|| format!("failed to read CA certificate `{}`", path.display()))

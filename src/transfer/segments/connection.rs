@@ -185,7 +185,8 @@ impl Engine<'_, '_> {
         permit: &mut Option<HostPermit>,
     ) -> Option<Span> {
         loop {
-            if worker != 0 && self.stand_down.is_cancelled() {
+            if worker != 0 && (self.stand_down.is_cancelled() || self.retired(worker)) {
+                self.plan.release(worker);
                 return None;
             }
             match self.plan.span(worker) {

@@ -7,8 +7,9 @@
 mod connection;
 mod mirrors;
 mod plan;
+mod ramp;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use futures_util::StreamExt;
@@ -19,9 +20,11 @@ use super::{AttemptEnd, PartWriter, Session, Transfer};
 use crate::Error;
 use crate::client::cancel::Cancel;
 use crate::client::exchange::Reply;
+use crate::client::hosts::HostPermit;
 use crate::storage::writer::WriteHandle;
 use mirrors::Mirrors;
 use plan::{MIN_TAIL, Plan};
+use ramp::{Ramp, Step};
 
 /// Why a connection stopped.
 enum Stop {
@@ -64,9 +67,18 @@ struct Engine<'t, 'a> {
     /// The highest figure reported in a `Progress` event: connections report the file's
     /// total out of order, and only a figure above it is reported.
     reported: AtomicU64,
+    /// Connections numbered from this on stop (a trial that did not raise the rate).
+    retired_from: AtomicUsize,
 }
 
 impl Transfer<'_> {
+    /// Whether this file ramps up to `connections()` rather than opening them at once.
+    fn adaptive_connections(&self) -> bool {
+        self.request.connections.is_none()
+            && self.config().adaptive_connections
+            && self.request.mirrors.is_empty()
+    }
+
     /// How many connections this file may use.
     pub(super) fn connections(&self) -> usize {
         self.request
@@ -102,11 +114,16 @@ impl Transfer<'_> {
         let Some(writer) = session.writer.as_ref().map(PartWriter::handle) else {
             return Err(Error::Internal("no writer for the segments".into()));
         };
+        let mut ramp = self
+            .adaptive_connections()
+            .then(|| Ramp::new(1, wanted))
+            .filter(|ramp| !ramp.settled());
+        let opened = if ramp.is_some() { 1 } else { wanted };
         let (cancel, abort) = self.cancel.child();
         let (extra_cancel, stand_down) = cancel.child();
         let engine = Engine {
             transfer: self,
-            plan: Plan::new(&gaps, wanted, total - remaining),
+            plan: Plan::new(&gaps, opened, total - remaining),
             mirrors: Mirrors::new(
                 &self.request.url,
                 &self.request.mirrors,
@@ -122,20 +139,37 @@ impl Transfer<'_> {
             ranged_errors: AtomicU32::new(0),
             slowest_answer_micros: AtomicU64::new(0),
             reported: AtomicU64::new(0),
+            retired_from: AtomicUsize::new(usize::MAX),
         };
         let received_before = engine.plan.received();
         // The first connection's answer starts at the first gap: it takes the first piece.
         engine.plan.claim(0, Instant::now(), MIN_TAIL);
         let mut workers = FuturesUnordered::new();
         workers.push(engine.work(0, 0, Some((first, first_start)), None));
-        for worker in 1..wanted {
-            let Some((mirror, permit)) = engine.permit_for(worker) else {
+        let mut next_worker = 1;
+        while next_worker < opened {
+            let Some((mirror, permit)) = engine.permit_for(next_worker) else {
                 break;
             };
-            workers.push(engine.work(worker, mirror, None, Some(permit)));
+            workers.push(engine.work(next_worker, mirror, None, Some(permit)));
+            next_worker += 1;
         }
         let mut outcome = Ok(());
-        while let Some(result) = workers.next().await {
+        loop {
+            let ramping = ramp.as_ref().is_some_and(|ramp| !ramp.settled());
+            let result = tokio::select! {
+                result = workers.next() => result,
+                () = tokio::time::sleep(ramp::WINDOW / 5), if ramping && outcome.is_ok() => {
+                    if let Some((worker, mirror, permit)) = ramp
+                        .as_mut()
+                        .and_then(|ramp| engine.ramp_step(ramp, &mut next_worker))
+                    {
+                        workers.push(engine.work(worker, mirror, None, Some(permit)));
+                    }
+                    continue;
+                }
+            };
+            let Some(result) = result else { break };
             if let Err(stop) = result {
                 engine.abort.cancel();
                 if outcome.is_ok() {
@@ -162,6 +196,43 @@ impl Transfer<'_> {
             }
             Ok(()) => Err(Error::Internal("segments ended with bytes missing".into())),
         }
+    }
+}
+
+impl Engine<'_, '_> {
+    /// One look of the ramp at the file's rate. Returns a trial connection to open (its
+    /// number, mirror and host permit); retires the last one when it did not pay.
+    fn ramp_step(
+        &self,
+        ramp: &mut Ramp,
+        next_worker: &mut usize,
+    ) -> Option<(usize, usize, HostPermit)> {
+        let trial = *next_worker - 1;
+        let trial_flowing = trial == 0 || self.plan.flowing(trial);
+        let received = self.plan.received();
+        let remaining = self.total.saturating_sub(received);
+        match ramp.observe(Instant::now(), received, remaining, trial_flowing) {
+            Step::Wait => None,
+            Step::Retire => {
+                self.retired_from.store(trial, Ordering::Release);
+                self.plan.retire(trial);
+                None
+            }
+            Step::Add => {
+                let Some((mirror, permit)) = self.permit_for(*next_worker) else {
+                    ramp.not_added();
+                    return None;
+                };
+                let worker = *next_worker;
+                *next_worker += 1;
+                Some((worker, mirror, permit))
+            }
+        }
+    }
+
+    /// Whether connection `worker` was retired by the ramp.
+    fn retired(&self, worker: usize) -> bool {
+        worker >= self.retired_from.load(Ordering::Acquire)
     }
 }
 

@@ -192,6 +192,29 @@ impl Plan {
         self.changed.notify_waiters();
     }
 
+    /// Whether `worker` has received anything of its current piece.
+    pub(super) fn flowing(&self, worker: usize) -> bool {
+        self.lock()
+            .active
+            .get(&worker)
+            .is_some_and(|span| span.next > span.from)
+    }
+
+    /// Ends `worker`'s piece where it is: the rest goes back to the queue for the others, and
+    /// the worker, woken, sees its piece done.
+    pub(super) fn retire(&self, worker: usize) {
+        let mut state = self.lock();
+        if let Some(span) = state.active.get_mut(&worker)
+            && span.next < span.end
+        {
+            let rest = (span.next, span.end);
+            span.end = span.next;
+            state.pending.push_front(rest);
+        }
+        drop(state);
+        self.changed.notify_waiters();
+    }
+
     /// The worker gives up its piece; what it did not receive goes back to the queue.
     pub(super) fn release(&self, worker: usize) {
         let mut state = self.lock();
@@ -305,6 +328,26 @@ mod tests {
         let last = plan.extend(0, 300, now).unwrap();
         assert_eq!((last.next, last.end), (300, 400));
         assert!(plan.extend(0, 400, now).is_none());
+    }
+
+    #[test]
+    fn a_retired_connections_rest_goes_to_the_next_free_one() {
+        let plan = Plan::new(&[(0, 100 << 20)], 1, 0);
+        let now = Instant::now();
+        plan.claim(0, now, MIN_TAIL).unwrap();
+        // A trial takes the second half, receives a little, and is retired.
+        let stolen = plan.claim(1, now, MIN_TAIL).unwrap();
+        assert_eq!((stolen.next, stolen.end), (50 << 20, 100 << 20));
+        plan.advance(1, (50 << 20) + 1000, now);
+        assert!(plan.flowing(1));
+        plan.retire(1);
+        let retired = plan.span(1).unwrap();
+        assert_eq!(retired.next, retired.end);
+        plan.finish(1);
+        plan.advance(0, 50 << 20, now);
+        plan.finish(0);
+        let rest = plan.claim(0, now, MIN_TAIL).unwrap();
+        assert_eq!((rest.next, rest.end), ((50 << 20) + 1000, 100 << 20));
     }
 
     #[test]

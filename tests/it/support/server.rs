@@ -73,6 +73,8 @@ pub struct Logged {
     pub status: u16,
     /// The client's address (a proxy's, when one was used).
     pub peer: Option<std::net::SocketAddr>,
+    /// When the answer's head was ready.
+    pub at: std::time::Instant,
 }
 
 /// A tree added by `put_tree`: its root and its files (relative path, bytes).
@@ -366,6 +368,7 @@ async fn handle(
         user_agent: header("user-agent"),
         status: response.status().as_u16(),
         peer,
+        at: std::time::Instant::now(),
     });
     response
 }

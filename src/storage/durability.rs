@@ -1,0 +1,168 @@
+//! When data is made durable, and how the syncs of many small files share one flush.
+//!
+//! With `Durability::Full` no file gets its final name before its data is on the disk. A big
+//! file pays one `fdatasync` at its end, which the writeback started during the download has
+//! mostly done already. Thousands of small files finishing at once would each pay a device
+//! flush of their own; instead they commit as a group: while one flush runs, every file that
+//! finishes writing waits, and the next flush (`syncfs`, which writes back every dirty file of
+//! the file system and flushes the device once) covers all of them. A file that finishes
+//! while nothing else is waiting uses its own `fdatasync`, so a lone file never waits for
+//! other writers of the file system.
+
+use std::fs::File;
+use std::io;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+use crate::config::Durability;
+
+/// How a `Downloader`'s downloads make their data durable; cheap to clone, shared by all.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Syncer {
+    durability: Durability,
+    group: Arc<GroupSync>,
+}
+
+impl Syncer {
+    pub(crate) fn new(durability: Durability) -> Self {
+        Self {
+            durability,
+            group: Arc::default(),
+        }
+    }
+
+    /// Whether data is synced at all.
+    pub(crate) fn durable(&self) -> bool {
+        self.durability == Durability::Full
+    }
+
+    /// Makes `file`'s written data durable (nothing with relaxed durability).
+    pub(crate) fn sync_data(&self, file: &File) -> io::Result<()> {
+        if self.durable() {
+            file.sync_data()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Like `sync_data`, but shares one flush with the other files finishing at the same time.
+    pub(crate) fn sync_grouped(&self, file: &File) -> io::Result<()> {
+        if self.durable() {
+            self.group.sync(file)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Group commit: a flush that *starts* after a file's data was written covers that file.
+#[derive(Debug, Default)]
+struct GroupSync {
+    state: Mutex<Round>,
+    finished: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Round {
+    /// Numbers of the shared flushes started and finished so far.
+    started: u64,
+    finished: u64,
+    /// Whether a flush (shared or a lone file's own) is running.
+    running: bool,
+    /// Callers waiting for their data to be durable.
+    waiting: usize,
+    /// The latest shared flush that failed, and how.
+    failed: Option<(u64, io::ErrorKind, String)>,
+}
+
+impl GroupSync {
+    fn sync(&self, file: &File) -> io::Result<()> {
+        let mut round = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        // Every flush numbered from here on starts after this file's data was written.
+        let needed = round.started + 1;
+        round.waiting += 1;
+        loop {
+            if round.finished >= needed {
+                round.waiting -= 1;
+                return match &round.failed {
+                    Some((number, kind, message)) if *number >= needed => {
+                        Err(io::Error::new(*kind, message.clone()))
+                    }
+                    _ => Ok(()),
+                };
+            }
+            if round.running {
+                round = self
+                    .finished
+                    .wait(round)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            round.running = true;
+            if round.waiting == 1 {
+                // Alone: this file's own sync, which does not wait for anyone else's data.
+                drop(round);
+                let result = file.sync_data();
+                let mut round = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                round.running = false;
+                round.waiting -= 1;
+                drop(round);
+                self.finished.notify_all();
+                return result;
+            }
+            round.started += 1;
+            let number = round.started;
+            drop(round);
+            let result = rustix::fs::syncfs(file);
+            round = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            round.running = false;
+            round.finished = number;
+            if let Err(errno) = result {
+                let error = io::Error::from(errno);
+                round.failed = Some((number, error.kind(), error.to_string()));
+            }
+            self.finished.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn many_threads_finishing_together_all_return_and_share_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncer = Syncer::new(Durability::Full);
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let syncer = syncer.clone();
+                let path = dir.path().join(format!("f{i}"));
+                std::thread::spawn(move || {
+                    for round in 0..20 {
+                        let mut file = File::create(&path).unwrap();
+                        writeln!(file, "{i} {round}").unwrap();
+                        syncer.sync_grouped(&file).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let round = syncer.group.state.lock().unwrap();
+        assert_eq!(round.waiting, 0);
+        assert!(!round.running);
+        // Nobody is left waiting and no flush is left half done.
+        assert_eq!(round.started, round.finished);
+    }
+
+    #[test]
+    fn relaxed_durability_syncs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::create(dir.path().join("f")).unwrap();
+        let syncer = Syncer::new(Durability::Relaxed);
+        syncer.sync_grouped(&file).unwrap();
+        assert_eq!(syncer.group.state.lock().unwrap().started, 0);
+    }
+}
