@@ -98,7 +98,7 @@ impl Renderer {
     fn say(&self, line: &str) {
         match &self.display {
             Display::Bars(bars) => bars.println(line),
-            Display::Lines => eprintln!("{line}"),
+            Display::Lines => write_line(&mut std::io::stderr(), line),
             Display::SummaryOnly | Display::ErrorsOnly => {}
         }
     }
@@ -114,15 +114,14 @@ impl Renderer {
         }
         if self.outputs.json {
             // A closed pipe (`| head`) is not an error worth reporting.
-            let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(stdout, "{value}");
+            write_line(&mut std::io::stdout(), &value.to_string());
         }
         if let Some(mut file) = self.outputs.json_file.as_ref() {
-            let _ = writeln!(file, "{value}");
+            write_line(&mut file, &value.to_string());
         }
         if let Some(mut file) = self.outputs.log_file.as_ref() {
-            let kind = value["event"].as_str().unwrap_or("event").to_owned();
-            let _ = writeln!(file, "{} {kind} {value}", timestamp());
+            let kind = value["event"].as_str().unwrap_or("event");
+            write_line(&mut file, &format!("{} {kind} {value}", timestamp()));
         }
     }
 
@@ -360,7 +359,10 @@ impl Renderer {
             None => message.to_owned(),
         };
         if matches!(self.display, Display::Lines | Display::ErrorsOnly) {
-            eprintln!("✗ {name}  error: {reason}");
+            write_line(
+                &mut std::io::stderr(),
+                &format!("✗ {name}  error: {reason}"),
+            );
         }
         if state.failures.len() < FAILURES_LISTED {
             state.failures.push((name, reason));
@@ -421,4 +423,14 @@ impl Observer for Renderer {
             bars.draw(&state.view, event);
         }
     }
+}
+
+/// Writes `line` and a newline in one `write` (formatting straight into an unbuffered stderr
+/// or file costs a system call per piece: thousands of failures made that visible). A closed
+/// pipe (`| head`) is not an error worth reporting.
+fn write_line(target: &mut impl Write, line: &str) {
+    let mut bytes = Vec::with_capacity(line.len() + 1);
+    bytes.extend_from_slice(line.as_bytes());
+    bytes.push(b'\n');
+    let _ = target.write_all(&bytes);
 }
