@@ -9,6 +9,8 @@
 //! (`NAME.1`, `NAME.2`), so they never share a `.part`.
 
 use std::collections::HashMap;
+
+use crate::seen::{Seen, SeenOutputs, fold};
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -151,7 +153,7 @@ impl Batch {
             window: self.window,
             content_disposition: self.content_disposition,
             forward: sender,
-            seen: HashMap::new(),
+            seen: SeenOutputs::default(),
             leaders: HashMap::new(),
             in_flight: HashMap::new(),
             fingerprints: Fingerprints::new(),
@@ -236,7 +238,7 @@ struct Feeder {
     content_disposition: bool,
     forward: mpsc::UnboundedSender<Outcome>,
     /// Per output path seen: the URL's fingerprint and the first index.
-    seen: HashMap<u64, (u64, usize)>,
+    seen: SeenOutputs,
     /// Requests in flight that have followers waiting, by index.
     leaders: HashMap<usize, Leader>,
     /// Which index is in flight for each output path.
@@ -314,9 +316,12 @@ impl Feeder {
         let url = self.fingerprints.of(request.url.as_str().as_bytes());
         let provisional =
             self.content_disposition && matches!(request.destination, Destination::Directory(_));
-        match self.seen.get(&path).copied() {
+        match self.seen.get(path) {
             None => {}
-            Some((seen_url, first)) if seen_url == url => {
+            Some(Seen {
+                url: seen_url,
+                first,
+            }) if seen_url == fold(url) => {
                 if let Some(leader) = self.in_flight.get(&path).copied() {
                     return Ok(Classified::Follow(leader, request, path));
                 }
@@ -333,14 +338,14 @@ impl Feeder {
                     let candidate_path = self
                         .fingerprints
                         .of(normalized(&candidate.path()).as_os_str().as_encoded_bytes());
-                    if !self.seen.contains_key(&candidate_path) {
+                    if !self.seen.contains(candidate_path) {
                         request.provisional_name = Some(format!("{name}.{n}"));
                         path = candidate_path;
                         break;
                     }
                 }
             }
-            Some((_, first)) => {
+            Some(Seen { first, .. }) => {
                 return Err(Error::DuplicateOutput {
                     path: place.path(),
                     first,
@@ -348,7 +353,13 @@ impl Feeder {
                 });
             }
         }
-        self.seen.insert(path, (url, index));
+        self.seen.insert(
+            path,
+            Seen {
+                url: fold(url),
+                first: index,
+            },
+        );
         Ok(Classified::Run(request, path))
     }
 

@@ -83,6 +83,8 @@ pub(crate) struct Config {
     pub(crate) server_digests: bool,
     pub(crate) timestamping: bool,
     pub(crate) check_existing: bool,
+    /// The client speaks HTTP/1.1 only.
+    pub(crate) http1_only: bool,
 }
 
 impl Default for Config {
@@ -111,6 +113,7 @@ impl Default for Config {
             server_digests: true,
             timestamping: false,
             check_existing: false,
+            http1_only: false,
         }
     }
 }

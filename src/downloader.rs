@@ -635,6 +635,7 @@ impl DownloaderBuilder {
     #[must_use]
     pub fn http1_only(mut self, only: bool) -> Self {
         self.http1_only = only;
+        self.config.http1_only = only;
         self
     }
 

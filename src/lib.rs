@@ -40,6 +40,7 @@ mod parser_properties;
 mod progress;
 mod request;
 mod scheduler;
+mod seen;
 mod storage;
 pub mod sync;
 mod transfer;

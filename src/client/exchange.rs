@@ -221,16 +221,28 @@ impl Client {
         cancel: &Cancel,
         shown: &str,
     ) -> Result<reqwest::Response, Error> {
+        let first_contact = match self.origins() {
+            Some(origins) => {
+                origins
+                    .first_contact(url, self.config().connect_timeout, cancel)
+                    .await?
+            }
+            None => None,
+        };
         let request = self.build(ask, url, same_host);
         let deadline = self.config().connect_timeout + self.config().stall_timeout;
-        tokio::select! {
+        let sent = tokio::select! {
             () = cancel.cancelled() => Err(Error::Cancelled),
             sent = tokio::time::timeout(deadline, request.send()) => match sent {
                 Err(_) => Err(Error::Stalled { url: shown.to_owned(), timeout: deadline }),
                 Ok(Err(source)) => Err(Error::Network { url: shown.to_owned(), source: source.without_url() }),
                 Ok(Ok(response)) => Ok(response),
             },
+        };
+        if let (Ok(_), Some(first)) = (&sent, first_contact) {
+            first.answered();
         }
+        sent
     }
 
     fn build(&self, ask: &Ask<'_>, url: &Url, same_host: bool) -> reqwest::RequestBuilder {

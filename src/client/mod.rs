@@ -11,6 +11,7 @@ pub(crate) mod document;
 pub(crate) mod exchange;
 pub(crate) mod hosts;
 pub(crate) mod http;
+pub(crate) mod origins;
 pub(crate) mod proxy;
 pub(crate) mod pump;
 pub(crate) mod rate;
@@ -47,6 +48,8 @@ pub(crate) struct Client {
 
 struct Inner {
     http: reqwest::Client,
+    /// First contact with each HTTPS origin (see `origins`).
+    origins: origins::Origins,
     config: Config,
     identity: Identity,
     hosts: HostLimits,
@@ -59,6 +62,7 @@ impl Client {
         Self {
             inner: Arc::new(Inner {
                 hosts: HostLimits::new(config.per_host),
+                origins: origins::Origins::default(),
                 rate: config.limit_rate.map(RateLimiter::new),
                 http,
                 config,
@@ -83,6 +87,12 @@ impl Client {
     /// The names server-named files got in this run.
     pub(crate) fn reservations(&self) -> &crate::storage::reservations::Reservations {
         &self.inner.reservations
+    }
+
+    /// The first-contact gate, unless the client speaks HTTP/1.1 only (then there is nothing
+    /// to discover and every request may open its own connection at once).
+    fn origins(&self) -> Option<&origins::Origins> {
+        (!self.inner.config.http1_only).then_some(&self.inner.origins)
     }
 
     fn http(&self) -> &reqwest::Client {

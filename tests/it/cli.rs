@@ -171,6 +171,39 @@ async fn duplicate_outputs_exit_2_before_anything_starts() {
     assert_eq!(server.requests(), 0);
 }
 
+/// In an input file, two URLs to one output are found by the first pass (which keeps 16 bytes
+/// per line, not the lines): both lines are named, with the output, and nothing starts. The
+/// same URL twice is no conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_outputs_in_an_input_file_are_named_by_line() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    let lines = [
+        server.file_url(10, "a", ""),
+        server.file_url(10, "dup", ""),
+        server.file_url(10, "a", ""),
+        server.file_url(10, "b", ""),
+        server.file_url(20, "dup", "x=1"),
+    ];
+    std::fs::write(&list, lines.join("\n")).unwrap();
+    let mut command = haul();
+    command
+        .args(["get", "-d"])
+        .arg(dir.path().join("out"))
+        .arg("-i")
+        .arg(&list);
+    let output = run(command).await;
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(message.contains("1 bad line(s)"), "{message}");
+    assert!(
+        message.contains("dup` is the output of more than one download (line 2 and line 5"),
+        "{message}"
+    );
+    assert_eq!(server.requests(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_from_urls_never_leave_the_directory() {
     let server = TestServer::start().await;

@@ -214,11 +214,16 @@ fn command_line_requests(args: &GetArgs) -> anyhow::Result<Vec<Request>> {
     Ok(requests)
 }
 
-/// Two different URLs to one output, found before anything starts.
+/// Two different URLs to one output, found before anything starts. Every output given is kept
+/// as 16 bytes (its fingerprint, where it was given, its URL's fingerprint) in one vector that
+/// is sorted at the end: a list of a million URLs costs 16 MB here, and no hash table.
 struct Outputs {
     keys: std::collections::hash_map::RandomState,
-    /// Per output's fingerprint: the URL's fingerprint and where it was first given.
-    seen: HashMap<u64, (u64, String)>,
+    /// Output fingerprint, position, URL fingerprint. Positions below `command_line` are the
+    /// command line's URLs (0-based); the others are input-file line numbers plus
+    /// `command_line`.
+    given: Vec<(u64, u32, u32)>,
+    command_line: u32,
     content_disposition: bool,
 }
 
@@ -229,37 +234,56 @@ impl Outputs {
         hasher.finish()
     }
 
-    /// `Err` with a message when `request`'s output is another URL's.
-    fn check(&mut self, request: &Request, at: String) -> Result<(), String> {
-        let Ok(output) = request.output_path() else {
-            return Ok(());
+    /// The output of `request`, if it is one this check is about (the server names the
+    /// outputs of `--content-disposition` downloads; the URL's name is only provisional).
+    fn output_of(&self, request: &Request) -> Option<PathBuf> {
+        let output = request.output_path().ok()?;
+        let provisional = self.content_disposition
+            && matches!(request.destination(), haul::Destination::Directory(_));
+        (!provisional).then_some(output)
+    }
+
+    fn record(&mut self, request: &Request, position: u32) {
+        let Some(output) = self.output_of(request) else {
+            return;
         };
-        if self.content_disposition
-            && matches!(request.destination(), haul::Destination::Directory(_))
-        {
-            // The server names these; the URL's name is only provisional.
-            return Ok(());
-        }
         let key = self.fingerprint(output.as_os_str().as_encoded_bytes());
         let url = self.fingerprint(request.url().as_str().as_bytes());
-        match self.seen.get(&key) {
-            Some((seen, first)) if *seen != url => Err(format!(
-                "`{}` is the output of more than one download ({first} and {at}, from \
-                 different URLs)",
-                output.display()
-            )),
-            Some(_) => Ok(()),
-            None => {
-                self.seen.insert(key, (url, at));
-                Ok(())
+        let url = u32::try_from((url >> 32) ^ (url & u64::from(u32::MAX))).unwrap_or(u32::MAX);
+        self.given.push((key, position, url));
+    }
+
+    fn label(&self, position: u32) -> String {
+        if position < self.command_line {
+            format!("URL {}", position + 1)
+        } else {
+            format!("line {}", position - self.command_line)
+        }
+    }
+
+    /// Pairs of positions (the first to give an output, a later one) whose URLs differ.
+    fn conflicts(&mut self) -> Vec<(u32, u32)> {
+        self.given.sort_unstable();
+        let mut found = Vec::new();
+        let mut first: Option<(u64, u32, u32)> = None;
+        for &(key, position, url) in &self.given {
+            match first {
+                Some((seen, at, seen_url)) if seen == key => {
+                    if seen_url != url {
+                        found.push((at, position));
+                    }
+                }
+                _ => first = Some((key, position, url)),
             }
         }
+        found.sort_unstable_by_key(|(_, later)| *later);
+        found
     }
 }
 
 /// The first pass: the command line's requests and every line of the input file checked
 /// (warnings for unknown options printed once), and no output claimed by two different URLs;
-/// nothing is kept per line but fixed-size fingerprints.
+/// nothing is kept per line but 16 bytes of fingerprints.
 fn check_outputs(
     from_command_line: &[Request],
     file: Option<&Path>,
@@ -269,73 +293,135 @@ fn check_outputs(
 ) -> anyhow::Result<()> {
     let mut outputs = Outputs {
         keys: std::collections::hash_map::RandomState::new(),
-        seen: HashMap::new(),
+        given: Vec::new(),
+        command_line: u32::try_from(from_command_line.len()).unwrap_or(u32::MAX),
         content_disposition,
     };
     for (index, request) in from_command_line.iter().enumerate() {
-        outputs
-            .check(request, format!("URL {}", index + 1))
-            .map_err(UsageError)?;
+        outputs.record(request, u32::try_from(index).unwrap_or(u32::MAX));
     }
-    let Some(path) = file else {
+    let mut errors: Vec<LineError> = Vec::new();
+    let mut error_count = 0usize;
+    if let Some(path) = file {
+        let mut note = |error: LineError, errors: &mut Vec<LineError>| {
+            error_count += 1;
+            if errors.len() < ERRORS_LISTED {
+                errors.push(error);
+            }
+        };
+        read_entries(path, strict, true, |step| match step {
+            Err(error) => note(error, &mut errors),
+            Ok(entry) => {
+                let line = entry.line;
+                match request_from_entry(dir, entry) {
+                    Ok(request) => outputs.record(
+                        &request,
+                        outputs
+                            .command_line
+                            .saturating_add(u32::try_from(line).unwrap_or(u32::MAX)),
+                    ),
+                    Err(message) => note(LineError { line, message }, &mut errors),
+                }
+            }
+        })?;
+    }
+    let conflicts = outputs.conflicts();
+    outputs.given = Vec::new();
+    if conflicts.is_empty() && error_count == 0 {
         return Ok(());
+    }
+    // The paths of the few conflicting outputs: from the command line, or read again.
+    let mut paths: HashMap<u32, PathBuf> = HashMap::new();
+    for (index, request) in from_command_line.iter().enumerate() {
+        if let (Ok(index), Some(output)) = (u32::try_from(index), outputs.output_of(request)) {
+            paths.insert(index, output);
+        }
+    }
+    let wanted: std::collections::HashSet<u32> =
+        conflicts.iter().map(|(_, later)| *later).collect();
+    if let Some(path) = file.filter(|_| !conflicts.is_empty()) {
+        read_entries(path, strict, false, |step| {
+            if let Ok(entry) = step {
+                let position = outputs
+                    .command_line
+                    .saturating_add(u32::try_from(entry.line).unwrap_or(u32::MAX));
+                if wanted.contains(&position)
+                    && let Ok(request) = request_from_entry(dir, entry)
+                    && let Some(output) = outputs.output_of(&request)
+                {
+                    paths.insert(position, output);
+                }
+            }
+        })?;
+    }
+    let conflict_message = |first: u32, later: u32| {
+        let shown = paths
+            .get(&later)
+            .map_or_else(|| "an output".to_owned(), |p| format!("`{}`", p.display()));
+        format!(
+            "{shown} is the output of more than one download ({} and {}, from different URLs)",
+            outputs.label(first),
+            outputs.label(later)
+        )
     };
-    let opened = std::fs::File::open(path).map_err(|e| {
+    let on_command_line = conflicts
+        .iter()
+        .find(|(_, later)| *later < outputs.command_line);
+    if let Some((first, later)) = on_command_line {
+        bail!(UsageError(conflict_message(*first, *later)));
+    }
+    for (first, later) in &conflicts {
+        error_count += 1;
+        if errors.len() < ERRORS_LISTED {
+            errors.push(LineError {
+                line: (*later - outputs.command_line) as usize,
+                message: conflict_message(*first, *later),
+            });
+        }
+    }
+    errors.sort_by_key(|error| error.line);
+    let path = file.unwrap_or(Path::new("-"));
+    let mut lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    if error_count > errors.len() {
+        lines.push(format!("... and {} more", error_count - errors.len()));
+    }
+    bail!(UsageError(format!(
+        "{} has {error_count} bad line(s); nothing was started:\n  {}",
+        path.display(),
+        lines.join("\n  ")
+    )));
+}
+
+/// Reads the input file at `path` entry by entry (its warnings printed when `warn`).
+fn read_entries(
+    path: &Path,
+    strict: bool,
+    warn: bool,
+    mut each: impl FnMut(Result<InputEntry, LineError>),
+) -> anyhow::Result<()> {
+    let failed = |e: std::io::Error| {
         UsageError(format!(
             "failed to read input file `{}`: {e}",
             path.display()
         ))
-    })?;
+    };
+    let opened = std::fs::File::open(path).map_err(failed)?;
     let mut parser = InputParser::new(strict);
-    let mut errors: Vec<LineError> = Vec::new();
-    let mut error_count = 0usize;
-    let mut note = |error: LineError, errors: &mut Vec<LineError>| {
-        error_count += 1;
-        if errors.len() < ERRORS_LISTED {
-            errors.push(error);
-        }
-    };
-    let mut check = |entry: InputEntry,
-                     errors: &mut Vec<LineError>,
-                     note: &mut dyn FnMut(LineError, &mut Vec<LineError>)| {
-        let line = entry.line;
-        let checked = request_from_entry(dir, entry)
-            .and_then(|request| outputs.check(&request, format!("line {line}")));
-        if let Err(message) = checked {
-            note(LineError { line, message }, errors);
-        }
-    };
     for (index, line) in std::io::BufReader::new(opened).lines().enumerate() {
-        let line = line.map_err(|e| {
-            UsageError(format!(
-                "failed to read input file `{}`: {e}",
-                path.display()
-            ))
-        })?;
+        let line = line.map_err(failed)?;
         let step = parser.line(index + 1, &line);
-        if let Some(warning) = step.warning {
+        if let Some(warning) = step.warning.filter(|_| warn) {
             eprintln!("warning: {}: {warning}", path.display());
         }
         if let Some(error) = step.error {
-            note(error, &mut errors);
+            each(Err(error));
         }
         if let Some(entry) = step.entry {
-            check(entry, &mut errors, &mut note);
+            each(Ok(entry));
         }
     }
     if let Some(entry) = parser.finish() {
-        check(entry, &mut errors, &mut note);
-    }
-    if error_count > 0 {
-        let mut lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        if error_count > errors.len() {
-            lines.push(format!("... and {} more", error_count - errors.len()));
-        }
-        bail!(UsageError(format!(
-            "{} has {error_count} bad line(s); nothing was started:\n  {}",
-            path.display(),
-            lines.join("\n  ")
-        )));
+        each(Ok(entry));
     }
     Ok(())
 }
