@@ -154,6 +154,50 @@ fn started_event(stdout: &[u8]) -> Value {
         .expect("a started event")
 }
 
+/// Many files from one HTTP/2 server, 16 at once: one TLS connection carries every stream
+/// (the first request goes alone, and the others follow once the server's protocol is known),
+/// as curl does, instead of sixteen connections that each did the same handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_files_over_http2_share_one_connection() {
+    let Some(nginx) = Nginx::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    let mut urls = String::new();
+    for i in 0..40 {
+        put(
+            &nginx.www(),
+            &format!("h2/f{i}"),
+            &content(&format!("f{i}"), 1, 64 << 10),
+        );
+        urls.push_str(&nginx.https_url(&format!("/h2/f{i}")));
+        urls.push('\n');
+    }
+    std::fs::write(&list, urls).unwrap();
+    let mut command = haul();
+    command
+        .args(["get", "-q", "-j", "16", "--per-host", "16", "--ca-cert"])
+        .arg(nginx.ca_pem())
+        .arg("-d")
+        .arg(dir.path().join("out"))
+        .arg("-i")
+        .arg(&list);
+    let output = run(command).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    for i in 0..40 {
+        assert_eq!(
+            std::fs::read(dir.path().join(format!("out/f{i}"))).unwrap(),
+            content(&format!("f{i}"), 1, 64 << 10)
+        );
+    }
+    let connections: std::collections::BTreeSet<String> = nginx
+        .access_log()
+        .iter()
+        .filter(|line| line.contains(" /h2/"))
+        .filter_map(|line| line.split(' ').nth(4).map(str::to_owned))
+        .collect();
+    assert_eq!(connections.len(), 1, "one connection: {connections:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_a_private_ca_uses_http2_and_fails_clearly_without_it() {
     let Some(nginx) = Nginx::start() else { return };

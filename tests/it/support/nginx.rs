@@ -203,7 +203,7 @@ impl Nginx {
             "daemon off;\nmaster_process off;\npid {r}/nginx.pid;\nerror_log {r}/error.log warn;\n\
              events {{ worker_connections 512; }}\n\
              http {{\n\
-               log_format haul '$request_method $uri $status $body_bytes_sent \"$http_range\" \"$http_if_range\" $server_protocol $remote_user';\n\
+               log_format haul '$request_method $uri $status $body_bytes_sent c$connection \"$http_range\" \"$http_if_range\" $server_protocol $remote_user';\n\
                access_log {r}/access.log haul;\n\
                client_body_temp_path {r}/tmp/body; proxy_temp_path {r}/tmp/proxy;\n\
                fastcgi_temp_path {r}/tmp/fastcgi; uwsgi_temp_path {r}/tmp/uwsgi; scgi_temp_path {r}/tmp/scgi;\n\
