@@ -63,7 +63,7 @@ fn main() {
                 "-x 1, no checkpoints",
                 [x1(), vec!["--checkpoint-interval".into(), "1h".into()]].concat(),
             ),
-            ("-x 4 (default)", vec![]),
+            ("defaults", vec![]),
         ];
         let mut binaries = vec![(String::new(), env!("CARGO_BIN_EXE_haul").to_owned())];
         if let Ok(baseline) = std::env::var("HAUL_BENCH_BASELINE") {
