@@ -7,14 +7,8 @@ use std::time::Duration;
 /// and `KB`, `MB`, `GB` mean the same here).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size (e.g. 512K, 8M, 1G)"))?;
-    let unit = unit.trim().to_ascii_lowercase();
+    let (value, unit) = number_and_unit(text, "a size (e.g. 512K, 8M, 1G)")?;
+    let unit = unit.to_ascii_lowercase();
     let multiplier: u64 = match unit.trim_end_matches("ib").trim_end_matches('b') {
         "" => 1,
         "k" => 1 << 10,
@@ -29,6 +23,19 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         return Err(format!("`{text}` is zero"));
     }
     Ok(bytes)
+}
+
+/// Splits `12.5ms` into 12.5 and `ms` (the unit trimmed); `what` names the expected kind of
+/// value in the error.
+fn number_and_unit<'t>(text: &'t str, what: &str) -> Result<(f64, &'t str), String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not {what}"))?;
+    Ok((value, unit.trim()))
 }
 
 /// Parses a rate in bytes per second like a size, where 0 means "no limit".
@@ -47,14 +54,8 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
 /// Parses `30`, `30s`, `500ms`, `2m` or `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (e.g. 30s, 500ms, 2m)"))?;
-    let seconds = match unit.trim() {
+    let (value, unit) = number_and_unit(text, "a duration (e.g. 30s, 500ms, 2m)")?;
+    let seconds = match unit {
         "" | "s" => value,
         "ms" => value / 1000.0,
         "m" => value * 60.0,

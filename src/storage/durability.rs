@@ -131,7 +131,39 @@ mod tests {
     use std::io::Write;
 
     #[test]
-    fn many_threads_finishing_together_all_return_and_share_flushes() {
+    fn files_finishing_during_a_flush_share_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncer = Syncer::new(Durability::Full);
+        // A flush is running: whoever finishes now must wait for the next one.
+        syncer.group.state.lock().unwrap().running = true;
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let syncer = syncer.clone();
+                let path = dir.path().join(format!("f{i}"));
+                std::thread::spawn(move || {
+                    let mut file = File::create(&path).unwrap();
+                    writeln!(file, "{i}").unwrap();
+                    syncer.sync_grouped(&file).unwrap();
+                })
+            })
+            .collect();
+        while syncer.group.state.lock().unwrap().waiting < 4 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // The running flush ends: one of the four flushes for all of them.
+        syncer.group.state.lock().unwrap().running = false;
+        syncer.group.finished.notify_all();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let round = syncer.group.state.lock().unwrap();
+        assert_eq!(round.started, 1, "four files, one shared flush");
+        assert_eq!(round.finished, 1);
+        assert_eq!(round.waiting, 0);
+    }
+
+    #[test]
+    fn many_threads_committing_at_once_all_return() {
         let dir = tempfile::tempdir().unwrap();
         let syncer = Syncer::new(Durability::Full);
         let threads: Vec<_> = (0..16)
@@ -151,10 +183,22 @@ mod tests {
             thread.join().unwrap();
         }
         let round = syncer.group.state.lock().unwrap();
+        // Nobody is left waiting and no flush is left half done.
         assert_eq!(round.waiting, 0);
         assert!(!round.running);
-        // Nobody is left waiting and no flush is left half done.
         assert_eq!(round.started, round.finished);
+    }
+
+    #[test]
+    fn a_file_finishing_alone_syncs_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncer = Syncer::new(Durability::Full);
+        let mut file = File::create(dir.path().join("alone")).unwrap();
+        writeln!(file, "alone").unwrap();
+        syncer.sync_grouped(&file).unwrap();
+        let round = syncer.group.state.lock().unwrap();
+        assert_eq!(round.started, 0, "its own fdatasync, no shared flush");
+        assert_eq!(round.waiting, 0);
     }
 
     #[test]

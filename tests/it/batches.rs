@@ -2,7 +2,8 @@
 //! shards and two processes in one directory (issue #16 of the CLI: "signals, batches,
 //! logs, and scale-out").
 
-use std::process::{Child, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::nginx::Nginx;
@@ -12,6 +13,19 @@ use crate::support::{haul, listing, run, stderr};
 /// Every JSON event a `--json` run printed.
 fn events(output: &Output) -> Vec<serde_json::Value> {
     crate::support::json_events(&output.stdout)
+}
+
+/// `haul get FLAGS -d DIR -i LIST`.
+fn get_list(flags: &[&str], dir: &Path, list: &Path) -> Command {
+    let mut command = haul();
+    command
+        .arg("get")
+        .args(flags)
+        .arg("-d")
+        .arg(dir)
+        .arg("-i")
+        .arg(list);
+    command
 }
 
 fn of_kind<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
@@ -99,13 +113,7 @@ async fn the_same_url_twice_is_downloaded_once() {
     let url = server.file_url(5000, "twice.bin", "");
     let list = dir.path().join("list.txt");
     std::fs::write(&list, format!("{url}\n{url}\n")).unwrap();
-    let mut command = haul();
-    command
-        .args(["get", "--json", "-d"])
-        .arg(dir.path())
-        .arg("-i")
-        .arg(&list);
-    let output = run(command).await;
+    let output = run(get_list(&["--json"], dir.path(), &list)).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(server.requests(), 1);
     assert_eq!(
@@ -158,13 +166,7 @@ async fn aria2_input_files_run_and_unknown_keys_warn() {
         ),
     )
     .unwrap();
-    let mut command = haul();
-    command
-        .args(["get", "-d"])
-        .arg(dir.path())
-        .arg("-i")
-        .arg(&list);
-    let output = run(command).await;
+    let output = run(get_list(&[], dir.path(), &list)).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(dir.path().join("a.bin").exists());
     let text = stderr(&output);
@@ -174,13 +176,7 @@ async fn aria2_input_files_run_and_unknown_keys_warn() {
     assert_eq!(logged[0].user_agent.as_deref(), Some("aria2/1.37"));
 
     std::fs::remove_file(dir.path().join("a.bin")).unwrap();
-    let mut command = haul();
-    command
-        .args(["get", "--strict-input", "-d"])
-        .arg(dir.path())
-        .arg("-i")
-        .arg(&list);
-    let output = run(command).await;
+    let output = run(get_list(&["--strict-input"], dir.path(), &list)).await;
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(stderr(&output).contains("auto-file-renaming"));
     assert!(!dir.path().join("a.bin").exists());
@@ -360,13 +356,7 @@ async fn a_per_file_rate_limit_slows_only_its_file() {
     )
     .unwrap();
     let started = Instant::now();
-    let mut command = haul();
-    command
-        .args(["get", "--json", "-d"])
-        .arg(dir.path())
-        .arg("-i")
-        .arg(&list);
-    let output = run(command).await;
+    let output = run(get_list(&["--json"], dir.path(), &list)).await;
     assert!(output.status.success(), "{}", stderr(&output));
     // A limit can only make a file slower: 300 kB at 100 KiB/s needs well over 2 s.
     assert!(started.elapsed() >= Duration::from_secs(2));

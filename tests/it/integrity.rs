@@ -109,17 +109,7 @@ async fn segmented_and_resumed_downloads_verify_the_representation_digest_only()
     let error = fixture.downloader.download(wrong).await.unwrap_err();
     assert_eq!(error.kind(), haul::ErrorKind::Integrity, "{error}");
     // A 206's Content-Digest describes only its part: ignored, even when it does not match.
-    let token = CancellationToken::new();
-    let slow = fixture
-        .request(size, "resumed.bin", "rate=4194304")
-        .with_connections(1)
-        .with_cancellation(token.clone());
-    let stopper = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        token.cancel();
-    });
-    assert!(fixture.downloader.download(slow).await.is_err());
-    stopper.await.unwrap();
+    leave_a_part(&fixture, size, "resumed.bin").await;
     let resumed = fixture
         .request(size, "resumed.bin", "digest=content&digest_wrong=partial")
         .with_connections(1);
@@ -128,17 +118,7 @@ async fn segmented_and_resumed_downloads_verify_the_representation_digest_only()
     assert!(done.digest.is_none(), "nothing to verify");
     assert!(std::fs::read(&done.path).unwrap() == content("resumed.bin", 1, size));
     // A resume whose 206 carries a wrong Repr-Digest fails.
-    let token = CancellationToken::new();
-    let slow = fixture
-        .request(size, "resumed2.bin", "rate=4194304")
-        .with_connections(1)
-        .with_cancellation(token.clone());
-    let stopper = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        token.cancel();
-    });
-    assert!(fixture.downloader.download(slow).await.is_err());
-    stopper.await.unwrap();
+    leave_a_part(&fixture, size, "resumed2.bin").await;
     let wrong = fixture
         .request(size, "resumed2.bin", "digest=repr&digest_wrong=1")
         .with_connections(1);
@@ -342,4 +322,20 @@ async fn files_get_the_servers_time_and_timestamping_asks_before_fetching() {
         .unwrap()
         .as_secs();
     assert!(now - mtime(&path) < 60, "the download's own time");
+}
+
+/// Starts a throttled download of `name` and cancels it after half a second: a `.part` with
+/// its state is left for the next request to resume.
+async fn leave_a_part(fixture: &Fixture, size: u64, name: &str) {
+    let token = CancellationToken::new();
+    let slow = fixture
+        .request(size, name, "rate=4194304")
+        .with_connections(1)
+        .with_cancellation(token.clone());
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel();
+    });
+    assert!(fixture.downloader.download(slow).await.is_err());
+    stopper.await.unwrap();
 }

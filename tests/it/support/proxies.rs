@@ -55,6 +55,22 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Starts `command`, a proxy that will listen on `port`, and waits until it does.
+fn start(mut command: Command, port: u16, log: Option<PathBuf>, dir: tempfile::TempDir) -> Proxy {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(port, &mut child);
+    Proxy {
+        child,
+        port,
+        log,
+        _dir: dir,
+    }
+}
+
 fn wait_for(port: u16, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -86,21 +102,9 @@ pub fn tinyproxy(auth: Option<(&str, &str)>) -> Option<Proxy> {
     }
     let config_path = dir.path().join("tinyproxy.conf");
     std::fs::write(&config_path, config).unwrap();
-    let mut child = Command::new(binary)
-        .arg("-d")
-        .arg("-c")
-        .arg(&config_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(port, &mut child);
-    Some(Proxy {
-        child,
-        port,
-        log: Some(log),
-        _dir: dir,
-    })
+    let mut command = Command::new(binary);
+    command.arg("-d").arg("-c").arg(&config_path);
+    Some(start(command, port, Some(log), dir))
 }
 
 /// dante, without authentication, logging every connection.
@@ -119,21 +123,9 @@ pub fn dante() -> Option<Proxy> {
     );
     let config_path = dir.path().join("danted.conf");
     std::fs::write(&config_path, config).unwrap();
-    let mut child = Command::new(binary)
-        .arg("-f")
-        .arg(&config_path)
-        .args(["-N", "1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(port, &mut child);
-    Some(Proxy {
-        child,
-        port,
-        log: Some(log),
-        _dir: dir,
-    })
+    let mut command = Command::new(binary);
+    command.arg("-f").arg(&config_path).args(["-N", "1"]);
+    Some(start(command, port, Some(log), dir))
 }
 
 /// microsocks with a user and password, connecting out from 127.0.0.2.
@@ -141,7 +133,8 @@ pub fn microsocks(user: &str, password: &str) -> Option<Proxy> {
     let binary = find("microsocks", "microsocks")?;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = Command::new(binary)
+    let mut command = Command::new(binary);
+    command
         .args([
             "-i",
             "127.0.0.1",
@@ -152,16 +145,6 @@ pub fn microsocks(user: &str, password: &str) -> Option<Proxy> {
             "-P",
             password,
         ])
-        .args(["-b", "127.0.0.2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(port, &mut child);
-    Some(Proxy {
-        child,
-        port,
-        log: None,
-        _dir: dir,
-    })
+        .args(["-b", "127.0.0.2"]);
+    Some(start(command, port, None, dir))
 }
