@@ -9,6 +9,7 @@ pub(crate) mod to_writer;
 
 use local::OnDisk;
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -93,6 +94,9 @@ struct RangeTrust {
     probe: bool,
     /// Ranges are refused: whole answers only.
     refused: bool,
+    /// The first request asked for the first piece only and the server answered with an
+    /// error or a refused range: later requests of this download start plain.
+    first_piece_failed: bool,
 }
 
 /// Server errors to a ranged request in a row before a plain request is tried.
@@ -125,6 +129,16 @@ impl RangeTrust {
         self.probe = false;
         self.ranged_errors = 0;
     }
+}
+
+/// Whether a request for the first piece failed in a way a plain request may not: the
+/// server refused the range (`412`, a wrong `Content-Range`) or failed on it with a server
+/// error. Nothing says yet that it serves ranges at all.
+fn refuses_first_piece(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Status { status: 412, .. } | Error::BadRange { .. }
+    ) || is_server_error_without_patience(error)
 }
 
 /// `500`, `502`, `504`, or a `503` without `Retry-After`.
@@ -188,6 +202,9 @@ enum AttemptEnd {
     NotModified,
     /// The bytes on disk cannot be continued; fetch again from zero.
     StartOver(String),
+    /// The answer ended where it said, before the end of the file (an answer to a request
+    /// for the first piece only): the next request asks for the rest, at once.
+    MoreToFetch,
 }
 
 impl Transfer<'_> {
@@ -386,9 +403,11 @@ impl Transfer<'_> {
         loop {
             let before = session.received;
             let asked_range = session.asks_range();
+            let asked_first_piece = self.asks_first_piece(session);
             let probing = session.ranges.probe && session.offset > 0;
             let error = match self.attempt(session, paths).await {
                 Ok(AttemptEnd::Complete) => return Ok(()),
+                Ok(AttemptEnd::MoreToFetch) => continue,
                 Ok(AttemptEnd::NotModified) => {
                     session.not_modified = true;
                     return Ok(());
@@ -412,6 +431,11 @@ impl Transfer<'_> {
                 }
                 Err(error) => error,
             };
+            if asked_first_piece && refuses_first_piece(&error) {
+                // Nothing says yet that this server serves ranges: ask plainly, at once.
+                session.ranges.first_piece_failed = true;
+                continue;
+            }
             if asked_range && session.ranges.after_ranged_failure(&error) {
                 start_overs += 1;
                 if start_overs > MAX_START_OVERS {
@@ -449,6 +473,7 @@ impl Transfer<'_> {
 
     /// One request: send, judge the answer, stream the body to the writer.
     async fn attempt(&self, session: &mut Session, paths: &PartPaths) -> Result<AttemptEnd, Error> {
+        let first_piece = self.asks_first_piece(session);
         let answer = self.send(session).await?;
         let resuming = session.offset > 0;
         let (reply, body_end) = match answer {
@@ -458,6 +483,21 @@ impl Transfer<'_> {
             }
             Answer::NotModified(_) => {
                 return Err(Error::Internal("a 304 to an unconditional request".into()));
+            }
+            Answer::Partial(reply, range) if !resuming => {
+                match self
+                    .begin_first_piece(session, reply, &range, paths)
+                    .await?
+                {
+                    ControlFlow::Continue(body) => body,
+                    ControlFlow::Break(end) => return Ok(end),
+                }
+            }
+            Answer::Unsatisfiable { .. } if !resuming => {
+                // A refused first piece: an empty file, or a server that is wrong about
+                // ranges. A plain request settles it.
+                session.ranges.first_piece_failed = true;
+                return Ok(AttemptEnd::MoreToFetch);
             }
             Answer::Partial(reply, range) => {
                 self.adopt_server_digest(session, &reply, false);
@@ -482,6 +522,11 @@ impl Transfer<'_> {
                 ));
             }
             Answer::Whole(reply) => {
+                if first_piece || session.ranges.first_piece_failed {
+                    // A range was ignored, or failed where this plain request worked: the
+                    // answer carries the whole file on its own connection.
+                    session.single_only = true;
+                }
                 if resuming {
                     if session.ranges.probe {
                         // Plain requests work where ranged ones failed: the server refuses ranges.
@@ -495,29 +540,10 @@ impl Transfer<'_> {
                             .into(),
                     });
                 }
-                Self::remember_disposition(session, &reply);
-                let total = reply.validators.total_bytes;
-                if let Some(total) = total {
-                    self.check_size(total, true)?;
+                match self.begin_whole(session, reply, paths).await? {
+                    ControlFlow::Continue(body) => body,
+                    ControlFlow::Break(end) => return Ok(end),
                 }
-                session.offset = 0;
-                session.state.done = crate::storage::ranges::RangeSet::default();
-                session.state.validators = reply.validators.clone();
-                self.adopt_server_digest(session, &reply, true);
-                if self.claim_disposition_name(session, paths).await? {
-                    return Ok(AttemptEnd::Present);
-                }
-                if let (None, Some(length)) = (&session.writer, total)
-                    && length <= SMALL_FILE_BYTES
-                {
-                    self.report_started(session, total, &reply.version);
-                    return self.download_small(session, reply, length, paths).await;
-                }
-                match session.writer.as_mut() {
-                    Some(writer) => writer.restart(reply.validators.clone()).await?,
-                    None => self.open_writer(session, paths, true),
-                }
-                (reply, total.unwrap_or(u64::MAX))
             }
         };
         Self::remember_disposition(session, &reply);
@@ -538,7 +564,75 @@ impl Transfer<'_> {
             return self.download_segments(session, reply, start).await;
         }
         self.stream_body(session, reply, body_end).await?;
-        Ok(AttemptEnd::Complete)
+        match total {
+            Some(total) if session.offset < total => Ok(AttemptEnd::MoreToFetch),
+            _ => Ok(AttemptEnd::Complete),
+        }
+    }
+
+    /// Starts on the answer to a request for the first piece of a fresh download (a `206`).
+    async fn begin_first_piece(
+        &self,
+        session: &mut Session,
+        reply: Reply,
+        range: &crate::client::http::ContentRange,
+        paths: &PartPaths,
+    ) -> Result<ControlFlow<AttemptEnd, (Reply, u64)>, Error> {
+        if range.total.is_none() {
+            // The server does not say where the file ends: a plain request tells.
+            session.ranges.first_piece_failed = true;
+            return Ok(ControlFlow::Break(AttemptEnd::MoreToFetch));
+        }
+        if range.total == Some(range.end) {
+            // The answer holds the whole file.
+            return self.begin_whole(session, reply, paths).await;
+        }
+        // The file's validators are this answer's.
+        self.adopt_server_digest(session, &reply, false);
+        session.state.done = crate::storage::ranges::RangeSet::default();
+        session.state.validators = reply.validators.clone();
+        match session.writer.as_mut() {
+            Some(writer) => writer.restart(reply.validators.clone()).await?,
+            None => self.open_writer(session, paths, true),
+        }
+        Ok(ControlFlow::Continue((reply, range.end)))
+    }
+
+    /// Starts on an answer that holds the whole file (a `200`, or a `206` for all of it): the
+    /// file's validators, its size, the server's name for it, then the small-file path or a
+    /// writer from byte zero. `Continue` with the answer and where its body ends.
+    async fn begin_whole(
+        &self,
+        session: &mut Session,
+        reply: Reply,
+        paths: &PartPaths,
+    ) -> Result<ControlFlow<AttemptEnd, (Reply, u64)>, Error> {
+        Self::remember_disposition(session, &reply);
+        let total = reply.validators.total_bytes;
+        if let Some(total) = total {
+            self.check_size(total, true)?;
+        }
+        session.offset = 0;
+        session.state.done = crate::storage::ranges::RangeSet::default();
+        session.state.validators = reply.validators.clone();
+        self.adopt_server_digest(session, &reply, true);
+        if self.claim_disposition_name(session, paths).await? {
+            return Ok(ControlFlow::Break(AttemptEnd::Present));
+        }
+        if let (None, Some(length)) = (&session.writer, total)
+            && length <= SMALL_FILE_BYTES
+        {
+            self.report_started(session, total, &reply.version);
+            return self
+                .download_small(session, reply, length, paths)
+                .await
+                .map(ControlFlow::Break);
+        }
+        match session.writer.as_mut() {
+            Some(writer) => writer.restart(reply.validators.clone()).await?,
+            None => self.open_writer(session, paths, true),
+        }
+        Ok(ControlFlow::Continue((reply, total.unwrap_or(u64::MAX))))
     }
 
     /// The outcome when the server's name is a file kept as it is: this download's bytes go.
@@ -657,8 +751,33 @@ impl Transfer<'_> {
         }
         if session.asks_range() {
             ask = ask.with_range(session.offset, None, session.state.validators.if_range());
+        } else if self.asks_first_piece(session) {
+            ask = ask.with_range(0, Some(self.first_piece_bytes()), None);
         }
         self.client.exchange(&ask, self.cancel).await
+    }
+
+    /// Whether this attempt asks for the first piece only: a fresh download that opens
+    /// several connections at once (`-x N`). Its answer then ends exactly where the first
+    /// piece does, and its connection goes on with the next request instead of being cut
+    /// off mid-answer; a `200` means no ranges, and that answer simply carries the whole file.
+    /// The ramp (no `-x`) asks plainly: its first connection may well fetch the whole file.
+    fn asks_first_piece(&self, session: &Session) -> bool {
+        self.connections() > 1
+            && !self.adaptive_connections()
+            && session.offset == 0
+            && session.writer.is_none()
+            && session.state.done.is_empty()
+            && !session.revalidating
+            && !session.single_only
+            && !session.ranges.refused
+            && !session.ranges.first_piece_failed
+    }
+
+    /// The length of the first piece: a file up to this long comes in one answer (the
+    /// segment engine splits only files of at least twice `min_split_bytes`).
+    fn first_piece_bytes(&self) -> u64 {
+        self.config().min_split_bytes.saturating_mul(2).max(1)
     }
 
     fn open_writer(&self, session: &mut Session, paths: &PartPaths, fresh: bool) {

@@ -397,7 +397,9 @@ async fn nginx_four_connections_count_each_byte_once_in_the_summary() {
 async fn nginx_serves_a_segmented_download_and_its_resume() {
     let Some(nginx) = Nginx::start() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let size = 12 << 20;
+    // nginx lets each answer send its first second's worth (4 MiB) at once: 40 MiB over four
+    // connections is still on its way after half a second.
+    let size = 40 << 20;
     put(&nginx.www(), "slow/seg.bin", &content("seg", 1, size));
     let url = nginx.http_url("/slow/seg.bin");
     let token = CancellationToken::new();
@@ -414,10 +416,11 @@ async fn nginx_serves_a_segmented_download_and_its_resume() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         token.cancel();
     });
-    assert!(matches!(
-        downloader.download(first).await,
-        Err(haul::Error::Cancelled)
-    ));
+    let interrupted = downloader.download(first).await;
+    assert!(
+        matches!(interrupted, Err(haul::Error::Cancelled)),
+        "{interrupted:?}"
+    );
     canceller.await.unwrap();
     let state: Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("seg.bin.part.haul")).unwrap(),

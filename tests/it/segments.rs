@@ -195,15 +195,15 @@ async fn a_connection_waiting_at_a_files_tail_lets_another_download_use_the_host
         .build()
         .unwrap();
     // Every answer of the large file waits 400 ms, so its pieces count as stalled only after
-    // 800 ms without a byte (twice the slowest answer). Its first answer goes silent 1 MiB
-    // before its piece's end at ~0.4 s; the second connection's piece has arrived by ~0.8 s,
-    // and that connection then has nothing to do until it may take the stalled rest over at
-    // ~1.2 s.
-    let size = 8 * MIB;
+    // 800 ms without a byte (twice the slowest answer). Its first answer (the first piece,
+    // 2 MiB) goes silent 512 KiB before its end at ~0.4 s; the second connection's piece
+    // has arrived by ~0.8 s, and that connection then has nothing to do until it may take the
+    // stalled rest over at ~1.2 s.
+    let size = 4 * MIB;
     let large = Request::new(&server.file_url(
         size,
         "l.bin",
-        &format!("delay_ms=400&stall_after={}&fault_times=1", 3 * MIB),
+        &format!("delay_ms=400&stall_after={}&fault_times=1", 3 * MIB / 2),
     ))
     .unwrap()
     .into_dir(dir.path());
@@ -225,10 +225,12 @@ async fn a_connection_waiting_at_a_files_tail_lets_another_download_use_the_host
     assert!(std::fs::read(dir.path().join("l.bin")).unwrap() == content("l.bin", 1, size));
     let log = server.log();
     let position = |wanted: &dyn Fn(&crate::support::server::Logged) -> bool| {
-        log.iter().position(wanted).unwrap()
+        log.iter()
+            .position(wanted)
+            .unwrap_or_else(|| panic!("not in {log:#?}"))
     };
     let small_asked = position(&|r| r.path.ends_with("/s.bin"));
-    let takeover = format!("bytes={}-{}", 3 * MIB, 4 * MIB - 1);
+    let takeover = format!("bytes={}-{}", 3 * MIB / 2, 2 * MIB - 1);
     let taken_over = position(&|r| r.range.as_deref() == Some(takeover.as_str()));
     assert!(
         small_asked < taken_over,
@@ -357,7 +359,8 @@ async fn servers_without_ranges_or_length_fall_back_to_one_connection() {
     // Advertises ranges but ignores them: the segments' 200s send it back to one stream.
     let liar = server.file_url(size, "n.bin", "no_ranges=1");
     fetch_exact(&downloader, &liar, dir.path(), "n.bin", size).await;
-    let chunked = server.file_url(size, "c.bin", "chunked=1");
+    // Streams without a length and ignores ranges (a generated answer).
+    let chunked = server.file_url(size, "c.bin", "chunked=1&no_ranges=1");
     let before = server.requests();
     fetch_exact(&downloader, &chunked, dir.path(), "c.bin", size).await;
     assert_eq!(server.requests() - before, 1, "no length: one request");
@@ -389,4 +392,94 @@ async fn without_a_count_connections_are_added_while_they_raise_the_rate() {
         assert!(pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(200));
     }
     assert!(ranged[0].at.duration_since(first) >= Duration::from_millis(200));
+}
+
+/// With a connection count, the first request asks for the first piece only: its answer ends
+/// where the piece does, and the connection goes on with the rest of its share instead of
+/// being cut off in the middle of a whole-file answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_connection_count_the_first_request_asks_for_the_first_piece() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = split_over(4);
+    // 8 MiB/s per answer: the other connections are busy with their 4 MiB pieces while the
+    // first receives its first 2 MiB.
+    let size = 16 * MIB;
+    let url = server.file_url(size, "f.bin", &format!("rate={}", 8 * MIB));
+    fetch_exact(&downloader, &url, dir.path(), "f.bin", size).await;
+    let log = server.log();
+    let first = &log[0];
+    assert_eq!(
+        first.range.as_deref(),
+        Some("bytes=0-2097151"),
+        "the first piece is twice the smallest split: {log:?}"
+    );
+    assert_eq!(first.if_range, None, "nothing to compare with yet");
+    let rest = log
+        .iter()
+        .find(|r| {
+            r.range
+                .as_deref()
+                .is_some_and(|r| r.starts_with("bytes=2097152-"))
+        })
+        .unwrap_or_else(|| panic!("the rest of the first piece was asked for: {log:?}"));
+    assert!(rest.if_range.is_some(), "the rest asks for the same file");
+    assert_eq!(
+        server.body_bytes(),
+        size,
+        "every answer ended where it said: no answer was cut off, no byte sent twice"
+    );
+
+    // A file within the first piece comes whole in that one answer.
+    let before = server.requests();
+    fetch_exact(
+        &downloader,
+        &server.file_url(100, "s.bin", ""),
+        dir.path(),
+        "s.bin",
+        100,
+    )
+    .await;
+    assert_eq!(
+        server.requests() - before,
+        1,
+        "one request for a small file"
+    );
+    // An empty file cannot be asked for by range (416): a plain request settles it.
+    fetch_exact(
+        &downloader,
+        &server.file_url(0, "e.bin", ""),
+        dir.path(),
+        "e.bin",
+        0,
+    )
+    .await;
+    assert!(listing(dir.path()).iter().all(|n| !n.contains(".part")));
+}
+
+/// A server that fails every ranged request (while plain ones work) costs one extra request
+/// at the start, not a retry: with no retries allowed the download still succeeds, on the
+/// plain answer alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_failing_the_first_piece_is_asked_plainly_at_once() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = fast_downloader()
+        .connections(4)
+        .min_split_size(MIB)
+        .retries(0)
+        .build()
+        .unwrap();
+    let size = 8 * MIB;
+    for status in [500, 412] {
+        let name = format!("r{status}.bin");
+        let url = server.file_url(size, &name, &format!("ranged_status={status}"));
+        let before = server.log().len();
+        fetch_exact(&downloader, &url, dir.path(), &name, size).await;
+        let asked: Vec<_> = server.log()[before..]
+            .iter()
+            .map(|r| (r.range.is_some(), r.status))
+            .collect();
+        assert_eq!(asked, [(true, status), (false, 200)], "ranged, then plain");
+    }
 }

@@ -29,6 +29,9 @@ const RANGED_ERRORS_TO_REFUSE: u32 = 2;
 enum Streamed {
     /// Everything the server sent was used.
     ToTheEnd,
+    /// The answer ended where it said, before the end of the piece (the first request of a
+    /// download asks for the first piece only): the rest of the piece is asked for next.
+    PieceGoesOn,
     /// The piece ended before the answer did, and the connection was dropped.
     CutShort,
 }
@@ -79,7 +82,7 @@ impl Engine<'_, '_> {
                 }
             };
             let error = match result {
-                Ok(Streamed::ToTheEnd) => continue,
+                Ok(Streamed::ToTheEnd | Streamed::PieceGoesOn) => continue,
                 Ok(Streamed::CutShort) => {
                     cut_short = Some(Instant::now());
                     continue;
@@ -320,11 +323,11 @@ impl Engine<'_, '_> {
             };
             let mut chunk = match next {
                 Ok(Some(chunk)) => chunk,
-                Ok(None) if position < end => {
+                Ok(None) if position < end.min(answer_end) => {
                     break Err(Error::ShortBody {
                         url: body.url().to_owned(),
                         received: position,
-                        expected: end,
+                        expected: end.min(answer_end),
                     });
                 }
                 Ok(None) => break Ok(()),
@@ -360,6 +363,9 @@ impl Engine<'_, '_> {
         let flushed = buffer.flush(&self.writer).await;
         outcome.map_err(Stop::Failed)?;
         flushed?;
+        if position < end {
+            return Ok(Streamed::PieceGoesOn);
+        }
         self.plan.finish(worker);
         Ok(if position < answer_end {
             Streamed::CutShort

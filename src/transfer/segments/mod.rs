@@ -73,7 +73,7 @@ struct Engine<'t, 'a> {
 
 impl Transfer<'_> {
     /// Whether this file ramps up to `connections()` rather than opening them at once.
-    fn adaptive_connections(&self) -> bool {
+    pub(super) fn adaptive_connections(&self) -> bool {
         self.request.connections.is_none()
             && self.config().adaptive_connections
             && self.request.mirrors.is_empty()
