@@ -55,6 +55,7 @@ struct Inner {
     hosts: HostLimits,
     rate: Option<RateLimiter>,
     reservations: crate::storage::reservations::Reservations,
+    quick_fs: crate::storage::quick::QuickFs,
 }
 
 impl Client {
@@ -68,6 +69,7 @@ impl Client {
                 config,
                 identity,
                 reservations: crate::storage::reservations::Reservations::default(),
+                quick_fs: crate::storage::quick::QuickFs::default(),
             }),
         }
     }
@@ -87,6 +89,11 @@ impl Client {
     /// The names server-named files got in this run.
     pub(crate) fn reservations(&self) -> &crate::storage::reservations::Reservations {
         &self.inner.reservations
+    }
+
+    /// Where short file-system work runs (see `storage::quick`).
+    pub(crate) fn quick_fs(&self) -> &crate::storage::quick::QuickFs {
+        &self.inner.quick_fs
     }
 
     /// The first-contact gate, unless the client speaks HTTP/1.1 only (then there is nothing

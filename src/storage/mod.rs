@@ -7,6 +7,7 @@ pub(crate) mod durability;
 pub(crate) mod files;
 pub(crate) mod place;
 pub(crate) mod pool;
+pub(crate) mod quick;
 pub(crate) mod ranges;
 pub(crate) mod reservations;
 pub(crate) mod state;

@@ -14,10 +14,11 @@ use crate::integrity::{Checksum, Hasher};
 use crate::progress::Event;
 use crate::storage::PartPaths;
 use crate::storage::place::{Dir, Entry, Kind};
+use crate::storage::quick::QuickFs;
 use crate::storage::state::{ResumeState, Unusable, Validators};
 
-/// What is on disk for one transfer, looked at in a single trip to a blocking thread: with
-/// thousands of small files, each trip costs more than the system calls it makes.
+/// What is on disk for one transfer, looked at in one call (inline once the file system has
+/// proven fast, else in one trip to a blocking thread: see `storage::quick`).
 pub(super) struct OnDisk {
     /// What is at the final name (a symlink itself, not its target), when anything is there.
     pub(super) existing: Option<Entry>,
@@ -34,56 +35,57 @@ impl OnDisk {
     /// Looks at the final name, the state and the `.part`; with `rename`, first moves the
     /// final name to the first free `NAME.N` (wget's way) and looks there.
     pub(super) async fn look(
+        quick: &QuickFs,
         paths: &PartPaths,
         rename: bool,
         want_etag: bool,
     ) -> Result<(Self, PartPaths), Error> {
         let paths = paths.clone();
-        tokio::task::spawn_blocking(move || {
-            let dir = paths.dir(false)?;
-            let paths = match (&dir, rename) {
-                (Some(dir), true) => {
-                    let free = free_name(dir, paths.place.name())
-                        .map_err(|e| Error::io("inspect", paths.place.path(), e))?;
-                    PartPaths::beside(&paths.place.sibling(free))
-                }
-                _ => paths,
-            };
-            let existing = match &dir {
-                Some(dir) => dir
-                    .entry(paths.place.name())
-                    .map_err(|e| Error::io("inspect", paths.place.path(), e))?,
-                None => None,
-            };
-            let etag = match (&dir, &existing) {
-                (Some(dir), Some(entry)) if want_etag && entry.kind == Kind::File => dir
-                    .open_read(paths.place.name())
-                    .ok()
-                    .and_then(|file| read_etag(&file)),
-                _ => None,
-            };
-            let state = ResumeState::load(&paths);
-            let part_len = match (&state, &dir) {
-                (Ok(_), Some(dir)) => dir
-                    .entry(paths.part_name())
-                    .ok()
-                    .flatten()
-                    .filter(|entry| entry.kind == Kind::File)
-                    .map(|entry| entry.len),
-                _ => None,
-            };
-            Ok((
-                Self {
-                    existing,
-                    state,
-                    part_len,
-                    etag,
-                },
-                paths,
-            ))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("inspecting the output failed: {e}")))?
+        quick
+            .run("inspecting the output", move || {
+                let dir = paths.dir(false)?;
+                let paths = match (&dir, rename) {
+                    (Some(dir), true) => {
+                        let free = free_name(dir, paths.place.name())
+                            .map_err(|e| Error::io("inspect", paths.place.path(), e))?;
+                        PartPaths::beside(&paths.place.sibling(free))
+                    }
+                    _ => paths,
+                };
+                let existing = match &dir {
+                    Some(dir) => dir
+                        .entry(paths.place.name())
+                        .map_err(|e| Error::io("inspect", paths.place.path(), e))?,
+                    None => None,
+                };
+                let etag = match (&dir, &existing) {
+                    (Some(dir), Some(entry)) if want_etag && entry.kind == Kind::File => dir
+                        .open_read(paths.place.name())
+                        .ok()
+                        .and_then(|file| read_etag(&file)),
+                    _ => None,
+                };
+                let state = ResumeState::load(&paths);
+                let part_len = match (&state, &dir) {
+                    (Ok(_), Some(dir)) => dir
+                        .entry(paths.part_name())
+                        .ok()
+                        .flatten()
+                        .filter(|entry| entry.kind == Kind::File)
+                        .map(|entry| entry.len),
+                    _ => None,
+                };
+                Ok((
+                    Self {
+                        existing,
+                        state,
+                        part_len,
+                        etag,
+                    },
+                    paths,
+                ))
+            })
+            .await
     }
 }
 

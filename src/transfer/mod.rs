@@ -246,8 +246,13 @@ impl Transfer<'_> {
                 .request
                 .timestamping
                 .unwrap_or(self.config().timestamping);
-        let (on_disk, mut paths) =
-            OnDisk::look(&PartPaths::beside(&self.place), rename, timestamping).await?;
+        let (on_disk, mut paths) = OnDisk::look(
+            self.client.quick_fs(),
+            &PartPaths::beside(&self.place),
+            rename,
+            timestamping,
+        )
+        .await?;
         paths.final_absent = on_disk.existing.is_none();
         let output_is_file = on_disk
             .existing

@@ -76,8 +76,9 @@ impl Transfer<'_> {
         }
     }
 
-    /// Commits a small file received in memory, in one trip to a blocking thread (with
-    /// thousands of small files the trips cost more than the work): verify the digest (a
+    /// Commits a small file received in memory, in one call (with thousands of small files
+    /// each trip to a blocking thread costs more than the work; without syncs the call runs
+    /// inline once the file system has proven fast, see `storage::quick`): verify the digest (a
     /// mismatch never touches the disk), write the `.part` with the server's time, sync it,
     /// and give it its final name. Returns that name and the digest.
     pub(super) async fn commit_small(
@@ -96,7 +97,8 @@ impl Transfer<'_> {
         let etag = naming.etag.take();
         let stale_state = session.stale_state;
         let syncer = self.config().syncer.clone();
-        tokio::task::spawn_blocking(move || {
+        let durable = syncer.durable();
+        let commit = move || {
             let digest = algorithm.map(|algorithm| {
                 let mut hasher = Hasher::new(algorithm);
                 hasher.update(&body);
@@ -133,8 +135,16 @@ impl Transfer<'_> {
                 return Err(error);
             }
             Ok((naming.apply(&paths, stale_state)?, digest))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("writing a small file failed: {e}")))?
+        };
+        if durable {
+            // The sync may wait for a shared flush: never on a runtime thread.
+            return tokio::task::spawn_blocking(commit)
+                .await
+                .map_err(|e| Error::Internal(format!("writing a small file failed: {e}")))?;
+        }
+        self.client
+            .quick_fs()
+            .run("writing a small file", commit)
+            .await
     }
 }

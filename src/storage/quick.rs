@@ -1,0 +1,119 @@
+//! Short file-system work (looking at an output before its download, committing a small file
+//! without a sync) run where it costs least. On a local disk such work takes tens of
+//! microseconds, less than the two thread wake-ups of a trip to tokio's blocking pool: with
+//! thousands of small files those trips were most of haul's time per file. On a slow or
+//! hung file system (NFS) the same call may take seconds and must not hold a runtime thread.
+//! So the work goes to the blocking pool until the file system has shown itself fast
+//! (`TRUST_AFTER` calls in a row under `FAST`), then runs inline; one inline call over `SLOW`
+//! sends all later work back to the pool for the rest of the run.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::Error;
+
+/// A call this quick on the blocking pool counts towards trust.
+const FAST: Duration = Duration::from_millis(1);
+/// Pooled calls in a row under `FAST` before calls run inline.
+const TRUST_AFTER: u32 = 32;
+/// An inline call this slow ends inline calls for good.
+const SLOW: Duration = Duration::from_millis(10);
+
+/// Where short file-system work runs; one per downloader.
+#[derive(Debug, Default)]
+pub(crate) struct QuickFs {
+    /// Pooled calls in a row that were quick.
+    quick_in_a_row: AtomicU32,
+    /// An inline call was slow: never inline again.
+    distrusted: AtomicBool,
+}
+
+impl QuickFs {
+    /// Runs `work` inline when the file system has proven fast, else on the blocking pool.
+    ///
+    /// # Errors
+    /// `work`'s own error, or `Internal` when the pooled task panicked (`what` names it).
+    pub(crate) async fn run<T, F>(&self, what: &str, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, Error> + Send + 'static,
+    {
+        let inline = !self.distrusted.load(Ordering::Relaxed)
+            && self.quick_in_a_row.load(Ordering::Relaxed) >= TRUST_AFTER;
+        if inline {
+            let started = Instant::now();
+            let result = work();
+            if started.elapsed() > SLOW {
+                self.distrusted.store(true, Ordering::Relaxed);
+            }
+            return result;
+        }
+        let (result, took) = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let result = work();
+            (result, started.elapsed())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("{what} failed: {e}")))?;
+        self.observe(took);
+        result
+    }
+
+    /// Counts one pooled call's duration towards (or against) trust.
+    fn observe(&self, took: Duration) {
+        if took < FAST {
+            self.quick_in_a_row.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.quick_in_a_row.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether calls run inline now.
+    #[cfg(test)]
+    fn inline(&self) -> bool {
+        !self.distrusted.load(Ordering::Relaxed)
+            && self.quick_in_a_row.load(Ordering::Relaxed) >= TRUST_AFTER
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn work_runs_inline_only_after_the_file_system_proved_quick_and_never_after_a_slow_call()
+    {
+        let quick = QuickFs::default();
+        for _ in 0..TRUST_AFTER - 1 {
+            quick.observe(Duration::from_micros(50));
+        }
+        quick.observe(Duration::from_millis(5));
+        assert!(
+            !quick.inline(),
+            "one slow pooled call starts the count again"
+        );
+        for _ in 0..TRUST_AFTER {
+            quick.observe(Duration::from_micros(50));
+        }
+        assert!(quick.inline());
+        let thread = std::thread::current().id();
+        let ran_on = quick
+            .run("a look", move || Ok(std::thread::current().id()))
+            .await
+            .unwrap();
+        assert_eq!(ran_on, thread, "inline, on the calling thread");
+        quick
+            .run("a look", || {
+                std::thread::sleep(SLOW * 2);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert!(!quick.inline(), "a slow inline call ends inline calls");
+        let ran_on = quick
+            .run("a look", move || Ok(std::thread::current().id()))
+            .await
+            .unwrap();
+        assert_ne!(ran_on, thread, "on the blocking pool again");
+    }
+}
