@@ -15,6 +15,8 @@ Scenarios (a trailing t, as in S1t, runs the scenario with the output on tmpfs, 
 where a sync costs nothing: a comparison of the engines alone):
   S1  one 1 GiB file: haul at its defaults and with -x 1 (and --checksum sha-256), beside
       a "durable write floor" row: dd bs=1M conv=fdatasync of the same size, in the same run
+  S1ab  haul's defaults against -x 1 alone on the same 1 GiB, interleaved, at least 10 runs
+      each (is the ramp ever slower than one connection?)
   S2  2,000 files of 64 KiB, 16 concurrent, beside the durability floor for the same files
       (benches/durability_model.py: the file work alone, fdatasync per file or syncfs per batch)
   S3  200 files of 4 MiB, 8 concurrent, beside dd's durable write floor for 800 MiB
@@ -189,13 +191,13 @@ def verify(directory, expected):
             raise RuntimeError(f"wrong or missing output {name}")
 
 
-def run_scenario(title, clients, expected, out, runs, unit_bytes, unit_files=None, any_exit=False):
+def run_scenario(title, clients, expected, out, runs, unit_bytes, unit_files=None, any_exit=False, twins=True):
     """clients: list of (label, command builder(out dir) -> argv, runs override or None).
 
     Batches of many files go to a new directory each run, removed only when the scenario
     ends: deleting thousands of files and creating them again at once makes ext4's inode
     allocator the bottleneck (`recently_deleted`), for whichever client runs next."""
-    if BEFORE:
+    if BEFORE and twins:
         clients = clients + [
             (f"{label} (before)", lambda o, b=build: [BEFORE[1] if a == BEFORE[0] else a for a in b(o)], only)
             for label, build, only in clients if label.startswith("haul") and "durability" not in label]
@@ -270,7 +272,7 @@ def main():
     os.makedirs(f"{www}/mid")
     print("generating data...", file=sys.stderr)
     digests = {}
-    if any(s in scenarios for s in ["S1", "S1t", "S5", "S6", "S6t"]):
+    if any(s in scenarios for s in ["S1", "S1t", "S1ab", "S1abt", "S5", "S6", "S6t"]):
         digests["g1.bin"] = write_file(f"{www}/g1.bin", 1024 * MIB, "g1")
     if "S5" in scenarios:
         digests["g4.bin"] = write_file(f"{www}/g4.bin", 4096 * MIB, "g4")
@@ -342,6 +344,14 @@ def main():
                 if not suffix:
                     rows += disk_floor("S1 durable write floor: dd 1 GiB conv=fdatasync", out_base, 1024, args.runs)
                 rows += one_file(f"S1 1 GiB{where}", nginx.url("/g1.bin"), "g1.bin", out_base, 1024 * MIB)
+            if want("S1ab"):
+                ab_runs = max(10, args.runs)
+                clients = [
+                    ("haul (defaults)", lambda o: [haul, "get", "-q", "-d", o, nginx.url("/g1.bin")], None),
+                    ("haul -x 1", lambda o: [haul, "get", "-q", "-x", "1", "-d", o, nginx.url("/g1.bin")], None),
+                ]
+                rows += run_scenario(f"S1ab 1 GiB, defaults against -x 1, {ab_runs} runs{where}", clients,
+                                     {"g1.bin": digests["g1.bin"]}, out_base, ab_runs, 1024 * MIB, twins=False)
             if want("S2"):
                 urls = [nginx.url(f"/small/{name}") for name in small]
                 if not suffix:
