@@ -38,9 +38,7 @@ impl QuickFs {
         T: Send + 'static,
         F: FnOnce() -> Result<T, Error> + Send + 'static,
     {
-        let inline = !self.distrusted.load(Ordering::Relaxed)
-            && self.quick_in_a_row.load(Ordering::Relaxed) >= TRUST_AFTER;
-        if inline {
+        if self.trusted() {
             let started = Instant::now();
             let result = work();
             if started.elapsed() > SLOW {
@@ -48,15 +46,20 @@ impl QuickFs {
             }
             return result;
         }
-        let (result, took) = tokio::task::spawn_blocking(move || {
+        let (result, took) = on_pool(what, move || {
             let started = Instant::now();
             let result = work();
-            (result, started.elapsed())
+            Ok((result, started.elapsed()))
         })
-        .await
-        .map_err(|e| Error::Internal(format!("{what} failed: {e}")))?;
+        .await?;
         self.observe(took);
         result
+    }
+
+    /// Whether calls run inline now: the file system proved fast and never failed that since.
+    fn trusted(&self) -> bool {
+        !self.distrusted.load(Ordering::Relaxed)
+            && self.quick_in_a_row.load(Ordering::Relaxed) >= TRUST_AFTER
     }
 
     /// Counts one pooled call's duration towards (or against) trust.
@@ -67,13 +70,20 @@ impl QuickFs {
             self.quick_in_a_row.store(0, Ordering::Relaxed);
         }
     }
+}
 
-    /// Whether calls run inline now.
-    #[cfg(test)]
-    fn inline(&self) -> bool {
-        !self.distrusted.load(Ordering::Relaxed)
-            && self.quick_in_a_row.load(Ordering::Relaxed) >= TRUST_AFTER
-    }
+/// Runs `work` on tokio's blocking pool (work that may wait, such as a sync).
+///
+/// # Errors
+/// `work`'s own error, or `Internal` when the task panicked (`what` names it).
+pub(crate) async fn on_pool<T, F>(what: &str, work: F) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, Error> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("{what} failed: {e}")))?
 }
 
 #[cfg(test)]
@@ -89,13 +99,13 @@ mod tests {
         }
         quick.observe(Duration::from_millis(5));
         assert!(
-            !quick.inline(),
+            !quick.trusted(),
             "one slow pooled call starts the count again"
         );
         for _ in 0..TRUST_AFTER {
             quick.observe(Duration::from_micros(50));
         }
-        assert!(quick.inline());
+        assert!(quick.trusted());
         let thread = std::thread::current().id();
         let ran_on = quick
             .run("a look", move || Ok(std::thread::current().id()))
@@ -109,7 +119,7 @@ mod tests {
             })
             .await
             .unwrap();
-        assert!(!quick.inline(), "a slow inline call ends inline calls");
+        assert!(!quick.trusted(), "a slow inline call ends inline calls");
         let ran_on = quick
             .run("a look", move || Ok(std::thread::current().id()))
             .await

@@ -410,7 +410,7 @@ impl Transfer<'_> {
             let asked_range = session.asks_range();
             let asked_first_piece = self.asks_first_piece(session);
             let probing = session.ranges.probe && session.offset > 0;
-            let error = match self.attempt(session, paths).await {
+            let error = match self.attempt(session, paths, asked_first_piece).await {
                 Ok(AttemptEnd::Complete) => return Ok(()),
                 Ok(AttemptEnd::MoreToFetch) => continue,
                 Ok(AttemptEnd::NotModified) => {
@@ -476,10 +476,15 @@ impl Transfer<'_> {
         }
     }
 
-    /// One request: send, judge the answer, stream the body to the writer.
-    async fn attempt(&self, session: &mut Session, paths: &PartPaths) -> Result<AttemptEnd, Error> {
-        let first_piece = self.asks_first_piece(session);
-        let answer = self.send(session).await?;
+    /// One request: send, judge the answer, stream the body to the writer. `first_piece`:
+    /// the request asks for the first piece only (see `asks_first_piece`).
+    async fn attempt(
+        &self,
+        session: &mut Session,
+        paths: &PartPaths,
+        first_piece: bool,
+    ) -> Result<AttemptEnd, Error> {
+        let answer = self.send(session, first_piece).await?;
         let resuming = session.offset > 0;
         let (reply, body_end) = match answer {
             Answer::NotModified(validators) if session.revalidating => {
@@ -744,8 +749,8 @@ impl Transfer<'_> {
 
     /// The request of this attempt: a resume asks for the rest with `If-Range` (unless the
     /// server refuses ranges, or a plain request is being tried); a revalidation asks whether
-    /// the file changed.
-    async fn send(&self, session: &Session) -> Result<Answer, Error> {
+    /// the file changed; with `first_piece`, a fresh download asks for its first piece.
+    async fn send(&self, session: &Session, first_piece: bool) -> Result<Answer, Error> {
         let mut ask = Ask::get(&self.request.url)
             .with_headers(&self.request.headers)
             .with_auth(self.request.auth.as_ref());
@@ -756,7 +761,7 @@ impl Transfer<'_> {
         }
         if session.asks_range() {
             ask = ask.with_range(session.offset, None, session.state.validators.if_range());
-        } else if self.asks_first_piece(session) {
+        } else if first_piece {
             ask = ask.with_range(0, Some(self.first_piece_bytes()), None);
         }
         self.client.exchange(&ask, self.cancel).await

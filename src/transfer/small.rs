@@ -15,6 +15,7 @@ use crate::integrity::{Checksum, Hasher};
 use crate::progress::Event;
 use crate::storage::PartPaths;
 use crate::storage::files::{create_part, remove_part, remove_state};
+use crate::storage::quick::on_pool;
 
 impl Transfer<'_> {
     /// Receives a small file into memory. If the body breaks off, what arrived goes to a
@@ -138,9 +139,7 @@ impl Transfer<'_> {
         };
         if durable {
             // The sync may wait for a shared flush: never on a runtime thread.
-            return tokio::task::spawn_blocking(commit)
-                .await
-                .map_err(|e| Error::Internal(format!("writing a small file failed: {e}")))?;
+            return on_pool("writing a small file", commit).await;
         }
         self.client
             .quick_fs()

@@ -457,9 +457,9 @@ async fn with_a_connection_count_the_first_request_asks_for_the_first_piece() {
     assert!(listing(dir.path()).iter().all(|n| !n.contains(".part")));
 }
 
-/// A server that fails every ranged request (while plain ones work) costs one extra request
-/// at the start, not a retry: with no retries allowed the download still succeeds, on the
-/// plain answer alone.
+/// A server that fails every ranged request, or answers it wrongly (while plain ones work),
+/// costs one extra request at the start, not a retry: with no retries allowed the download
+/// still succeeds, on the plain answer alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_failing_the_first_piece_is_asked_plainly_at_once() {
     let server = TestServer::start().await;
@@ -471,9 +471,14 @@ async fn a_server_failing_the_first_piece_is_asked_plainly_at_once() {
         .build()
         .unwrap();
     let size = 8 * MIB;
-    for status in [500, 412] {
+    for (fault, status) in [
+        ("ranged_status=500", 500),
+        ("ranged_status=412", 412),
+        // A `206` whose Content-Range starts one byte off.
+        ("wrong_range=1", 206),
+    ] {
         let name = format!("r{status}.bin");
-        let url = server.file_url(size, &name, &format!("ranged_status={status}"));
+        let url = server.file_url(size, &name, fault);
         let before = server.log().len();
         fetch_exact(&downloader, &url, dir.path(), &name, size).await;
         let asked: Vec<_> = server.log()[before..]
