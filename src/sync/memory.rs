@@ -54,18 +54,23 @@ impl Memory {
 
     /// Locks the mirror at `dir` (or one shard of it) for this process, with a POSIX record
     /// lock on `.haul-sync[.K-of-N].lock`, which NFS honours and which is released when the
-    /// process ends however it ends. `None` when the directory does not exist yet. Blocking.
+    /// process ends however it ends. A missing directory is made when `create` (a second sync
+    /// started a moment later must find the lock already there); otherwise `None`. Blocking.
     ///
     /// # Errors
     /// `Error::SyncBusy` when another process holds the lock.
-    pub fn lock(dir: &Path, shard: Option<Shard>) -> Result<Option<std::fs::File>, Error> {
+    pub fn lock(
+        dir: &Path,
+        shard: Option<Shard>,
+        create: bool,
+    ) -> Result<Option<std::fs::File>, Error> {
         let name = match shard {
             Some(shard) => format!(".haul-sync.{}-of-{}.lock", shard.index(), shard.count()),
             None => ".haul-sync.lock".to_owned(),
         };
         let place = Place::in_dir(dir, name);
         let path = place.path();
-        let Some(opened) = place.open_dir(false)? else {
+        let Some(opened) = place.open_dir(create)? else {
             return Ok(None);
         };
         let file = opened

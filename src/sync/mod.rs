@@ -93,6 +93,9 @@ pub struct SyncOptions {
     pub verify_local: bool,
     /// Each file's own rate limit, bytes per second.
     pub file_rate_limit: Option<u64>,
+    /// Plan only: a mirror directory that does not exist yet is neither made nor locked.
+    /// Otherwise `prepare` makes it, so that the lock on it is taken before anything else.
+    pub dry_run: bool,
 }
 
 impl SyncOptions {
@@ -203,7 +206,7 @@ pub async fn prepare(
     let source = source.clone();
     let options = options.clone();
     tokio::task::spawn_blocking(move || {
-        let lock = Memory::lock(&dir, options.shard)?.map(std::sync::Arc::new);
+        let lock = Memory::lock(&dir, options.shard, !options.dry_run)?.map(std::sync::Arc::new);
         let local = LocalTree::scan(&dir)?;
         let memory = Memory::load(&dir, options.shard);
         let plan_options = options.plan_options();

@@ -128,14 +128,17 @@ impl Transfer<'_> {
                         .sync_grouped(&file)
                         .map_err(|e| Error::io("sync", &paths.part, e))
                 });
-            drop(file);
             if let Err(error) = written {
                 // Without a state file these bytes could not be resumed; the body is fetched
                 // again, and a full disk is not left fuller.
                 let _ = remove_part(&paths);
                 return Err(error);
             }
-            Ok((naming.apply(&paths, stale_state)?, digest))
+            // The `.part` stays open, and so locked, until it has its final name: another
+            // process never takes it over between the write and the rename.
+            let named = naming.apply(&paths, stale_state);
+            drop(file);
+            Ok((named?, digest))
         };
         if durable {
             // The sync may wait for a shared flush: never on a runtime thread.

@@ -298,14 +298,15 @@ async fn a_certificate_error_points_at_ca_cert() {
 }
 
 /// Item 11: `--log-file` gets one timestamped line per event and `--json-file` the NDJSON
-/// events, while the terminal shows its usual output.
+/// events, while the terminal shows its usual output; their directories are made when missing
+/// (a job array's `logs/shard-3.log`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_file_and_json_file_record_every_event() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
-    let log = logs.path().join("run.log");
-    let json = logs.path().join("run.ndjson");
+    let log = logs.path().join("new/logs/run.log");
+    let json = logs.path().join("other/run.ndjson");
     let mut command = haul();
     command
         .args(["get", "--retries", "0", "--log-file"])
@@ -453,6 +454,116 @@ async fn shards_and_a_duplicated_shard_share_one_directory() {
     let mut expected = finished_by(&outputs[0]);
     expected.sort();
     assert_eq!(by_both, expected);
+}
+
+/// Two copies of one list at once into one directory (a requeued job racing its straggler),
+/// against a server that sends different bytes on every request: every small file is written
+/// by exactly one process, the other finds it complete, both exit 0, and the digest a process
+/// reports for a file it wrote is the digest of the file on disk. On every path the `.part`
+/// stays locked until it has its final name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_copies_of_one_list_never_overwrite_each_other() {
+    use sha2::Digest as _;
+    let server = TestServer::start().await;
+    let lists = tempfile::tempdir().unwrap();
+    let list = lists.path().join("urls.txt");
+    let names: Vec<String> = (0..400).map(|i| format!("s{i:03}.bin")).collect();
+    let size = |i: usize| 100 + 7 * i as u64;
+    let mut text = String::new();
+    for (i, name) in names.iter().enumerate() {
+        text.push_str(&server.file_url(size(i), name, "version_per_hit=1"));
+        text.push('\n');
+    }
+    std::fs::write(&list, text).unwrap();
+    for round in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let spawn = || {
+            get_list(
+                &["--json", "-j", "16", "--digest", "sha-256"],
+                dir.path(),
+                &list,
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        };
+        let children = [spawn(), spawn()];
+        let mut outputs = Vec::new();
+        for child in children {
+            outputs.push(wait(child).await);
+        }
+        for output in &outputs {
+            assert!(output.status.success(), "round {round}: {}", stderr(output));
+        }
+        assert_eq!(listing(dir.path()), names, "round {round}: no .part left");
+        let mut writers: std::collections::HashMap<String, usize> = Default::default();
+        for output in &outputs {
+            for event in of_kind(&events(output), "finished") {
+                if event["already_present"] == true {
+                    continue;
+                }
+                let path = event["path"].as_str().unwrap().to_owned();
+                let on_disk = hex::encode(sha2::Sha256::digest(std::fs::read(&path).unwrap()));
+                assert_eq!(
+                    event["digest"].as_str().unwrap(),
+                    format!("sha-256={on_disk}"),
+                    "round {round}: {path} reported with another digest than it has"
+                );
+                *writers.entry(path).or_default() += 1;
+            }
+        }
+        assert!(
+            writers.values().all(|count| *count == 1),
+            "round {round}: a file written by both processes: {writers:?}"
+        );
+    }
+}
+
+/// A sync into a directory that does not exist yet takes its lock at once: a second sync of
+/// the same mirror started while the first runs refuses, as for an existing directory. (Two
+/// processes: POSIX record locks never conflict within one.) A dry run makes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_into_a_new_directory_is_locked_from_the_start() {
+    let server = TestServer::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let manifest = root.path().join("manifest.txt");
+    std::fs::write(
+        &manifest,
+        format!("{}\n", server.file_url(400_000, "slow.bin", "rate=200000")),
+    )
+    .unwrap();
+    let dir = root.path().join("new/mirror");
+    let sync = |extra: &[&str]| {
+        let mut command = haul();
+        command.arg("sync").args(extra).arg(&manifest).arg(&dir);
+        command
+    };
+    let dry = run(sync(&["--dry-run"])).await;
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(!dir.exists(), "a dry run makes nothing");
+    let first = sync(&[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dir.join(".haul-sync.lock").exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = run(sync(&[])).await;
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("another haul sync is running"),
+        "{}",
+        stderr(&second)
+    );
+    let first = wait(first).await;
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(
+        std::fs::read(dir.join("slow.bin")).unwrap(),
+        content("slow.bin", 1, 400_000)
+    );
 }
 
 /// `--max-time` is a hard deadline for the whole run, ending like SIGTERM.

@@ -171,6 +171,16 @@ pub(crate) fn report_interrupted(unfinished: &[String], total: usize) {
 /// cancel.
 pub(crate) fn renderer(common: &CommonArgs) -> anyhow::Result<(Arc<Renderer>, CancellationToken)> {
     let open = |path: &Path| {
+        // A log beside the run's other files (`logs/shard-3.log`) needs no directory made
+        // beforehand.
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                UsageError(format!(
+                    "failed to create the directory of `{}`: {e}",
+                    path.display()
+                ))
+            })?;
+        }
         std::fs::File::options()
             .create(true)
             .append(true)

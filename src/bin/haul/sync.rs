@@ -31,6 +31,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         },
         verify_local: args.verify_local,
         file_rate_limit: args.common.max_download_limit.filter(|r| *r > 0),
+        dry_run: args.dry_run,
     };
     let downloader = crate::downloader_builder(&args.common)?
         .build()

@@ -21,6 +21,7 @@
 //! | `digest_alg=sha-512` | with SHA-512 (default SHA-256; `goog` is always MD5) |
 //! | `digest_wrong=1\|partial` | announce a wrong digest (on every answer, or on 206 only) |
 //! | `ranged_status=CODE` | answer every request carrying `Range` with CODE (plain GETs work) |
+//! | `version_per_hit=1` | every request of the path gets a new version (its hit number) |
 //!
 //! | `gzip=1` | claim `Content-Encoding: gzip` (the body is not really compressed) |
 //! | `disposition=VALUE` | send `Content-Disposition: VALUE` (percent-decoded) |
@@ -428,13 +429,18 @@ fn respond(
         };
         (size, name)
     };
-    let version = counters
-        .versions
-        .lock()
-        .unwrap()
-        .get(path)
-        .copied()
-        .unwrap_or(1);
+    let version = if query.contains_key("version_per_hit") {
+        // Another version for every request: a server whose content changes all the time.
+        u32::try_from(*counters.hits.lock().unwrap().get(path).unwrap_or(&1)).unwrap()
+    } else {
+        counters
+            .versions
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or(1)
+    };
     let etag = format!("\"{name}-v{version}-{size}\"");
     let last_modified = format!("Sun, 0{} Nov 1994 08:49:37 GMT", version.min(9));
     let validators = query.get("validators").map(String::as_str);
