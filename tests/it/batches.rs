@@ -497,7 +497,7 @@ async fn two_copies_of_one_list_never_overwrite_each_other() {
             assert!(output.status.success(), "round {round}: {}", stderr(output));
         }
         assert_eq!(listing(dir.path()), names, "round {round}: no .part left");
-        let mut writers: std::collections::HashMap<String, usize> = Default::default();
+        let mut writers = std::collections::HashMap::<String, usize>::new();
         for output in &outputs {
             for event in of_kind(&events(output), "finished") {
                 if event["already_present"] == true {
