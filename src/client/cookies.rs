@@ -241,7 +241,11 @@ fn parse_set_cookie(text: &str, host: &str, request_path: &str) -> Option<Cookie
             "secure" => cookie.secure = true,
             "httponly" => cookie.http_only = true,
             "max-age" => max_age = val.parse::<i64>().ok(),
-            "expires" => cookie.expires = parse_http_date(&val.replace('-', " ")),
+            "expires" => {
+                // Netscape's `Wed, 09-Jun-2021 10:18:14 GMT` as well as the HTTP forms.
+                cookie.expires =
+                    parse_http_date(val).or_else(|| parse_http_date(&val.replace('-', " ")));
+            }
             _ => {}
         }
     }

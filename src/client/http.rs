@@ -93,12 +93,46 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(at.saturating_sub(now)))
 }
 
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) into seconds since the Unix epoch.
+/// Parses an HTTP date into seconds since the Unix epoch, in any of the three forms RFC 9110
+/// §5.6.7 says a recipient must accept: IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), RFC 850
+/// (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37 1994`). The weekday is
+/// not checked (a server that gets it wrong still means the date). Dates before 1970 are
+/// `None`.
 pub(crate) fn parse_http_date(value: &str) -> Option<u64> {
-    let (_weekday, rest) = value.split_once(", ")?;
-    let mut parts = rest.split_ascii_whitespace();
-    let day: u64 = parts.next()?.parse().ok()?;
-    let month = match parts.next()? {
+    let value = value.trim();
+    let (day, month, year, clock) = if let Some((_weekday, rest)) = value.split_once(", ") {
+        let mut parts = rest.split_ascii_whitespace();
+        let date = parts.next()?;
+        let (day, month, year) = match date.split('-').collect::<Vec<_>>()[..] {
+            // RFC 850: `06-Nov-94`; a two-digit year is in the last 100 years (RFC 9110).
+            [day, month, year] if year.len() == 2 => {
+                let short: u64 = year.parse().ok()?;
+                (day, month, if short < 70 { 2000 + short } else { 1900 + short })
+            }
+            [day, month, year] => (day, month, year.parse().ok()?),
+            // IMF-fixdate: `06 Nov 1994`.
+            _ => (date, parts.next()?, parts.next()?.parse().ok()?),
+        };
+        let clock = parts.next()?;
+        if parts.next()? != "GMT" || parts.next().is_some() {
+            return None;
+        }
+        (day, month, year, clock)
+    } else {
+        // asctime: `Sun Nov  6 08:49:37 1994`.
+        let mut parts = value.split_ascii_whitespace();
+        let _weekday = parts.next()?;
+        let month = parts.next()?;
+        let day = parts.next()?;
+        let clock = parts.next()?;
+        let year = parts.next()?.parse().ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        (day, month, year, clock)
+    };
+    let day: u64 = day.parse().ok()?;
+    let month = match month {
         "Jan" => 1,
         "Feb" => 2,
         "Mar" => 3,
@@ -113,10 +147,15 @@ pub(crate) fn parse_http_date(value: &str) -> Option<u64> {
         "Dec" => 12,
         _ => return None,
     };
-    let year: u64 = parts.next()?.parse().ok()?;
-    let mut clock = parts.next()?.split(':').map(|p| p.parse::<u64>().ok());
+    let mut clock = clock.split(':').map(|p| p.parse::<u64>().ok());
     let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
-    if parts.next()? != "GMT" || !(1..=31).contains(&day) || year < 1970 || hour > 23 {
+    if clock.next().is_some()
+        || !(1..=31).contains(&day)
+        || !(1970..=9999).contains(&year)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm), for years from 1970 on.
@@ -204,6 +243,25 @@ mod tests {
             parse_http_date("Sat, 29 Feb 2020 12:00:00 GMT"),
             Some(1_582_977_600)
         );
+        assert_eq!(
+            parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"),
+            Some(784_111_777),
+            "RFC 850"
+        );
+        assert_eq!(
+            parse_http_date("Sun Nov  6 08:49:37 1994"),
+            Some(784_111_777),
+            "asctime"
+        );
+        assert_eq!(
+            parse_http_date("Sun Nov 16 08:49:37 1994"),
+            Some(784_111_777 + 10 * 86_400)
+        );
+        assert_eq!(
+            parse_http_date("Thursday, 01-Jan-70 00:00:00 GMT"),
+            Some(0)
+        );
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT trailing"), None);
         assert_eq!(parse_http_date("yesterday"), None);
         assert_eq!(parse_http_date("Sun, 06 Foo 1994 08:49:37 GMT"), None);
     }

@@ -10,6 +10,7 @@ mod interop;
 mod library;
 mod mirror;
 mod output;
+mod pipeline;
 mod reach;
 mod reliability;
 mod resume;

@@ -21,6 +21,7 @@
 //! | `digest_alg=sha-512` | with SHA-512 (default SHA-256; `goog` is always MD5) |
 //! | `digest_wrong=1\|partial` | announce a wrong digest (on every answer, or on 206 only) |
 //! | `ranged_status=CODE` | answer every request carrying `Range` with CODE (plain GETs work) |
+//! | `date_form=rfc850\|asctime` | send `Last-Modified` in an obsolete date form |
 //! | `version_per_hit=1` | every request of the path gets a new version (its hit number) |
 //!
 //! | `gzip=1` | claim `Content-Encoding: gzip` (the body is not really compressed) |
@@ -442,7 +443,13 @@ fn respond(
             .unwrap_or(1)
     };
     let etag = format!("\"{name}-v{version}-{size}\"");
-    let last_modified = format!("Sun, 0{} Nov 1994 08:49:37 GMT", version.min(9));
+    let day = version.min(9);
+    let last_modified = match query.get("date_form").map(String::as_str) {
+        // The two obsolete forms RFC 9110 §5.6.7 still makes recipients accept.
+        Some("rfc850") => format!("Sunday, 0{day}-Nov-94 08:49:37 GMT"),
+        Some("asctime") => format!("Sun Nov  {day} 08:49:37 1994"),
+        _ => format!("Sun, 0{day} Nov 1994 08:49:37 GMT"),
+    };
     let validators = query.get("validators").map(String::as_str);
     let (sent_etag, sent_lm) = match validators {
         Some("none") => (None, None),
