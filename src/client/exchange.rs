@@ -173,11 +173,7 @@ impl Client {
                 jar.store(&url, response.headers());
             }
             let status = response.status();
-            let location = response
-                .headers()
-                .get(LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let location = response.headers().get(LOCATION).map(location_text);
             let (true, Some(location)) = (is_redirect(status), location) else {
                 return judge(ask, response, shown);
             };
@@ -319,6 +315,14 @@ fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme()
         && a.host_str() == b.host_str()
         && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// A `Location` as text a URL parser takes: raw non-ASCII bytes (servers send UTF-8 names as
+/// they are), spaces and control characters percent-encoded, as curl, wget and aria2 do; what
+/// is already percent-encoded stays as it is.
+fn location_text(value: &reqwest::header::HeaderValue) -> String {
+    const RAW: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b' ');
+    percent_encoding::percent_encode(value.as_bytes(), RAW).to_string()
 }
 
 fn is_redirect(status: StatusCode) -> bool {

@@ -47,3 +47,22 @@ async fn every_http_date_form_gives_the_file_its_time() {
         );
     }
 }
+
+/// Behaviour 5: a redirect whose `Location` holds raw UTF-8 and a space is followed (the bytes
+/// percent-encoded, as curl, wget and aria2c do), not reported as "answered HTTP 302".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_location_with_raw_utf8_is_followed() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = "/files/1000/caf\u{e9} menu.bin";
+    let encoded: String =
+        percent_encoding::utf8_percent_encode(target, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    let url = server.url(&format!("/redirect?raw=1&to={encoded}"));
+    let output = run(get(dir.path(), &["-o", "menu.bin"], &[url])).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        std::fs::read(dir.path().join("menu.bin")).unwrap(),
+        content("caf%C3%A9%20menu.bin", 1, 1000)
+    );
+}

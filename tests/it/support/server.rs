@@ -27,7 +27,8 @@
 //! | `gzip=1` | claim `Content-Encoding: gzip` (the body is not really compressed) |
 //! | `disposition=VALUE` | send `Content-Disposition: VALUE` (percent-decoded) |
 //!
-//! Other routes: `/redirect?to=URL` (302 to the percent-decoded URL), `/chain/N` (302 to
+//! Other routes: `/redirect?to=URL` (302 to the percent-decoded URL; with `raw=1` its bytes
+//! go out unencoded), `/chain/N` (302 to
 //! `/chain/N-1`, and `/chain/0` serves a 10-byte file), `/loop` (302 to itself).
 //!
 //! URLs look like `/files/SIZE/NAME?faults`. A path's content "version" can be changed with
@@ -762,9 +763,13 @@ fn redirect(path: &str, query: &HashMap<String, String>) -> Option<Response<Body
         return None;
     };
     let mut response = empty(StatusCode::FOUND);
-    response
-        .headers_mut()
-        .insert("location", location.parse().ok()?);
+    // `raw=1`: the decoded target's bytes as they are (raw UTF-8, spaces), as some servers send.
+    let value = if query.contains_key("raw") {
+        hyper::header::HeaderValue::from_bytes(location.as_bytes()).ok()?
+    } else {
+        location.parse().ok()?
+    };
+    response.headers_mut().insert("location", value);
     Some(response)
 }
 
