@@ -31,10 +31,19 @@ pub(crate) struct BodyPump {
     received: u64,
 }
 
-/// The low-speed check: bytes and network time in the current window.
-#[derive(Debug, Clone, Copy)]
+/// Slices of one low-speed window: the window slides by one slice at a time.
+const SLICES: usize = 8;
+
+/// The low-speed check over a sliding window of network time: the bytes received in each of the
+/// last `SLICES` slices. A fast burst then ages out one window later, so a trickle after it is
+/// judged one window after it starts, not on the burst's average.
+#[derive(Debug, Clone)]
 struct SpeedWindow {
     limit: LowSpeed,
+    slice: Duration,
+    /// Bytes of the finished slices, oldest first (at most `SLICES`).
+    history: std::collections::VecDeque<u64>,
+    /// Bytes and network time of the slice under way.
     bytes: u64,
     waited: Duration,
 }
@@ -43,25 +52,37 @@ impl SpeedWindow {
     fn new(limit: LowSpeed) -> Self {
         Self {
             limit,
+            slice: (limit.window / SLICES as u32).max(Duration::from_millis(1)),
+            history: std::collections::VecDeque::with_capacity(SLICES + 1),
             bytes: 0,
             waited: Duration::ZERO,
         }
     }
 
-    /// Network time left before the window is judged.
+    /// Network time left in the slice under way (when the window is next judged).
     fn left(&self) -> Duration {
-        self.limit.window.saturating_sub(self.waited)
+        self.slice.saturating_sub(self.waited)
     }
 
-    /// At the end of a window: too slow is an error; otherwise a new window starts.
-    fn judge(&mut self, url: &str) -> Result<(), Error> {
-        if self.waited < self.limit.window {
+    /// `waited` more network time passed, at whose end `bytes` arrived; then, when a whole
+    /// window lies behind, too slow a window is an error.
+    fn record(&mut self, waited: Duration, bytes: u64, url: &str) -> Result<(), Error> {
+        self.waited += waited;
+        while self.waited >= self.slice {
+            self.waited -= self.slice;
+            self.history.push_back(std::mem::take(&mut self.bytes));
+            if self.history.len() > SLICES {
+                self.history.pop_front();
+            }
+        }
+        self.bytes += bytes;
+        if self.history.len() < SLICES {
             return Ok(());
         }
-        let micros = u64::try_from(self.waited.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let rate = self.bytes.saturating_mul(1_000_000) / micros;
+        let window = self.slice * SLICES as u32;
+        let micros = u64::try_from(window.as_micros()).unwrap_or(u64::MAX).max(1);
+        let received: u64 = self.history.iter().sum();
+        let rate = received.saturating_mul(1_000_000) / micros;
         if rate < self.limit.bytes_per_second {
             return Err(Error::TooSlow {
                 url: url.to_owned(),
@@ -70,7 +91,6 @@ impl SpeedWindow {
                 window: self.limit.window,
             });
         }
-        *self = Self::new(self.limit);
         Ok(())
     }
 }
@@ -128,15 +148,11 @@ impl BodyPump {
             };
             let waited = began.elapsed();
             silent += waited;
-            if let Some(speed) = &mut self.speed {
-                speed.waited += waited;
-            }
             match next {
                 Ok(Some(Ok(chunk))) => {
                     self.received += chunk.len() as u64;
                     if let Some(speed) = &mut self.speed {
-                        speed.bytes += chunk.len() as u64;
-                        speed.judge(&self.url)?;
+                        speed.record(waited, chunk.len() as u64, &self.url)?;
                     }
                     // The file's limit first, then the downloader's: each transfer waits its
                     // own turn at both, so the global rate is shared fairly.
@@ -167,7 +183,7 @@ impl BodyPump {
                         });
                     }
                     if let Some(speed) = &mut self.speed {
-                        speed.judge(&self.url)?;
+                        speed.record(waited, 0, &self.url)?;
                     }
                 }
             }
@@ -186,23 +202,20 @@ mod tests {
         })
     }
 
+    const SECOND: Duration = Duration::from_secs(1);
+
     #[test]
-    fn a_window_is_judged_only_when_it_is_full() {
-        let mut speed = window(1000, 5);
-        speed.bytes = 10;
-        speed.waited = Duration::from_secs(4);
-        assert!(
-            speed.judge("u").is_ok(),
-            "not judged before the window ends"
-        );
-        assert_eq!(speed.bytes, 10);
-        speed.waited = Duration::from_secs(5);
-        let error = speed.judge("u").unwrap_err();
+    fn a_window_is_judged_only_once_a_whole_one_lies_behind() {
+        let mut speed = window(1000, 8);
+        for _ in 0..7 {
+            assert!(speed.record(SECOND, 10, "u").is_ok(), "not judged yet");
+        }
+        let error = speed.record(SECOND, 10, "u").unwrap_err();
         assert!(
             matches!(
                 error,
                 Error::TooSlow {
-                    bytes_per_second: 2,
+                    bytes_per_second: 8,
                     limit: 1000,
                     ..
                 }
@@ -212,12 +225,39 @@ mod tests {
     }
 
     #[test]
-    fn a_fast_enough_window_starts_a_new_one() {
-        let mut speed = window(1000, 5);
-        speed.bytes = 5000;
-        speed.waited = Duration::from_secs(5);
-        assert!(speed.judge("u").is_ok());
-        assert_eq!((speed.bytes, speed.waited), (0, Duration::ZERO));
-        assert_eq!(speed.left(), Duration::from_secs(5));
+    fn a_burst_ages_out_one_window_after_the_trickle_starts() {
+        let mut speed = window(1000, 8);
+        // A burst far above the limit in the first second, then a byte a second.
+        assert!(
+            speed
+                .record(Duration::from_millis(10), 1 << 20, "u")
+                .is_ok()
+        );
+        let mut failed_at = None;
+        for second in 1..=20u32 {
+            if speed.record(SECOND, 1, "u").is_err() {
+                failed_at = Some(second);
+                break;
+            }
+        }
+        assert_eq!(
+            failed_at,
+            Some(9),
+            "judged on the trickle alone once the burst's slice left the window"
+        );
+    }
+
+    #[test]
+    fn a_steady_fast_body_is_never_judged_too_slow() {
+        let mut speed = window(1000, 8);
+        for _ in 0..100 {
+            assert!(speed.record(Duration::from_millis(100), 200, "u").is_ok());
+        }
+    }
+
+    #[test]
+    fn silence_longer_than_a_window_is_judged_at_once() {
+        let mut speed = window(1000, 8);
+        assert!(speed.record(Duration::from_secs(30), 0, "u").is_err());
     }
 }

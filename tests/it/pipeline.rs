@@ -66,3 +66,38 @@ async fn a_location_with_raw_utf8_is_followed() {
         content("caf%C3%A9%20menu.bin", 1, 1000)
     );
 }
+
+/// Behaviour 7: the low-speed window slides. A body that sends 1 MiB at once and then a byte
+/// every 300 ms is dropped about one `--speed-time` after the trickle starts (the burst ages out
+/// of the window), not at twice `--speed-time` on the burst's average.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickle_after_a_burst_is_dropped_one_window_after_it_starts() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.file_url(2 << 20, "burst.bin", "trickle_after=1048576&trickle_ms=300");
+    let flags = [
+        "--lowest-speed-limit",
+        "10K",
+        "--speed-time",
+        "2s",
+        "--retries",
+        "0",
+    ];
+    let began = std::time::Instant::now();
+    let output = run(get(dir.path(), &flags, &[url])).await;
+    let took = began.elapsed();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let failed = json_events(&output.stdout)
+        .into_iter()
+        .find(|e| e["event"] == "failed")
+        .unwrap();
+    assert!(
+        failed["message"].as_str().unwrap().contains("slow"),
+        "{failed}"
+    );
+    assert!(
+        took >= std::time::Duration::from_millis(1900)
+            && took < std::time::Duration::from_millis(3500),
+        "dropped after {took:?}: one 2 s window (and a slice) after the trickle began"
+    );
+}
