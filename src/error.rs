@@ -333,6 +333,7 @@ impl Error {
             | Self::Config(_) => ErrorKind::InvalidInput,
             Self::Network { source, .. } if source.is_redirect() => ErrorKind::Protocol,
             Self::Network { source, .. } if is_certificate_error(source) => ErrorKind::Tls,
+            Self::Network { source, .. } if is_malformed_answer(source) => ErrorKind::Protocol,
             Self::Network { .. }
             | Self::Interrupted { .. }
             | Self::Stalled { .. }
@@ -368,6 +369,7 @@ impl Error {
                     && !source.is_redirect()
                     && !is_certificate_error(source)
                     && !is_unknown_host(source)
+                    && !is_malformed_answer(source)
             }
             Self::Stalled { .. }
             | Self::TooSlow { .. }
@@ -432,16 +434,24 @@ fn is_unknown_host(error: &reqwest::Error) -> bool {
     false
 }
 
-/// Whether a transport error comes from a rejected TLS certificate (retrying cannot help).
-fn is_certificate_error(error: &reqwest::Error) -> bool {
+/// Whether the server's answer could not be parsed as HTTP (two different `Content-Length`
+/// values, a malformed header or status line): the same server sends the same answer again,
+/// so retrying cannot help.
+fn is_malformed_answer(error: &reqwest::Error) -> bool {
+    causes(error).any(|cause| {
+        cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|hyper| hyper.is_parse() || hyper.is_parse_status())
+    })
+}
+
+/// Every error in `error`'s chain, the ones an `io::Error` wraps included.
+fn causes<'e>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'e (dyn std::error::Error + 'static)> {
     let mut pending: Vec<&(dyn std::error::Error + 'static)> = vec![error];
-    while let Some(cause) = pending.pop() {
-        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
-            return matches!(
-                tls,
-                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
-            );
-        }
+    std::iter::from_fn(move || {
+        let cause = pending.pop()?;
         // `io::Error::source()` skips the error it wraps, so look inside it explicitly.
         if let Some(inner) = cause
             .downcast_ref::<io::Error>()
@@ -452,8 +462,20 @@ fn is_certificate_error(error: &reqwest::Error) -> bool {
         if let Some(next) = cause.source() {
             pending.push(next);
         }
-    }
-    false
+        Some(cause)
+    })
+}
+
+/// Whether a transport error comes from a rejected TLS certificate (retrying cannot help).
+fn is_certificate_error(error: &reqwest::Error) -> bool {
+    causes(error)
+        .find_map(|cause| cause.downcast_ref::<rustls::Error>())
+        .is_some_and(|tls| {
+            matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            )
+        })
 }
 
 #[cfg(test)]

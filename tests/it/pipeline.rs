@@ -101,3 +101,25 @@ async fn a_trickle_after_a_burst_is_dropped_one_window_after_it_starts() {
         "dropped after {took:?}: one 2 s window (and a slice) after the trickle began"
     );
 }
+
+/// Behaviour 8: an answer that a retry cannot change (two different `Content-Length` values)
+/// fails at once, with one request, instead of being retried for half a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_no_retry_can_change_fails_at_once() {
+    let server = crate::support::server::RawServer::start(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nContent-Length: 12\r\n\r\n0123456789ab",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let began = std::time::Instant::now();
+    let output = run(get(
+        dir.path(),
+        &["--retries", "5"],
+        &[server.url("/f.bin")],
+    ))
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(server.accepted(), 1, "not retried");
+    assert!(began.elapsed() < std::time::Duration::from_secs(5));
+    assert!(!dir.path().join("f.bin").exists());
+}
