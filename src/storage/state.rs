@@ -36,6 +36,53 @@ impl Validators {
     }
 }
 
+/// Where an answer that would continue stored bytes comes from, for the identity rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The server that served the stored bytes: its `ETag` speaks for the version.
+    SameSource,
+    /// Another server of the file (a mirror): `ETag`s differ between servers, so only the
+    /// length and `Last-Modified` are compared.
+    OtherSource,
+}
+
+impl Validators {
+    /// The identity rule, for every answer that continues stored bytes (a resume, a segment,
+    /// a mirror): `None` when `answer` is the same version as `self`, else why not. The
+    /// complete length must be the same; then a strong `ETag` stored from the same source must
+    /// match the answer's when it sends one, and otherwise `Last-Modified` must match where
+    /// both say. Whether the server honoured `If-Range` does not matter: a server that ignores
+    /// it and sends another version's bytes is caught here.
+    pub(crate) fn differs(&self, answer: &Self, origin: Origin) -> Option<String> {
+        match (self.total_bytes, answer.total_bytes) {
+            (Some(stored), Some(now)) if stored != now => {
+                return Some(format!(
+                    "the file's length changed from {stored} to {now} bytes"
+                ));
+            }
+            (Some(stored), None) => {
+                return Some(format!(
+                    "the server no longer says the file's length (was {stored} bytes)"
+                ));
+            }
+            _ => {}
+        }
+        let strong = |tag: &Option<String>| tag.clone().filter(|t| !t.starts_with("W/"));
+        if origin == Origin::SameSource
+            && let (Some(stored), Some(now)) = (strong(&self.etag), &answer.etag)
+        {
+            return (&stored != now)
+                .then(|| format!("the file changed on the server (ETag {stored} is now {now})"));
+        }
+        match (&self.last_modified, &answer.last_modified) {
+            (Some(stored), Some(now)) if stored != now => Some(format!(
+                "the file changed on the server (Last-Modified {stored} is now {now})"
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// The state file's content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ResumeState {
@@ -185,6 +232,62 @@ mod tests {
                 String::from_utf8_lossy(&bytes)
             );
         }
+    }
+
+    #[test]
+    fn the_identity_rule_catches_another_version_whatever_if_range_did() {
+        let stored = Validators {
+            total_bytes: Some(100),
+            etag: Some("\"v1\"".into()),
+            last_modified: Some("Sun, 06 Nov 1994 08:49:37 GMT".into()),
+        };
+        let same = |v: &Validators, origin| stored.differs(v, origin).is_none();
+        assert!(same(&stored, Origin::SameSource));
+        let new_tag = Validators {
+            etag: Some("\"v2\"".into()),
+            ..stored.clone()
+        };
+        assert!(!same(&new_tag, Origin::SameSource), "a new strong ETag");
+        assert!(
+            same(&new_tag, Origin::OtherSource),
+            "another server's ETag says nothing"
+        );
+        let new_time = Validators {
+            last_modified: Some("Mon, 07 Nov 1994 08:49:37 GMT".into()),
+            ..stored.clone()
+        };
+        assert!(
+            same(&new_time, Origin::SameSource),
+            "a matching strong ETag decides"
+        );
+        assert!(!same(&new_time, Origin::OtherSource));
+        let longer = Validators {
+            total_bytes: Some(101),
+            ..stored.clone()
+        };
+        assert!(!same(&longer, Origin::SameSource));
+        assert!(!same(&longer, Origin::OtherSource));
+        let unknown_length = Validators {
+            total_bytes: None,
+            ..stored.clone()
+        };
+        assert!(!same(&unknown_length, Origin::SameSource));
+        let no_tag = Validators {
+            etag: None,
+            ..new_time.clone()
+        };
+        assert!(
+            !same(&no_tag, Origin::SameSource),
+            "without an ETag, Last-Modified decides"
+        );
+        let weak = Validators {
+            etag: Some("W/\"v1\"".into()),
+            ..stored.clone()
+        };
+        assert!(
+            weak.differs(&new_time, Origin::SameSource).is_some(),
+            "a weak ETag is no identity"
+        );
     }
 
     #[test]

@@ -511,7 +511,7 @@ impl Transfer<'_> {
             }
             Answer::Partial(reply, range) => {
                 self.adopt_server_digest(session, &reply, false);
-                if let Some(start_over) = self.accept_partial(session, range.total, paths) {
+                if let Some(start_over) = self.accept_partial(session, &reply.validators, paths) {
                     return Ok(start_over);
                 }
                 (reply, range.end)
@@ -725,20 +725,24 @@ impl Transfer<'_> {
         }
     }
 
-    /// Checks a `206`'s total against the recorded one; `Some` when the file changed and must
-    /// be fetched anew. (The exchange checked that the range starts where asked.)
+    /// The identity rule for a `206` that continues the `.part`: `Some` when it is another
+    /// version of the file (or says no length), which must be fetched anew from byte zero.
+    /// (The exchange checked that the range starts where asked.)
     fn accept_partial(
         &self,
         session: &mut Session,
-        total: Option<u64>,
+        answer: &crate::storage::state::Validators,
         paths: &PartPaths,
     ) -> Option<AttemptEnd> {
-        let known = session.state.validators.total_bytes;
-        if total.is_none() || (known.is_some() && total != known) {
+        let known = &session.state.validators;
+        let changed = if answer.total_bytes.is_none() {
+            Some("the server does not say the file's length".to_owned())
+        } else {
+            known.differs(answer, crate::storage::state::Origin::SameSource)
+        };
+        if let Some(reason) = changed {
             return Some(AttemptEnd::StartOver(format!(
-                "the file's length changed from {} to {} bytes",
-                known.map_or("unknown".into(), |t| t.to_string()),
-                total.map_or("unknown".into(), |t| t.to_string()),
+                "{reason}; discarding the partial file and starting over"
             )));
         }
         if session.writer.is_none() {

@@ -123,3 +123,51 @@ async fn an_answer_no_retry_can_change_fails_at_once() {
     assert!(began.elapsed() < std::time::Duration::from_secs(5));
     assert!(!dir.path().join("f.bin").exists());
 }
+
+/// Behaviour 1 and the identity rule: a server that ignores `If-Range` answers a resume with a
+/// `206` of a changed file (new strong `ETag`, new `Last-Modified`, same size). The `.part` is
+/// never spliced: haul sees the new version, says so, and fetches it from byte 0; the final file
+/// is exactly the new version. On one connection and on four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_answered_with_another_version_is_never_spliced() {
+    let server = TestServer::start().await;
+    for connections in ["1", "4"] {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("changed-x{connections}.bin");
+        let size = 24u64 << 20;
+        let dropping = server.file_url(size, &name, "ignore_if_range=1&drop_after=3000000");
+        let url = server.file_url(size, &name, "ignore_if_range=1");
+        let flags = [
+            "-x",
+            connections,
+            "--min-split-size",
+            "1M",
+            "--retries",
+            "0",
+        ];
+        let first = run(get(dir.path(), &flags, &[dropping])).await;
+        assert_eq!(first.status.code(), Some(1), "{}", stderr(&first));
+        assert!(dir.path().join(format!("{name}.part")).exists());
+        server.set_version(&format!("/files/{size}/{name}"), 2);
+        let second = run(get(dir.path(), &flags, std::slice::from_ref(&url))).await;
+        assert!(
+            second.status.success(),
+            "-x {connections}: {}",
+            stderr(&second)
+        );
+        assert!(
+            std::fs::read(dir.path().join(&name)).unwrap() == content(&name, 2, size),
+            "-x {connections}: the final file is exactly the new version"
+        );
+        let restarted: Vec<_> = json_events(&second.stdout)
+            .into_iter()
+            .filter(|e| e["event"] == "restarted")
+            .collect();
+        assert!(
+            restarted
+                .iter()
+                .any(|e| e["reason"].as_str().unwrap().contains("changed")),
+            "-x {connections}: {restarted:?}"
+        );
+    }
+}

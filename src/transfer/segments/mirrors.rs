@@ -15,7 +15,7 @@ use crate::client::hosts::HostPermit;
 use crate::naming::redact_url;
 use crate::progress::{Event, error_chain};
 use crate::request::host_key;
-use crate::storage::state::Validators;
+use crate::storage::state::{Origin, Validators};
 
 /// One URL the file can come from.
 struct Mirror {
@@ -137,8 +137,8 @@ impl Engine<'_, '_> {
                 detail,
             })
         };
-        let (reply, range) = match answer {
-            Answer::Partial(reply, range) => (reply, range),
+        let reply = match answer {
+            Answer::Partial(reply, _) => reply,
             Answer::Whole(_) | Answer::Unsatisfiable { .. } if index == 0 => {
                 return Err(Stop::StartOver(
                     "the server answered a range request with the whole file (it changed, or \
@@ -152,34 +152,39 @@ impl Engine<'_, '_> {
                 ));
             }
         };
-        if range.total != Some(self.total) {
-            let length = range.total.map_or("unknown".into(), |t| t.to_string());
-            if index == 0 {
-                return Err(Stop::StartOver(format!(
-                    "the file's length changed from {} to {length} bytes",
-                    self.total
-                )));
+        // The identity rule: the file's own source must still serve the version the `.part`
+        // holds; a mirror must serve that version too (by length and `Last-Modified`, its
+        // `ETag` being its own), and once it answered, the same version as before.
+        let file = self.mirrors.lock()[0]
+            .validators
+            .clone()
+            .unwrap_or_default();
+        let expected = crate::storage::state::Validators {
+            total_bytes: Some(self.total),
+            ..file
+        };
+        let changed = match (&validators, index) {
+            (Some(own), 0) => Validators {
+                total_bytes: Some(self.total),
+                ..own.clone()
             }
-            return Err(refuse(format!(
-                "its length {length} differs from the first answer's {}; mirror refused",
-                self.total
-            )));
+            .differs(&reply.validators, Origin::SameSource),
+            (Some(own), _) => Validators {
+                total_bytes: Some(self.total),
+                ..own.clone()
+            }
+            .differs(&reply.validators, Origin::SameSource)
+            .or_else(|| expected.differs(&reply.validators, Origin::OtherSource)),
+            (None, _) => expected.differs(&reply.validators, Origin::OtherSource),
+        };
+        if let Some(reason) = changed {
+            if index == 0 {
+                return Err(Stop::StartOver(reason));
+            }
+            return Err(refuse(format!("{reason}; mirror refused")));
         }
         if validators.is_none() {
-            let seen = reply.validators.clone();
-            let first_modified = self.mirrors.lock()[0]
-                .validators
-                .as_ref()
-                .and_then(|v| v.last_modified.clone());
-            if let (Some(ours), Some(theirs)) = (&first_modified, &seen.last_modified)
-                && ours != theirs
-            {
-                return Err(refuse(format!(
-                    "its Last-Modified `{theirs}` differs from the first answer's `{ours}`; \
-                     mirror refused"
-                )));
-            }
-            self.mirrors.lock()[index].validators = Some(seen);
+            self.mirrors.lock()[index].validators = Some(reply.validators.clone());
         }
         Ok(reply)
     }

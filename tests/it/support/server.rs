@@ -22,6 +22,7 @@
 //! | `digest_wrong=1\|partial` | announce a wrong digest (on every answer, or on 206 only) |
 //! | `ranged_status=CODE` | answer every request carrying `Range` with CODE (plain GETs work) |
 //! | `date_form=rfc850\|asctime` | send `Last-Modified` in an obsolete date form |
+//! | `ignore_if_range=1` | serve a range even when `If-Range` does not match (as many CDNs do) |
 //! | `version_per_hit=1` | every request of the path gets a new version (its hit number) |
 //!
 //! | `gzip=1` | claim `Content-Encoding: gzip` (the body is not really compressed) |
@@ -536,6 +537,8 @@ fn respond(
     }
     // RFC 9110 §13.1.5: a range applies only when If-Range matches strongly.
     let range_applies = match if_range {
+        // Many CDNs and object-store gateways ignore `If-Range`.
+        _ if query.contains_key("ignore_if_range") => true,
         None => true,
         Some(value) if value.starts_with("W/") => false,
         Some(value) if value.starts_with('"') => sent_etag.as_deref() == Some(value),
