@@ -54,7 +54,7 @@ struct Inner {
     identity: Identity,
     hosts: HostLimits,
     rate: Option<RateLimiter>,
-    reservations: crate::storage::reservations::Reservations,
+    reservations: std::sync::Arc<crate::storage::reservations::Reservations>,
     quick_fs: crate::storage::quick::QuickFs,
 }
 
@@ -68,7 +68,7 @@ impl Client {
                 http,
                 config,
                 identity,
-                reservations: crate::storage::reservations::Reservations::default(),
+                reservations: std::sync::Arc::default(),
                 quick_fs: crate::storage::quick::QuickFs::default(),
             }),
         }
@@ -87,7 +87,9 @@ impl Client {
     }
 
     /// The names server-named files got in this run.
-    pub(crate) fn reservations(&self) -> &crate::storage::reservations::Reservations {
+    pub(crate) fn reservations(
+        &self,
+    ) -> &std::sync::Arc<crate::storage::reservations::Reservations> {
         &self.inner.reservations
     }
 

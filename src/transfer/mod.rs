@@ -26,6 +26,7 @@ use crate::storage::PartPaths;
 use crate::storage::buffers::Coalescer;
 use crate::storage::files::{remove_part, remove_state};
 use crate::storage::place::{Kind, Place};
+use crate::storage::reservations::Claims;
 use crate::storage::state::{ResumeState, Validators};
 use crate::storage::writer::{CloseMode, PartWriter};
 use crate::{Error, Request};
@@ -210,6 +211,10 @@ enum AttemptEnd {
 impl Transfer<'_> {
     pub(crate) async fn run(mut self) -> Result<Completed, Error> {
         let clock = Instant::now();
+        let owner = self.report.id().0;
+        // Whatever this download claims is given back when it ends, however it ends.
+        let _claims = Claims::new(self.client.reservations().clone(), owner);
+        self.claim_output(owner).await?;
         let mut waiting = false;
         loop {
             match self.run_once(clock).await {
@@ -234,6 +239,59 @@ impl Transfer<'_> {
                 other => return other,
             }
         }
+    }
+
+    /// Claims the output before anything is written: a name the server may still change
+    /// (`Content-Disposition`) stands in as the first free one of this run; an exact name is
+    /// held, and while another download of this run holds it, this one waits.
+    async fn claim_output(&mut self, owner: usize) -> Result<(), Error> {
+        let reservations = self.client.reservations().clone();
+        if self.server_names_the_file() {
+            let lookup = PartPaths::beside(&self.place);
+            let chosen = tokio::task::spawn_blocking(move || {
+                let dir = lookup.dir(false)?;
+                let dir_path = lookup
+                    .place
+                    .path()
+                    .parent()
+                    .map(std::path::Path::to_path_buf)
+                    .unwrap_or_default();
+                reservations.claim_provisional(
+                    dir.as_deref(),
+                    &dir_path,
+                    lookup.place.name(),
+                    owner,
+                )
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("claiming a name failed: {e}")))??;
+            if chosen != self.place.name() {
+                self.place = self.place.sibling(chosen);
+            }
+            return Ok(());
+        }
+        let path = self.place.path();
+        let mut waiting = false;
+        while !reservations.hold(&path, owner) {
+            if !std::mem::replace(&mut waiting, true) {
+                self.emit(&Event::Warning {
+                    id: self.report.id(),
+                    message: format!(
+                        "another download of this run writes `{}`; waiting for it",
+                        path.display()
+                    ),
+                });
+            }
+            RetryPolicy::wait(BUSY_POLL, self.cancel).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the server's `Content-Disposition` names this file (the URL's name only stands
+    /// in until the answer arrives).
+    fn server_names_the_file(&self) -> bool {
+        self.config().content_disposition
+            && matches!(self.request.destination, crate::Destination::Directory(_))
     }
 
     async fn run_once(&mut self, clock: Instant) -> Result<Completed, Error> {
@@ -675,16 +733,16 @@ impl Transfer<'_> {
         session: &mut Session,
         paths: &PartPaths,
     ) -> Result<bool, Error> {
-        let wanted = match (&session.disposition_name, &session.claimed_name) {
-            (Some(wanted), None)
-                if self.config().content_disposition
-                    && matches!(self.request.destination, crate::Destination::Directory(_))
-                    && std::ffi::OsStr::new(wanted) != paths.place.name() =>
-            {
-                wanted.clone()
-            }
-            _ => return Ok(false),
-        };
+        if session.claimed_name.is_some() || !self.server_names_the_file() {
+            return Ok(false);
+        }
+        // The server's name, or without one the URL's name that stood in for it: claimed
+        // either way, so two downloads of this run never finish at one path.
+        let wanted = session
+            .disposition_name
+            .clone()
+            .unwrap_or_else(|| paths.place.name().to_string_lossy().into_owned());
+        let owner = self.report.id().0;
         let client = self.client.clone();
         let lookup = paths.clone();
         let policy = self.on_exists();
@@ -701,6 +759,7 @@ impl Transfer<'_> {
                 &dir_path,
                 std::ffi::OsStr::new(&wanted),
                 policy,
+                owner,
             )
         })
         .await

@@ -171,3 +171,48 @@ async fn a_resume_answered_with_another_version_is_never_spliced() {
         );
     }
 }
+
+/// Behaviour 2 and the name claim: three URLs whose own name is `report.csv`, each answered
+/// with `Content-Disposition: report.csv` and a different body, at once and as large files too.
+/// No body is lost: three files, three bodies, exit 0; nothing left beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_names_equal_to_the_urls_name_never_share_a_path() {
+    let server = TestServer::start().await;
+    let disposition = "disposition=attachment%3B%20filename%3D%22report.csv%22";
+    for sizes in [[1000u64, 2000, 3000], [3 << 20, 2 << 20, 5 << 20]] {
+        let dir = tempfile::tempdir().unwrap();
+        let urls: Vec<String> = sizes
+            .iter()
+            .enumerate()
+            .map(|(id, size)| {
+                server.file_url(
+                    *size,
+                    "report.csv",
+                    &format!("id={id}&{disposition}&rate=4000000"),
+                )
+            })
+            .collect();
+        let output = run(get(
+            dir.path(),
+            &["--content-disposition", "-j", "3"],
+            &urls,
+        ))
+        .await;
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert_eq!(
+            crate::support::listing(dir.path()),
+            vec!["report.csv", "report.csv.1", "report.csv.2"]
+        );
+        let mut found: Vec<Vec<u8>> = ["report.csv", "report.csv.1", "report.csv.2"]
+            .iter()
+            .map(|n| std::fs::read(dir.path().join(n)).unwrap())
+            .collect();
+        found.sort_by_key(Vec::len);
+        let mut expected: Vec<Vec<u8>> = sizes
+            .iter()
+            .map(|size| content("report.csv", 1, *size))
+            .collect();
+        expected.sort_by_key(Vec::len);
+        assert!(found == expected, "each body exactly once");
+    }
+}
