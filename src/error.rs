@@ -388,6 +388,23 @@ impl Error {
         !matches!(self, Self::ChecksumMismatch { .. } | Self::TooLarge { .. })
     }
 
+    /// Whether the process ran out of file descriptors (`EMFILE`, `ENFILE`): nothing is wrong
+    /// with the download, which waits for descriptors to come back rather than failing.
+    #[must_use]
+    pub fn is_out_of_descriptors(&self) -> bool {
+        let exhausted = |cause: &(dyn std::error::Error + 'static)| {
+            cause
+                .downcast_ref::<io::Error>()
+                .and_then(io::Error::raw_os_error)
+                .is_some_and(|code| code == libc::EMFILE || code == libc::ENFILE)
+        };
+        match self {
+            Self::Io { source, .. } => exhausted(source),
+            Self::Network { source, .. } => causes(source).any(exhausted),
+            _ => false,
+        }
+    }
+
     /// The HTTP status behind this error, when a server answered with one.
     #[must_use]
     pub fn status(&self) -> Option<u16> {

@@ -5,9 +5,11 @@
 mod local;
 mod segments;
 mod small;
+mod sources;
 pub(crate) mod to_writer;
 
 use local::OnDisk;
+use sources::Sources;
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -40,6 +42,8 @@ pub(crate) type JobLease = Box<dyn Send + Sync>;
 const SMALL_FILE_BYTES: u64 = 1 << 20;
 /// How often a download whose file another haul process is writing looks again.
 const BUSY_POLL: Duration = Duration::from_millis(500);
+/// How long a download waits when the process is out of file descriptors before it tries again.
+const DESCRIPTOR_WAIT: Duration = Duration::from_millis(200);
 /// How many times in a row one download may be sent back to byte zero before haul gives up.
 const MAX_START_OVERS: u32 = 3;
 
@@ -192,6 +196,10 @@ struct Session {
     revalidate: Option<(Option<String>, Option<String>)>,
     /// The server answered `304`: the existing file is current.
     not_modified: bool,
+    /// The file's URL and mirrors, and which one is asked now.
+    sources: Sources,
+    /// The source `state.validators` came from (its `ETag` speaks only for that server).
+    validators_from: usize,
 }
 
 /// How an attempt ended when it did not fail.
@@ -206,6 +214,9 @@ enum AttemptEnd {
     /// The answer ended where it said, before the end of the file (an answer to a request
     /// for the first piece only): the next request asks for the rest, at once.
     MoreToFetch,
+    /// The source asked serves another version than the bytes kept come from (a mirror): it
+    /// is left for this file.
+    SourceDiffers(String),
 }
 
 impl Transfer<'_> {
@@ -355,6 +366,8 @@ impl Transfer<'_> {
             revalidating: false,
             revalidate,
             not_modified: false,
+            sources: Sources::new(&self.request.url, &self.request.mirrors),
+            validators_from: 0,
         };
         session.expected = self
             .request
@@ -476,6 +489,10 @@ impl Transfer<'_> {
                     return Ok(());
                 }
                 Ok(AttemptEnd::Present) => return Ok(()),
+                Ok(AttemptEnd::SourceDiffers(reason)) => Error::BadRange {
+                    url: crate::naming::redact_url(session.sources.current()),
+                    detail: reason,
+                },
                 Ok(AttemptEnd::StartOver(reason)) => {
                     start_overs += 1;
                     if start_overs > MAX_START_OVERS {
@@ -518,9 +535,35 @@ impl Transfer<'_> {
             if probing {
                 session.ranges.after_plain_failure();
             }
+            if error.is_out_of_descriptors() {
+                // Not the file's fault: wait for descriptors to come back, without counting
+                // a retry.
+                RetryPolicy::wait(DESCRIPTOR_WAIT, self.cancel).await?;
+                continue;
+            }
             let pushed_back = crate::client::retry::pushes_back(&error);
-            let Some(delay) = policy.next_delay(&error, session.received > before) else {
-                return Err(error);
+            let terminal_here =
+                session.sources.several() && session.sources.is_terminal_for_source(&error);
+            let delay = if terminal_here {
+                None
+            } else {
+                policy.next_delay(&error, session.received > before)
+            };
+            let Some(delay) = delay else {
+                // This source is done with; the next one, if any, goes on from the bytes
+                // already verified.
+                let Some(message) = session.sources.leave(&crate::error_chain(&error)) else {
+                    return Err(error);
+                };
+                self.emit(&Event::Warning {
+                    id: self.report.id(),
+                    message,
+                });
+                policy = RetryPolicy::new(self.client, session.sources.current(), self.report);
+                self.permit = None;
+                let host = crate::request::host_key(session.sources.current());
+                self.permit = Some(self.client.hosts().acquire(&host, self.cancel).await?);
+                continue;
             };
             if pushed_back {
                 // Give the host's place back while waiting: the host gets fewer connections.
@@ -528,7 +571,7 @@ impl Transfer<'_> {
             }
             RetryPolicy::wait(delay, self.cancel).await?;
             if self.permit.is_none() {
-                let host = self.request.host_key();
+                let host = crate::request::host_key(session.sources.current());
                 self.permit = Some(self.client.hosts().acquire(&host, self.cancel).await?);
             }
         }
@@ -659,6 +702,7 @@ impl Transfer<'_> {
         self.adopt_server_digest(session, &reply, false);
         session.state.done = crate::storage::ranges::RangeSet::default();
         session.state.validators = reply.validators.clone();
+        session.validators_from = session.sources.index();
         match session.writer.as_mut() {
             Some(writer) => writer.restart(reply.validators.clone()).await?,
             None => self.open_writer(session, paths, true),
@@ -683,6 +727,7 @@ impl Transfer<'_> {
         session.offset = 0;
         session.state.done = crate::storage::ranges::RangeSet::default();
         session.state.validators = reply.validators.clone();
+        session.validators_from = session.sources.index();
         self.adopt_server_digest(session, &reply, true);
         if self.claim_disposition_name(session, paths).await? {
             return Ok(ControlFlow::Break(AttemptEnd::Present));
@@ -794,12 +839,22 @@ impl Transfer<'_> {
         paths: &PartPaths,
     ) -> Option<AttemptEnd> {
         let known = &session.state.validators;
+        let same_source = session.validators_from == session.sources.index();
+        let origin = if same_source {
+            crate::storage::state::Origin::SameSource
+        } else {
+            crate::storage::state::Origin::OtherSource
+        };
         let changed = if answer.total_bytes.is_none() {
             Some("the server does not say the file's length".to_owned())
         } else {
-            known.differs(answer, crate::storage::state::Origin::SameSource)
+            known.differs(answer, origin)
         };
         if let Some(reason) = changed {
+            if !same_source && session.sources.usable().len() > 1 {
+                // This mirror serves another version: it is left, the bytes are kept.
+                return Some(AttemptEnd::SourceDiffers(reason));
+            }
             return Some(AttemptEnd::StartOver(format!(
                 "{reason}; discarding the partial file and starting over"
             )));
@@ -814,7 +869,7 @@ impl Transfer<'_> {
     /// server refuses ranges, or a plain request is being tried); a revalidation asks whether
     /// the file changed; with `first_piece`, a fresh download asks for its first piece.
     async fn send(&self, session: &Session, first_piece: bool) -> Result<Answer, Error> {
-        let mut ask = Ask::get(&self.request.url)
+        let mut ask = Ask::get(session.sources.current())
             .with_headers(&self.request.headers)
             .with_auth(self.request.auth.as_ref());
         if let (true, 0, Some((etag, last_modified))) =
@@ -823,7 +878,13 @@ impl Transfer<'_> {
             ask = ask.if_changed(etag.as_deref(), last_modified.as_deref());
         }
         if session.asks_range() {
-            ask = ask.with_range(session.offset, None, session.state.validators.if_range());
+            // Another server's `ETag` means nothing here: only `Last-Modified` can carry over.
+            let if_range = if session.validators_from == session.sources.index() {
+                session.state.validators.if_range()
+            } else {
+                session.state.validators.last_modified.as_deref()
+            };
+            ask = ask.with_range(session.offset, None, if_range);
         } else if first_piece {
             ask = ask.with_range(0, Some(self.first_piece_bytes()), None);
         }

@@ -216,3 +216,98 @@ async fn server_names_equal_to_the_urls_name_never_share_a_path() {
         assert!(found == expected, "each body exactly once");
     }
 }
+
+/// A port on which nothing listens.
+fn closed_port_url(path: &str) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}{path}")
+}
+
+/// Behaviour 3: a first URL that answers 404 or 410, refuses the connection, does not resolve,
+/// stalls again and again, or breaks off mid-body and is then gone hands the file to its
+/// mirror, small files too; the
+/// file ends exact, the mirror's log shows it served, and an event says why the first was left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_takes_over_when_the_first_url_fails() {
+    let first = TestServer::start().await;
+    let mirror = TestServer::start().await;
+    let cases: [(&str, u64, String, &[&str]); 6] = [
+        (
+            "gone-small",
+            3000,
+            first.file_url(3000, "gone-small", "status=404"),
+            &[],
+        ),
+        (
+            "gone-large",
+            6 << 20,
+            first.file_url(6 << 20, "gone-large", "status=410"),
+            &["-x", "4", "--min-split-size", "1M"],
+        ),
+        ("refused", 5000, closed_port_url("/files/5000/refused"), &[]),
+        (
+            "stalls",
+            4000,
+            first.file_url(4000, "stalls", "stall_after=0"),
+            &["--stall-timeout", "1s"],
+        ),
+        (
+            "breaks-x1",
+            4 << 20,
+            first.file_url(
+                4 << 20,
+                "breaks-x1",
+                "drop_after=1000000&fault_times=1&ranged_status=404",
+            ),
+            &["-x", "1", "--retries", "1"],
+        ),
+        (
+            "unknown-host",
+            2 << 20,
+            "http://no-such-host.invalid/files/2097152/unknown-host".to_owned(),
+            &[],
+        ),
+    ];
+    for (name, size, url, flags) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let served_before = mirror.body_bytes();
+        let mirror_url = mirror.file_url(size, name, "");
+        let output = run(get(
+            dir.path(),
+            &[flags, &["--mirror", &mirror_url]].concat(),
+            &[url],
+        ))
+        .await;
+        assert!(output.status.success(), "{name}: {}", stderr(&output));
+        assert!(
+            std::fs::read(dir.path().join(name)).unwrap() == content(name, 1, size),
+            "{name}: exact"
+        );
+        assert!(
+            mirror.body_bytes() > served_before,
+            "{name}: the mirror served"
+        );
+        let warnings: Vec<String> = json_events(&output.stdout)
+            .into_iter()
+            .filter(|e| e["event"] == "warning")
+            .map(|e| e["message"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("left") || w.contains("dropped")),
+            "{name}: the events say the first source was left: {warnings:?}"
+        );
+    }
+    // The bytes the first URL gave before it broke off were kept: the mirror was asked for the
+    // rest, not the whole file.
+    let resumed = mirror
+        .log()
+        .into_iter()
+        .filter(|l| l.path.ends_with("breaks-x1"))
+        .filter_map(|l| l.range)
+        .any(|range| !range.starts_with("bytes=0-"));
+    assert!(resumed, "{:?}", mirror.log());
+}

@@ -32,19 +32,18 @@ pub(super) struct Mirrors {
 }
 
 impl Mirrors {
-    pub(super) fn new(url: &Url, mirrors: &[Url], first_answer: &Validators) -> Self {
-        let mut list = vec![Mirror {
-            host: host_key(url),
-            url: url.clone(),
-            validators: Some(first_answer.clone()),
-            alive: true,
-        }];
-        list.extend(mirrors.iter().map(|url| Mirror {
-            host: host_key(url),
-            url: url.clone(),
-            validators: None,
-            alive: true,
-        }));
+    /// `sources`: the file's usable sources, the one that gave `first_answer` first.
+    pub(super) fn new(sources: &[Url], first_answer: &Validators) -> Self {
+        let list = sources
+            .iter()
+            .enumerate()
+            .map(|(index, url)| Mirror {
+                host: host_key(url),
+                url: url.clone(),
+                validators: (index == 0).then(|| first_answer.clone()),
+                alive: true,
+            })
+            .collect();
         Self {
             list: Mutex::new(list),
         }
@@ -181,7 +180,9 @@ impl Engine<'_, '_> {
             if index == 0 {
                 return Err(Stop::StartOver(reason));
             }
-            return Err(refuse(format!("{reason}; mirror refused")));
+            return Err(refuse(format!(
+                "it differs from the file ({reason}); mirror refused"
+            )));
         }
         if validators.is_none() {
             self.mirrors.lock()[index].validators = Some(reply.validators.clone());

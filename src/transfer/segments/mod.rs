@@ -124,11 +124,7 @@ impl Transfer<'_> {
         let engine = Engine {
             transfer: self,
             plan: Plan::new(&gaps, opened, total - remaining),
-            mirrors: Mirrors::new(
-                &self.request.url,
-                &self.request.mirrors,
-                &session.state.validators,
-            ),
+            mirrors: Mirrors::new(&session.sources.usable(), &session.state.validators),
             total,
             writer,
             cancel,
