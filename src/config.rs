@@ -85,6 +85,10 @@ pub(crate) struct Config {
     pub(crate) check_existing: bool,
     /// The client speaks HTTP/1.1 only.
     pub(crate) http1_only: bool,
+    /// Finished bodies waiting for their commit at once (see `storage::descriptors`).
+    pub(crate) commits: usize,
+    /// `jobs` was lowered to fit the process's descriptors: the `jobs` asked for and the limit.
+    pub(crate) jobs_capped: Option<(usize, u64)>,
 }
 
 impl Default for Config {
@@ -114,6 +118,8 @@ impl Default for Config {
             timestamping: false,
             check_existing: false,
             http1_only: false,
+            commits: 256,
+            jobs_capped: None,
         }
     }
 }

@@ -92,6 +92,17 @@ impl Downloader {
         scheduler::submit(&self.scheduler, request, Some(observer))
     }
 
+    /// When `jobs` was lowered to fit the process's open-file limit: the `jobs` asked for,
+    /// the number used, and the limit (`ulimit -n`, after raising the soft limit to the hard
+    /// one).
+    #[must_use]
+    pub fn jobs_capped(&self) -> Option<(usize, usize, u64)> {
+        let config = self.client.config();
+        config
+            .jobs_capped
+            .map(|(asked, limit)| (asked, config.jobs, limit))
+    }
+
     /// A batch of downloads, queued with everything else this downloader runs.
     #[must_use]
     pub fn batch(&self, requests: Vec<Request>) -> Batch {
@@ -697,6 +708,18 @@ impl DownloaderBuilder {
             cookies: self.cookies.take(),
             proxy,
         };
+        if let Some(limit) = crate::storage::descriptors::raise_limit() {
+            let fit = crate::storage::descriptors::Fit::new(
+                limit,
+                self.config.jobs,
+                self.config.connections,
+            );
+            if fit.jobs < self.config.jobs {
+                self.config.jobs_capped = Some((self.config.jobs, limit));
+                self.config.jobs = fit.jobs;
+            }
+            self.config.commits = fit.commits;
+        }
         let client = Client::new(http, self.config, identity);
         Ok(Downloader {
             scheduler: Arc::new(Scheduler::new(client.clone(), self.observers)),

@@ -56,10 +56,13 @@ struct Inner {
     rate: Option<RateLimiter>,
     reservations: std::sync::Arc<crate::storage::reservations::Reservations>,
     quick_fs: crate::storage::quick::QuickFs,
+    /// Places for finished bodies waiting for their commit (each holds an open file).
+    commits: tokio::sync::Semaphore,
 }
 
 impl Client {
     pub(crate) fn new(http: reqwest::Client, config: Config, identity: Identity) -> Self {
+        let commits = tokio::sync::Semaphore::new(config.commits.max(1));
         Self {
             inner: Arc::new(Inner {
                 hosts: HostLimits::new(config.per_host),
@@ -70,6 +73,7 @@ impl Client {
                 identity,
                 reservations: std::sync::Arc::default(),
                 quick_fs: crate::storage::quick::QuickFs::default(),
+                commits,
             }),
         }
     }
@@ -91,6 +95,11 @@ impl Client {
         &self,
     ) -> &std::sync::Arc<crate::storage::reservations::Reservations> {
         &self.inner.reservations
+    }
+
+    /// A place among the commits waiting at once (see `storage::descriptors`).
+    pub(crate) async fn commit_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.inner.commits.acquire().await.ok()
     }
 
     /// Where short file-system work runs (see `storage::quick`).

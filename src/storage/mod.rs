@@ -3,6 +3,7 @@
 //! operation goes through the open directory of the file's `Place`, never through a symlink.
 
 pub(crate) mod buffers;
+pub(crate) mod descriptors;
 pub(crate) mod durability;
 pub(crate) mod files;
 pub(crate) mod place;

@@ -109,6 +109,15 @@ impl Reservations {
                     (None, _) => wanted.to_owned(),
                     (Some(entry), OnExists::Overwrite) if file(&entry) => wanted.to_owned(),
                     (Some(entry), OnExists::Skip) if file(&entry) => {
+                        // Kept as this download's: no other download of this run may claim
+                        // the same file as its own.
+                        names.insert(
+                            dir_path.join(wanted),
+                            Holder {
+                                owner,
+                                for_the_run: true,
+                            },
+                        );
                         return Ok(Claim::Present(entry.len));
                     }
                     (Some(entry), OnExists::Error) if file(&entry) => {
@@ -235,10 +244,6 @@ mod tests {
             Claim::Name("r.pdf.2".into())
         );
         assert_eq!(
-            claim("old.pdf", OnExists::Skip).unwrap(),
-            Claim::Present(11)
-        );
-        assert_eq!(
             claim("old.pdf", OnExists::Rename).unwrap(),
             Claim::Name("old.pdf.1".into())
         );
@@ -247,12 +252,17 @@ mod tests {
             Err(Error::AlreadyExists { .. })
         ));
         assert_eq!(
-            claim("old.pdf", OnExists::Overwrite).unwrap(),
-            Claim::Name("old.pdf".into())
+            claim("old.pdf", OnExists::Skip).unwrap(),
+            Claim::Present(11)
+        );
+        assert_eq!(
+            claim("old.pdf", OnExists::Skip).unwrap(),
+            Claim::Name("old.pdf.2".into()),
+            "a file kept for one download is no other download's"
         );
         assert_eq!(
             claim("old.pdf", OnExists::Overwrite).unwrap(),
-            Claim::Name("old.pdf.2".into()),
+            Claim::Name("old.pdf.3".into()),
             "a name is given once in a run"
         );
         std::os::unix::fs::symlink("/etc/passwd", root.path().join("link.pdf")).unwrap();

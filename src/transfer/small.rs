@@ -8,14 +8,17 @@ use bytes::Bytes;
 
 use crate::client::exchange::Reply;
 
-use super::local::epoch_seconds;
-use super::{AttemptEnd, PartWriter, Session, Transfer, check_digest};
+use super::Transfer;
+use super::commit::check_digest;
+use super::look::epoch_seconds;
+use super::session::{AttemptEnd, Session};
 use crate::Error;
 use crate::integrity::{Checksum, Hasher};
 use crate::progress::Event;
 use crate::storage::PartPaths;
 use crate::storage::files::{create_part, remove_part, remove_state};
 use crate::storage::quick::on_pool;
+use crate::storage::writer::PartWriter;
 
 impl Transfer<'_> {
     /// Receives a small file into memory. If the body breaks off, what arrived goes to a
@@ -60,8 +63,7 @@ impl Transfer<'_> {
         match outcome {
             Ok(()) => {
                 session.offset = length;
-                session.small = Some(body);
-                Ok(AttemptEnd::Complete)
+                Ok(AttemptEnd::Small(body))
             }
             Err(error) => {
                 if !body.is_empty() && error.keeps_partial() {
@@ -122,7 +124,7 @@ impl Transfer<'_> {
                         let _ = file.set_modified(epoch_seconds(seconds));
                     }
                     if let Some(etag) = &etag {
-                        super::local::write_etag(&file, etag);
+                        super::look::write_etag(&file, etag);
                     }
                     syncer
                         .sync_grouped(&file)

@@ -18,5 +18,6 @@ mod road;
 mod scale;
 mod segments;
 mod service;
+mod simulation;
 mod support;
 mod sync;

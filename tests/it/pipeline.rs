@@ -311,3 +311,38 @@ async fn a_mirror_takes_over_when_the_first_url_fails() {
         .any(|range| !range.starts_with("bytes=0-"));
     assert!(resumed, "{:?}", mirror.log());
 }
+
+/// Behaviour 4: under `ulimit -n 64`, 300 small files at `-j 8` all finish (exit 0): haul caps
+/// its concurrency to the descriptors it has, says so once, and treats running out as a wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_open_file_limit_slows_a_batch_and_fails_nothing() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let lists = tempfile::tempdir().unwrap();
+    let list = lists.path().join("urls.txt");
+    let names: Vec<String> = (0..300).map(|i| format!("n{i:03}.bin")).collect();
+    let mut text = String::new();
+    for name in &names {
+        text.push_str(&server.file_url(2000, name, ""));
+        text.push('\n');
+    }
+    std::fs::write(&list, text).unwrap();
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_haul"))
+        .args(["--no-config", "get", "-j", "8", "-d"])
+        .arg(dir.path())
+        .arg("-i")
+        .arg(&list);
+    let output = run(command).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("lowered to"),
+        "the cap is said once: {}",
+        stderr(&output)
+    );
+    assert_eq!(crate::support::listing(dir.path()), names);
+}

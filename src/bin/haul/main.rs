@@ -279,7 +279,19 @@ pub(crate) fn build_downloader(args: &GetArgs) -> anyhow::Result<Downloader> {
         .timestamping(args.timestamping)
         .check_existing(args.check_existing)
         .build()
+        .map(warn_if_jobs_capped)
         .map_err(|e| UsageError(haul::error_chain(&e)).into())
+}
+
+/// Says once that `-j` was lowered to fit the open-file limit.
+pub(crate) fn warn_if_jobs_capped(downloader: Downloader) -> Downloader {
+    if let Some((asked, used, limit)) = downloader.jobs_capped() {
+        eprintln!(
+            "warning: -j {asked} lowered to {used} to fit the open-file limit ({limit}; raise it \
+             with `ulimit -n`)"
+        );
+    }
+    downloader
 }
 
 /// A downloader builder with the options `get` and `sync` share.

@@ -35,6 +35,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     };
     let downloader = crate::downloader_builder(&args.common)?
         .build()
+        .map(crate::warn_if_jobs_capped)
         .map_err(|e| UsageError(haul::error_chain(&e)))?;
     let (mut source, bound_reached) = read_source(&args, &downloader).await?;
     if let Some(location) = &args.checksums {

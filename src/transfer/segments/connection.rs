@@ -161,7 +161,7 @@ impl Engine<'_, '_> {
                 Some("the server refuses range requests (412 Precondition Failed)".into())
             }
             error
-                if super::super::is_server_error_without_patience(error)
+                if super::super::session::is_server_error_without_patience(error)
                     && self.plain_streaming.load(Ordering::Acquire) =>
             {
                 let seen = self.ranged_errors.fetch_add(1, Ordering::AcqRel) + 1;

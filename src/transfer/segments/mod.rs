@@ -16,11 +16,13 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
-use super::{AttemptEnd, PartWriter, Session, Transfer};
+use super::Transfer;
+use super::session::{AttemptEnd, Session};
 use crate::Error;
 use crate::client::cancel::Cancel;
 use crate::client::exchange::Reply;
 use crate::client::hosts::HostPermit;
+use crate::storage::writer::PartWriter;
 use crate::storage::writer::WriteHandle;
 use mirrors::Mirrors;
 use plan::{MIN_TAIL, Plan};

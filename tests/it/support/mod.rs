@@ -3,6 +3,7 @@
 pub mod nginx;
 pub mod proxies;
 pub mod server;
+pub mod sim;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -4,10 +4,11 @@
 //! through the file's open directory (`PartPaths::dir`), never through a symlink.
 
 use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::{Completed, Session, Transfer};
+use super::session::{RangeTrust, Session};
+use super::sources::Sources;
+use super::{Completed, Transfer};
 use crate::Error;
 use crate::config::OnExists;
 use crate::integrity::{Checksum, Hasher};
@@ -16,6 +17,14 @@ use crate::storage::PartPaths;
 use crate::storage::place::{Dir, Entry, Kind};
 use crate::storage::quick::QuickFs;
 use crate::storage::state::{ResumeState, Unusable, Validators};
+
+/// What the look at the disk decided.
+pub(super) enum Look {
+    /// The file is there and kept: the download is complete without a request.
+    Done(Completed),
+    /// Fetch, starting from this session (at these paths).
+    Fetch(Box<Session>, PartPaths),
+}
 
 /// What is on disk for one transfer, looked at in one call (inline once the file system has
 /// proven fast, else in one trip to a blocking thread: see `storage::quick`).
@@ -225,102 +234,79 @@ impl Transfer<'_> {
         (state, true)
     }
 
-    /// The outcome of a `304`: the existing file stays, with the server's validators.
-    pub(super) async fn unchanged(
-        &self,
-        session: &Session,
-        paths: &PartPaths,
-        clock: Instant,
-    ) -> Result<Completed, Error> {
-        let lookup = paths.clone();
-        let entry = tokio::task::spawn_blocking(move || match lookup.dir(false)? {
-            Some(dir) => dir
-                .entry(lookup.place.name())
-                .map_err(|e| Error::io("inspect", lookup.place.path(), e)),
-            None => Ok(None),
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("inspecting the output failed: {e}")))??;
-        let bytes = entry.map_or(0, |entry| entry.len);
-        let (old_etag, old_modified) = session.revalidate.clone().unwrap_or_default();
-        let validators = &session.state.validators;
-        Ok(Completed {
-            path: paths.place.path(),
-            bytes,
-            digest: None,
-            resumed_from: bytes,
-            duration: clock.elapsed(),
-            already_present: true,
-            etag: validators.etag.clone().or(old_etag),
-            last_modified: validators.last_modified.clone().or(old_modified),
-        })
-    }
-
-    /// Where the finished file goes and what it keeps from the server, gathered here so that
-    /// the naming itself (`Naming::apply`) runs on a blocking thread.
-    pub(super) fn naming(&self, session: &Session, paths: &PartPaths) -> Naming {
-        // With `content_disposition`, the name claimed for the server's suggestion.
-        let suggested = session
-            .claimed_name
+    /// The first phase: what is on disk for this download, and so what to do: nothing (a
+    /// file that is there and kept), or fetch with the session it starts from (a revalidation
+    /// of the existing file, a resume of the `.part`, or a fresh download).
+    pub(super) async fn look(&self, clock: Instant) -> Result<Look, Error> {
+        let rename = self.on_exists() == OnExists::Rename;
+        let timestamping = self.request.revalidate.is_none()
+            && self
+                .request
+                .timestamping
+                .unwrap_or(self.config().timestamping);
+        let (on_disk, mut paths) = OnDisk::look(
+            self.client.quick_fs(),
+            &PartPaths::beside(&self.place),
+            rename,
+            timestamping,
+        )
+        .await?;
+        paths.final_absent = on_disk.existing.is_none();
+        let output_is_file = on_disk
+            .existing
+            .as_ref()
+            .is_some_and(|entry| entry.kind == Kind::File);
+        // What to ask the server, when the output exists: the request's validators, or with
+        // timestamping the file's own `ETag` attribute and modification time.
+        let revalidate = match (&self.request.revalidate, timestamping, &on_disk.existing) {
+            (Some(given), _, _) => Some(given.clone()),
+            (None, true, Some(entry)) if output_is_file => Some((
+                on_disk.etag.clone(),
+                entry
+                    .modified
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| crate::client::http::format_http_date(d.as_secs())),
+            )),
+            _ => None,
+        };
+        if let Some(done) = self
+            .existing_file(&on_disk, &paths, revalidate.is_some(), clock)
+            .await?
+        {
+            return Ok(Look::Done(done));
+        }
+        let (state, stale_state) = self.resume_state(&paths, on_disk);
+        let offset = state.done.contiguous_prefix();
+        let mut session = Session {
+            state,
+            offset,
+            writer: None,
+            resumed_from: None,
+            single_only: false,
+            ranges: RangeTrust::default(),
+            received: 0,
+            expected: None,
+            disposition_name: None,
+            claimed_name: None,
+            stale_state,
+            revalidate: None,
+            sources: Sources::new(&self.request.url, &self.request.mirrors),
+            validators_from: 0,
+        };
+        session.expected = self
+            .request
+            .checksum
             .clone()
-            .filter(|claimed| claimed.as_os_str() != paths.place.name());
-        let mtime = session
-            .state
-            .validators
-            .last_modified
-            .as_deref()
-            .filter(|_| self.remote_time())
-            .and_then(crate::client::http::parse_http_date);
-        let etag = session.state.validators.etag.clone();
-        Naming {
-            suggested,
-            mtime,
-            etag,
-        }
-    }
-}
-
-/// Where a finished `.part` goes.
-pub(super) struct Naming {
-    /// The name claimed for the server's `Content-Disposition` name, when honoured.
-    suggested: Option<OsString>,
-    /// The server's `Last-Modified`, in seconds since the epoch, when haul keeps it.
-    pub(super) mtime: Option<u64>,
-    /// The server's `ETag`, remembered in the file's `user.haul.etag` attribute for a later
-    /// conditional request (`-N`).
-    pub(super) etag: Option<String>,
-}
-
-impl Naming {
-    /// Gives a finished, synced `.part` its final name (the suggested one, or `NAME.1`, ...
-    /// when that is taken; else the planned one), removes the state file when `drop_state`,
-    /// and sets the server's time (unless `mtime` was taken to set it on an open file).
-    /// Returns the final path. Blocking.
-    pub(super) fn apply(self, paths: &PartPaths, drop_state: bool) -> Result<PathBuf, Error> {
-        let dir = paths.made_dir()?;
-        let name = self
-            .suggested
-            .clone()
-            .unwrap_or_else(|| paths.place.name().to_owned());
-        let final_path = paths.place.sibling(name.clone()).path();
-        dir.rename(paths.part_name(), &name)
-            .map_err(|e| Error::io("rename", &paths.part, e))?;
-        if drop_state {
-            dir.remove(paths.state_name())
-                .map_err(|e| Error::io("remove", &paths.state, e))?;
-        }
-        if self.mtime.is_some() || self.etag.is_some() {
-            // Only the timestamp or the ETag is lost if this fails, never the file.
-            if let Ok(file) = dir.open_read(&name) {
-                if let Some(seconds) = self.mtime {
-                    let _ = file.set_modified(epoch_seconds(seconds));
-                }
-                if let Some(etag) = &self.etag {
-                    write_etag(&file, etag);
-                }
-            }
-        }
-        Ok(final_path)
+            .map(|c| (c, None))
+            .or_else(|| {
+                let (digest, header) = session.state.server_digest.as_ref()?;
+                let checksum = digest.parse().ok()?;
+                Some((checksum, crate::client::digest::header_name(header)))
+            });
+        // Asked only when nothing partial is on disk: a `.part` is resumed instead.
+        session.revalidate = revalidate
+            .filter(|_| session.offset == 0 && session.state.done.is_empty() && output_is_file);
+        Ok(Look::Fetch(Box::new(session), paths))
     }
 }
 

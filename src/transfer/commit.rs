@@ -1,0 +1,182 @@
+//! The last phase: verify the finished `.part`, make it durable, give it its final name.
+
+use std::time::Instant;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use super::look::{epoch_seconds, write_etag};
+use crate::Error;
+use crate::integrity::Checksum;
+use crate::storage::PartPaths;
+use crate::storage::files::{remove_part, remove_state};
+use crate::storage::writer::CloseMode;
+
+use super::session::Session;
+use super::{Completed, Transfer};
+
+impl Transfer<'_> {
+    /// Verifies the finished `.part` and gives it its final name.
+    pub(super) async fn commit(
+        &self,
+        mut session: Session,
+        small: Option<Vec<u8>>,
+        paths: &PartPaths,
+        clock: Instant,
+    ) -> Result<Completed, Error> {
+        let (digest, locked) = match (small, session.writer.take()) {
+            (Some(body), _) => {
+                let (final_path, digest) = self.commit_small(&session, body, paths).await?;
+                return Ok(session.completed(final_path, digest, clock));
+            }
+            (None, Some(writer)) => {
+                let closed = writer.close(CloseMode::Complete).await?;
+                (closed.digest, closed.locked)
+            }
+            (None, None) => {
+                return Err(Error::Internal("completed without a writer".into()));
+            }
+        };
+        if let Err(mismatch) = verify(session.expected.as_ref(), digest.as_ref(), paths) {
+            remove_part(paths)?;
+            remove_state(paths)?;
+            return Err(mismatch);
+        }
+        let naming = self.naming(&session, paths);
+        let part = paths.clone();
+        let final_path = tokio::task::spawn_blocking(move || naming.apply(&part, true))
+            .await
+            .map_err(|e| Error::io("rename", &paths.part, std::io::Error::other(e)))??;
+        drop(locked);
+        Ok(session.completed(final_path, digest, clock))
+    }
+}
+
+/// Checks a finished file's digest against the expected one, when there is one.
+pub(super) fn verify(
+    expected: Option<&(Checksum, Option<&'static str>)>,
+    actual: Option<&Checksum>,
+    paths: &PartPaths,
+) -> Result<(), Error> {
+    check_digest(expected, actual, &paths.place.path())
+}
+
+/// `Ok` when nothing is expected or `actual` is what was expected.
+pub(super) fn check_digest(
+    expected: Option<&(Checksum, Option<&'static str>)>,
+    actual: Option<&Checksum>,
+    path: &std::path::Path,
+) -> Result<(), Error> {
+    match expected {
+        Some((expected, announced_by)) if actual != Some(expected) => {
+            Err(Error::ChecksumMismatch {
+                path: path.to_path_buf(),
+                algorithm: expected.algorithm().name(),
+                expected: expected.hex(),
+                actual: actual.map_or_else(|| "nothing".into(), Checksum::hex),
+                announced_by: *announced_by,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Transfer<'_> {
+    /// The outcome of a `304`: the existing file stays, with the server's validators.
+    pub(super) async fn unchanged(
+        &self,
+        session: &Session,
+        paths: &PartPaths,
+        clock: Instant,
+    ) -> Result<Completed, Error> {
+        let lookup = paths.clone();
+        let entry = tokio::task::spawn_blocking(move || match lookup.dir(false)? {
+            Some(dir) => dir
+                .entry(lookup.place.name())
+                .map_err(|e| Error::io("inspect", lookup.place.path(), e)),
+            None => Ok(None),
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("inspecting the output failed: {e}")))??;
+        let bytes = entry.map_or(0, |entry| entry.len);
+        let (old_etag, old_modified) = session.revalidate.clone().unwrap_or_default();
+        let validators = &session.state.validators;
+        Ok(Completed {
+            path: paths.place.path(),
+            bytes,
+            digest: None,
+            resumed_from: bytes,
+            duration: clock.elapsed(),
+            already_present: true,
+            etag: validators.etag.clone().or(old_etag),
+            last_modified: validators.last_modified.clone().or(old_modified),
+        })
+    }
+
+    /// Where the finished file goes and what it keeps from the server, gathered here so that
+    /// the naming itself (`Naming::apply`) runs on a blocking thread.
+    pub(super) fn naming(&self, session: &Session, paths: &PartPaths) -> Naming {
+        // With `content_disposition`, the name claimed for the server's suggestion.
+        let suggested = session
+            .claimed_name
+            .clone()
+            .filter(|claimed| claimed.as_os_str() != paths.place.name());
+        let mtime = session
+            .state
+            .validators
+            .last_modified
+            .as_deref()
+            .filter(|_| self.remote_time())
+            .and_then(crate::client::http::parse_http_date);
+        let etag = session.state.validators.etag.clone();
+        Naming {
+            suggested,
+            mtime,
+            etag,
+        }
+    }
+}
+
+/// Where a finished `.part` goes.
+pub(super) struct Naming {
+    /// The name claimed for the server's `Content-Disposition` name, when honoured.
+    suggested: Option<OsString>,
+    /// The server's `Last-Modified`, in seconds since the epoch, when haul keeps it.
+    pub(super) mtime: Option<u64>,
+    /// The server's `ETag`, remembered in the file's `user.haul.etag` attribute for a later
+    /// conditional request (`-N`).
+    pub(super) etag: Option<String>,
+}
+
+impl Naming {
+    /// Gives a finished, synced `.part` its final name (the suggested one, or `NAME.1`, ...
+    /// when that is taken; else the planned one), removes the state file when `drop_state`,
+    /// and sets the server's time (unless `mtime` was taken to set it on an open file).
+    /// Returns the final path. Blocking.
+    pub(super) fn apply(self, paths: &PartPaths, drop_state: bool) -> Result<PathBuf, Error> {
+        let dir = paths.made_dir()?;
+        let name = self
+            .suggested
+            .clone()
+            .unwrap_or_else(|| paths.place.name().to_owned());
+        let final_path = paths.place.sibling(name.clone()).path();
+        dir.rename(paths.part_name(), &name)
+            .map_err(|e| Error::io("rename", &paths.part, e))?;
+        if drop_state {
+            dir.remove(paths.state_name())
+                .map_err(|e| Error::io("remove", &paths.state, e))?;
+        }
+        if self.mtime.is_some() || self.etag.is_some() {
+            // Only the timestamp or the ETag is lost if this fails, never the file.
+            if let Ok(file) = dir.open_read(&name) {
+                if let Some(seconds) = self.mtime {
+                    let _ = file.set_modified(epoch_seconds(seconds));
+                }
+                if let Some(etag) = &self.etag {
+                    write_etag(&file, etag);
+                }
+            }
+        }
+        Ok(final_path)
+    }
+}

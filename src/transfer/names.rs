@@ -1,0 +1,148 @@
+//! The output's name: claimed before a byte is written (see `storage::reservations`), the
+//! server's `Content-Disposition` name claimed when its answer arrives, and a file of that name
+//! from before the run kept when the policy says so.
+
+use std::time::Instant;
+
+use crate::Error;
+use crate::client::exchange::Reply;
+use crate::client::retry::RetryPolicy;
+use crate::progress::Event;
+use crate::storage::PartPaths;
+use crate::storage::writer::CloseMode;
+
+use super::session::Session;
+use super::{BUSY_POLL, Completed, Transfer};
+
+impl Transfer<'_> {
+    /// Claims the output before anything is written: a name the server may still change
+    /// (`Content-Disposition`) stands in as the first free one of this run; an exact name is
+    /// held, and while another download of this run holds it, this one waits.
+    pub(super) async fn claim_output(&mut self, owner: usize) -> Result<(), Error> {
+        let reservations = self.client.reservations().clone();
+        if self.server_names_the_file() {
+            let lookup = PartPaths::beside(&self.place);
+            let chosen = tokio::task::spawn_blocking(move || {
+                let dir = lookup.dir(false)?;
+                let dir_path = lookup
+                    .place
+                    .path()
+                    .parent()
+                    .map(std::path::Path::to_path_buf)
+                    .unwrap_or_default();
+                reservations.claim_provisional(
+                    dir.as_deref(),
+                    &dir_path,
+                    lookup.place.name(),
+                    owner,
+                )
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("claiming a name failed: {e}")))??;
+            if chosen != self.place.name() {
+                self.place = self.place.sibling(chosen);
+            }
+            return Ok(());
+        }
+        let path = self.place.path();
+        let mut waiting = false;
+        while !reservations.hold(&path, owner) {
+            if !std::mem::replace(&mut waiting, true) {
+                self.emit(&Event::Warning {
+                    id: self.report.id(),
+                    message: format!(
+                        "another download of this run writes `{}`; waiting for it",
+                        path.display()
+                    ),
+                });
+            }
+            RetryPolicy::wait(BUSY_POLL, self.cancel).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the server's `Content-Disposition` names this file (the URL's name only stands
+    /// in until the answer arrives).
+    pub(super) fn server_names_the_file(&self) -> bool {
+        self.config().content_disposition
+            && matches!(self.request.destination, crate::Destination::Directory(_))
+    }
+
+    /// Claims the final name the server suggested (once), when such names are used: the
+    /// length of a file of that name from before the run that is to be kept instead.
+    pub(super) async fn claim_disposition_name(
+        &self,
+        session: &mut Session,
+        paths: &PartPaths,
+    ) -> Result<Option<u64>, Error> {
+        if session.claimed_name.is_some() || !self.server_names_the_file() {
+            return Ok(None);
+        }
+        // The server's name, or without one the URL's name that stood in for it: claimed
+        // either way, so two downloads of this run never finish at one path.
+        let wanted = session
+            .disposition_name
+            .clone()
+            .unwrap_or_else(|| paths.place.name().to_string_lossy().into_owned());
+        let owner = self.report.id().0;
+        let client = self.client.clone();
+        let lookup = paths.clone();
+        let policy = self.on_exists();
+        let claim = tokio::task::spawn_blocking(move || {
+            let dir = lookup.dir(false)?;
+            let dir_path = lookup
+                .place
+                .path()
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
+            client.reservations().claim(
+                dir.as_deref(),
+                &dir_path,
+                std::ffi::OsStr::new(&wanted),
+                policy,
+                owner,
+            )
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("claiming a name failed: {e}")))??;
+        match claim {
+            crate::storage::reservations::Claim::Name(name) => {
+                session.claimed_name = Some(name);
+                Ok(None)
+            }
+            crate::storage::reservations::Claim::Present(len) => Ok(Some(len)),
+        }
+    }
+
+    pub(super) fn remember_disposition(session: &mut Session, reply: &Reply) {
+        if session.disposition_name.is_none() {
+            session.disposition_name = reply
+                .disposition()
+                .and_then(crate::naming::content_disposition_name);
+        }
+    }
+
+    /// The outcome when the server's name is a file kept as it is: this download's bytes go.
+    pub(super) async fn kept(
+        mut session: Session,
+        bytes: u64,
+        paths: &PartPaths,
+        clock: Instant,
+    ) -> Result<Completed, Error> {
+        if let Some(writer) = session.writer.take() {
+            writer.close(CloseMode::Discard).await?;
+        }
+        let name = session.disposition_name.clone().unwrap_or_default();
+        Ok(Completed {
+            path: paths.place.sibling(name).path(),
+            bytes,
+            digest: None,
+            resumed_from: bytes,
+            duration: clock.elapsed(),
+            already_present: true,
+            etag: None,
+            last_modified: None,
+        })
+    }
+}
