@@ -24,20 +24,9 @@ use tokio_util::sync::CancellationToken;
 use crate::naming::redact_url;
 use crate::progress::{Event, Observer, Reporter, TransferId, error_chain};
 use crate::request::normalized;
+pub use crate::scheduler::Outcome;
 use crate::scheduler::{Scheduler, Sink};
 use crate::{Completed, Destination, Error, Request};
-
-/// The end of one request of a batch.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct Outcome {
-    /// The download's id (unique within its downloader; the id of its events).
-    pub id: TransferId,
-    /// Its position in the batch, from 0.
-    pub index: usize,
-    /// What became of it.
-    pub result: Result<Completed, Error>,
-}
 
 enum Source {
     List(Vec<Request>),

@@ -68,7 +68,7 @@ pub(crate) struct Config {
     pub(crate) retry_delay: Duration,
     pub(crate) max_retry_wait: Duration,
     pub(crate) checkpoint_interval: Duration,
-    pub(crate) syncer: crate::storage::durability::Syncer,
+    pub(crate) durability: Durability,
     pub(crate) on_exists: OnExists,
     pub(crate) connections: usize,
     /// `connections` is a ceiling to ramp up to, not a number to open at once.
@@ -103,7 +103,7 @@ impl Default for Config {
             retry_delay: Duration::from_secs(1),
             max_retry_wait: Duration::from_secs(60),
             checkpoint_interval: Duration::from_secs(1),
-            syncer: crate::storage::durability::Syncer::default(),
+            durability: Durability::default(),
             on_exists: OnExists::Skip,
             connections: DEFAULT_CONNECTIONS,
             adaptive_connections: true,

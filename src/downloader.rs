@@ -481,7 +481,7 @@ impl DownloaderBuilder {
     /// What a finished file survives (default [`Durability::Full`]: a power loss too).
     #[must_use]
     pub fn durability(mut self, durability: Durability) -> Self {
-        self.config.syncer = crate::storage::durability::Syncer::new(durability);
+        self.config.durability = durability;
         self
     }
 

@@ -17,7 +17,6 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::Outcome;
 use crate::client::Client;
 use crate::client::cancel::Cancel;
 use crate::client::hosts::HostPermit;
@@ -26,6 +25,18 @@ use crate::progress::{Event, NoObserver, Observer, Reporter, TransferId, error_c
 use crate::storage::place::Place;
 use crate::transfer::Transfer;
 use crate::{Completed, Error, Request};
+
+/// The end of one request of a batch.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Outcome {
+    /// The download's id (unique within its downloader; the id of its events).
+    pub id: TransferId,
+    /// Its position in the batch, from 0.
+    pub index: usize,
+    /// What became of it.
+    pub result: Result<Completed, Error>,
+}
 
 /// Downloads that may be finishing on disk (final sync, rename) beyond `jobs`: a download
 /// gives its job slot up once its body has arrived, so the network is not idle while files

@@ -56,6 +56,8 @@ struct Inner {
     rate: Option<RateLimiter>,
     reservations: std::sync::Arc<crate::storage::reservations::Reservations>,
     quick_fs: crate::storage::quick::QuickFs,
+    /// How downloads make their data durable; one group commit for all of them.
+    syncer: crate::storage::durability::Syncer,
     /// Places for finished bodies waiting for their commit (each holds an open file).
     commits: tokio::sync::Semaphore,
 }
@@ -63,6 +65,7 @@ struct Inner {
 impl Client {
     pub(crate) fn new(http: reqwest::Client, config: Config, identity: Identity) -> Self {
         let commits = tokio::sync::Semaphore::new(config.commits.max(1));
+        let syncer = crate::storage::durability::Syncer::new(config.durability);
         Self {
             inner: Arc::new(Inner {
                 hosts: HostLimits::new(config.per_host),
@@ -74,6 +77,7 @@ impl Client {
                 reservations: std::sync::Arc::default(),
                 quick_fs: crate::storage::quick::QuickFs::default(),
                 commits,
+                syncer,
             }),
         }
     }
@@ -95,6 +99,11 @@ impl Client {
         &self,
     ) -> &std::sync::Arc<crate::storage::reservations::Reservations> {
         &self.inner.reservations
+    }
+
+    /// How downloads make their data durable (see `storage::durability`).
+    pub(crate) fn syncer(&self) -> &crate::storage::durability::Syncer {
+        &self.inner.syncer
     }
 
     /// A place among the commits waiting at once (see `storage::descriptors`).

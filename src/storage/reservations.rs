@@ -86,7 +86,9 @@ impl Reservations {
 
     /// Claims `wanted` in `dir` (`None`: the directory does not exist yet, so nothing is
     /// there) for `owner`'s download, under `policy` for a file that was there before the run.
-    /// A name this download already holds is its own. Blocking.
+    /// A name this download already holds is its own. Under `OnExists::Skip` a file that is
+    /// there is kept only when `is_this_file` says it is this download's (the length and
+    /// `ETag` the server gives now): another file of that name gets another name. Blocking.
     ///
     /// # Errors
     /// `AlreadyExists` under `OnExists::Error`; I/O errors looking at the directory.
@@ -97,6 +99,7 @@ impl Reservations {
         wanted: &OsStr,
         policy: OnExists,
         owner: usize,
+        is_this_file: &dyn Fn(&Dir, &OsStr, &super::place::Entry) -> bool,
     ) -> Result<Claim, Error> {
         let mut names = self.names();
         let chosen = match names.get(&dir_path.join(wanted)) {
@@ -108,7 +111,10 @@ impl Reservations {
                 match (taken(dir, dir_path, wanted)?, policy) {
                     (None, _) => wanted.to_owned(),
                     (Some(entry), OnExists::Overwrite) if file(&entry) => wanted.to_owned(),
-                    (Some(entry), OnExists::Skip) if file(&entry) => {
+                    (Some(entry), OnExists::Skip)
+                        if file(&entry)
+                            && dir.is_some_and(|dir| is_this_file(dir, wanted, &entry)) =>
+                    {
                         // Kept as this download's: no other download of this run may claim
                         // the same file as its own.
                         names.insert(
@@ -229,6 +235,7 @@ mod tests {
                 OsStr::new(name),
                 policy,
                 owner.get(),
+                &|_, _, _| true,
             )
         };
         assert_eq!(
@@ -278,6 +285,32 @@ mod tests {
     }
 
     #[test]
+    fn a_file_from_before_is_kept_only_when_it_is_this_downloads() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("x.bin"), b"other file").unwrap();
+        let dir = Place::in_dir(root.path(), "x")
+            .open_dir(false)
+            .unwrap()
+            .unwrap();
+        let reservations = Reservations::default();
+        let claim = |owner| {
+            reservations.claim(
+                Some(&dir),
+                root.path(),
+                OsStr::new("x.bin"),
+                OnExists::Skip,
+                owner,
+                &|_, _, entry| entry.len == 4,
+            )
+        };
+        assert_eq!(
+            claim(1).unwrap(),
+            Claim::Name("x.bin.1".into()),
+            "another file of that name is neither kept as this one nor replaced"
+        );
+    }
+
+    #[test]
     fn a_name_is_held_by_one_download_at_a_time_and_a_provisional_one_gets_a_suffix() {
         let root = tempfile::tempdir().unwrap();
         let dir = Place::in_dir(root.path(), "x")
@@ -305,6 +338,7 @@ mod tests {
                 OsStr::new("r.csv"),
                 OnExists::Skip,
                 owner,
+                &|_, _, _| true,
             )
         };
         assert_eq!(named(3).unwrap(), Claim::Name("r.csv".into()));

@@ -11,6 +11,7 @@
 //! not descended into. Reaching a bound or pruning a loop makes the listing incomplete: then
 //! nothing is deleted.
 
+use super::page::Page;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 
@@ -64,20 +65,6 @@ pub struct Crawled {
     pub source: Source,
     /// A bound was reached (an error: the listing is incomplete).
     pub bound_reached: bool,
-}
-
-/// A file on a listing page: its exact relative path (or the raw path, when it cannot be
-/// represented), its URL, its size when the page says.
-pub(crate) type Found = (Result<String, String>, Url, Option<u64>);
-
-/// What one listing page says.
-pub(super) struct Page {
-    /// Files: exact relative path (or why it cannot be represented), URL, size.
-    pub(super) files: Vec<Found>,
-    /// Subdirectories (or further pages) to read.
-    pub(super) more: Vec<Url>,
-    /// Entry names and kinds, to recognise a page that repeats an ancestor.
-    pub(super) fingerprint: u64,
 }
 
 /// Crawls the listing at `url` and below; every page goes through the client's document fetch
@@ -184,7 +171,7 @@ pub(crate) fn parse_page_for_tests(
     root: &Url,
     content_type: &str,
     body: &str,
-) -> Result<Vec<Found>, Error> {
+) -> Result<Vec<super::page::Found>, Error> {
     let page = if s3::is_bucket_listing(content_type, body) {
         s3::page(root, root, body)?
     } else if content_type.contains("json") {

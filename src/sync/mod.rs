@@ -36,6 +36,7 @@ pub mod listing;
 pub mod local;
 pub mod memory;
 pub mod names;
+mod page;
 pub mod plan;
 mod s3;
 

@@ -10,7 +10,7 @@ use std::hash::{Hash, Hasher};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use url::Url;
 
-use super::listing::Page;
+use super::page::Page;
 use crate::Error;
 
 /// What stays unescaped in a key's path segment (RFC 3986 unreserved characters).

@@ -325,7 +325,7 @@ pub(super) fn write_etag(file: &std::fs::File, etag: &str) {
 }
 
 /// The `ETag` remembered on `file`, if any.
-fn read_etag(file: &std::fs::File) -> Option<String> {
+pub(super) fn read_etag(file: &std::fs::File) -> Option<String> {
     let mut buffer = [0u8; 512];
     let length = rustix::fs::fgetxattr(file, ETAG_ATTRIBUTE, &mut buffer).ok()?;
     String::from_utf8(buffer.get(..length)?.to_vec()).ok()

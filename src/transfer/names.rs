@@ -88,6 +88,22 @@ impl Transfer<'_> {
         let client = self.client.clone();
         let lookup = paths.clone();
         let policy = self.on_exists();
+        // A file of that name from before is this download's only if it is what the server
+        // serves now: its length, and its remembered `ETag` where both are known.
+        let (length, etag) = (
+            session.state.validators.total_bytes,
+            session.state.validators.etag.clone(),
+        );
+        let is_this_file = move |dir: &crate::storage::place::Dir,
+                                 name: &std::ffi::OsStr,
+                                 entry: &crate::storage::place::Entry| {
+            let same_length = length.is_some_and(|length| length == entry.len);
+            let remembered = dir
+                .open_read(name)
+                .ok()
+                .and_then(|file| super::look::read_etag(&file));
+            same_length && (etag.is_none() || remembered.is_none() || remembered == etag)
+        };
         let claim = tokio::task::spawn_blocking(move || {
             let dir = lookup.dir(false)?;
             let dir_path = lookup
@@ -102,6 +118,7 @@ impl Transfer<'_> {
                 std::ffi::OsStr::new(&wanted),
                 policy,
                 owner,
+                &is_this_file,
             )
         })
         .await

@@ -99,7 +99,7 @@ impl Transfer<'_> {
         let mtime = naming.mtime.take();
         let etag = naming.etag.take();
         let stale_state = session.stale_state;
-        let syncer = self.config().syncer.clone();
+        let syncer = self.client.syncer().clone();
         let durable = syncer.durable();
         let commit = move || {
             let digest = algorithm.map(|algorithm| {

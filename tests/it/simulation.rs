@@ -284,18 +284,39 @@ fn regressions() -> Vec<(&'static str, Schedule)> {
         mirror: None,
         shared_name: true,
     };
-    vec![(
-        // Two files the server names alike, both finished by a first run: the rerun kept the
-        // first as complete and then reported the same file as the second one's too (a body
-        // lost with exit 0). A file kept for one download is now no other download's.
-        "a_kept_server_name_is_claimed_by_one_download_only",
-        Schedule {
-            files: vec![plain(1), plain(1)],
-            connections: 1,
-            jobs: 1,
-            kill_after_ms: Some(1_000),
-        },
-    )]
+    vec![
+        (
+            // Two files the server names alike; the first fails in the first run, the second
+            // finishes there. The rerun kept the second's file as the first's (same name, a
+            // file from before). A file from before is kept only when its length (and `ETag`)
+            // is what the server serves now.
+            "a_file_from_before_is_kept_only_for_the_download_it_belongs_to",
+            Schedule {
+                files: vec![
+                    FileCase {
+                        script: vec![Fault::Status(404)],
+                        ..plain(138_907)
+                    },
+                    plain(4_623),
+                ],
+                connections: 4,
+                jobs: 1,
+                kill_after_ms: Some(1_000),
+            },
+        ),
+        (
+            // Two files the server names alike, both finished by a first run: the rerun kept the
+            // first as complete and then reported the same file as the second one's too (a body
+            // lost with exit 0). A file kept for one download is now no other download's.
+            "a_kept_server_name_is_claimed_by_one_download_only",
+            Schedule {
+                files: vec![plain(1), plain(1)],
+                connections: 1,
+                jobs: 1,
+                kill_after_ms: Some(1_000),
+            },
+        ),
+    ]
 }
 
 fn runtime() -> tokio::runtime::Runtime {
