@@ -499,3 +499,109 @@ async fn nginx_autoindex_syncs_incrementally_in_html_and_json() {
         );
     }
 }
+
+/// The identity rule and failover against nginx (issue #27): a file whose first URL is gone
+/// (404) comes from its mirror; and a file interrupted on its first URL, which is then removed,
+/// is finished by a mirror that has the same file (same length and `Last-Modified`) from the
+/// byte the `.part` holds, not from zero (nginx's log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_a_mirror_takes_over_a_gone_url_and_keeps_the_bytes() {
+    let Some(nginx) = Nginx::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let size = 6 << 20;
+    put(&nginx.www(), "mirror/m.bin", &content("m", 1, size));
+    let output = run({
+        let mut command = haul();
+        command
+            .args(["get", "-q", "-d"])
+            .arg(dir.path())
+            .arg(nginx.http_url("/gone/m.bin"))
+            .arg("--mirror")
+            .arg(nginx.http_url("/mirror/m.bin"));
+        command
+    })
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(std::fs::read(dir.path().join("m.bin")).unwrap() == content("m", 1, size));
+
+    let dir = tempfile::tempdir().unwrap();
+    put(&nginx.www(), "slow/r.bin", &content("r", 1, size));
+    put(&nginx.www(), "mirror/r.bin", &content("r", 1, size));
+    let when = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for copy in ["slow/r.bin", "mirror/r.bin"] {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(nginx.www().join(copy))
+            .unwrap();
+        file.set_modified(when).unwrap();
+    }
+    let kept = interrupted(
+        &nginx,
+        "/slow/r.bin",
+        dir.path(),
+        Duration::from_millis(400),
+    )
+    .await;
+    assert!(kept > 0 && kept < size, "{kept}");
+    std::fs::remove_file(nginx.www().join("slow/r.bin")).unwrap();
+    let done = fast_downloader()
+        .build()
+        .unwrap()
+        .download(
+            Request::new(&nginx.http_url("/slow/r.bin"))
+                .unwrap()
+                .with_mirror(&nginx.http_url("/mirror/r.bin"))
+                .unwrap()
+                .into_dir(dir.path()),
+        )
+        .await
+        .unwrap();
+    assert!(std::fs::read(&done.path).unwrap() == content("r", 1, size));
+    let log = nginx.access_log();
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("GET /mirror/r.bin 206 ") && !l.contains("\"bytes=0-")),
+        "the mirror went on from the kept bytes: {log:?}"
+    );
+}
+
+/// A segmented `.part` whose file nginx then serves in a new version (same length, new
+/// `ETag`): the next run never splices, and ends with exactly the new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_a_segmented_part_of_a_replaced_file_is_never_spliced() {
+    let Some(nginx) = Nginx::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let size = 64 << 20;
+    put(&nginx.www(), "slow/s.bin", &content("s", 1, size));
+    let downloader = || {
+        fast_downloader()
+            .connections(4)
+            .min_split_size(1 << 20)
+            .build()
+            .unwrap()
+    };
+    let token = CancellationToken::new();
+    let request = Request::new(&nginx.http_url("/slow/s.bin"))
+        .unwrap()
+        .into_dir(dir.path());
+    let stop = token.clone();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        stop.cancel();
+    });
+    let first = downloader()
+        .download(request.clone().with_cancellation(token))
+        .await;
+    canceller.await.unwrap();
+    assert!(matches!(first, Err(haul::Error::Cancelled)), "{first:?}");
+    let path = nginx.www().join("slow/s.bin");
+    std::fs::write(&path, content("s", 2, size)).unwrap();
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(std::time::SystemTime::now() + Duration::from_secs(60))
+        .unwrap();
+    let done = downloader().download(request).await.unwrap();
+    assert!(
+        std::fs::read(&done.path).unwrap() == content("s", 2, size),
+        "exactly the new version"
+    );
+}
