@@ -19,5 +19,6 @@ mod scale;
 mod segments;
 mod service;
 mod simulation;
+mod slurm;
 mod support;
 mod sync;

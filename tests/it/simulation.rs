@@ -141,6 +141,9 @@ async fn check(schedule: &Schedule) -> Result<(), String> {
         let first = downloader(schedule).batch(requests.clone()).run();
         // Dropping the batch mid-way ends every download at once, as a kill would.
         let _ = tokio::time::timeout(Duration::from_millis(kill), first).await;
+        // A commit already under way on a blocking thread still ends with its rename, as it
+        // would before a `kill -9` that came a moment later: let it land.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         // What the first run finished stays; the rerun may not know which download it was
         // (a name the server chose), and then fetches that file again under a free name.
         from_before = final_files(dir.path())?;

@@ -4,6 +4,7 @@ pub mod nginx;
 pub mod proxies;
 pub mod server;
 pub mod sim;
+pub mod slurm;
 
 use std::path::Path;
 use std::process::{Command, Output};
