@@ -311,6 +311,7 @@ mod tests {
                 already_present: false,
                 etag: None,
                 last_modified: None,
+                source: None,
             },
         }
     }

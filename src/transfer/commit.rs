@@ -110,6 +110,7 @@ impl Transfer<'_> {
             already_present: true,
             etag: validators.etag.clone().or(old_etag),
             last_modified: validators.last_modified.clone().or(old_modified),
+            source: None,
         })
     }
 

@@ -168,6 +168,7 @@ impl Transfer<'_> {
             already_present: true,
             etag: None,
             last_modified: None,
+            source: None,
         }))
     }
 

@@ -69,6 +69,11 @@ pub struct Completed {
     pub etag: Option<String>,
     /// The server's `Last-Modified` for this version, when it sent one.
     pub last_modified: Option<String>,
+    /// The mirror that took the file over when the request's own URL was left for it before
+    /// its pieces were split (credentials redacted); `None` when the request's URL served it,
+    /// alone or sharing the pieces with its mirrors (their `warning` events say which mirror
+    /// was dropped and why).
+    pub source: Option<String>,
 }
 
 /// Everything one download needs: the means to reach the server, the request, where its

@@ -160,6 +160,7 @@ impl Transfer<'_> {
             already_present: true,
             etag: None,
             last_modified: None,
+            source: None,
         })
     }
 }

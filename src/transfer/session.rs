@@ -173,6 +173,8 @@ impl Session {
             already_present: false,
             etag: self.state.validators.etag,
             last_modified: self.state.validators.last_modified,
+            source: (self.sources.index() > 0)
+                .then(|| crate::naming::redact_url(self.sources.current())),
         }
     }
 }

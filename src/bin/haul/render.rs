@@ -316,6 +316,7 @@ impl Renderer {
                     "duration_ms": completed.duration.as_millis() as u64,
                     "resumed_from": completed.resumed_from,
                     "already_present": completed.already_present,
+                    "source": completed.source,
                 }));
                 if lines {
                     self.finished_line(&name, completed);
