@@ -25,8 +25,7 @@ use crate::{Completed, Error, Request};
 /// is installed already. [`Downloader::builder`] calls it, so a `reqwest::Client` built after
 /// that works; call it yourself before building a `reqwest::Client` ahead of any `Downloader`.
 pub fn install_tls_provider() {
-    // Err means a provider is installed already, which is just as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::client::install_tls_provider();
 }
 
 /// Runs downloads. Build one with [`Downloader::builder`] and reuse it: clones share one

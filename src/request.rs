@@ -324,14 +324,7 @@ impl Request {
     }
 }
 
-pub(crate) fn host_key(url: &Url) -> String {
-    format!(
-        "{}://{}:{}",
-        url.scheme(),
-        url.host_str().unwrap_or(""),
-        url.port_or_known_default().unwrap_or(0)
-    )
-}
+use crate::client::hosts::host_key;
 
 /// Whether two paths name the same output, comparing them lexically after dropping `.` parts.
 pub(crate) fn normalized(path: &Path) -> PathBuf {

@@ -10,9 +10,9 @@ use super::cancel::Cancel;
 use super::exchange::{Answer, Ask};
 use super::retry::RetryPolicy;
 use crate::Error;
+use crate::client::hosts::host_key;
 use crate::naming::redact_url;
 use crate::progress::Reporter;
-use crate::request::host_key;
 
 /// A fetched document.
 #[derive(Debug, Clone)]

@@ -166,6 +166,16 @@ impl HostLimits {
     }
 }
 
+/// The key the per-host limit counts by: scheme, host and port.
+pub(crate) fn host_key(url: &url::Url) -> String {
+    format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port_or_known_default().unwrap_or(0)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

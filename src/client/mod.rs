@@ -40,6 +40,13 @@ pub(crate) struct Identity {
     pub(crate) proxy: Option<proxy::ProxyChoice>,
 }
 
+/// Installs the TLS crypto provider (rustls with *ring*) as the process default, unless one is
+/// installed already (see `haul::install_tls_provider`).
+pub(crate) fn install_tls_provider() {
+    // Err means a provider is installed already, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The shared means of talking to servers. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Client {
@@ -144,7 +151,7 @@ impl Client {
     /// A client with `config` and no network settings, for unit tests of the layers above.
     #[cfg(test)]
     pub(crate) fn for_tests(config: Config) -> Self {
-        crate::downloader::install_tls_provider();
+        install_tls_provider();
         Self::new(
             reqwest::Client::new(),
             config,

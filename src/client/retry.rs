@@ -9,8 +9,8 @@ use url::Url;
 use super::Client;
 use super::cancel::Cancel;
 use crate::Error;
+use crate::client::hosts::host_key;
 use crate::progress::{Event, Reporter, error_chain};
-use crate::request::host_key;
 
 /// The retry state of one download (or one connection of it, or one document fetch).
 pub(crate) struct RetryPolicy {

@@ -105,7 +105,7 @@ impl Transfer<'_> {
                 });
                 policy = RetryPolicy::new(self.client, session.sources.current(), self.report);
                 self.permit = None;
-                let host = crate::request::host_key(session.sources.current());
+                let host = crate::client::hosts::host_key(session.sources.current());
                 self.permit = Some(self.client.hosts().acquire(&host, self.cancel).await?);
                 continue;
             };
@@ -115,7 +115,7 @@ impl Transfer<'_> {
             }
             RetryPolicy::wait(delay, self.cancel).await?;
             if self.permit.is_none() {
-                let host = crate::request::host_key(session.sources.current());
+                let host = crate::client::hosts::host_key(session.sources.current());
                 self.permit = Some(self.client.hosts().acquire(&host, self.cancel).await?);
             }
         }

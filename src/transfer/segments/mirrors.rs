@@ -12,9 +12,9 @@ use super::{Engine, Stop};
 use crate::Error;
 use crate::client::exchange::{Answer, Ask, Reply};
 use crate::client::hosts::HostPermit;
+use crate::client::hosts::host_key;
 use crate::naming::redact_url;
 use crate::progress::{Event, error_chain};
-use crate::request::host_key;
 use crate::storage::state::{Origin, Validators};
 
 /// One URL the file can come from.
