@@ -22,6 +22,7 @@ use crate::client::cancel::Cancel;
 use crate::client::hosts::HostPermit;
 use crate::naming::redact_url;
 use crate::progress::{Event, NoObserver, Observer, Reporter, TransferId, error_chain};
+use crate::storage::disk::Disk;
 use crate::storage::place::Place;
 use crate::transfer::Transfer;
 use crate::{Completed, Error, Request};
@@ -49,6 +50,8 @@ const PENALTY_POLL: Duration = Duration::from_millis(250);
 /// The queue and limits of one downloader.
 pub(crate) struct Scheduler {
     client: Client,
+    /// The local state every download shares (see `storage::disk`).
+    disk: Arc<Disk>,
     queue: Mutex<Queue>,
     /// Wakes the driver: a submission, a cancellation, a freed job slot.
     wake: Notify,
@@ -172,6 +175,7 @@ impl Observer for Fanout {
 impl Scheduler {
     pub(crate) fn new(client: Client, observers: Vec<Arc<dyn Observer>>) -> Self {
         Self {
+            disk: Arc::new(Disk::new(client.config())),
             client,
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
@@ -423,6 +427,7 @@ impl Scheduler {
             Work::File(job) => *job,
         };
         let client = self.client.clone();
+        let disk = Arc::clone(&self.disk);
         let cancel = Cancel::new(waiting.cancel, job.request.cancel.clone());
         tokio::spawn(async move {
             let _alive = alive;
@@ -434,6 +439,7 @@ impl Scheduler {
             } = job;
             let transfer = Transfer {
                 client: &client,
+                disk: &disk,
                 request: &request,
                 report: &report,
                 cancel: &cancel,

@@ -61,18 +61,10 @@ struct Inner {
     identity: Identity,
     hosts: HostLimits,
     rate: Option<RateLimiter>,
-    reservations: std::sync::Arc<crate::storage::reservations::Reservations>,
-    quick_fs: crate::storage::quick::QuickFs,
-    /// How downloads make their data durable; one group commit for all of them.
-    syncer: crate::storage::durability::Syncer,
-    /// Places for finished bodies waiting for their commit (each holds an open file).
-    commits: tokio::sync::Semaphore,
 }
 
 impl Client {
     pub(crate) fn new(http: reqwest::Client, config: Config, identity: Identity) -> Self {
-        let commits = tokio::sync::Semaphore::new(config.commits.max(1));
-        let syncer = crate::storage::durability::Syncer::new(config.durability);
         Self {
             inner: Arc::new(Inner {
                 hosts: HostLimits::new(config.per_host),
@@ -81,10 +73,6 @@ impl Client {
                 http,
                 config,
                 identity,
-                reservations: std::sync::Arc::default(),
-                quick_fs: crate::storage::quick::QuickFs::default(),
-                commits,
-                syncer,
             }),
         }
     }
@@ -99,28 +87,6 @@ impl Client {
 
     pub(crate) fn rate(&self) -> Option<&RateLimiter> {
         self.inner.rate.as_ref()
-    }
-
-    /// The names server-named files got in this run.
-    pub(crate) fn reservations(
-        &self,
-    ) -> &std::sync::Arc<crate::storage::reservations::Reservations> {
-        &self.inner.reservations
-    }
-
-    /// How downloads make their data durable (see `storage::durability`).
-    pub(crate) fn syncer(&self) -> &crate::storage::durability::Syncer {
-        &self.inner.syncer
-    }
-
-    /// A place among the commits waiting at once (see `storage::descriptors`).
-    pub(crate) async fn commit_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.inner.commits.acquire().await.ok()
-    }
-
-    /// Where short file-system work runs (see `storage::quick`).
-    pub(crate) fn quick_fs(&self) -> &crate::storage::quick::QuickFs {
-        &self.inner.quick_fs
     }
 
     /// The first-contact gate, unless the client speaks HTTP/1.1 only (then there is nothing

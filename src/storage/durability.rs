@@ -11,6 +11,7 @@
 
 use std::fs::File;
 use std::io;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use crate::config::Durability;
@@ -20,6 +21,8 @@ use crate::config::Durability;
 pub(crate) struct Syncer {
     durability: Durability,
     group: Arc<GroupSync>,
+    /// The flushes that make renamed and created names durable (their directories').
+    names: Arc<GroupSync>,
 }
 
 impl Syncer {
@@ -27,6 +30,7 @@ impl Syncer {
         Self {
             durability,
             group: Arc::default(),
+            names: Arc::default(),
         }
     }
 
@@ -48,6 +52,17 @@ impl Syncer {
     pub(crate) fn sync_grouped(&self, file: &File) -> io::Result<()> {
         if self.durable() {
             self.group.sync(file)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Makes the names in directory `dir` durable (a rename, a created or removed file): POSIX
+    /// makes them survive a power cut only once their directory is synced. Shares one flush
+    /// with the other files renamed at the same time, like `sync_grouped`.
+    pub(crate) fn sync_names(&self, dir: impl AsFd) -> io::Result<()> {
+        if self.durable() {
+            self.names.sync(dir)
         } else {
             Ok(())
         }
@@ -75,7 +90,12 @@ struct Round {
 }
 
 impl GroupSync {
-    fn sync(&self, file: &File) -> io::Result<()> {
+    fn sync(&self, file: impl AsFd) -> io::Result<()> {
+        // `syncfs` never reaches a FUSE file system's server (sshfs, rclone, s3fs, ...): there
+        // only the file's own sync makes it durable.
+        if on_fuse(&file) {
+            return rustix::fs::fdatasync(&file).map_err(io::Error::from);
+        }
         let mut round = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         // Every flush numbered from here on starts after this file's data was written.
         let needed = round.started + 1;
@@ -101,7 +121,7 @@ impl GroupSync {
             if round.waiting == 1 {
                 // Alone: this file's own sync, which does not wait for anyone else's data.
                 drop(round);
-                let result = file.sync_data();
+                let result = rustix::fs::fdatasync(&file).map_err(io::Error::from);
                 let mut round = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 round.running = false;
                 round.waiting -= 1;
@@ -112,7 +132,7 @@ impl GroupSync {
             round.started += 1;
             let number = round.started;
             drop(round);
-            let result = rustix::fs::syncfs(file);
+            let result = rustix::fs::syncfs(&file);
             round = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             round.running = false;
             round.finished = number;
@@ -123,6 +143,15 @@ impl GroupSync {
             self.finished.notify_all();
         }
     }
+}
+
+/// `FUSE_SUPER_MAGIC`, the `f_type` of every FUSE file system.
+const FUSE_SUPER_MAGIC: u32 = 0x6573_5546;
+
+/// Whether `fd` is on a FUSE file system.
+fn on_fuse(fd: &impl AsFd) -> bool {
+    rustix::fs::fstatfs(fd)
+        .is_ok_and(|stat| u32::try_from(stat.f_type).is_ok_and(|kind| kind == FUSE_SUPER_MAGIC))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub(crate) mod buffers;
 pub(crate) mod descriptors;
+pub(crate) mod disk;
 pub(crate) mod durability;
 pub(crate) mod files;
 pub(crate) mod place;

@@ -127,7 +127,7 @@ impl Place {
         let root = match open_directory(CWD, &self.root) {
             Ok(fd) => fd,
             Err(error) if error.kind() == io::ErrorKind::NotFound && create => {
-                std::fs::create_dir_all(&self.root)
+                create_dirs_durably(&self.root)
                     .map_err(|e| Error::io("create directory", &self.root, e))?;
                 open_directory(CWD, &self.root).map_err(|e| Error::io("open", &self.root, e))?
             }
@@ -163,7 +163,14 @@ impl Place {
                 Ok(fd) => fd,
                 Err(error) if error.kind() == io::ErrorKind::NotFound && create => {
                     match rustix::fs::mkdirat(&current, segment.as_os_str(), Mode::from(0o777)) {
-                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Ok(()) => {
+                            // The new directory's name survives a power cut only once its
+                            // parent is synced (once per directory made).
+                            rustix::fs::fsync(&current).map_err(|error| {
+                                Error::io("sync directory", &so_far, error.into())
+                            })?;
+                        }
+                        Err(rustix::io::Errno::EXIST) => {}
                         Err(error) => {
                             return Err(Error::io("create directory", &so_far, error.into()));
                         }
@@ -206,6 +213,33 @@ enum Beneath {
     Unsupported,
     Missing,
     Failed(io::Error),
+}
+
+/// `mkdir -p`, syncing the parent of every directory it makes, so that the new names survive a
+/// power cut (once per directory made).
+fn create_dirs_durably(path: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = path;
+    while !at.as_os_str().is_empty() && !at.exists() {
+        missing.push(at);
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    for dir in missing.into_iter().rev() {
+        match std::fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(error),
+        }
+        let parent = match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn open_directory(at: impl std::os::fd::AsFd, path: &Path) -> io::Result<OwnedFd> {

@@ -171,7 +171,10 @@ impl ResumeState {
             let mut file = dir.create_file(&tmp, true)?;
             file.write_all(&json)?;
             syncer.sync_data(&file)?;
-            dir.rename(&tmp, paths.state_name())
+            dir.rename(&tmp, paths.state_name())?;
+            // The state file's name (and the `.part`'s, made before it) survives a power cut
+            // only once the directory is synced.
+            syncer.sync_names(dir.fd())
         };
         write().map_err(|e| Error::io("write resume state", &paths.state, e))
     }

@@ -123,7 +123,9 @@ impl Memory {
             let mut file = opened.create_file(&tmp, true)?;
             file.write_all(&json)?;
             file.sync_data()?;
-            opened.rename(&tmp, place.name())
+            opened.rename(&tmp, place.name())?;
+            // The new memory survives a power cut only once the directory is synced.
+            rustix::fs::fsync(opened.fd()).map_err(std::io::Error::from)
         };
         write().map_err(|e| Error::io("write", &path, e))
     }

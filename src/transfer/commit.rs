@@ -9,6 +9,7 @@ use super::look::{epoch_seconds, write_etag};
 use crate::Error;
 use crate::integrity::Checksum;
 use crate::storage::PartPaths;
+use crate::storage::durability::Syncer;
 use crate::storage::files::{remove_part, remove_state};
 use crate::storage::writer::CloseMode;
 
@@ -44,7 +45,8 @@ impl Transfer<'_> {
         }
         let naming = self.naming(&session, paths);
         let part = paths.clone();
-        let final_path = tokio::task::spawn_blocking(move || naming.apply(&part, true))
+        let syncer = self.disk.syncer().clone();
+        let final_path = tokio::task::spawn_blocking(move || naming.apply(&part, true, &syncer))
             .await
             .map_err(|e| Error::io("rename", &paths.part, std::io::Error::other(e)))??;
         drop(locked);
@@ -154,7 +156,12 @@ impl Naming {
     /// when that is taken; else the planned one), removes the state file when `drop_state`,
     /// and sets the server's time (unless `mtime` was taken to set it on an open file).
     /// Returns the final path. Blocking.
-    pub(super) fn apply(self, paths: &PartPaths, drop_state: bool) -> Result<PathBuf, Error> {
+    pub(super) fn apply(
+        self,
+        paths: &PartPaths,
+        drop_state: bool,
+        syncer: &Syncer,
+    ) -> Result<PathBuf, Error> {
         let dir = paths.made_dir()?;
         let name = self
             .suggested
@@ -167,6 +174,11 @@ impl Naming {
             dir.remove(paths.state_name())
                 .map_err(|e| Error::io("remove", &paths.state, e))?;
         }
+        // The new name survives a power cut only once its directory is synced: before the
+        // download is reported finished (grouped with other files renamed meanwhile).
+        syncer
+            .sync_names(dir.fd())
+            .map_err(|e| Error::io("sync", dir.path(), e))?;
         if self.mtime.is_some() || self.etag.is_some() {
             // Only the timestamp or the ETag is lost if this fails, never the file.
             if let Ok(file) = dir.open_read(&name) {

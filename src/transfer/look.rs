@@ -246,7 +246,7 @@ impl Transfer<'_> {
                 .timestamping
                 .unwrap_or(self.config().timestamping);
         let (on_disk, mut paths) = OnDisk::look(
-            self.client.quick_fs(),
+            self.disk.quick_fs(),
             &PartPaths::beside(&self.place),
             rename,
             timestamping,

@@ -30,6 +30,7 @@ use crate::client::hosts::HostPermit;
 use crate::client::retry::RetryPolicy;
 use crate::integrity::Checksum;
 use crate::progress::{Event, Reporter};
+use crate::storage::disk::Disk;
 use crate::storage::place::Place;
 use crate::storage::reservations::Claims;
 use crate::storage::writer::CloseMode;
@@ -80,6 +81,8 @@ pub struct Completed {
 /// events go, what stops it, and the places it holds.
 pub(crate) struct Transfer<'a> {
     pub(crate) client: &'a Client,
+    /// The local state every download of the downloader shares.
+    pub(crate) disk: &'a Disk,
     pub(crate) request: &'a Request,
     pub(crate) report: &'a Reporter,
     pub(crate) cancel: &'a Cancel,
@@ -99,7 +102,7 @@ impl Transfer<'_> {
         let clock = Instant::now();
         let owner = self.report.id().0;
         // Whatever this download claims is given back when it ends, however it ends.
-        let _claims = Claims::new(self.client.reservations().clone(), owner);
+        let _claims = Claims::new(self.disk.reservations().clone(), owner);
         self.claim_output(owner).await?;
         let mut waiting = false;
         loop {
@@ -159,7 +162,7 @@ impl Transfer<'_> {
                 self.permit = None;
                 self.job = None;
                 // A bounded number of commits at once: each holds an open file.
-                let _slot = self.client.commit_slot().await;
+                let _slot = self.disk.commit_slot().await;
                 let small = match fetched {
                     Fetched::Small(body) => Some(body),
                     _ => None,

@@ -19,7 +19,7 @@ impl Transfer<'_> {
     /// (`Content-Disposition`) stands in as the first free one of this run; an exact name is
     /// held, and while another download of this run holds it, this one waits.
     pub(super) async fn claim_output(&mut self, owner: usize) -> Result<(), Error> {
-        let reservations = self.client.reservations().clone();
+        let reservations = self.disk.reservations().clone();
         if self.server_names_the_file() {
             let lookup = PartPaths::beside(&self.place);
             let chosen = tokio::task::spawn_blocking(move || {
@@ -85,7 +85,7 @@ impl Transfer<'_> {
             .clone()
             .unwrap_or_else(|| paths.place.name().to_string_lossy().into_owned());
         let owner = self.report.id().0;
-        let client = self.client.clone();
+        let reservations = self.disk.reservations().clone();
         let lookup = paths.clone();
         let policy = self.on_exists();
         // A file of that name from before is this download's only if it is what the server
@@ -112,7 +112,7 @@ impl Transfer<'_> {
                 .parent()
                 .map(std::path::Path::to_path_buf)
                 .unwrap_or_default();
-            client.reservations().claim(
+            reservations.claim(
                 dir.as_deref(),
                 &dir_path,
                 std::ffi::OsStr::new(&wanted),

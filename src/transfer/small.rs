@@ -99,7 +99,7 @@ impl Transfer<'_> {
         let mtime = naming.mtime.take();
         let etag = naming.etag.take();
         let stale_state = session.stale_state;
-        let syncer = self.client.syncer().clone();
+        let syncer = self.disk.syncer().clone();
         let durable = syncer.durable();
         let commit = move || {
             let digest = algorithm.map(|algorithm| {
@@ -138,7 +138,7 @@ impl Transfer<'_> {
             }
             // The `.part` stays open, and so locked, until it has its final name: another
             // process never takes it over between the write and the rename.
-            let named = naming.apply(&paths, stale_state);
+            let named = naming.apply(&paths, stale_state, &syncer);
             drop(file);
             Ok((named?, digest))
         };
@@ -146,7 +146,7 @@ impl Transfer<'_> {
             // The sync may wait for a shared flush: never on a runtime thread.
             return on_pool("writing a small file", commit).await;
         }
-        self.client
+        self.disk
             .quick_fs()
             .run("writing a small file", commit)
             .await

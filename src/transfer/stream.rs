@@ -21,7 +21,7 @@ impl Transfer<'_> {
             fresh,
             self.hash_algorithm(session),
             self.config().checkpoint_interval,
-            self.client.syncer().clone(),
+            self.disk.syncer().clone(),
         ));
     }
 

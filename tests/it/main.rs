@@ -11,6 +11,7 @@ mod library;
 mod mirror;
 mod output;
 mod pipeline;
+mod powerloss;
 mod reach;
 mod reliability;
 mod resume;

@@ -85,7 +85,7 @@ fn schedule() -> impl Strategy<Value = Schedule> {
         prop::collection::vec(file_case(), 1..4),
         prop_oneof![Just(1usize), Just(2), Just(4)],
         1usize..4,
-        prop::option::weighted(0.3, 0u64..120),
+        prop::option::weighted(0.2, 0u64..120),
     )
         .prop_map(|(files, connections, jobs, kill_after_ms)| Schedule {
             files,
@@ -143,7 +143,7 @@ async fn check(schedule: &Schedule) -> Result<(), String> {
         let _ = tokio::time::timeout(Duration::from_millis(kill), first).await;
         // A commit already under way on a blocking thread still ends with its rename, as it
         // would before a `kill -9` that came a moment later: let it land.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         // What the first run finished stays; the rerun may not know which download it was
         // (a name the server chose), and then fetches that file again under a free name.
         from_before = final_files(dir.path())?;

@@ -1,5 +1,6 @@
 //! Shared test helpers: the in-process server, a downloader tuned for tests, the real binary.
 
+pub mod crashfs;
 pub mod nginx;
 pub mod proxies;
 pub mod server;
