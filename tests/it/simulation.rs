@@ -11,7 +11,11 @@
 //! 4. every download has exactly one terminal event, and it agrees with its outcome.
 //!
 //! A change of content that keeps both the validators and the length cannot be seen by any
-//! client without a digest, so the simulation changes at least one of them.
+//! client without a digest, so the simulation changes at least one of them; and across servers
+//! only the length and `Last-Modified` can be compared (an `ETag` is each server's own), so a
+//! mirror's other version has a `Last-Modified` of its own. (The first 2,000-schedule run found
+//! exactly such a splice when two versions shared a `Last-Modified` by chance: a limit of the
+//! identity rule, not a bug, and the README says so.)
 //!
 //! `cargo test` runs `HAUL_SIM_CASES` schedules (2,000 by default) from `HAUL_SIM_SEED` (fixed by
 //! default; printed on failure); proptest shrinks a failing schedule to a minimal one, and every
@@ -61,13 +65,13 @@ fn fault() -> impl Strategy<Value = Fault> {
         2 => Just(Fault::IgnoreIfRange),
         1 => prop_oneof![Just(500u16), Just(503), Just(404), Just(416)].prop_map(Fault::Status),
         1 => Just(Fault::WrongRange),
-        1 => Just(Fault::Stall(300)),
+        1 => Just(Fault::Stall(250)),
     ]
 }
 
 fn file_case() -> impl Strategy<Value = FileCase> {
     (
-        prop_oneof![1u64..200_000, 1_100_000u64..2_600_000],
+        prop_oneof![1u64..200_000, 1_100_000u64..2_000_000],
         prop::collection::vec(fault(), 0..6),
         prop::option::weighted(0.3, (prop::collection::vec(fault(), 0..4), any::<bool>())),
         prop::bool::weighted(0.25),
@@ -99,7 +103,7 @@ fn downloader(schedule: &Schedule) -> Downloader {
     Downloader::builder()
         .retry_delay(Duration::from_millis(5))
         .max_retry_wait(Duration::from_millis(20))
-        .stall_timeout(Duration::from_millis(150))
+        .stall_timeout(Duration::from_millis(100))
         .connect_timeout(Duration::from_secs(2))
         .retries(4)
         .jobs(schedule.jobs)
@@ -114,7 +118,13 @@ fn downloader(schedule: &Schedule) -> Downloader {
 async fn check(schedule: &Schedule) -> Result<(), String> {
     let primary = SimServer::start().await;
     let mirrors = SimServer::start().await;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    // On tmpfs where there is one: the syncs of `--durability full` run (the same code paths)
+    // without waiting for a disk, which would decide the simulation's speed.
+    let dir = match Path::new("/dev/shm") {
+        shm if shm.is_dir() => tempfile::tempdir_in(shm),
+        _ => tempfile::tempdir(),
+    }
+    .map_err(|e| e.to_string())?;
     let mut requests = Vec::new();
     for (index, file) in schedule.files.iter().enumerate() {
         let name = format!("f{index}.bin");
@@ -143,21 +153,21 @@ async fn check(schedule: &Schedule) -> Result<(), String> {
         let _ = tokio::time::timeout(Duration::from_millis(kill), first).await;
         // A commit already under way on a blocking thread still ends with its rename, as it
         // would before a `kill -9` that came a moment later: let it land.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
         // What the first run finished stays; the rerun may not know which download it was
         // (a name the server chose), and then fetches that file again under a free name.
         from_before = final_files(dir.path())?;
     }
     let (observer, mut events) = haul::ChannelObserver::new();
     let outcomes = tokio::time::timeout(
-        Duration::from_secs(60),
+        Duration::from_secs(20),
         downloader(schedule)
             .batch(requests)
             .with_observer(Arc::new(observer))
             .run(),
     )
     .await
-    .map_err(|_| "the batch did not end within 60 s".to_owned())?
+    .map_err(|_| "the batch did not end within 20 s".to_owned())?
     .map_err(|e| format!("the batch failed: {e}"))?;
     let mut terminal: Vec<(usize, bool)> = Vec::new();
     let mut ids = Vec::new();
@@ -356,7 +366,7 @@ fn no_fault_schedule_splices_loses_or_strands_a_file() {
         cases,
         rng_seed: RngSeed::Fixed(seed),
         failure_persistence: None,
-        max_shrink_iters: 200,
+        max_shrink_iters: 64,
         ..Config::default()
     });
     let began = std::time::Instant::now();

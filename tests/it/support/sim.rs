@@ -66,10 +66,23 @@ struct File {
     disposition: Option<String>,
 }
 
+/// The bytes of every version made so far, made once (by name, seed and size).
+type Bodies = Arc<Mutex<HashMap<(String, u32, u64), Bytes>>>;
+
+fn body_of(bodies: &Bodies, name: &str, seed: u32, size: u64) -> Bytes {
+    bodies
+        .lock()
+        .unwrap()
+        .entry((name.to_owned(), seed, size))
+        .or_insert_with(|| Bytes::from(content(name, seed, size)))
+        .clone()
+}
+
 /// The scripted server.
 pub struct SimServer {
     pub addr: std::net::SocketAddr,
     files: Arc<Mutex<HashMap<String, File>>>,
+    bodies: Bodies,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -84,14 +97,18 @@ impl SimServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let files: Arc<Mutex<HashMap<String, File>>> = Arc::default();
+        let bodies: Bodies = Arc::default();
         let shared = Arc::clone(&files);
+        let shared_bodies = Arc::clone(&bodies);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let files = Arc::clone(&shared);
+                let bodies = Arc::clone(&shared_bodies);
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
                         let files = Arc::clone(&files);
-                        async move { Ok::<_, Infallible>(answer(&files, &request)) }
+                        let bodies = Arc::clone(&bodies);
+                        async move { Ok::<_, Infallible>(answer(&files, &bodies, &request)) }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -99,7 +116,12 @@ impl SimServer {
                 });
             }
         });
-        Self { addr, files, task }
+        Self {
+            addr,
+            files,
+            bodies,
+            task,
+        }
     }
 
     /// Serves `name` (at `/NAME`), `size` bytes long, with this script of faults; `seed` makes
@@ -146,14 +168,23 @@ impl SimServer {
             .into_iter()
             .map(|i| {
                 let v = &file.versions[i];
-                content(name, v.seed, v.size)
+                body_of(&self.bodies, name, v.seed, v.size).to_vec()
             })
             .collect()
     }
 }
 
+/// A `Last-Modified` of its own for every seed below 2,419,200 (28 days of seconds): two
+/// versions never share one by chance.
 fn last_modified(seed: u32) -> String {
-    format!("Sun, {:02} Nov 1994 08:49:37 GMT", 1 + seed % 28)
+    let second = seed % 86_400;
+    format!(
+        "Sun, {:02} Nov 1994 {:02}:{:02}:{:02} GMT",
+        1 + (seed / 86_400) % 28,
+        second / 3600,
+        second % 3600 / 60,
+        second % 60
+    )
 }
 
 fn empty(status: StatusCode) -> Response<Body> {
@@ -169,6 +200,7 @@ fn empty(status: StatusCode) -> Response<Body> {
 #[allow(clippy::too_many_lines)]
 fn answer(
     files: &Mutex<HashMap<String, File>>,
+    bodies: &Bodies,
     request: &Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     let name = request.uri().path().trim_start_matches('/').to_owned();
@@ -189,7 +221,8 @@ fn answer(
         let last = file.versions.last().cloned().expect("a version");
         match fault {
             Fault::NewVersion => {
-                let seed = last.seed.wrapping_mul(31).wrapping_add(7);
+                // Seeds stay small (and so their `Last-Modified` unique).
+                let seed = last.seed + 1_000 * u32::try_from(file.versions.len()).unwrap();
                 file.versions.push(Version {
                     size: last.size,
                     seed,
@@ -198,7 +231,7 @@ fn answer(
                 });
             }
             Fault::NewLengthSameValidators => {
-                let seed = last.seed.wrapping_mul(17).wrapping_add(3);
+                let seed = last.seed + 1_000 * u32::try_from(file.versions.len()).unwrap() + 500;
                 file.versions.push(Version {
                     size: last.size + 1 + u64::from(seed % 1000),
                     seed,
@@ -268,7 +301,7 @@ fn answer(
             format!("attachment; filename=\"{disposition}\""),
         );
     }
-    let bytes = Bytes::from(content(&name, version.seed, version.size));
+    let bytes = body_of(bodies, &name, version.seed, version.size);
     let body = bytes.slice(start as usize..end as usize);
     let (drop_after, stall) = match fault {
         Fault::DropAfter(n) => (Some(n), None),
