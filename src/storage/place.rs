@@ -111,8 +111,8 @@ impl Place {
         }
     }
 
-    /// The directory as a path, for messages.
-    fn dir_path(&self) -> PathBuf {
+    /// The directory as a path (for messages, and the key of a name claimed in it).
+    pub(crate) fn dir_path(&self) -> PathBuf {
         let mut path = self.root.clone();
         path.extend(&self.dirs);
         path

@@ -24,12 +24,7 @@ impl Transfer<'_> {
             let lookup = PartPaths::beside(&self.place);
             let chosen = tokio::task::spawn_blocking(move || {
                 let dir = lookup.dir(false)?;
-                let dir_path = lookup
-                    .place
-                    .path()
-                    .parent()
-                    .map(std::path::Path::to_path_buf)
-                    .unwrap_or_default();
+                let dir_path = lookup.place.dir_path();
                 reservations.claim_provisional(
                     dir.as_deref(),
                     &dir_path,
@@ -106,12 +101,7 @@ impl Transfer<'_> {
         };
         let claim = tokio::task::spawn_blocking(move || {
             let dir = lookup.dir(false)?;
-            let dir_path = lookup
-                .place
-                .path()
-                .parent()
-                .map(std::path::Path::to_path_buf)
-                .unwrap_or_default();
+            let dir_path = lookup.place.dir_path();
             reservations.claim(
                 dir.as_deref(),
                 &dir_path,

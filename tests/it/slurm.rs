@@ -12,7 +12,7 @@ use sha2::Digest as _;
 use crate::support::json_events;
 use crate::support::nginx::Nginx;
 use crate::support::server::{TestServer, content};
-use crate::support::slurm::Slurm;
+use crate::support::slurm::{Slurm, run_ok};
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/deploy/slurm-array.sh")
@@ -42,20 +42,10 @@ fn sbatch(
     command
 }
 
-fn run_ok(mut command: Command) -> Output {
-    let output = command.output().expect("run");
-    assert!(
-        output.status.success(),
-        "{command:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
 /// Submits and returns the job id.
 fn submit(command: Command) -> String {
-    let output = run_ok(command);
+    let mut command = command;
+    let output = run_ok(&mut command);
     String::from_utf8_lossy(&output.stdout)
         .trim()
         .split(';')

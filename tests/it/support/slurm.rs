@@ -63,7 +63,8 @@ fn ensure_munged() {
     }
 }
 
-fn run_ok(command: &mut Command) -> Output {
+/// Runs `command`, failing the test with its output when it fails.
+pub fn run_ok(command: &mut Command) -> Output {
     let output = command.output().expect("run a Slurm command");
     assert!(
         output.status.success(),
