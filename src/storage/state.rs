@@ -107,6 +107,9 @@ pub(crate) enum Unusable {
     Missing,
     /// There is one, but it is unreadable, corrupt or of another version.
     Invalid(String),
+    /// It could not be read now because the process is out of file descriptors: nothing is
+    /// known about it, and it must not be thrown away (the download waits and looks again).
+    OutOfDescriptors,
 }
 
 impl ResumeState {
@@ -127,11 +130,15 @@ impl ResumeState {
         let dir = match paths.dir(false) {
             Ok(Some(dir)) => dir,
             Ok(None) => return Err(Unusable::Missing),
+            Err(error) if error.is_out_of_descriptors() => return Err(Unusable::OutOfDescriptors),
             Err(error) => return Err(Unusable::Invalid(format!("unreachable: {error}"))),
         };
         let bytes = match dir.read(paths.state_name()) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Unusable::Missing),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                return Err(Unusable::OutOfDescriptors);
+            }
             Err(e) => return Err(Unusable::Invalid(format!("unreadable: {e}"))),
         };
         Self::parse(&bytes)

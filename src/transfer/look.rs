@@ -75,6 +75,15 @@ impl OnDisk {
                     _ => None,
                 };
                 let state = ResumeState::load(&paths);
+                if matches!(state, Err(Unusable::OutOfDescriptors)) {
+                    // Never a reason to throw the `.part` away: the download waits for
+                    // descriptors and looks again.
+                    return Err(Error::io(
+                        "read resume state",
+                        &paths.state,
+                        std::io::Error::from_raw_os_error(libc::EMFILE),
+                    ));
+                }
                 let part_len = match (&state, &dir) {
                     (Ok(_), Some(dir)) => dir
                         .entry(paths.part_name())
@@ -203,7 +212,7 @@ impl Transfer<'_> {
             fresh.clone()
         };
         let state = match on_disk.state {
-            Err(Unusable::Missing) => return (fresh.clone(), false),
+            Err(Unusable::Missing | Unusable::OutOfDescriptors) => return (fresh.clone(), false),
             Err(Unusable::Invalid(why)) => {
                 return (refuse(format!("its state file is {why}")), true);
             }
