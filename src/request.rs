@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::client::credentials::BasicAuth;
+use crate::client::hosts::host_key;
 use crate::config::OnExists;
 use crate::naming::{file_name_from_url, redact_url};
 use crate::storage::place::Place;
@@ -323,8 +324,6 @@ impl Request {
         host_key(&self.url)
     }
 }
-
-use crate::client::hosts::host_key;
 
 /// Whether two paths name the same output, comparing them lexically after dropping `.` parts.
 pub(crate) fn normalized(path: &Path) -> PathBuf {

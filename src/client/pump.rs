@@ -37,12 +37,14 @@ const SLICES: usize = 8;
 /// The low-speed check over a sliding window of network time: the bytes received in each of the
 /// last `SLICES` slices. A fast burst then ages out one window later, so a trickle after it is
 /// judged one window after it starts, not on the burst's average.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct SpeedWindow {
     limit: LowSpeed,
     slice: Duration,
-    /// Bytes of the finished slices, oldest first (at most `SLICES`).
-    history: std::collections::VecDeque<u64>,
+    /// Bytes of the last `SLICES` finished slices, a ring (no allocation per body).
+    history: [u64; SLICES],
+    /// Slices finished so far (the window is judged once `SLICES` are).
+    finished: usize,
     /// Bytes and network time of the slice under way.
     bytes: u64,
     waited: Duration,
@@ -53,7 +55,8 @@ impl SpeedWindow {
         Self {
             limit,
             slice: (limit.window / SLICES as u32).max(Duration::from_millis(1)),
-            history: std::collections::VecDeque::with_capacity(SLICES + 1),
+            history: [0; SLICES],
+            finished: 0,
             bytes: 0,
             waited: Duration::ZERO,
         }
@@ -70,13 +73,11 @@ impl SpeedWindow {
         self.waited += waited;
         while self.waited >= self.slice {
             self.waited -= self.slice;
-            self.history.push_back(std::mem::take(&mut self.bytes));
-            if self.history.len() > SLICES {
-                self.history.pop_front();
-            }
+            self.history[self.finished % SLICES] = std::mem::take(&mut self.bytes);
+            self.finished += 1;
         }
         self.bytes += bytes;
-        if self.history.len() < SLICES {
+        if self.finished < SLICES {
             return Ok(());
         }
         let window = self.slice * SLICES as u32;

@@ -221,6 +221,7 @@ mod tests {
     fn a_run_never_gives_one_name_twice_and_respects_files_from_before() {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("old.pdf"), b"from before").unwrap();
+        std::fs::write(root.path().join("kept.pdf"), b"from before").unwrap();
         let dir = Place::in_dir(root.path(), "x")
             .open_dir(false)
             .unwrap()
@@ -249,6 +250,11 @@ mod tests {
         assert_eq!(
             claim("r.pdf", OnExists::Overwrite).unwrap(),
             Claim::Name("r.pdf.2".into())
+        );
+        assert_eq!(
+            claim("kept.pdf", OnExists::Overwrite).unwrap(),
+            Claim::Name("kept.pdf".into()),
+            "overwrite takes the name of a file from before"
         );
         assert_eq!(
             claim("old.pdf", OnExists::Rename).unwrap(),

@@ -179,9 +179,12 @@ impl ResumeState {
             file.write_all(&json)?;
             syncer.sync_data(&file)?;
             dir.rename(&tmp, paths.state_name())?;
-            // The state file's name (and the `.part`'s, made before it) survives a power cut
-            // only once the directory is synced.
-            syncer.sync_names(dir.fd())
+            // The new state file's name (and the `.part`'s, made before it) survives a power
+            // cut only once the directory is synced. At every checkpoint, not only the first:
+            // a rename the cut reverts names the state before, and the bytes since are lost to
+            // the resume (the power-loss test counts resumes that survive).
+            syncer.sync_names(dir.fd())?;
+            Ok(())
         };
         write().map_err(|e| Error::io("write resume state", &paths.state, e))
     }

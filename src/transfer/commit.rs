@@ -11,6 +11,7 @@ use crate::integrity::Checksum;
 use crate::storage::PartPaths;
 use crate::storage::durability::Syncer;
 use crate::storage::files::{remove_part, remove_state};
+use crate::storage::quick::on_pool;
 use crate::storage::writer::CloseMode;
 
 use super::session::Session;
@@ -46,9 +47,11 @@ impl Transfer<'_> {
         let naming = self.naming(&session, paths);
         let part = paths.clone();
         let syncer = self.disk.syncer().clone();
-        let final_path = tokio::task::spawn_blocking(move || naming.apply(&part, true, &syncer))
-            .await
-            .map_err(|e| Error::io("rename", &paths.part, std::io::Error::other(e)))??;
+        // The directory sync may wait for a shared flush: never on a runtime thread.
+        let final_path = on_pool("renaming a file", move || {
+            naming.apply(&part, true, &syncer)
+        })
+        .await?;
         drop(locked);
         Ok(session.completed(final_path, digest, clock))
     }

@@ -29,9 +29,7 @@ impl Transfer<'_> {
                 Ok(AttemptEnd::Complete) => return Ok(Fetched::Body),
                 Ok(AttemptEnd::Small(body)) => return Ok(Fetched::Small(body)),
                 Ok(AttemptEnd::MoreToFetch) => continue,
-                Ok(AttemptEnd::NotModified) => {
-                    return Ok(Fetched::NotModified);
-                }
+                Ok(AttemptEnd::NotModified) => return Ok(Fetched::NotModified),
                 Ok(AttemptEnd::Present(bytes)) => return Ok(Fetched::Present(bytes)),
                 Ok(AttemptEnd::SourceDiffers(reason)) => Error::BadRange {
                     url: crate::naming::redact_url(session.sources.current()),
@@ -104,9 +102,9 @@ impl Transfer<'_> {
                     message,
                 });
                 policy = RetryPolicy::new(self.client, session.sources.current(), self.report);
+                // The permit counts against the host left: one of the next source's instead.
                 self.permit = None;
-                let host = crate::client::hosts::host_key(session.sources.current());
-                self.permit = Some(self.client.hosts().acquire(&host, self.cancel).await?);
+                self.ensure_permit(session.sources.current()).await?;
                 continue;
             };
             if pushed_back {
@@ -114,10 +112,16 @@ impl Transfer<'_> {
                 self.permit = None;
             }
             RetryPolicy::wait(delay, self.cancel).await?;
-            if self.permit.is_none() {
-                let host = crate::client::hosts::host_key(session.sources.current());
-                self.permit = Some(self.client.hosts().acquire(&host, self.cancel).await?);
-            }
+            self.ensure_permit(session.sources.current()).await?;
         }
+    }
+
+    /// Takes a place in `url`'s host limit again, unless one is held.
+    pub(super) async fn ensure_permit(&mut self, url: &url::Url) -> Result<(), Error> {
+        if self.permit.is_none() {
+            let host = crate::client::hosts::host_key(url);
+            self.permit = Some(self.client.hosts().acquire(&host, self.cancel).await?);
+        }
+        Ok(())
     }
 }

@@ -120,10 +120,7 @@ impl Transfer<'_> {
                         });
                     }
                     RetryPolicy::wait(BUSY_POLL, self.cancel).await?;
-                    if self.permit.is_none() {
-                        let host = self.request.host_key();
-                        self.permit = Some(self.client.hosts().acquire(&host, self.cancel).await?);
-                    }
+                    self.ensure_permit(&self.request.url).await?;
                 }
                 Err(error) if error.is_out_of_descriptors() => {
                     // Nothing is wrong with the file: wait for descriptors to come back.
@@ -153,23 +150,19 @@ impl Transfer<'_> {
             Ok(fetched) => fetched,
             Err(error) => return Self::abandon(session, error).await,
         };
-        match fetched {
-            Fetched::NotModified => self.unchanged(&session, &paths, clock).await,
-            Fetched::Present(bytes) => Self::kept(session, bytes, &paths, clock).await,
-            Fetched::Body | Fetched::Small(_) => {
-                // The network's part is done: the next download may start while this one is
-                // synced and renamed.
-                self.permit = None;
-                self.job = None;
-                // A bounded number of commits at once: each holds an open file.
-                let _slot = self.disk.commit_slot().await;
-                let small = match fetched {
-                    Fetched::Small(body) => Some(body),
-                    _ => None,
-                };
-                self.commit(session, small, &paths, clock).await
-            }
-        }
+        let small = match fetched {
+            Fetched::NotModified => return self.unchanged(&session, &paths, clock).await,
+            Fetched::Present(bytes) => return Self::kept(session, bytes, &paths, clock).await,
+            Fetched::Body => None,
+            Fetched::Small(body) => Some(body),
+        };
+        // The network's part is done: the next download may start while this one is synced
+        // and renamed.
+        self.permit = None;
+        self.job = None;
+        // A bounded number of commits at once: each holds an open file.
+        let _slot = self.disk.commit_slot().await;
+        self.commit(session, small, &paths, clock).await
     }
 
     /// A failed fetch: the `.part` kept for a resume, or discarded when its bytes are wrong.

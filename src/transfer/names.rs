@@ -22,18 +22,19 @@ impl Transfer<'_> {
         let reservations = self.disk.reservations().clone();
         if self.server_names_the_file() {
             let lookup = PartPaths::beside(&self.place);
-            let chosen = tokio::task::spawn_blocking(move || {
-                let dir = lookup.dir(false)?;
-                let dir_path = lookup.place.dir_path();
-                reservations.claim_provisional(
-                    dir.as_deref(),
-                    &dir_path,
-                    lookup.place.name(),
-                    owner,
-                )
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("claiming a name failed: {e}")))??;
+            let chosen = self
+                .disk
+                .quick_fs()
+                .run("claiming a name", move || {
+                    let dir = lookup.dir(false)?;
+                    reservations.claim_provisional(
+                        dir.as_deref(),
+                        &lookup.place.dir_path(),
+                        lookup.place.name(),
+                        owner,
+                    )
+                })
+                .await?;
             if chosen != self.place.name() {
                 self.place = self.place.sibling(chosen);
             }
@@ -99,20 +100,21 @@ impl Transfer<'_> {
                 .and_then(|file| super::look::read_etag(&file));
             same_length && (etag.is_none() || remembered.is_none() || remembered == etag)
         };
-        let claim = tokio::task::spawn_blocking(move || {
-            let dir = lookup.dir(false)?;
-            let dir_path = lookup.place.dir_path();
-            reservations.claim(
-                dir.as_deref(),
-                &dir_path,
-                std::ffi::OsStr::new(&wanted),
-                policy,
-                owner,
-                &is_this_file,
-            )
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("claiming a name failed: {e}")))??;
+        let claim = self
+            .disk
+            .quick_fs()
+            .run("claiming a name", move || {
+                let dir = lookup.dir(false)?;
+                reservations.claim(
+                    dir.as_deref(),
+                    &lookup.place.dir_path(),
+                    std::ffi::OsStr::new(&wanted),
+                    policy,
+                    owner,
+                    &is_this_file,
+                )
+            })
+            .await?;
         match claim {
             crate::storage::reservations::Claim::Name(name) => {
                 session.claimed_name = Some(name);

@@ -9,7 +9,7 @@ use serde_json::Value;
 use sha2::Digest as _;
 
 use crate::support::server::{TestServer, content};
-use crate::support::{Fixture, fast_downloader, haul, run, stderr};
+use crate::support::{Fixture, fast_downloader, haul, mtime, run, stderr};
 
 fn get(dir: &Path, extra: &[&str], urls: &[String]) -> std::process::Command {
     let mut command = haul();
@@ -272,16 +272,6 @@ async fn skip_keeps_only_what_nothing_contradicts() {
         std::fs::read(dir.path().join("small.bin")).unwrap() == content("small.bin", 1, 2000),
         "left alone"
     );
-}
-
-fn mtime(path: &Path) -> u64 {
-    std::fs::metadata(path)
-        .unwrap()
-        .modified()
-        .unwrap()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

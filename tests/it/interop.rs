@@ -629,16 +629,19 @@ async fn nginx_a_low_open_file_limit_fails_nothing() {
         names.push(name);
     }
     std::fs::write(&list, text).unwrap();
-    let mut command = std::process::Command::new("sh");
-    command
-        .arg("-c")
-        .arg("ulimit -n 40 && exec \"$@\"")
-        .arg("sh")
-        .arg(env!("CARGO_BIN_EXE_haul"))
-        .args(["--no-config", "get", "-q", "-j", "8", "-d"])
-        .arg(dir.path())
-        .arg("-i")
-        .arg(&list);
+    let command = crate::support::haul_with_open_file_limit(
+        40,
+        &[
+            "get".as_ref(),
+            "-q".as_ref(),
+            "-j".as_ref(),
+            "8".as_ref(),
+            "-d".as_ref(),
+            dir.path().as_os_str(),
+            "-i".as_ref(),
+            list.as_os_str(),
+        ],
+    );
     let output = run(command).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(listing(dir.path()), names);

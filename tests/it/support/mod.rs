@@ -64,6 +64,30 @@ pub fn haul() -> Command {
     command
 }
 
+/// The real `haul` binary with `args`, under an open-file limit of `limit` (`ulimit -n`).
+pub fn haul_with_open_file_limit(limit: u32, args: &[&std::ffi::OsStr]) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -n {limit} && exec \"$@\""))
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_haul"))
+        .arg("--no-config")
+        .args(args);
+    command
+}
+
+/// A file's modification time, in seconds since the Unix epoch.
+pub fn mtime(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .expect("the file is there")
+        .modified()
+        .expect("a modification time")
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
 /// Runs the binary off the async workers (the test server shares the runtime).
 pub async fn run(mut command: Command) -> Output {
     tokio::task::spawn_blocking(move || command.output().expect("run haul"))
