@@ -102,11 +102,23 @@ impl Memory {
             .unwrap_or_default()
     }
 
-    /// Replaces the memory file atomically. Blocking.
+    /// Replaces the memory file atomically and durably. Blocking.
     ///
     /// # Errors
     /// When the file cannot be written.
     pub fn save(&self, dir: &Path, shard: Option<Shard>) -> Result<(), Error> {
+        self.write(dir, shard, true)
+    }
+
+    /// Replaces the memory file atomically; synced (data, then its directory) when `durable`.
+    /// Without syncs the downloaded files are not durable either, and a memory that outlived
+    /// them would claim files a power cut took. Blocking.
+    pub(crate) fn write(
+        &self,
+        dir: &Path,
+        shard: Option<Shard>,
+        durable: bool,
+    ) -> Result<(), Error> {
         let place = Place::in_dir(dir, Self::file_name(shard));
         let path = place.path();
         let mut copy = self.clone();
@@ -122,10 +134,15 @@ impl Memory {
             use std::io::Write;
             let mut file = opened.create_file(&tmp, true)?;
             file.write_all(&json)?;
-            file.sync_data()?;
+            if durable {
+                file.sync_data()?;
+            }
             opened.rename(&tmp, place.name())?;
-            // The new memory survives a power cut only once the directory is synced.
-            rustix::fs::fsync(opened.fd()).map_err(std::io::Error::from)
+            if durable {
+                // The new memory survives a power cut only once the directory is synced.
+                rustix::fs::fsync(opened.fd())?;
+            }
+            Ok(())
         };
         write().map_err(|e| Error::io("write", &path, e))
     }

@@ -403,7 +403,8 @@ pub async fn run(
     delete_planned(dir, &plan, options, &mut report, &mut memory).await?;
     let dir_owned = dir.to_path_buf();
     let shard = options.shard;
-    tokio::task::spawn_blocking(move || memory.save(&dir_owned, shard))
+    let durable = downloader.client.config().durability == crate::Durability::Full;
+    tokio::task::spawn_blocking(move || memory.write(&dir_owned, shard, durable))
         .await
         .map_err(|e| Error::Internal(format!("saving the sync memory failed: {e}")))??;
     Ok(report)
