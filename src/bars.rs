@@ -120,7 +120,11 @@ impl ProgressBars {
                 ));
             }
             Event::Warning { message, .. } => self.println(&format!("! {}: {message}", name())),
-            Event::Finished { id, completed } => {
+            Event::Streamed { id, streamed, .. } => {
+                self.end(&mut state, view, *id);
+                self.println(&format!("✓ {}  {}", name(), HumanBytes(streamed.bytes)));
+            }
+            Event::Finished { id, completed, .. } => {
                 self.end(&mut state, view, *id);
                 if completed.already_present {
                     self.println(&format!("= {}  already complete", name()));

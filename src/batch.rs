@@ -214,8 +214,8 @@ impl Fingerprints {
 
 /// A request in flight that later identical requests wait for.
 struct Leader {
-    /// Followers: their index and id.
-    followers: Vec<(usize, TransferId)>,
+    /// Followers: their index, id and tag.
+    followers: Vec<(usize, TransferId, Option<crate::Tag>)>,
     path: u64,
 }
 
@@ -270,8 +270,9 @@ impl Feeder {
                     room.take();
                     let this = index;
                     index += 1;
+                    let tag = next.as_ref().ok().and_then(|r| r.tag.clone());
                     match next.and_then(|request| self.classify(request, this)) {
-                        Err(error) => self.fail(this, error),
+                        Err(error) => self.fail(this, tag, error),
                         Ok(Classified::Follow(leader, request, path)) => {
                             let id = self.scheduler.next_id();
                             self.queued(id, &request);
@@ -282,7 +283,7 @@ impl Feeder {
                                     path,
                                 })
                                 .followers
-                                .push((this, id));
+                                .push((this, id, tag));
                         }
                         Ok(Classified::Run(request, path)) => {
                             self.in_flight.insert(path, this);
@@ -355,7 +356,7 @@ impl Feeder {
     fn submit(&self, request: Request, index: usize, sender: &mpsc::UnboundedSender<Outcome>) {
         let id = self.scheduler.next_id();
         let place = request.place();
-        let report = Reporter::new(Arc::clone(&self.observer), id);
+        let report = Reporter::new(Arc::clone(&self.observer), id).with_tag(request.tag.clone());
         self.scheduler.enqueue(
             request,
             place,
@@ -373,13 +374,14 @@ impl Feeder {
             id,
             url: redact_url(&request.url),
             path: request.place().ok().map(|p| p.path()),
+            tag: request.tag.clone(),
         });
     }
 
     /// A request that fails before it could be queued (a bad line, a conflict).
-    fn fail(&self, index: usize, error: Error) {
+    fn fail(&self, index: usize, tag: Option<crate::Tag>, error: Error) {
         let id = self.scheduler.next_id();
-        let report = Reporter::new(Arc::clone(&self.observer), id);
+        let report = Reporter::new(Arc::clone(&self.observer), id).with_tag(tag);
         crate::scheduler::finish(
             &report,
             Sink::Batch {
@@ -393,7 +395,7 @@ impl Feeder {
     /// Forwards an outcome, and gives every follower of it the same one.
     fn forward_with_followers(&mut self, outcome: Outcome) {
         if let Some(leader) = self.leaders.remove(&outcome.index) {
-            for (index, id) in leader.followers {
+            for (index, id, tag) in leader.followers {
                 let shared = match &outcome.result {
                     Ok(done) => Ok(Completed {
                         already_present: true,
@@ -406,7 +408,7 @@ impl Feeder {
                         status: error.status(),
                     }),
                 };
-                let report = Reporter::new(Arc::clone(&self.observer), id);
+                let report = Reporter::new(Arc::clone(&self.observer), id).with_tag(tag);
                 crate::scheduler::finish(
                     &report,
                     Sink::Batch {

@@ -151,7 +151,8 @@ impl Downloader {
     }
 
     /// [`Self::download_to_writer`], reporting events (`Queued`, `Started`, `Progress`,
-    /// `Retrying`, and `Failed` on failure) to `observer`. It waits for its place in the
+    /// `Retrying`, and at the end `Streamed` or `Failed`) to `observer` and the downloader's
+    /// observers. It waits for its place in the
     /// downloader's queue like a file download.
     ///
     /// # Errors
@@ -165,7 +166,10 @@ impl Downloader {
     where
         W: AsyncWrite + Unpin + Send,
     {
-        let report = self.scheduler.reporter(Some(observer));
+        let report = self
+            .scheduler
+            .reporter(Some(observer))
+            .with_tag(request.tag.clone());
         let cancel = Cancel::new(
             tokio_util::sync::CancellationToken::new(),
             request.cancel.clone(),
@@ -174,6 +178,7 @@ impl Downloader {
             id: report.id(),
             url: crate::naming::redact_url(&request.url),
             path: None,
+            tag: report.tag(),
         });
         let result = async {
             let admission = self.scheduler.admit(request.host_key(), &cancel).await?;
@@ -188,14 +193,14 @@ impl Downloader {
             .await
         }
         .await;
-        if let Err(error) = &result {
-            report.emit(&crate::Event::Failed {
+        report.emit(&match &result {
+            Ok(streamed) => crate::Event::Streamed {
                 id: report.id(),
-                kind: error.kind(),
-                message: crate::error_chain(error),
-                status: error.status(),
-            });
-        }
+                streamed: streamed.clone(),
+                tag: report.tag(),
+            },
+            Err(error) => scheduler::failed_event(&report, error),
+        });
         result
     }
 

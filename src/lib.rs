@@ -60,11 +60,11 @@ pub use downloader::{Downloader, DownloaderBuilder, IpVersion, install_tls_provi
 pub use error::{Error, ErrorKind};
 pub use integrity::{Algorithm, Checksum, parse_sums};
 pub use progress::{
-    ChannelObserver, Event, NoObserver, Observer, TransferId, display_name, error_chain,
+    ChannelObserver, Event, NoObserver, Observer, Tag, TransferId, display_name, error_chain,
 };
 pub use request::{Destination, Request};
 pub use reqwest;
-pub use scheduler::DownloadHandle;
+pub use scheduler::{Canceller, DownloadHandle};
 pub use tokio_util::sync::CancellationToken;
 pub use transfer::Completed;
 pub use transfer::to_writer::Streamed;

@@ -6,22 +6,38 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::{Completed, ErrorKind};
+use crate::{Completed, ErrorKind, Streamed};
 
-/// Identifies one request of a batch: its index in the order the requests were given.
+/// Identifies one download of a [`Downloader`](crate::Downloader): unique among everything
+/// that downloader (and its clones) ran, in submission order. It is **not** a position in a
+/// batch (that is [`Outcome::index`](crate::Outcome::index)); to find your own record for a
+/// download, give the request a [tag](crate::Request::with_tag) or keep a map from this id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TransferId(pub(crate) usize);
+pub struct TransferId(pub(crate) u64);
 
 impl TransferId {
-    /// The request's index in its batch, starting at 0.
+    /// The id as a number (for logs and maps): increasing in submission order, never reused
+    /// by the same downloader.
     #[must_use]
-    pub fn index(self) -> usize {
+    pub fn get(self) -> u64 {
         self.0
     }
 }
 
-/// Something that happened to one transfer. Every request gets exactly one terminal event
-/// (`Finished` or `Failed`), after its `Queued`, `Started` and `Progress` events.
+impl std::fmt::Display for TransferId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// A caller's own key for a request (a database id, a job name), given with
+/// [`Request::with_tag`](crate::Request::with_tag) and carried into the download's
+/// `Queued` and terminal events and into its [`Outcome`](crate::Outcome). Cheap to clone.
+pub type Tag = std::sync::Arc<str>;
+
+/// Something that happened to one transfer. Every download gets exactly one terminal event
+/// (`Finished`, `Streamed` or `Failed`; see [`Event::is_terminal`]), after its `Queued`,
+/// `Started` and `Progress` events: downloads into files and into writers alike.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Event {
@@ -31,8 +47,10 @@ pub enum Event {
         id: TransferId,
         /// Its URL, credentials redacted.
         url: String,
-        /// The file it will produce, when that could be determined.
+        /// The file it will produce, when that could be determined (`None` for a writer).
         path: Option<PathBuf>,
+        /// The caller's tag, when the request has one.
+        tag: Option<Tag>,
     },
     /// The server answered and the body starts flowing.
     Started {
@@ -54,7 +72,8 @@ pub enum Event {
         /// Bytes of the file received so far, resumed prefix included.
         bytes_done: u64,
     },
-    /// An attempt failed and another follows after `delay`.
+    /// An attempt failed and another follows after `delay` (every retry is reported, whatever
+    /// its cause: a refused connection, a stall, a `503`).
     Retrying {
         /// Which request.
         id: TransferId,
@@ -87,6 +106,18 @@ pub enum Event {
         id: TransferId,
         /// What was produced.
         completed: Completed,
+        /// The caller's tag, when the request has one.
+        tag: Option<Tag>,
+    },
+    /// A download into a writer ([`Downloader::download_to_writer`](crate::Downloader::download_to_writer))
+    /// ended: every byte was written (and matched the checksum, when there was one).
+    Streamed {
+        /// Which request.
+        id: TransferId,
+        /// What was written.
+        streamed: Streamed,
+        /// The caller's tag, when the request has one.
+        tag: Option<Tag>,
     },
     /// The download failed. Its `.part` file is kept when it can be resumed.
     Failed {
@@ -98,6 +129,8 @@ pub enum Event {
         message: String,
         /// The HTTP status that ended it, when one did.
         status: Option<u16>,
+        /// The caller's tag, when the request has one.
+        tag: Option<Tag>,
     },
 }
 
@@ -113,7 +146,29 @@ impl Event {
             | Self::Restarted { id, .. }
             | Self::Warning { id, .. }
             | Self::Finished { id, .. }
+            | Self::Streamed { id, .. }
             | Self::Failed { id, .. } => *id,
+        }
+    }
+
+    /// Whether this is the download's last event (`Finished`, `Streamed` or `Failed`).
+    #[must_use]
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Self::Finished { .. } | Self::Streamed { .. } | Self::Failed { .. }
+        )
+    }
+
+    /// The caller's tag, on the events that carry it (`Queued` and the terminal ones).
+    #[must_use]
+    pub fn tag(&self) -> Option<&Tag> {
+        match self {
+            Self::Queued { tag, .. }
+            | Self::Finished { tag, .. }
+            | Self::Streamed { tag, .. }
+            | Self::Failed { tag, .. } => tag.as_ref(),
+            _ => None,
         }
     }
 }
@@ -140,16 +195,30 @@ impl Observer for NoObserver {
     fn on_event(&self, _event: &Event) {}
 }
 
-/// Where one transfer's events go: its id and its observer.
+/// Where one transfer's events go: its id, its caller's tag and its observer.
 #[derive(Clone)]
 pub(crate) struct Reporter {
     observer: std::sync::Arc<dyn Observer>,
     id: TransferId,
+    tag: Option<Tag>,
 }
 
 impl Reporter {
     pub(crate) fn new(observer: std::sync::Arc<dyn Observer>, id: TransferId) -> Self {
-        Self { observer, id }
+        Self {
+            observer,
+            id,
+            tag: None,
+        }
+    }
+
+    pub(crate) fn with_tag(mut self, tag: Option<Tag>) -> Self {
+        self.tag = tag;
+        self
+    }
+
+    pub(crate) fn tag(&self) -> Option<Tag> {
+        self.tag.clone()
     }
 
     /// A reporter nobody listens to.

@@ -56,6 +56,7 @@ pub struct Request {
     /// For a directory destination, a name used instead of the URL's (given by a batch when
     /// URLs of different files end alike and the server's names are to be used).
     pub(crate) provisional_name: Option<String>,
+    pub(crate) tag: Option<crate::Tag>,
 }
 
 impl Request {
@@ -94,6 +95,7 @@ impl Request {
             checksum: None,
             headers: HeaderMap::new(),
             cancel: None,
+            tag: None,
             mirrors: Vec::new(),
             connections: None,
             revalidate: None,
@@ -158,6 +160,21 @@ impl Request {
             .map_err(|_| Error::Config(format!("invalid value for header `{name}`")))?;
         self.headers.append(name, value);
         Ok(self)
+    }
+
+    /// Attaches the caller's own key (a database id, a job name): it comes back in the
+    /// download's `Queued` and terminal events, its [`Outcome`](crate::Outcome) and its
+    /// [`DownloadHandle`](crate::DownloadHandle), so a service needs no map from ids.
+    #[must_use]
+    pub fn with_tag(mut self, tag: impl Into<crate::Tag>) -> Self {
+        self.tag = Some(tag.into());
+        self
+    }
+
+    /// The caller's tag, when one was given.
+    #[must_use]
+    pub fn tag(&self) -> Option<&crate::Tag> {
+        self.tag.as_ref()
     }
 
     /// Stop this download alone when `token` is cancelled (the batch's own token stops all).

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -35,6 +35,8 @@ pub struct Outcome {
     pub id: TransferId,
     /// Its position in the batch, from 0.
     pub index: usize,
+    /// The caller's tag, when the request has one.
+    pub tag: Option<crate::Tag>,
     /// What became of it.
     pub result: Result<Completed, Error>,
 }
@@ -61,7 +63,7 @@ pub(crate) struct Scheduler {
     running: AtomicUsize,
     /// Some queued download may have been cancelled: the driver sweeps the queue.
     swept: AtomicBool,
-    next_id: AtomicUsize,
+    next_id: AtomicU64,
     /// Observers of every download of this downloader.
     observers: Vec<Arc<dyn Observer>>,
 }
@@ -123,13 +125,18 @@ pub(crate) enum Sink {
 }
 
 impl Sink {
-    fn send(self, id: TransferId, result: Result<Completed, Error>) {
+    fn send(self, report: &Reporter, result: Result<Completed, Error>) {
         match self {
             Self::Handle(sender) => {
                 let _ = sender.send(result);
             }
             Self::Batch { outcomes, index } => {
-                let _ = outcomes.send(Outcome { id, index, result });
+                let _ = outcomes.send(Outcome {
+                    id: report.id(),
+                    index,
+                    tag: report.tag(),
+                    result,
+                });
             }
         }
     }
@@ -182,7 +189,7 @@ impl Scheduler {
             on_network: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             swept: AtomicBool::new(false),
-            next_id: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
             observers,
         }
     }
@@ -223,6 +230,7 @@ impl Scheduler {
             id: report.id(),
             url: redact_url(&request.url),
             path: place.as_ref().ok().map(Place::path),
+            tag: report.tag(),
         });
         let place = match place {
             Ok(place) => place,
@@ -484,16 +492,23 @@ pub(crate) fn finish(report: &Reporter, sink: Sink, result: Result<Completed, Er
         Ok(completed) => Event::Finished {
             id: report.id(),
             completed: completed.clone(),
+            tag: report.tag(),
         },
-        Err(error) => Event::Failed {
-            id: report.id(),
-            kind: error.kind(),
-            message: error_chain(error),
-            status: error.status(),
-        },
+        Err(error) => failed_event(report, error),
     };
     report.emit(&event);
-    sink.send(report.id(), result);
+    sink.send(report, result);
+}
+
+/// The `Failed` event of `error`.
+pub(crate) fn failed_event(report: &Reporter, error: &Error) -> Event {
+    Event::Failed {
+        id: report.id(),
+        kind: error.kind(),
+        message: error_chain(error),
+        status: error.status(),
+        tag: report.tag(),
+    }
 }
 
 /// A download submitted to a `Downloader`: a future of its outcome. Dropping it cancels the
@@ -501,9 +516,9 @@ pub(crate) fn finish(report: &Reporter, sink: Sink, result: Result<Completed, Er
 #[must_use = "dropping a handle cancels its download"]
 pub struct DownloadHandle {
     id: TransferId,
+    tag: Option<crate::Tag>,
     outcome: oneshot::Receiver<Result<Completed, Error>>,
-    cancel: CancellationToken,
-    scheduler: Arc<Scheduler>,
+    canceller: Canceller,
     done: bool,
 }
 
@@ -511,6 +526,7 @@ impl std::fmt::Debug for DownloadHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DownloadHandle")
             .field("id", &self.id)
+            .field("tag", &self.tag)
             .finish_non_exhaustive()
     }
 }
@@ -522,11 +538,56 @@ impl DownloadHandle {
         self.id
     }
 
+    /// The request's tag, when it has one.
+    #[must_use]
+    pub fn tag(&self) -> Option<&crate::Tag> {
+        self.tag.as_ref()
+    }
+
     /// Stops the download: a running one keeps a resumable `.part`, a queued one never
     /// starts; either ends with [`Error::Cancelled`].
     pub fn cancel(&self) {
-        self.cancel.cancel();
-        self.scheduler.note_cancelled();
+        self.canceller.cancel();
+    }
+
+    /// A cloneable way to cancel this download from elsewhere (a request handler, a UI)
+    /// while the handle itself is awaited. It does not keep the download alive: dropping the
+    /// handle still cancels it.
+    #[must_use]
+    pub fn canceller(&self) -> Canceller {
+        self.canceller.clone()
+    }
+}
+
+/// Cancels one download from anywhere; see [`DownloadHandle::canceller`]. Cancelling a
+/// download that has already ended does nothing.
+#[derive(Clone)]
+pub struct Canceller {
+    token: CancellationToken,
+    scheduler: Arc<Scheduler>,
+}
+
+impl std::fmt::Debug for Canceller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Canceller")
+            .field("cancelled", &self.token.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Canceller {
+    /// Stops the download, as [`DownloadHandle::cancel`].
+    pub fn cancel(&self) {
+        if !self.token.is_cancelled() {
+            self.token.cancel();
+            self.scheduler.note_cancelled();
+        }
+    }
+
+    /// Whether it was cancelled (by this or any other canceller of the download).
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
     }
 }
 
@@ -566,13 +627,17 @@ pub(crate) fn submit(
     let (sender, outcome) = oneshot::channel();
     let cancel = CancellationToken::new();
     let place = request.place();
-    let report = Reporter::new(scheduler.observer_for(observer), id);
+    let tag = request.tag.clone();
+    let report = Reporter::new(scheduler.observer_for(observer), id).with_tag(tag.clone());
     scheduler.enqueue(request, place, cancel.clone(), report, Sink::Handle(sender));
     DownloadHandle {
         id,
+        tag,
         outcome,
-        cancel,
-        scheduler: Arc::clone(scheduler),
+        canceller: Canceller {
+            token: cancel,
+            scheduler: Arc::clone(scheduler),
+        },
         done: false,
     }
 }

@@ -10,13 +10,16 @@
 //! - `received_bytes` counts the body bytes received in this run, each once: for a fresh
 //!   download without faults it is the file's size, whatever the number of connections.
 //!
-//! Finished files leave the per-file map (their counts stay), so the view of a batch of
-//! millions of files holds only what is running or waiting.
+//! A download that ends (finished, failed or cancelled) leaves the map of running ones for a
+//! bounded history of the last ended ones (its counts stay): the view of a batch of millions of
+//! files, or of a service that runs for months, holds only what is running or waiting plus
+//! [`BatchView::DEFAULT_HISTORY`] ended downloads ([`BatchView::with_history`] changes it,
+//! [`BatchView::forget`] drops one at once).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 
-use crate::{Completed, ErrorKind, Event, TransferId};
+use crate::{ErrorKind, Event, TransferId};
 
 /// Where one download is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +35,16 @@ pub enum FileState {
     Finished,
     /// Ended with an error.
     Failed(ErrorKind),
+    /// Cancelled before it ended (its `.part` is kept for a later resume).
+    Cancelled,
+}
+
+impl FileState {
+    /// Whether the download has ended (finished, failed or cancelled).
+    #[must_use]
+    pub fn has_ended(self) -> bool {
+        matches!(self, Self::Finished | Self::Failed(_) | Self::Cancelled)
+    }
 }
 
 /// What is known of one download.
@@ -56,13 +69,19 @@ pub struct FileView {
     pub state: FileState,
     /// The protocol of the first answer (`HTTP/1.1`, `HTTP/2.0`).
     pub http_version: Option<String>,
+    /// The caller's tag, when the request has one.
+    pub tag: Option<crate::Tag>,
+    /// Why it failed or was cancelled (one line, with causes).
+    pub error: Option<String>,
     /// Bytes the file had when its current run began (its resumed bytes, or 0 after a restart).
     base: u64,
 }
 
 impl FileView {
-    fn new(url: &str, path: Option<&std::path::Path>) -> Self {
+    fn new(url: &str, path: Option<&std::path::Path>, tag: Option<crate::Tag>) -> Self {
         Self {
+            tag,
+            error: None,
             url: url.to_owned(),
             path: path.map(std::path::Path::to_path_buf),
             name: crate::display_name(url, path),
@@ -84,14 +103,35 @@ impl FileView {
     }
 }
 
-/// The totals of everything observed: a batch, a sync, or all of a downloader's work.
-#[derive(Debug, Clone, Default)]
+/// The totals of everything observed: a batch, a sync, or all of a downloader's work over a
+/// service's life. Every download that was queued ends counted in exactly one of
+/// `downloaded`, `already_present`, `failed` or `cancelled`, so `ended() == queued` once
+/// nothing runs, and `batch_progress()` then reads 100%.
+///
+/// ```
+/// use haul::{BatchView, Event};
+///
+/// let mut view = BatchView::with_history(100);
+/// # let events: Vec<Event> = Vec::new();
+/// for event in &events {
+///     view.apply(event);
+/// }
+/// let (done, total) = view.batch_progress();
+/// println!("{}/{} downloads, {done} of {total} bytes", view.ended(), view.queued);
+/// for (id, file) in view.recently_ended() {
+///     println!("{id}: {} {:?}", file.name, file.state);
+/// }
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BatchView {
     files: HashMap<TransferId, FileView>,
-    last_ended: Option<(TransferId, FileView)>,
+    /// The last ended downloads, oldest first, at most `history_limit`.
+    history: VecDeque<(TransferId, FileView)>,
+    history_limit: usize,
     /// Downloads queued.
     pub queued: usize,
-    /// Downloads that completed with a transfer.
+    /// Downloads that completed with a transfer (into a file or a writer).
     pub downloaded: usize,
     /// Downloads that were already complete (nothing transferred).
     pub already_present: usize,
@@ -107,19 +147,47 @@ pub struct BatchView {
     ended_share: (u64, u64),
 }
 
+impl Default for BatchView {
+    fn default() -> Self {
+        Self::with_history(Self::DEFAULT_HISTORY)
+    }
+}
+
 impl BatchView {
-    /// An empty view.
+    /// How many ended downloads a view keeps by default.
+    pub const DEFAULT_HISTORY: usize = 1_000;
+
+    /// An empty view that keeps the last [`Self::DEFAULT_HISTORY`] ended downloads.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An empty view that keeps the last `ended` ended downloads (0: none; their counts stay).
+    #[must_use]
+    pub fn with_history(ended: usize) -> Self {
+        Self {
+            files: HashMap::new(),
+            history: VecDeque::new(),
+            history_limit: ended,
+            queued: 0,
+            downloaded: 0,
+            already_present: 0,
+            failed: 0,
+            integrity_failures: 0,
+            cancelled: 0,
+            received_bytes: 0,
+            ended_share: (0, 0),
+        }
+    }
+
     /// Folds one event in.
     pub fn apply(&mut self, event: &Event) {
         match event {
-            Event::Queued { id, url, path } => {
+            Event::Queued { id, url, path, tag } => {
                 self.queued += 1;
-                self.files.insert(*id, FileView::new(url, path.as_deref()));
+                self.files
+                    .insert(*id, FileView::new(url, path.as_deref(), tag.clone()));
             }
             Event::Started {
                 id,
@@ -165,66 +233,85 @@ impl BatchView {
                 }
             }
             Event::Warning { .. } => {}
-            Event::Finished { id, completed } => self.on_finished(*id, completed),
-            Event::Failed { id, kind, .. } => self.on_failed(*id, *kind),
+            Event::Finished { id, completed, .. } => {
+                if completed.already_present {
+                    self.already_present += 1;
+                } else {
+                    self.downloaded += 1;
+                }
+                let fetched = (!completed.already_present).then_some(completed.bytes);
+                self.end(*id, FileState::Finished, fetched, None);
+            }
+            Event::Streamed { id, streamed, .. } => {
+                self.downloaded += 1;
+                self.end(*id, FileState::Finished, Some(streamed.bytes), None);
+            }
+            Event::Failed {
+                id, kind, message, ..
+            } => {
+                let state = if *kind == ErrorKind::Cancelled {
+                    self.cancelled += 1;
+                    FileState::Cancelled
+                } else {
+                    self.failed += 1;
+                    if *kind == ErrorKind::Integrity {
+                        self.integrity_failures += 1;
+                    }
+                    FileState::Failed(*kind)
+                };
+                self.end(*id, state, None, Some(message.clone()));
+            }
         }
     }
 
-    fn on_finished(&mut self, id: TransferId, completed: &Completed) {
-        if completed.already_present {
-            self.already_present += 1;
+    /// Moves an ended download to the history. `fetched`: the length of a completed body.
+    fn end(
+        &mut self,
+        id: TransferId,
+        state: FileState,
+        fetched: Option<u64>,
+        error: Option<String>,
+    ) {
+        let Some(mut file) = self.files.remove(&id) else {
+            return;
+        };
+        file.state = state;
+        file.error = error;
+        if let Some(bytes) = fetched {
+            file.total_bytes = file.total_bytes.or(Some(bytes));
+            file.bytes_done = file.bytes_done.max(clamp(bytes, file.total_bytes));
+        }
+        let (done, total) = file.share();
+        self.ended_share.0 += done;
+        // A download that did not finish had nothing more to fetch in this run.
+        let to_fetch = if fetched.is_some() {
+            total.unwrap_or(done).max(done)
         } else {
-            self.downloaded += 1;
-        }
-        if let Some(mut file) = self.files.remove(&id) {
-            file.state = FileState::Finished;
-            if !completed.already_present {
-                file.total_bytes = file.total_bytes.or(Some(completed.bytes));
-                file.bytes_done = file
-                    .bytes_done
-                    .max(clamp(completed.bytes, file.total_bytes));
-            }
-            let (done, total) = file.share();
-            self.ended_share.0 += done;
-            self.ended_share.1 += total.unwrap_or(done).max(done);
-            self.last_ended = Some((id, file));
-        }
-    }
-
-    fn on_failed(&mut self, id: TransferId, kind: ErrorKind) {
-        if kind == ErrorKind::Cancelled {
-            // Kept: it is listed as unfinished.
-            self.cancelled += 1;
-            if let Some(file) = self.files.get_mut(&id) {
-                file.state = FileState::Failed(kind);
-            }
+            done
+        };
+        self.ended_share.1 += to_fetch;
+        if self.history_limit == 0 {
             return;
         }
-        self.failed += 1;
-        if kind == ErrorKind::Integrity {
-            self.integrity_failures += 1;
+        if self.history.len() == self.history_limit {
+            self.history.pop_front();
         }
-        if let Some(mut file) = self.files.remove(&id) {
-            file.state = FileState::Failed(kind);
-            let (done, _) = file.share();
-            self.ended_share.0 += done;
-            self.ended_share.1 += done;
-            self.last_ended = Some((id, file));
-        }
+        self.history.push_back((id, file));
     }
 
-    /// A download that has not ended (or was cancelled), or the one that ended last.
+    /// A download that has not ended, or one of the recently ended ones.
     #[must_use]
     pub fn file(&self, id: TransferId) -> Option<&FileView> {
         self.files.get(&id).or_else(|| {
-            self.last_ended
-                .as_ref()
-                .filter(|(ended, _)| *ended == id)
+            self.history
+                .iter()
+                .rev()
+                .find(|(ended, _)| *ended == id)
                 .map(|(_, file)| file)
         })
     }
 
-    /// Downloads that have not ended, in submission order.
+    /// Downloads that have not ended (queued, running or retrying), in submission order.
     #[must_use]
     pub fn unfinished(&self) -> Vec<(TransferId, &FileView)> {
         let mut files: Vec<(TransferId, &FileView)> =
@@ -241,14 +328,34 @@ impl BatchView {
         files
     }
 
-    /// Downloads that have ended, one way or another.
+    /// The ended downloads still kept, in the order they ended (oldest first).
+    #[must_use]
+    pub fn recently_ended(&self) -> impl DoubleEndedIterator<Item = (TransferId, &FileView)> {
+        self.history.iter().map(|(id, file)| (*id, file))
+    }
+
+    /// Drops an ended download from the history at once (its counts stay). Returns what was
+    /// kept of it; `None` for an unknown id or one that has not ended (it stays).
+    pub fn forget(&mut self, id: TransferId) -> Option<FileView> {
+        let at = self.history.iter().position(|(ended, _)| *ended == id)?;
+        self.history.remove(at).map(|(_, file)| file)
+    }
+
+    /// Drops every ended download from the history (their counts stay).
+    pub fn forget_ended(&mut self) {
+        self.history.clear();
+    }
+
+    /// Downloads that have ended, one way or another (cancelled ones included).
     #[must_use]
     pub fn ended(&self) -> usize {
-        self.downloaded + self.already_present + self.failed
+        self.downloaded + self.already_present + self.failed + self.cancelled
     }
 
     /// The batch bar: bytes fetched in this run and bytes to fetch, over every download that
-    /// has started (a restarted download's first try counts as fetched). Never above 100%.
+    /// has started (a restarted download's first try counts as fetched; a download that
+    /// failed or was cancelled had nothing more to fetch). Never above 100%, and exactly
+    /// 100% once every download has ended.
     #[must_use]
     pub fn batch_progress(&self) -> (u64, u64) {
         let (mut done, mut total) = self.ended_share;
@@ -268,13 +375,14 @@ fn clamp(bytes: u64, total: Option<u64>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Completed;
     use std::time::Duration;
 
-    fn id(n: usize) -> TransferId {
+    fn id(n: u64) -> TransferId {
         TransferId(n)
     }
 
-    fn started(n: usize, total: u64, resumed: u64) -> Event {
+    fn started(n: u64, total: u64, resumed: u64) -> Event {
         Event::Started {
             id: id(n),
             total_bytes: Some(total),
@@ -284,22 +392,23 @@ mod tests {
         }
     }
 
-    fn progress(n: usize, bytes: u64) -> Event {
+    fn progress(n: u64, bytes: u64) -> Event {
         Event::Progress {
             id: id(n),
             bytes_done: bytes,
         }
     }
 
-    fn queued(n: usize) -> Event {
+    fn queued(n: u64) -> Event {
         Event::Queued {
             id: id(n),
             url: format!("http://h/f{n}"),
             path: None,
+            tag: None,
         }
     }
 
-    fn finished(n: usize, bytes: u64) -> Event {
+    fn finished(n: u64, bytes: u64) -> Event {
         Event::Finished {
             id: id(n),
             completed: Completed {
@@ -313,6 +422,17 @@ mod tests {
                 last_modified: None,
                 source: None,
             },
+            tag: None,
+        }
+    }
+
+    fn failed(n: u64, kind: ErrorKind) -> Event {
+        Event::Failed {
+            id: id(n),
+            kind,
+            message: kind.as_str().into(),
+            status: None,
+            tag: None,
         }
     }
 
@@ -367,31 +487,75 @@ mod tests {
     }
 
     #[test]
-    fn cancelled_downloads_stay_listed_as_unfinished() {
+    fn cancelled_downloads_end_and_the_totals_reach_every_download() {
         let mut view = BatchView::new();
-        view.apply(&queued(0));
-        view.apply(&queued(1));
-        view.apply(&Event::Failed {
-            id: id(1),
-            kind: ErrorKind::Cancelled,
-            message: "cancelled".into(),
-            status: None,
-        });
-        view.apply(&Event::Failed {
-            id: id(0),
-            kind: ErrorKind::Integrity,
-            message: "mismatch".into(),
-            status: None,
-        });
+        for n in 0..3 {
+            view.apply(&queued(n));
+        }
+        view.apply(&started(0, 100, 0));
+        view.apply(&progress(0, 40));
+        view.apply(&failed(0, ErrorKind::Cancelled));
+        view.apply(&failed(1, ErrorKind::Integrity));
+        view.apply(&started(2, 50, 0));
+        view.apply(&progress(2, 50));
+        view.apply(&finished(2, 50));
         assert_eq!(
             (view.failed, view.integrity_failures, view.cancelled),
             (1, 1, 1)
         );
-        let unfinished: Vec<TransferId> = view.unfinished().iter().map(|(i, _)| *i).collect();
-        assert_eq!(unfinished, vec![id(1)]);
+        assert_eq!(view.ended(), view.queued, "every download ended");
+        assert!(view.unfinished().is_empty());
+        let (done, total) = view.batch_progress();
+        assert_eq!((done, total), (90, 90), "100% once everything ended");
+        assert_eq!(view.file(id(0)).unwrap().state, FileState::Cancelled);
         assert_eq!(
-            view.file(id(0)).unwrap().state,
+            view.file(id(1)).unwrap().state,
             FileState::Failed(ErrorKind::Integrity)
         );
+        assert_eq!(
+            view.file(id(1)).unwrap().error.as_deref(),
+            Some("integrity")
+        );
+    }
+
+    #[test]
+    fn the_history_keeps_the_last_ended_downloads_and_forgets_on_request() {
+        let mut view = BatchView::with_history(2);
+        for n in 0..4 {
+            view.apply(&queued(n));
+            view.apply(&finished(n, 10));
+        }
+        let kept: Vec<TransferId> = view.recently_ended().map(|(i, _)| i).collect();
+        assert_eq!(kept, vec![id(2), id(3)], "the oldest went first");
+        assert!(view.file(id(0)).is_none());
+        assert_eq!(view.downloaded, 4, "counts stay");
+        assert!(view.forget(id(3)).is_some());
+        assert!(view.file(id(3)).is_none());
+        view.apply(&queued(9));
+        assert!(
+            view.forget(id(9)).is_none(),
+            "a running download is not forgotten"
+        );
+        assert!(view.file(id(9)).is_some());
+        view.forget_ended();
+        assert_eq!(view.recently_ended().count(), 0);
+    }
+
+    #[test]
+    fn a_writer_download_ends_with_its_streamed_event() {
+        let mut view = BatchView::new();
+        view.apply(&queued(0));
+        view.apply(&started(0, 30, 0));
+        view.apply(&progress(0, 30));
+        view.apply(&Event::Streamed {
+            id: id(0),
+            streamed: crate::Streamed {
+                bytes: 30,
+                digest: None,
+            },
+            tag: None,
+        });
+        assert_eq!((view.downloaded, view.ended()), (1, 1));
+        assert_eq!(view.batch_progress(), (30, 30));
     }
 }

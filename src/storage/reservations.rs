@@ -27,7 +27,7 @@ pub(crate) enum Claim {
 /// Who holds a name, and whether it stays taken after its holder ended.
 #[derive(Debug, Clone, Copy)]
 struct Holder {
-    owner: usize,
+    owner: u64,
     /// Given once in a run: kept after the download ends.
     for_the_run: bool,
 }
@@ -45,7 +45,7 @@ impl Reservations {
 
     /// Holds the exact output `path` for `owner` while it runs: `false` when another download
     /// of this run holds it (the caller waits for it, as for another process).
-    pub(crate) fn hold(&self, path: &Path, owner: usize) -> bool {
+    pub(crate) fn hold(&self, path: &Path, owner: u64) -> bool {
         let mut names = self.names();
         match names.get(path) {
             Some(holder) if holder.owner != owner => false,
@@ -70,7 +70,7 @@ impl Reservations {
         dir: Option<&Dir>,
         dir_path: &Path,
         wanted: &OsStr,
-        owner: usize,
+        owner: u64,
     ) -> Result<OsString, Error> {
         let mut names = self.names();
         let chosen = choose(&names, dir, dir_path, wanted, owner, false)?;
@@ -98,7 +98,7 @@ impl Reservations {
         dir_path: &Path,
         wanted: &OsStr,
         policy: OnExists,
-        owner: usize,
+        owner: u64,
         is_this_file: &dyn Fn(&Dir, &OsStr, &super::place::Entry) -> bool,
     ) -> Result<Claim, Error> {
         let mut names = self.names();
@@ -146,7 +146,7 @@ impl Reservations {
     }
 
     /// Gives up what `owner` held while it ran; names given once in a run stay taken.
-    pub(crate) fn release(&self, owner: usize) {
+    pub(crate) fn release(&self, owner: u64) {
         self.names()
             .retain(|_, holder| holder.owner != owner || holder.for_the_run);
     }
@@ -173,7 +173,7 @@ fn choose(
     dir: Option<&Dir>,
     dir_path: &Path,
     wanted: &OsStr,
-    owner: usize,
+    owner: u64,
     skip_first: bool,
 ) -> Result<OsString, Error> {
     for n in u32::from(skip_first)..u32::MAX {
@@ -194,11 +194,11 @@ fn choose(
 /// The names one download holds, given back when it ends (see `Reservations::release`).
 pub(crate) struct Claims {
     reservations: Arc<Reservations>,
-    owner: usize,
+    owner: u64,
 }
 
 impl Claims {
-    pub(crate) fn new(reservations: Arc<Reservations>, owner: usize) -> Self {
+    pub(crate) fn new(reservations: Arc<Reservations>, owner: u64) -> Self {
         Self {
             reservations,
             owner,

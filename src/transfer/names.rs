@@ -18,7 +18,7 @@ impl Transfer<'_> {
     /// Claims the output before anything is written: a name the server may still change
     /// (`Content-Disposition`) stands in as the first free one of this run; an exact name is
     /// held, and while another download of this run holds it, this one waits.
-    pub(super) async fn claim_output(&mut self, owner: usize) -> Result<(), Error> {
+    pub(super) async fn claim_output(&mut self, owner: u64) -> Result<(), Error> {
         let reservations = self.disk.reservations().clone();
         if self.server_names_the_file() {
             let lookup = PartPaths::beside(&self.place);

@@ -121,9 +121,9 @@ async fn outcomes_stream_in_completion_order() {
         .into_dir(dir.path());
     let mut outcomes = downloader.batch(vec![slow, fast]).start().unwrap();
     let first = outcomes.next().await.unwrap();
-    assert_eq!(first.id.index(), 1, "the fast download ends first");
+    assert_eq!(first.id.get(), 1, "the fast download ends first");
     let second = outcomes.next().await.unwrap();
-    assert_eq!(second.id.index(), 0);
+    assert_eq!(second.id.get(), 0);
     assert!(outcomes.next().await.is_none());
 }
 
@@ -326,9 +326,8 @@ async fn events_follow_the_life_of_each_download() {
         .await
         .unwrap();
     let events = recorder.0.lock().unwrap().clone();
-    let of = |index: usize| -> Vec<&Event> {
-        events.iter().filter(|e| e.id().index() == index).collect()
-    };
+    let of =
+        |index: u64| -> Vec<&Event> { events.iter().filter(|e| e.id().get() == index).collect() };
     let big = of(0);
     assert!(matches!(big[0], Event::Queued { .. }));
     assert!(matches!(

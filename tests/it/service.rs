@@ -143,7 +143,7 @@ async fn ids_are_unique_per_downloader_and_observers_attach_per_downloader_and_p
         .unwrap()
         .collect()
         .await;
-    let mut ids: Vec<usize> = outcomes.iter().map(|o| o.id.index()).collect();
+    let mut ids: Vec<u64> = outcomes.iter().map(|o| o.id.get()).collect();
     ids.sort_unstable();
     assert_eq!(
         ids,
@@ -151,14 +151,14 @@ async fn ids_are_unique_per_downloader_and_observers_attach_per_downloader_and_p
         "the batch's ids follow the single download's"
     );
     let handle = fixture.downloader.submit(fixture.request(10, "four", ""));
-    assert_eq!(handle.id().index(), 3);
+    assert_eq!(handle.id().get(), 3);
     handle.await.unwrap();
-    let seen: Vec<usize> = everything
+    let seen: Vec<u64> = everything
         .0
         .lock()
         .unwrap()
         .iter()
-        .map(|e| e.id().index())
+        .map(|e| e.id().get())
         .collect();
     assert!(seen.contains(&0) && seen.contains(&1) && seen.contains(&2) && seen.contains(&3));
     let kinds: Vec<String> = mine
@@ -336,4 +336,171 @@ async fn a_segmented_resume_reports_every_reused_byte() {
         .unwrap();
     assert_eq!(done.resumed_from, recorded);
     assert!(std::fs::read(done.path).unwrap() == content("holes.bin", 1, size));
+}
+
+/// Folds every event of a downloader into one app-wide view, as a service's status page does.
+#[derive(Default)]
+struct AppView(Mutex<BatchView>);
+
+impl Observer for AppView {
+    fn on_event(&self, event: &Event) {
+        self.0.lock().unwrap().apply(event);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_into_a_writer_ends_with_exactly_one_terminal_event() {
+    let app = Arc::new(AppView::default());
+    let recorder = Arc::new(Recorder::default());
+    let fixture = Fixture::with(fast_downloader().observer(app.clone())).await;
+    let mut written = Vec::new();
+    let request = fixture.request(5000, "piped.bin", "").with_tag("pipe-1");
+    let streamed = fixture
+        .downloader
+        .download_to_writer_observed(&request, &mut written, recorder.clone())
+        .await
+        .unwrap();
+    assert_eq!(written, content("piped.bin", 1, 5000));
+    let missing = fixture.request(10, "missing.bin", "status=404");
+    let mut nothing = Vec::new();
+    let failed = fixture
+        .downloader
+        .download_to_writer_observed(&missing, &mut nothing, recorder.clone())
+        .await;
+    assert!(failed.is_err());
+    let events = recorder.0.lock().unwrap().clone();
+    let terminal: Vec<&Event> = events.iter().filter(|e| e.is_terminal()).collect();
+    assert_eq!(terminal.len(), 2, "one per download: {terminal:?}");
+    assert!(
+        matches!(terminal[0], Event::Streamed { streamed: s, tag: Some(tag), .. }
+            if *s == streamed && &**tag == "pipe-1"),
+        "{:?}",
+        terminal[0]
+    );
+    assert!(matches!(
+        terminal[1],
+        Event::Failed {
+            status: Some(404),
+            ..
+        }
+    ));
+    let view = app.0.lock().unwrap();
+    assert_eq!(
+        (view.queued, view.ended(), view.downloaded, view.failed),
+        (2, 2, 1, 1),
+        "the app-wide view sees both end"
+    );
+    assert!(view.unfinished().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_view_counts_cancelled_downloads_as_ended_and_reaches_100_percent() {
+    let app = Arc::new(AppView::default());
+    let fixture = Fixture::with(fast_downloader().jobs(2).observer(app.clone())).await;
+    let slow = fixture.downloader.submit(
+        fixture
+            .request(1 << 20, "slow.bin", "rate=65536")
+            .with_tag("slow"),
+    );
+    let waiting = fixture
+        .downloader
+        .submit(fixture.request(1000, "waiting.bin", "delay_ms=200"));
+    let quick = fixture
+        .downloader
+        .submit(fixture.request(3000, "quick.bin", ""));
+    quick.await.unwrap();
+    waiting.await.unwrap();
+    // The slow one is cancelled from elsewhere while its handle is awaited.
+    let canceller = slow.canceller();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        canceller.cancel();
+    });
+    assert!(matches!(slow.await, Err(haul::Error::Cancelled)));
+    let view = app.0.lock().unwrap();
+    assert_eq!(view.cancelled, 1);
+    assert_eq!(
+        view.ended(),
+        view.queued,
+        "cancelled downloads count as ended"
+    );
+    assert!(
+        view.unfinished().is_empty(),
+        "nothing listed as running forever"
+    );
+    let (done, total) = view.batch_progress();
+    assert_eq!(done, total, "100% once everything ended: {done} of {total}");
+    let kept: Vec<(&str, haul::FileState)> = view
+        .recently_ended()
+        .map(|(_, f)| (f.name.as_str(), f.state))
+        .collect();
+    assert!(
+        kept.contains(&("quick.bin", haul::FileState::Finished)),
+        "{kept:?}"
+    );
+    assert!(
+        kept.contains(&("slow.bin", haul::FileState::Cancelled)),
+        "{kept:?}"
+    );
+    let slow_view = view
+        .recently_ended()
+        .find(|(_, f)| f.name == "slow.bin")
+        .unwrap()
+        .1;
+    assert_eq!(slow_view.tag.as_deref(), Some("slow"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_come_back_in_events_and_outcomes_and_a_canceller_stops_one_download() {
+    let recorder = Arc::new(Recorder::default());
+    let fixture = Fixture::new().await;
+    let requests = vec![
+        fixture.request(2000, "a.bin", "").with_tag("job-a"),
+        fixture
+            .request(2000, "b.bin", "rate=1024")
+            .with_tag("job-b"),
+        fixture
+            .request(2000, "c.bin", "status=404")
+            .with_tag("job-c"),
+    ];
+    let outcomes: Vec<haul::Outcome> = fixture
+        .downloader
+        .batch(requests)
+        .with_observer(recorder.clone())
+        .start()
+        .unwrap()
+        .take(2)
+        .collect()
+        .await;
+    let mut tags: Vec<&str> = outcomes.iter().filter_map(|o| o.tag.as_deref()).collect();
+    tags.sort_unstable();
+    assert_eq!(tags, ["job-a", "job-c"], "the two quick ones end first");
+    // The rest of the batch was dropped with the stream: cancelled.
+    let handle = fixture.downloader.submit(
+        fixture
+            .request(1 << 20, "d.bin", "rate=65536")
+            .with_tag("job-d"),
+    );
+    assert_eq!(handle.tag().map(|t| &**t), Some("job-d"));
+    let canceller = handle.canceller();
+    let other = canceller.clone();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    other.cancel();
+    assert!(canceller.is_cancelled());
+    assert!(matches!(handle.await, Err(haul::Error::Cancelled)));
+    let events = recorder.0.lock().unwrap().clone();
+    for tag in ["job-a", "job-b", "job-c"] {
+        let tagged: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.tag().map(|t| &**t) == Some(tag))
+            .collect();
+        assert!(
+            matches!(tagged.first(), Some(Event::Queued { .. })),
+            "{tag}: {tagged:?}"
+        );
+        assert!(
+            tagged.last().is_some_and(|e| e.is_terminal()),
+            "{tag} ends with a tagged terminal event: {tagged:?}"
+        );
+    }
 }

@@ -169,13 +169,13 @@ async fn check(schedule: &Schedule) -> Result<(), String> {
     .await
     .map_err(|_| "the batch did not end within 20 s".to_owned())?
     .map_err(|e| format!("the batch failed: {e}"))?;
-    let mut terminal: Vec<(usize, bool)> = Vec::new();
+    let mut terminal: Vec<(u64, bool)> = Vec::new();
     let mut ids = Vec::new();
     while let Ok(event) = events.try_recv() {
         match event {
-            Event::Queued { id, .. } => ids.push(id.index()),
-            Event::Finished { id, .. } => terminal.push((id.index(), true)),
-            Event::Failed { id, .. } => terminal.push((id.index(), false)),
+            Event::Queued { id, .. } => ids.push(id.get()),
+            Event::Finished { id, .. } => terminal.push((id.get(), true)),
+            Event::Failed { id, .. } => terminal.push((id.get(), false)),
             _ => {}
         }
     }

@@ -161,7 +161,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     );
     renderer.summarize(&summary, interrupted, code);
     if interrupted {
-        report_interrupted(&summary.unfinished, summary.queued);
+        report_interrupted(&summary, summary.queued);
     }
     Ok(ExitCode::from(code))
 }

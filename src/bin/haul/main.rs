@@ -153,16 +153,14 @@ pub(crate) fn exit_code(interrupted: bool, integrity: bool, failed: bool) -> u8 
 }
 
 /// Says what an interruption left unfinished, and how to resume.
-pub(crate) fn report_interrupted(unfinished: &[String], total: usize) {
-    eprintln!(
-        "interrupted: {} of {total} downloads unfinished; their .part files are kept.",
-        unfinished.len()
-    );
-    for name in unfinished.iter().take(10) {
+pub(crate) fn report_interrupted(summary: &render::Summary, total: usize) {
+    let count = summary.unfinished;
+    eprintln!("interrupted: {count} of {total} downloads unfinished; their .part files are kept.");
+    for name in summary.unfinished_names.iter().take(10) {
         eprintln!("  {name}");
     }
-    if unfinished.len() > 10 {
-        eprintln!("  ... and {} more", unfinished.len() - 10);
+    if count > 10 {
+        eprintln!("  ... and {} more", count - 10);
     }
     eprintln!("Run the same command again to resume.");
 }

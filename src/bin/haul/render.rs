@@ -69,8 +69,11 @@ pub struct Summary {
     pub failed: usize,
     pub integrity_failures: usize,
     pub received_bytes: u64,
-    /// Names of the downloads that did not end, in submission order.
-    pub unfinished: Vec<String>,
+    /// Names of the downloads that did not end or were cancelled, in submission order (the
+    /// view keeps the last few thousand ended ones; `unfinished` counts them all).
+    pub unfinished_names: Vec<String>,
+    /// How many downloads did not end or were cancelled.
+    pub unfinished: usize,
     pub failures: Vec<(String, String)>,
 }
 
@@ -139,11 +142,20 @@ impl Renderer {
             failed: view.failed,
             integrity_failures: view.integrity_failures,
             received_bytes: view.received_bytes,
-            unfinished: view
-                .unfinished()
-                .into_iter()
-                .map(|(_, file)| file.name.clone())
-                .collect(),
+            unfinished_names: {
+                let mut left: Vec<(haul::TransferId, &str)> = view
+                    .unfinished()
+                    .into_iter()
+                    .chain(
+                        view.recently_ended()
+                            .filter(|(_, f)| f.state == haul::FileState::Cancelled),
+                    )
+                    .map(|(id, file)| (id, file.name.as_str()))
+                    .collect();
+                left.sort_unstable_by_key(|(id, _)| *id);
+                left.into_iter().map(|(_, name)| name.to_owned()).collect()
+            },
+            unfinished: view.unfinished().len() + view.cancelled,
             failures: state.failures.clone(),
         }
     }
@@ -156,7 +168,7 @@ impl Renderer {
             "ok": summary.downloaded,
             "skipped": summary.already_present,
             "failed": summary.failed,
-            "unfinished": summary.unfinished.len(),
+            "unfinished": summary.unfinished,
             "bytes": summary.received_bytes,
             "duration_ms": elapsed.as_millis() as u64,
             "interrupted": interrupted,
@@ -220,7 +232,7 @@ impl Renderer {
             .is_none_or(|at| now - *at >= JSON_PROGRESS_INTERVAL);
         if due || complete {
             let value = json!({
-                "event": "progress", "id": id.index(), "bytes_done": file.bytes_done,
+                "event": "progress", "id": id.get(), "bytes_done": file.bytes_done,
                 "total_bytes": file.total_bytes,
             });
             state.last_json.insert(id, now);
@@ -253,8 +265,8 @@ impl Renderer {
             .map_or_else(String::new, |f| f.name.clone());
         let lines = matches!(self.display, Display::Lines);
         match event {
-            Event::Queued { id, url, path } => self.emit_json(json!({
-                "event": "queued", "id": id.index(), "url": url, "path": path,
+            Event::Queued { id, url, path, .. } => self.emit_json(json!({
+                "event": "queued", "id": id.get(), "url": url, "path": path,
             })),
             Event::Started {
                 id,
@@ -263,7 +275,7 @@ impl Renderer {
                 http_version,
                 proxy,
             } => self.emit_json(json!({
-                "event": "started", "id": id.index(), "total_bytes": total_bytes,
+                "event": "started", "id": id.get(), "total_bytes": total_bytes,
                 "resumed_from": resumed_from, "http_version": http_version, "proxy": proxy,
             })),
             Event::Progress { id, .. } => {
@@ -279,7 +291,7 @@ impl Renderer {
                 reason,
             } => {
                 self.emit_json(json!({
-                    "event": "retry", "id": id.index(), "attempt": attempt,
+                    "event": "retry", "id": id.get(), "attempt": attempt,
                     "delay_ms": delay.as_millis() as u64, "reason": reason,
                 }));
                 if lines {
@@ -291,7 +303,7 @@ impl Renderer {
             }
             Event::Restarted { id, reason } => {
                 self.emit_json(json!({
-                    "event": "restarted", "id": id.index(), "reason": reason,
+                    "event": "restarted", "id": id.get(), "reason": reason,
                 }));
                 if lines {
                     self.say(&format!("! {name}: {reason}"));
@@ -299,17 +311,17 @@ impl Renderer {
             }
             Event::Warning { id, message } => {
                 self.emit_json(json!({
-                    "event": "warning", "id": id.index(), "message": message,
+                    "event": "warning", "id": id.get(), "message": message,
                 }));
                 if lines {
                     self.say(&format!("! {name}: {message}"));
                 }
             }
-            Event::Finished { id, completed } => {
+            Event::Finished { id, completed, .. } => {
                 state.last_json.remove(id);
                 self.emit_json(json!({
                     "event": "finished",
-                    "id": id.index(),
+                    "id": id.get(),
                     "path": completed.path,
                     "bytes": completed.bytes,
                     "digest": completed.digest.as_ref().map(ToString::to_string),
@@ -327,6 +339,7 @@ impl Renderer {
                 kind,
                 message,
                 status,
+                ..
             } => self.on_failed(state, *id, *kind, message, *status, name),
             _ => {}
         }
@@ -347,7 +360,7 @@ impl Renderer {
         let file = state.view.file(id);
         let hint = hint(kind, status);
         self.emit_json(json!({
-            "event": "failed", "id": id.index(), "kind": kind.as_str(),
+            "event": "failed", "id": id.get(), "kind": kind.as_str(),
             "message": message, "status": status,
             "url": file.map(|f| f.url.clone()), "path": file.and_then(|f| f.path.clone()),
             "hint": hint,

@@ -79,7 +79,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     renderer.summarize(&summary, report.interrupted, code);
     render_report(&report, &options, &renderer, quiet);
     if report.interrupted {
-        crate::report_interrupted(&summary.unfinished, summary.unfinished.len());
+        crate::report_interrupted(&summary, summary.unfinished);
     }
     Ok(ExitCode::from(code))
 }
