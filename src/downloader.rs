@@ -8,6 +8,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::AsyncWrite;
 use url::Url;
 
+use crate::Document;
 use crate::batch::Batch;
 use crate::client::cancel::Cancel;
 use crate::client::cookies::CookieJar;
@@ -233,22 +234,33 @@ impl Downloader {
     }
 
     /// Fetches a small document (a manifest, a checksum file, a listing) into memory, at most
-    /// the downloader's `max_document_size`, with the retries of a download. Returns its bytes
-    /// and its `Content-Type`.
+    /// the downloader's `max_document_size`, with the retries of a download. Takes a `jobs`
+    /// slot like a download while it runs.
     ///
     /// # Errors
     /// Transport errors, a non-success status, or a body over the limit.
-    pub async fn fetch_small(&self, url: &Url) -> Result<(Vec<u8>, Option<String>), Error> {
+    pub async fn fetch_document(&self, url: &Url) -> Result<Document, Error> {
         let limit = self.client.config().max_document_bytes;
-        let document = self
-            .client
-            .fetch_document(url, limit, &Reporter::silent(), &Cancel::default())
-            .await?;
-        Ok((document.bytes, document.content_type))
+        self.fetch_document_reported(url, limit, &Reporter::silent(), &Cancel::default())
+            .await
+    }
+
+    /// [`Self::fetch_document`] for the library's own callers: a size limit, events and a
+    /// cancellation of their choosing.
+    pub(crate) async fn fetch_document_reported(
+        &self,
+        url: &Url,
+        limit: u64,
+        report: &Reporter,
+        cancel: &Cancel,
+    ) -> Result<Document, Error> {
+        let _slot = self.scheduler.side_slot(url, cancel).await?;
+        self.client.fetch_document(url, limit, report, cancel).await
     }
 
     /// Asks the server whether the file at `url` still has these validators (a conditional
-    /// `HEAD`): `true` for `304 Not Modified`, `false` when it answers with the file.
+    /// `HEAD`): `true` for `304 Not Modified`, `false` when it answers with the file. Takes a
+    /// `jobs` slot like a download while it runs.
     ///
     /// # Errors
     /// Transport errors and error statuses (after retries).
@@ -258,14 +270,20 @@ impl Downloader {
         etag: Option<&str>,
         last_modified: Option<&str>,
     ) -> Result<bool, Error> {
+        let cancel = Cancel::default();
+        let _slot = self.scheduler.side_slot(url, &cancel).await?;
         self.client
-            .is_unchanged(
-                url,
-                etag,
-                last_modified,
-                &Reporter::silent(),
-                &Cancel::default(),
-            )
+            .is_unchanged(url, etag, last_modified, &Reporter::silent(), &cancel)
+            .await
+    }
+
+    /// Whether `url` can be fetched, without fetching it (a `HEAD`, or a one-byte range when
+    /// `HEAD` is refused): its length when the server says. Takes a `jobs` slot.
+    pub(crate) async fn probe(&self, url: &Url) -> Result<Option<u64>, Error> {
+        let cancel = Cancel::default();
+        let _slot = self.scheduler.side_slot(url, &cancel).await?;
+        self.client
+            .probe(url, None, &Reporter::silent(), &cancel)
             .await
     }
 }

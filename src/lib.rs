@@ -52,6 +52,7 @@ pub use sync::listing;
 pub use batch::{Batch, Outcome, Outcomes};
 pub use client::cookies::CookieJar;
 pub use client::credentials::{BasicAuth, Netrc};
+pub use client::document::Document;
 pub use config::{
     DEFAULT_CONNECTIONS, DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MIN_SPLIT_BYTES, Durability, LowSpeed,
     OnExists,

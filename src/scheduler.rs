@@ -115,6 +115,24 @@ pub(crate) struct Admission {
     _running: Running,
 }
 
+impl Admission {
+    /// Keeps the job slot and gives the host's place back: for requests that take the host's
+    /// place themselves, once per attempt (documents, probes), so retries do not hold it.
+    pub(crate) fn job_slot_only(self) -> SideSlot {
+        SideSlot {
+            _slot: self._slot,
+            _running: self._running,
+        }
+    }
+}
+
+/// A job slot held by a request the library makes on a caller's behalf (a listing page, a
+/// checksum file, a conditional `HEAD`): such requests count against `jobs` like downloads.
+pub(crate) struct SideSlot {
+    _slot: JobSlot,
+    _running: Running,
+}
+
 /// Where a download's outcome goes.
 pub(crate) enum Sink {
     Handle(oneshot::Sender<Result<Completed, Error>>),
@@ -270,6 +288,22 @@ impl Scheduler {
             () = cancel.cancelled() => Err(Error::Cancelled),
             admitted = receiver => admitted.map_err(|_| Error::Cancelled),
         }
+    }
+
+    /// A job slot for a request made on a caller's behalf, taken in the queue's order among
+    /// downloads (see [`SideSlot`]).
+    ///
+    /// # Errors
+    /// `Cancelled` when `cancel` fires first.
+    pub(crate) async fn side_slot(
+        self: &Arc<Self>,
+        url: &url::Url,
+        cancel: &Cancel,
+    ) -> Result<SideSlot, Error> {
+        let admission = self
+            .admit(crate::client::hosts::host_key(url), cancel)
+            .await?;
+        Ok(admission.job_slot_only())
     }
 
     fn push(self: &Arc<Self>, host: String, cancel: CancellationToken, work: Work) {

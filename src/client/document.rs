@@ -14,11 +14,22 @@ use crate::client::hosts::host_key;
 use crate::naming::redact_url;
 use crate::progress::Reporter;
 
-/// A fetched document.
-#[derive(Debug, Clone)]
-pub(crate) struct Document {
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) content_type: Option<String>,
+/// A small document fetched whole into memory ([`Downloader::fetch_document`](crate::Downloader::fetch_document)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Document {
+    /// Its body.
+    pub bytes: Vec<u8>,
+    /// Its `Content-Type`, when the server said.
+    pub content_type: Option<String>,
+}
+
+impl Document {
+    /// The body as text (invalid UTF-8 replaced).
+    #[must_use]
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.bytes)
+    }
 }
 
 impl Client {

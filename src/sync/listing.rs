@@ -21,7 +21,7 @@ use url::Url;
 use super::plan::{Conflict, Source, SourceEntry};
 use super::s3;
 use crate::Error;
-use crate::client::Client;
+
 use crate::client::cancel::Cancel;
 use crate::progress::Reporter;
 
@@ -74,7 +74,7 @@ pub struct Crawled {
 /// A failure to fetch any listing page fails the whole crawl (a partial listing must never
 /// look complete, or a deletion would remove what it missed).
 pub(crate) async fn crawl(
-    client: &Client,
+    downloader: &crate::Downloader,
     url: &Url,
     limits: CrawlLimits,
     report: &Reporter,
@@ -84,7 +84,7 @@ pub(crate) async fn crawl(
     if !root.path().ends_with('/') && !s3::looks_like_bucket_query(&root) {
         root.set_path(&format!("{}/", root.path()));
     }
-    let limit = client.config().max_document_bytes;
+    let limit = downloader.client.config().max_document_bytes;
     let mut crawled = Crawled::default();
     let mut files: BTreeMap<String, SourceEntry> = BTreeMap::new();
     let mut visited = HashSet::new();
@@ -105,8 +105,8 @@ pub(crate) async fn crawl(
             break;
         }
         listings += 1;
-        let document = client
-            .fetch_document(&page_url, limit, report, cancel)
+        let document = downloader
+            .fetch_document_reported(&page_url, limit, report, cancel)
             .await?;
         let body = String::from_utf8_lossy(&document.bytes);
         let content_type = document.content_type.unwrap_or_default();

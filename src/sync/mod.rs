@@ -170,7 +170,7 @@ pub async fn read_listing(
     limits: CrawlLimits,
 ) -> Result<Crawled, Error> {
     listing::crawl(
-        &downloader.client,
+        downloader,
         url,
         limits,
         &Reporter::silent(),
@@ -513,34 +513,19 @@ pub struct DryRunLine {
 /// (or a one-byte range), so one that would fail shows as `fail`; every file to revalidate with
 /// a conditional `HEAD`. Lines come in plan order, then deletions and conflicts.
 pub async fn dry_run(downloader: &Downloader, prepared: &Prepared) -> Vec<DryRunLine> {
-    let client = &downloader.client;
-    let jobs = client.config().jobs.max(1);
+    let jobs = downloader.client.config().jobs.max(1);
     let probes = prepared.plan.files.iter().map(|planned| async move {
         let path = planned.entry.path.clone();
         let url = &planned.entry.url;
-        let report = Reporter::silent();
-        let cancel = Cancel::default();
         let outcome = match &planned.action {
             Action::Unchanged => Ok("unchanged"),
-            Action::New => client
-                .probe(url, None, &report, &cancel)
-                .await
-                .map(|_| "new"),
-            Action::Update(_) => client
-                .probe(url, None, &report, &cancel)
-                .await
-                .map(|_| "update"),
+            Action::New => downloader.probe(url).await.map(|_| "new"),
+            Action::Update(_) => downloader.probe(url).await.map(|_| "update"),
             Action::Check {
                 etag,
                 last_modified,
-            } => client
-                .is_unchanged(
-                    url,
-                    etag.as_deref(),
-                    last_modified.as_deref(),
-                    &report,
-                    &cancel,
-                )
+            } => downloader
+                .is_unchanged(url, etag.as_deref(), last_modified.as_deref())
                 .await
                 .map(|same| if same { "unchanged" } else { "update" }),
         };

@@ -504,3 +504,55 @@ async fn tags_come_back_in_events_and_outcomes_and_a_canceller_stops_one_downloa
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_made_on_a_callers_behalf_take_jobs_slots() {
+    let fixture = Fixture::with(fast_downloader().jobs(3).per_host(100)).await;
+    let downloader = &fixture.downloader;
+    let url =
+        |name: &str| url::Url::parse(&fixture.server.file_url(100, name, "delay_ms=150")).unwrap();
+    let documents = (0..8).map(|i| {
+        let url = url(&format!("doc{i}"));
+        async move { downloader.fetch_document(&url).await.map(|_| ()) }
+    });
+    let checks = (0..8).map(|i| {
+        let url = url(&format!("check{i}"));
+        async move {
+            downloader
+                .is_unchanged(&url, Some("\"nope\""), None)
+                .await
+                .map(|_| ())
+        }
+    });
+    let manifest: String = (0..8)
+        .map(|i| format!("{}\n", url(&format!("probe{i}"))))
+        .collect();
+    let source = haul::sync::manifest_source(&manifest).unwrap();
+    let options = haul::sync::SyncOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let probes = async {
+        let prepared = haul::sync::prepare(fixture.dir.path(), &source, &options)
+            .await
+            .unwrap();
+        let lines = haul::sync::dry_run(downloader, &prepared).await;
+        assert_eq!(lines.len(), 8);
+        Ok::<(), haul::Error>(())
+    };
+    let downloads = (0..4).map(|i| {
+        let request = fixture.request(100, &format!("file{i}"), "delay_ms=150");
+        async move { downloader.download(request).await.map(|_| ()) }
+    });
+    let (a, b, c, d) = tokio::join!(
+        futures_util::future::join_all(documents),
+        futures_util::future::join_all(checks),
+        probes,
+        futures_util::future::join_all(downloads),
+    );
+    assert!(a.iter().chain(&b).chain(&d).all(Result::is_ok));
+    c.unwrap();
+    let peak = fixture.server.peak_in_flight();
+    assert!(peak <= 3, "{peak} requests in flight with jobs(3)");
+    assert!(peak >= 2, "they overlapped: {peak}");
+}

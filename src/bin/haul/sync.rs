@@ -180,11 +180,11 @@ pub(crate) async fn read_text(
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https"))
     {
-        let (bytes, _) = downloader
-            .fetch_small(&url)
+        let document = downloader
+            .fetch_document(&url)
             .await
             .map_err(|e| anyhow::anyhow!("fetching {what} failed: {}", haul::error_chain(&e)))?;
-        return Ok(String::from_utf8_lossy(&bytes).into_owned());
+        return Ok(document.text().into_owned());
     }
     if location == "-" {
         return Ok(std::io::read_to_string(std::io::stdin())?);
