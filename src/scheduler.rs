@@ -111,8 +111,10 @@ struct Job {
 /// The places of admitted work, given back when dropped.
 pub(crate) struct Admission {
     pub(crate) permit: HostPermit,
-    _slot: JobSlot,
-    _running: Running,
+    /// Held for its `Drop`.
+    slot: JobSlot,
+    /// Held for its `Drop`.
+    running: Running,
 }
 
 impl Admission {
@@ -120,8 +122,8 @@ impl Admission {
     /// place themselves, once per attempt (documents, probes), so retries do not hold it.
     pub(crate) fn job_slot_only(self) -> SideSlot {
         SideSlot {
-            _slot: self._slot,
-            _running: self._running,
+            _slot: self.slot,
+            _running: self.running,
         }
     }
 }
@@ -461,8 +463,8 @@ impl Scheduler {
                 // Dropped, and so given back, when the caller went away meanwhile.
                 let _ = sender.send(Admission {
                     permit,
-                    _slot: slot,
-                    _running: alive,
+                    slot,
+                    running: alive,
                 });
                 return;
             }
