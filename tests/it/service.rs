@@ -524,9 +524,10 @@ async fn requests_made_on_a_callers_behalf_take_jobs_slots() {
                 .map(|_| ())
         }
     });
-    let manifest: String = (0..8)
-        .map(|i| format!("{}\n", url(&format!("probe{i}"))))
-        .collect();
+    let manifest = (0..8)
+        .map(|i| url(&format!("probe{i}")).to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
     let source = haul::sync::manifest_source(&manifest).unwrap();
     let options = haul::sync::SyncOptions {
         dry_run: true,
