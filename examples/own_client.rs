@@ -1,7 +1,8 @@
-//! Bringing your own `reqwest::Client`: build it after `Downloader::builder()` (which installs
-//! haul's TLS provider), trust your CA, and hand it over. haul's per-request rules (identity
-//! encoding, User-Agent, deadlines, retries, limits) still apply; what lives inside a built
-//! client (redirect policy, connect timeout, TLS settings) is yours.
+//! Bringing your own `reqwest::Client`: start from `Downloader::client_builder()` (haul's TLS
+//! provider installed, redirects left to haul), trust your CA, and hand it over. haul's
+//! per-request rules (identity encoding, deadlines, retries, limits) still apply, and the
+//! client keeps its own `User-Agent`; what lives inside a built client (connect timeout, TLS
+//! settings) is yours.
 //!
 //! `cargo run --example own_client -- URL DIR CA.pem`
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -34,13 +35,12 @@ async fn fetch(
     dir: &str,
     ca: &str,
 ) -> Result<haul::Completed, Box<dyn std::error::Error>> {
-    // First the builder: it installs the TLS provider the client below needs.
-    let builder = Downloader::builder();
     let pem = std::fs::read(ca)?;
-    let client = reqwest::Client::builder()
+    let client = Downloader::client_builder()
         .tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem)?)
+        .user_agent("own-client-example/1")
         .build()?;
-    let downloader = builder.client(client).build()?;
+    let downloader = Downloader::builder().client(client).build()?;
     Ok(downloader
         .download(Request::new(url)?.into_dir(dir))
         .await?)

@@ -55,6 +55,15 @@ impl Downloader {
         DownloaderBuilder::default()
     }
 
+    /// A `reqwest::ClientBuilder` ready for [`DownloaderBuilder::client`]: haul's TLS provider
+    /// installed (so building it cannot panic for want of one) and redirects left to haul
+    /// (it follows them itself, checking each hop). Add your own settings and build it.
+    #[must_use]
+    pub fn client_builder() -> reqwest::ClientBuilder {
+        install_tls_provider();
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none())
+    }
+
     /// Downloads one file, queued with everything else this downloader runs. Dropping the
     /// future cancels the download (its `.part` is kept for a later resume).
     ///
@@ -295,7 +304,9 @@ pub struct DownloaderBuilder {
     config: Config,
     hooks: Vec<ClientHook>,
     observers: Vec<Arc<dyn Observer>>,
-    user_agent: String,
+    /// `None`: haul's own (`haul/VERSION`) on haul's client, the client's own on a client
+    /// given with [`Self::client`].
+    user_agent: Option<String>,
     headers: HeaderMap,
     client: Option<reqwest::Client>,
     header_error: Option<String>,
@@ -336,7 +347,7 @@ impl Default for DownloaderBuilder {
             config: Config::default(),
             hooks: Vec::new(),
             observers: Vec::new(),
-            user_agent: concat!("haul/", env!("CARGO_PKG_VERSION")).to_owned(),
+            user_agent: None,
             headers: HeaderMap::new(),
             client: None,
             header_error: None,
@@ -393,11 +404,11 @@ impl DownloaderBuilder {
         self
     }
 
-    /// The `User-Agent` header (default `haul/VERSION`), sent with every request (also with
-    /// [`Self::client`]).
+    /// The `User-Agent` header sent with every request. Default: `haul/VERSION`; with
+    /// [`Self::client`], the client's own (set this to override it).
     #[must_use]
     pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
-        self.user_agent = user_agent.into();
+        self.user_agent = Some(user_agent.into());
         self
     }
 
@@ -685,8 +696,10 @@ impl DownloaderBuilder {
         self
     }
 
-    /// Use this fully built client instead of building one. What still applies: everything
-    /// haul does per request or per body (the `User-Agent` and headers set here, identity
+    /// Use this fully built client instead of building one (start from
+    /// [`Downloader::client_builder`]). What still applies: everything haul does per request
+    /// or per body (the headers set here, a `User-Agent` set here (else the client's own is
+    /// kept), identity
     /// encoding, the stall timeout and the deadline for response headers, the low-speed limit,
     /// retries, the rate limit, per-host limits). What does not, because it lives inside a
     /// built client: [`Self::connect_timeout`], [`Self::proxy`] and the environment's proxies
@@ -695,8 +708,22 @@ impl DownloaderBuilder {
     /// [`Self::danger_accept_invalid_certificates`]. (haul follows redirects itself; a
     /// client that follows them first leaves haul nothing to follow.) The client must not decompress bodies.
     /// To keep haul's settings and add your own, use [`Self::configure_client`] instead.
-    /// Build the client after [`Downloader::builder`] (or [`install_tls_provider`]), so a TLS
-    /// provider is installed.
+    ///
+    /// haul's TLS uses rustls with *ring*. A `reqwest::Client` built before any TLS provider
+    /// is installed panics inside reqwest (its message suggests `aws_lc_rs`, which haul does
+    /// not compile in): build the client from [`Downloader::client_builder`], or after
+    /// [`Downloader::builder`] or [`install_tls_provider`].
+    ///
+    /// ```no_run
+    /// # fn demo(pem: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+    /// use haul::{Downloader, reqwest};
+    ///
+    /// let client = Downloader::client_builder()
+    ///     .tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem)?)
+    ///     .build()?;
+    /// let downloader = Downloader::builder().client(client).build()?;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn client(mut self, client: reqwest::Client) -> Self {
         self.client = Some(client);
@@ -713,8 +740,19 @@ impl DownloaderBuilder {
         if let Some(message) = self.header_error.take() {
             return Err(Error::Config(message));
         }
-        let user_agent = HeaderValue::from_str(&self.user_agent)
-            .map_err(|_| Error::Config(format!("invalid user agent `{}`", self.user_agent)))?;
+        let own_client = self.client.is_some();
+        let user_agent = match self.user_agent.take() {
+            Some(text) => Some(
+                HeaderValue::from_str(&text)
+                    .map_err(|_| Error::Config(format!("invalid user agent `{text}`")))?,
+            ),
+            // A client of the caller's own keeps its own `User-Agent`.
+            None if own_client => None,
+            None => Some(HeaderValue::from_static(concat!(
+                "haul/",
+                env!("CARGO_PKG_VERSION")
+            ))),
+        };
         let (http, proxy) = match self.client.take() {
             Some(client) => (client, None),
             None => {

@@ -248,8 +248,10 @@ impl Client {
             .request(ask.method.clone(), url.clone())
             // The exact entity, never a transformed one (RFC 9110 §12.5.3).
             .header(ACCEPT_ENCODING, "identity")
-            .header(USER_AGENT, identity.user_agent.clone())
             .headers(carried(&identity.headers, same_host));
+        if let Some(user_agent) = &identity.user_agent {
+            builder = builder.header(USER_AGENT, user_agent.clone());
+        }
         if let Some(headers) = ask.headers {
             builder = builder.headers(carried(headers, same_host));
         }

@@ -29,7 +29,8 @@ use rate::RateLimiter;
 /// holds with a client the embedder built.
 #[derive(Debug, Clone)]
 pub(crate) struct Identity {
-    pub(crate) user_agent: HeaderValue,
+    /// `None` keeps the client's own (a client the caller built).
+    pub(crate) user_agent: Option<HeaderValue>,
     pub(crate) headers: HeaderMap,
     /// Sent to every request's own host (`--user`).
     pub(crate) auth: Option<credentials::BasicAuth>,
@@ -122,7 +123,7 @@ impl Client {
             reqwest::Client::new(),
             config,
             Identity {
-                user_agent: HeaderValue::from_static("haul-test"),
+                user_agent: Some(HeaderValue::from_static("haul-test")),
                 headers: HeaderMap::new(),
                 auth: None,
                 netrc: None,

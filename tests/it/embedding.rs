@@ -89,27 +89,61 @@ async fn cancelling_the_batch_stops_running_and_queued_downloads() {
     );
 }
 
+/// A client of the embedder's own, started from `Downloader::client_builder()` *before* any
+/// `Downloader::builder()` call: no panic for want of a TLS provider, its `User-Agent` kept
+/// (unless the builder sets one), and redirects still followed by haul (a `Location` with the
+/// file name decides the name).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedder_can_bring_its_own_client() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    // An embedder's own client needs a TLS provider; haul's default client installs ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .user_agent("embedder/1.0")
-        .no_proxy()
+    let own = || {
+        haul::Downloader::client_builder()
+            .user_agent("embedder/1.0")
+            .no_proxy()
+            .build()
+            .unwrap()
+    };
+    let downloader = fast_downloader().client(own()).build().unwrap();
+    let target = server.file_url(1000, "c.bin", "");
+    let redirect = server.url(&format!(
+        "/redirect?to={}",
+        percent_encoding::utf8_percent_encode(&target, percent_encoding::NON_ALPHANUMERIC)
+    ));
+    let done = downloader
+        .download(Request::new(&redirect).unwrap().into_dir(dir.path()))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(done.path).unwrap(), content("c.bin", 1, 1000));
+    let agents: Vec<Option<String>> = server.log().into_iter().map(|l| l.user_agent).collect();
+    assert_eq!(
+        agents.len(),
+        2,
+        "haul followed the redirect itself: {agents:?}"
+    );
+    assert!(
+        agents.iter().all(|a| a.as_deref() == Some("embedder/1.0")),
+        "the client's own User-Agent is kept: {agents:?}"
+    );
+    let chosen = fast_downloader()
+        .client(own())
+        .user_agent("chosen/2")
         .build()
         .unwrap();
-    let downloader = fast_downloader().client(client).build().unwrap();
-    let done = downloader
+    chosen
         .download(
-            Request::new(&server.file_url(1000, "c.bin", ""))
+            Request::new(&server.file_url(10, "d.bin", ""))
                 .unwrap()
                 .into_dir(dir.path()),
         )
         .await
         .unwrap();
-    assert_eq!(std::fs::read(done.path).unwrap(), content("c.bin", 1, 1000));
+    let last = server.log().pop().unwrap();
+    assert_eq!(
+        last.user_agent.as_deref(),
+        Some("chosen/2"),
+        "the builder's wins"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
