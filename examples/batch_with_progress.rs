@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
     let outcomes = match run(requests).await {
         Ok(outcomes) => outcomes,
         Err(error) => {
-            eprintln!("error: {}", haul::error_chain(&error));
+            eprintln!("error: {error}");
             return ExitCode::from(2);
         }
     };
@@ -38,7 +38,7 @@ async fn main() -> ExitCode {
             ),
             Err(error) => {
                 failed = true;
-                println!("failed {url}: {}", haul::error_chain(&error));
+                println!("failed {url}: {}", error.to_string());
             }
         }
     }

@@ -41,7 +41,7 @@ async fn main() -> ExitCode {
             ExitCode::from(130)
         }
         Err(error) => {
-            eprintln!("error: {}", haul::error_chain(&error));
+            eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }

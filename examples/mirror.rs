@@ -27,7 +27,7 @@ async fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {
-            eprintln!("error: {}", haul::error_chain(&error));
+            eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }
@@ -60,7 +60,7 @@ async fn mirror(
     }
     let report = sync::run(&downloader, dir, prepared, options, None, None).await?;
     for (path, error) in &report.failures {
-        eprintln!("failed: {path}: {}", haul::error_chain(error));
+        eprintln!("failed: {path}: {}", error.to_string());
     }
     println!(
         "{} new, {} updated, {} unchanged, {} deleted, {} failed",

@@ -69,7 +69,7 @@ async fn main() -> ExitCode {
                 Ok(done) => println!("saved {} ({} bytes)", done.path.display(), done.bytes),
                 Err(error) => {
                     failed = true;
-                    eprintln!("failed: {}", haul::error_chain(&error));
+                    eprintln!("failed: {}", error.to_string());
                 }
             },
             _ = ticker.tick() => {

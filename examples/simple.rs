@@ -20,7 +20,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("error: {}", haul::error_chain(&error));
+            eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }

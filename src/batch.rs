@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::naming::redact_url;
-use crate::progress::{Event, Observer, Reporter, TransferId, error_chain};
+use crate::progress::{Event, Observer, Reporter, TransferId};
 use crate::request::normalized;
 pub use crate::scheduler::Outcome;
 use crate::scheduler::{Scheduler, Sink};
@@ -404,7 +404,7 @@ impl Feeder {
                     }),
                     Err(error) => Err(Error::Shared {
                         kind: error.kind(),
-                        message: error_chain(error),
+                        message: error.to_string(),
                         status: error.status(),
                     }),
                 };

@@ -58,7 +58,6 @@ impl Downloader {
     /// A `reqwest::ClientBuilder` ready for [`DownloaderBuilder::client`]: haul's TLS provider
     /// installed (so building it cannot panic for want of one) and redirects left to haul
     /// (it follows them itself, checking each hop). Add your own settings and build it.
-    #[must_use]
     pub fn client_builder() -> reqwest::ClientBuilder {
         install_tls_provider();
         reqwest::Client::builder().redirect(reqwest::redirect::Policy::none())
@@ -209,7 +208,7 @@ impl Downloader {
                 streamed: streamed.clone(),
                 tag: report.tag(),
             },
-            Err(error) => scheduler::failed_event(&report, error),
+            Err(error) => scheduler::failed_event(&report, error, 0),
         });
         result
     }

@@ -6,7 +6,23 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// What went wrong with one download. `Display` covers one layer; the cause is in `source()`.
+/// What went wrong with one download.
+///
+/// `Display` is one complete line for a person, its cause included ("connection to URL
+/// failed: tcp connect error: Connection refused (os error 111)"); `source()` still gives the
+/// underlying error for a program that inspects it. So print an `Error` with `Display` alone:
+/// walking `source()` as well would say the cause twice.
+///
+/// ```
+/// # fn demo(error: haul::Error) {
+/// match error.kind() {
+///     haul::ErrorKind::HttpStatus if error.status() == Some(404) => eprintln!("gone: {error}"),
+///     haul::ErrorKind::Integrity => eprintln!("corrupt: {error}"),
+///     _ if error.is_retryable() => eprintln!("try later: {error}"),
+///     _ => eprintln!("error: {error}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -52,7 +68,7 @@ pub enum Error {
         second: usize,
     },
     /// The connection failed: refused, reset, timed out, TLS, or the body was cut.
-    #[error("connection to {url} failed")]
+    #[error("connection to {url} failed: {}", transport_cause(source))]
     Network {
         /// The URL (credentials redacted).
         url: String,
@@ -61,7 +77,10 @@ pub enum Error {
         source: reqwest::Error,
     },
     /// The connection broke off in the middle of a body (reset, closed, or unreadable).
-    #[error("the connection to {url} broke off after {received} bytes of the answer")]
+    #[error(
+        "the connection to {url} broke off after {received} bytes of the answer: {}",
+        transport_cause(source)
+    )]
     Interrupted {
         /// The URL (credentials redacted).
         url: String,
@@ -96,7 +115,7 @@ pub enum Error {
         window: Duration,
     },
     /// The server answered with a status that is not a success.
-    #[error("{url} answered HTTP {status}")]
+    #[error("{url} answered HTTP {status}{}", reason_phrase(*status))]
     Status {
         /// The URL (credentials redacted).
         url: String,
@@ -169,7 +188,7 @@ pub enum Error {
     #[error(
         "checksum mismatch for `{path}`: expected {algorithm} {expected}, got {actual}{}",
         announced_by.map_or(String::new(), |header| format!(
-            " (the digest the server announced in {header}; --no-server-digest ignores it)"
+            " (the digest the server announced in {header})"
         ))
     )]
     ChecksumMismatch {
@@ -186,10 +205,7 @@ pub enum Error {
     },
     /// A file already under the final name does not have the expected digest; it is left
     /// alone.
-    #[error(
-        "`{path}` is already there, but its {algorithm} is {actual}, not {expected} \
-         (--on-exists overwrite downloads it again)"
-    )]
+    #[error("`{path}` is already there, but its {algorithm} is {actual}, not {expected}")]
     ExistingMismatch {
         /// The file.
         path: PathBuf,
@@ -201,7 +217,7 @@ pub enum Error {
         actual: String,
     },
     /// A local file operation failed.
-    #[error("failed to {action} `{path}`")]
+    #[error("failed to {action} `{path}`: {source}")]
     Io {
         /// What was being done ("write", "rename", ...).
         action: &'static str,
@@ -258,7 +274,7 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
     /// The HTTP client could not be built (bad header value, TLS setup).
-    #[error("failed to set up the HTTP client")]
+    #[error("failed to set up the HTTP client: {}", transport_cause(source))]
     Client {
         /// The underlying error.
         #[source]
@@ -380,11 +396,12 @@ impl Error {
         }
     }
 
-    /// Whether the `.part` file and its state should be kept for a later resume. An integrity
-    /// failure means the bytes are wrong, and a file over the size limit is not wanted, so
-    /// they are thrown away; everything else keeps them.
+    /// Whether a `.part` file that holds bytes is kept for a later resume after this error.
+    /// An integrity failure means the bytes are wrong, and a file over the size limit is not
+    /// wanted, so they are thrown away; everything else keeps them. (What a download actually
+    /// kept is in its `Event::Failed::kept_bytes`.)
     #[must_use]
-    pub fn keeps_partial(&self) -> bool {
+    pub(crate) fn keeps_partial(&self) -> bool {
         !matches!(self, Self::ChecksumMismatch { .. } | Self::TooLarge { .. })
     }
 
@@ -434,6 +451,33 @@ impl Error {
             source,
         }
     }
+}
+
+/// A transport error's cause in a few words: the chain below reqwest's own "error sending
+/// request" layer, without hyper's "client error (Connect)" wrappers, each said once.
+fn transport_cause(error: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in causes(error).skip(1) {
+        let text = cause.to_string();
+        if text.starts_with("client error (") || parts.iter().any(|p| p.contains(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    if parts.is_empty() {
+        let text = error.to_string();
+        // reqwest names the URL, which the message already does.
+        return text.split(" for url (").next().unwrap_or(&text).to_owned();
+    }
+    parts.join(": ")
+}
+
+/// ` Not Found` for 404: the standard reason phrase of a status, when it has one.
+fn reason_phrase(status: u16) -> String {
+    reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|code| code.canonical_reason())
+        .map_or_else(String::new, |reason| format!(" {reason}"))
 }
 
 /// Whether the host name does not exist (`EAI_NONAME`): retrying cannot help, unlike a
@@ -553,6 +597,10 @@ mod tests {
         let io = Error::io("write", "f", io::Error::other("disk full"));
         assert!(!io.is_retryable());
         assert_eq!(io.kind(), ErrorKind::Io);
-        assert_eq!(io.to_string(), "failed to write `f`");
+        assert_eq!(
+            io.to_string(),
+            "failed to write `f`: disk full",
+            "the cause shown"
+        );
     }
 }

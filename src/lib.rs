@@ -60,9 +60,7 @@ pub use config::{
 pub use downloader::{Downloader, DownloaderBuilder, IpVersion, install_tls_provider};
 pub use error::{Error, ErrorKind};
 pub use integrity::{Algorithm, Checksum, parse_sums};
-pub use progress::{
-    ChannelObserver, Event, NoObserver, Observer, Tag, TransferId, display_name, error_chain,
-};
+pub use progress::{ChannelObserver, Event, NoObserver, Observer, Tag, TransferId, display_name};
 pub use request::{Destination, Request};
 pub use reqwest;
 pub use scheduler::{Canceller, DownloadHandle};

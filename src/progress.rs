@@ -125,10 +125,13 @@ pub enum Event {
         id: TransferId,
         /// The error's class.
         kind: ErrorKind,
-        /// The error, one line, with its causes.
+        /// The error, one line, with its cause (its `Display`).
         message: String,
         /// The HTTP status that ended it, when one did.
         status: Option<u16>,
+        /// Verified bytes kept in the `.part` file for a later resume (0: nothing kept; the
+        /// next attempt starts from the beginning).
+        kept_bytes: u64,
         /// The caller's tag, when the request has one.
         tag: Option<Tag>,
     },
@@ -255,21 +258,4 @@ impl Observer for ChannelObserver {
     fn on_event(&self, event: &Event) {
         let _ = self.sender.send(event.clone());
     }
-}
-
-/// Renders an error and its chain of causes on one line: `outer: cause: root cause`.
-#[must_use]
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Some errors repeat their source in their own message; do not say it twice.
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

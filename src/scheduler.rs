@@ -21,7 +21,7 @@ use crate::client::Client;
 use crate::client::cancel::Cancel;
 use crate::client::hosts::HostPermit;
 use crate::naming::redact_url;
-use crate::progress::{Event, NoObserver, Observer, Reporter, TransferId, error_chain};
+use crate::progress::{Event, NoObserver, Observer, Reporter, TransferId};
 use crate::storage::disk::Disk;
 use crate::storage::place::Place;
 use crate::transfer::Transfer;
@@ -494,8 +494,8 @@ impl Scheduler {
                     .rate_limit
                     .map(|rate| std::sync::Arc::new(crate::client::rate::RateLimiter::new(rate))),
             };
-            let result = transfer.run().await;
-            finish(&report, sink, result);
+            let (result, kept_bytes) = transfer.run().await;
+            finish_keeping(&report, sink, result, kept_bytes);
         });
     }
 }
@@ -524,25 +524,36 @@ enum Next {
 
 /// Reports a download's end and hands its outcome over.
 pub(crate) fn finish(report: &Reporter, sink: Sink, result: Result<Completed, Error>) {
+    finish_keeping(report, sink, result, 0);
+}
+
+/// [`finish`] for a download that may have kept `kept_bytes` in its `.part` for a resume.
+fn finish_keeping(
+    report: &Reporter,
+    sink: Sink,
+    result: Result<Completed, Error>,
+    kept_bytes: u64,
+) {
     let event = match &result {
         Ok(completed) => Event::Finished {
             id: report.id(),
             completed: completed.clone(),
             tag: report.tag(),
         },
-        Err(error) => failed_event(report, error),
+        Err(error) => failed_event(report, error, kept_bytes),
     };
     report.emit(&event);
     sink.send(report, result);
 }
 
 /// The `Failed` event of `error`.
-pub(crate) fn failed_event(report: &Reporter, error: &Error) -> Event {
+pub(crate) fn failed_event(report: &Reporter, error: &Error, kept_bytes: u64) -> Event {
     Event::Failed {
         id: report.id(),
         kind: error.kind(),
-        message: error_chain(error),
+        message: error.to_string(),
         status: error.status(),
+        kept_bytes,
         tag: report.tag(),
     }
 }

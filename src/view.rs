@@ -71,8 +71,10 @@ pub struct FileView {
     pub http_version: Option<String>,
     /// The caller's tag, when the request has one.
     pub tag: Option<crate::Tag>,
-    /// Why it failed or was cancelled (one line, with causes).
+    /// Why it failed or was cancelled (one line, with its cause).
     pub error: Option<String>,
+    /// After a failure or a cancellation: verified bytes kept in its `.part` for a resume.
+    pub kept_bytes: u64,
     /// Bytes the file had when its current run began (its resumed bytes, or 0 after a restart).
     base: u64,
 }
@@ -82,6 +84,7 @@ impl FileView {
         Self {
             tag,
             error: None,
+            kept_bytes: 0,
             url: url.to_owned(),
             path: path.map(std::path::Path::to_path_buf),
             name: crate::display_name(url, path),
@@ -247,8 +250,15 @@ impl BatchView {
                 self.end(*id, FileState::Finished, Some(streamed.bytes), None);
             }
             Event::Failed {
-                id, kind, message, ..
+                id,
+                kind,
+                message,
+                kept_bytes,
+                ..
             } => {
+                if let Some(file) = self.files.get_mut(id) {
+                    file.kept_bytes = *kept_bytes;
+                }
                 let state = if *kind == ErrorKind::Cancelled {
                     self.cancelled += 1;
                     FileState::Cancelled
@@ -432,6 +442,7 @@ mod tests {
             kind,
             message: kind.as_str().into(),
             status: None,
+            kept_bytes: 0,
             tag: None,
         }
     }

@@ -10,7 +10,7 @@ use super::Client;
 use super::cancel::Cancel;
 use crate::Error;
 use crate::client::hosts::host_key;
-use crate::progress::{Event, Reporter, error_chain};
+use crate::progress::{Event, Reporter};
 
 /// The retry state of one download (or one connection of it, or one document fetch).
 pub(crate) struct RetryPolicy {
@@ -61,7 +61,7 @@ impl RetryPolicy {
             id: self.report.id(),
             attempt: self.failures + 1,
             delay,
-            reason: error_chain(error),
+            reason: error.to_string(),
         });
         Some(delay)
     }

@@ -98,10 +98,11 @@ pub(crate) async fn crawl(
         }
         if listings >= limits.max_listings {
             crawled.bound_reached = true;
-            crawled.source.incomplete.push(format!(
-                "more than {} listing pages (--max-listings)",
-                limits.max_listings
-            ));
+            crawled.source.bound_reached = true;
+            crawled
+                .source
+                .incomplete
+                .push(format!("more than {} listing pages", limits.max_listings));
             break;
         }
         listings += 1;
@@ -128,10 +129,12 @@ pub(crate) async fn crawl(
         for (path, url, size) in page.files {
             if files.len() >= limits.max_files {
                 crawled.bound_reached = true;
-                crawled.source.incomplete.push(format!(
-                    "more than {} files (--max-files)",
-                    limits.max_files
-                ));
+                crawled.source.bound_reached = true;
+                crawled.source.bound_reached = true;
+                crawled
+                    .source
+                    .incomplete
+                    .push(format!("more than {} files", limits.max_files));
                 queue.clear();
                 break;
             }

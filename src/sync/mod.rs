@@ -186,6 +186,8 @@ pub struct Prepared {
     pub plan: Plan,
     /// The source's reasons for being incomplete (nothing is deleted then).
     pub incomplete: Vec<String>,
+    /// A crawl bound was reached (see [`Source::bound_reached`]).
+    pub bound_reached: bool,
     memory: Memory,
     local: LocalTree,
     digests: HashMap<String, Checksum>,
@@ -236,6 +238,7 @@ pub async fn prepare(
         Ok(Prepared {
             plan,
             incomplete: source.incomplete.clone(),
+            bound_reached: source.bound_reached,
             memory,
             local,
             digests,
@@ -244,6 +247,48 @@ pub async fn prepare(
     })
     .await
     .map_err(|e| Error::Internal(format!("reading the mirror failed: {e}")))?
+}
+
+/// Why a sync deleted nothing although deletion was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeletionHeld {
+    /// The plan refused (see [`DeletionBlocked`]).
+    Blocked(DeletionBlocked),
+    /// The sync was interrupted: `files` were to go.
+    Interrupted {
+        /// Files the plan would have deleted.
+        files: usize,
+    },
+    /// Some downloads failed, and deleting anyway was not asked for
+    /// ([`SyncOptions::delete_on_errors`]).
+    DownloadsFailed {
+        /// Files the plan would have deleted.
+        files: usize,
+    },
+}
+
+impl DeletionHeld {
+    /// Whether this is worth failing the sync for (see [`DeletionBlocked::is_error`]); a sync
+    /// whose downloads failed has failed already.
+    #[must_use]
+    pub fn is_error(&self) -> bool {
+        matches!(self, Self::Blocked(blocked) if blocked.is_error())
+    }
+}
+
+impl std::fmt::Display for DeletionHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Blocked(blocked) => write!(f, "refusing to delete anything: {blocked}"),
+            Self::Interrupted { files } => {
+                write!(f, "not deleting {files} file(s): the sync was interrupted")
+            }
+            Self::DownloadsFailed { files } => {
+                write!(f, "not deleting {files} file(s): some files failed")
+            }
+        }
+    }
 }
 
 /// What a sync did.
@@ -263,14 +308,13 @@ pub struct SyncReport {
     /// Conflicting names (not mirrored).
     pub conflicts: Vec<Conflict>,
     /// Why nothing was deleted although deletion was asked for.
-    pub deletion_skipped: Option<String>,
-    /// Deletion was refused for a reason worth failing the sync for (an empty source, more
-    /// than `max_delete` files).
-    pub deletion_refused: bool,
+    pub deletion_held: Option<DeletionHeld>,
     /// Deletions that failed.
     pub deletion_failures: Vec<(String, Error)>,
     /// The sync was cancelled before it ended.
     pub interrupted: bool,
+    /// The source's listing reached a crawl bound: the mirror may be missing files.
+    pub listing_incomplete: bool,
 }
 
 impl SyncReport {
@@ -283,13 +327,18 @@ impl SyncReport {
             .count()
     }
 
-    /// Whether anything failed: a download, a deletion, a refused deletion, or a conflict
-    /// (unless conflicts were to be skipped).
+    /// Whether anything failed: a download, a deletion, a refused deletion, a conflict
+    /// (unless conflicts were to be skipped), or a listing that is incomplete (a bound
+    /// reached: the mirror may be missing files).
     #[must_use]
     pub fn has_failures(&self, options: &SyncOptions) -> bool {
         self.downloads_failed(options)
             || !self.deletion_failures.is_empty()
-            || self.deletion_refused
+            || self
+                .deletion_held
+                .as_ref()
+                .is_some_and(DeletionHeld::is_error)
+            || self.listing_incomplete
     }
 
     fn downloads_failed(&self, options: &SyncOptions) -> bool {
@@ -318,10 +367,12 @@ pub async fn run(
         mut memory,
         local,
         digests,
+        bound_reached,
         ..
     } = prepared;
     let mut report = SyncReport {
         conflicts: plan.conflicts.clone(),
+        listing_incomplete: bound_reached,
         ..SyncReport::default()
     };
     let cancel = cancel.unwrap_or_default();
@@ -449,25 +500,19 @@ async fn delete_planned(
         return Ok(());
     }
     if let Some(blocked) = &plan.deletion_blocked {
-        report.deletion_skipped = Some(format!("refusing to delete anything: {blocked}"));
-        report.deletion_refused = blocked.is_error();
+        report.deletion_held = Some(DeletionHeld::Blocked(blocked.clone()));
         return Ok(());
     }
     if plan.delete.is_empty() {
         return Ok(());
     }
-    let blocked = if report.interrupted {
-        Some("the sync was interrupted".to_owned())
-    } else if report.downloads_failed(options) && !options.delete_on_errors {
-        Some("some files failed (--delete-on-errors deletes anyway)".to_owned())
-    } else {
-        None
-    };
-    if let Some(reason) = blocked {
-        report.deletion_skipped = Some(format!(
-            "not deleting {} file(s): {reason}",
-            plan.delete.len()
-        ));
+    let files = plan.delete.len();
+    if report.interrupted {
+        report.deletion_held = Some(DeletionHeld::Interrupted { files });
+        return Ok(());
+    }
+    if report.downloads_failed(options) && !options.delete_on_errors {
+        report.deletion_held = Some(DeletionHeld::DownloadsFailed { files });
         return Ok(());
     }
     let dir = dir.to_path_buf();
@@ -539,7 +584,7 @@ pub async fn dry_run(downloader: &Downloader, prepared: &Prepared) -> Vec<DryRun
             Err(error) => DryRunLine {
                 action: "fail",
                 path,
-                detail: Some(crate::error_chain(&error)),
+                detail: Some(error.to_string()),
                 kind: Some(error.kind()),
             },
         }

@@ -83,6 +83,8 @@ pub struct Source {
     /// Why the listing may be missing files (a crawl bound reached, a loop pruned); then
     /// nothing is deleted.
     pub incomplete: Vec<String>,
+    /// A crawl bound was reached: files are surely missing, and a sync of it has failed.
+    pub bound_reached: bool,
 }
 
 /// Why a present file is fetched again.
@@ -173,7 +175,7 @@ impl std::fmt::Display for DeletionBlocked {
             Self::EmptySource => f.write_str("the source lists no files"),
             Self::TooMany { would, limit } => write!(
                 f,
-                "{would} files would be deleted, more than the limit of {limit} (--max-delete)"
+                "{would} files would be deleted, more than the limit of {limit}"
             ),
         }
     }
@@ -628,7 +630,7 @@ mod tests {
         let mut partial = source(&["keep"]);
         partial
             .incomplete
-            .push("the crawl reached --max-files".into());
+            .push("the crawl reached its file limit".into());
         let incomplete = run(&partial, None);
         assert!(incomplete.delete.is_empty());
         assert!(matches!(

@@ -66,9 +66,8 @@ impl Transfer<'_> {
                 self.emit(&Event::Warning {
                     id: self.report.id(),
                     message: format!(
-                        "the server refuses range requests ({}); continuing on one connection \
-                         without ranges",
-                        crate::error_chain(&error)
+                        "the server refuses range requests ({error}); continuing on one \
+                         connection without ranges"
                     ),
                 });
                 session.single_only = true;
@@ -94,7 +93,7 @@ impl Transfer<'_> {
             let Some(delay) = delay else {
                 // This source is done with; the next one, if any, goes on from the bytes
                 // already verified.
-                let Some(message) = session.sources.leave(&crate::error_chain(&error)) else {
+                let Some(message) = session.sources.leave(&error.to_string()) else {
                     return Err(error);
                 };
                 self.emit(&Event::Warning {

@@ -30,9 +30,11 @@ use crate::client::hosts::HostPermit;
 use crate::client::retry::RetryPolicy;
 use crate::integrity::Checksum;
 use crate::progress::{Event, Reporter};
+use crate::storage::PartPaths;
 use crate::storage::disk::Disk;
 use crate::storage::place::Place;
 use crate::storage::reservations::Claims;
+use crate::storage::state::ResumeState;
 use crate::storage::writer::CloseMode;
 use crate::{Error, Request};
 
@@ -98,7 +100,30 @@ pub(crate) struct Transfer<'a> {
 }
 
 impl Transfer<'_> {
-    pub(crate) async fn run(mut self) -> Result<Completed, Error> {
+    /// Runs the download to its end: its outcome, and the verified bytes its `.part` keeps
+    /// for a later resume when it failed (0 when nothing is kept).
+    pub(crate) async fn run(mut self) -> (Result<Completed, Error>, u64) {
+        let result = self.run_to_end().await;
+        let kept = match &result {
+            Ok(_) => 0,
+            Err(_) => self.kept_bytes().await,
+        };
+        (result, kept)
+    }
+
+    /// The verified bytes the `.part` of this download's output keeps, by its state file.
+    async fn kept_bytes(&self) -> u64 {
+        let paths = PartPaths::beside(&self.place);
+        self.disk
+            .quick_fs()
+            .run("reading a resume state", move || {
+                Ok(ResumeState::load(&paths).map_or(0, |state| state.done.covered()))
+            })
+            .await
+            .unwrap_or(0)
+    }
+
+    async fn run_to_end(&mut self) -> Result<Completed, Error> {
         let clock = Instant::now();
         let owner = self.report.id().0;
         // Whatever this download claims is given back when it ends, however it ends.

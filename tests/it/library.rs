@@ -247,18 +247,24 @@ async fn directories_are_made_for_files_that_arrive_and_not_for_failures() {
     );
 }
 
+/// A failure says what it kept: the bytes of a cut body (`kept_bytes` in its `Failed`
+/// event), nothing for a 404 before any byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_leaves_a_resumable_part_and_no_final_file() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().retries(0).build().unwrap();
+    let (observer, mut events) = haul::ChannelObserver::new();
+    let downloader = fast_downloader()
+        .retries(0)
+        .observer(Arc::new(observer))
+        .build()
+        .unwrap();
     let url = server.file_url(2_000_000, "cut.bin", "drop_after=700000");
     let error = downloader
         .download(Request::new(&url).unwrap().into_dir(dir.path()))
         .await
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Network, "{error}");
-    assert!(error.keeps_partial());
     assert_eq!(
         listing(dir.path()),
         vec!["cut.bin.part", "cut.bin.part.haul"]
@@ -267,6 +273,23 @@ async fn a_dropped_connection_leaves_a_resumable_part_and_no_final_file() {
     let kept = crate::support::resumable_prefix(&dir.path().join("cut.bin.part.haul"));
     assert_eq!(kept, 700_000);
     assert!(part[..700_000] == content("cut.bin", 1, 700_000));
+    let missing = server.file_url(10, "missing.bin", "status=404");
+    let error = downloader
+        .download(Request::new(&missing).unwrap().into_dir(dir.path()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("{missing} answered HTTP 404 Not Found"),
+        "a reason phrase"
+    );
+    let mut kept_by_event = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let Event::Failed { kept_bytes, .. } = event {
+            kept_by_event.push(kept_bytes);
+        }
+    }
+    assert_eq!(kept_by_event, vec![700_000, 0], "what each failure kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,4 +409,51 @@ async fn events_can_be_received_from_a_channel() {
         last = Some(event);
     }
     assert!(matches!(last, Some(Event::Finished { .. })));
+}
+
+/// A refused connection is never silent: every retry is an event with its cause and delay,
+/// and the error's `Display` names the cause (no need to walk `source()`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_retry_is_reported_with_its_cause_and_the_error_shows_its_cause() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let (observer, mut events) = ChannelObserver::new();
+    let downloader = fast_downloader()
+        .retries(2)
+        .observer(Arc::new(observer))
+        .build()
+        .unwrap();
+    let error = downloader
+        .download(
+            Request::new(&format!("http://127.0.0.1:{port}/f.bin"))
+                .unwrap()
+                .into_dir(dir.path()),
+        )
+        .await
+        .unwrap_err();
+    let shown = error.to_string();
+    assert!(shown.contains("Connection refused"), "{shown}");
+    assert!(
+        !shown.contains("client error (Connect)"),
+        "no wrapper noise: {shown}"
+    );
+    let mut retries = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let Event::Retrying {
+            attempt, reason, ..
+        } = event
+        {
+            retries.push((attempt, reason));
+        }
+    }
+    assert_eq!(retries.len(), 2, "{retries:?}");
+    assert_eq!(retries[0].0, 2);
+    assert!(
+        retries
+            .iter()
+            .all(|(_, r)| r.contains("Connection refused")),
+        "{retries:?}"
+    );
 }

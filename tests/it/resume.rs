@@ -20,7 +20,7 @@ async fn interrupted_once(server: &TestServer, dir: &Path, name: &str, faults: &
     let downloader = fast_downloader().retries(0).build().unwrap();
     let url = server.file_url(SIZE, name, faults);
     let error = downloader.download(request(&url, dir)).await.unwrap_err();
-    assert!(error.keeps_partial(), "{error}");
+    assert!(error.is_retryable(), "{error}");
     assert!(dir.join(format!("{name}.part")).exists());
 }
 

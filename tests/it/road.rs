@@ -375,7 +375,7 @@ async fn a_client_hook_keeps_hauls_settings_and_adds_its_own() {
         .into_dir(dir.path());
     let error = downloader.download(looped).await.unwrap_err();
     assert!(
-        haul::error_chain(&error).contains("redirect loop"),
+        error.to_string().contains("redirect loop"),
         "haul's redirect policy holds"
     );
 }

@@ -150,7 +150,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         .with_observer(renderer.clone())
         .with_cancellation(cancel.clone())
         .start()
-        .map_err(|e| UsageError(haul::error_chain(&e)))?;
+        .map_err(|e| UsageError(e.to_string()))?;
     while outcomes.next().await.is_some() {}
     let summary = renderer.finish();
     let interrupted = cancel.is_cancelled();
@@ -570,7 +570,7 @@ async fn get_to_stdout(args: &GetArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            eprintln!("error: {}", haul::error_chain(&error));
+            eprintln!("error: {}", error);
             Ok(ExitCode::from(
                 if error.kind() == haul::ErrorKind::Integrity {
                     EXIT_CHECKSUM

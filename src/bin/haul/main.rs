@@ -278,7 +278,7 @@ pub(crate) fn build_downloader(args: &GetArgs) -> anyhow::Result<Downloader> {
         .check_existing(args.check_existing)
         .build()
         .map(warn_if_jobs_capped)
-        .map_err(|e| UsageError(haul::error_chain(&e)).into())
+        .map_err(|e| UsageError(e.to_string()).into())
 }
 
 /// Says once that `-j` was lowered to fit the open-file limit.

@@ -358,7 +358,7 @@ impl Renderer {
     ) {
         state.last_json.remove(&id);
         let file = state.view.file(id);
-        let hint = hint(kind, status);
+        let hint = hint(kind, status, message);
         self.emit_json(json!({
             "event": "failed", "id": id.get(), "kind": kind.as_str(),
             "message": message, "status": status,
@@ -408,8 +408,14 @@ fn timestamp() -> String {
 }
 
 /// What to do next about a failure, when something can be done.
-fn hint(kind: haul::ErrorKind, status: Option<u16>) -> Option<&'static str> {
+fn hint(kind: haul::ErrorKind, status: Option<u16>, message: &str) -> Option<&'static str> {
     match (kind, status) {
+        (haul::ErrorKind::Integrity, _) if message.contains("the digest the server announced") => {
+            Some("--no-server-digest ignores the digest the server announces")
+        }
+        (haul::ErrorKind::Integrity, _) if message.contains("is already there") => {
+            Some("--on-exists overwrite downloads it again")
+        }
         (haul::ErrorKind::Tls, _) => Some(
             "the server's certificate is not trusted: --ca-cert FILE trusts a private CA \
              (--insecure skips the check, unsafely)",

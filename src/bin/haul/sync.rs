@@ -36,7 +36,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let downloader = crate::downloader_builder(&args.common)?
         .build()
         .map(crate::warn_if_jobs_capped)
-        .map_err(|e| UsageError(haul::error_chain(&e)))?;
+        .map_err(|e| UsageError(e.to_string()))?;
     let (mut source, bound_reached) = read_source(&args, &downloader).await?;
     if let Some(location) = &args.checksums {
         let text = read_text(location, &downloader, "the checksum file").await?;
@@ -105,24 +105,24 @@ fn render_report(
         );
     }
     for (path, error) in &report.deletion_failures {
-        eprintln!(
-            "error: could not delete `{path}`: {}",
-            haul::error_chain(error)
-        );
+        eprintln!("error: could not delete `{path}`: {}", error);
     }
-    if let Some(reason) = &report.deletion_skipped {
-        let level = if report.deletion_refused {
-            "error"
-        } else {
-            "warning"
+    if let Some(held) = &report.deletion_held {
+        let level = if held.is_error() { "error" } else { "warning" };
+        let hint = match held {
+            sync::DeletionHeld::DownloadsFailed { .. } => " (--delete-on-errors deletes anyway)",
+            sync::DeletionHeld::Blocked(sync::DeletionBlocked::TooMany { .. }) => {
+                " (--max-delete raises the limit)"
+            }
+            _ => "",
         };
-        eprintln!("{level}: {reason}");
+        eprintln!("{level}: {held}{hint}");
     }
     renderer.emit_json(serde_json::json!({
         "event": "sync_summary", "new": report.new, "updated": report.updated,
         "unchanged": report.unchanged, "deleted": report.deleted,
         "failed": report.failures.len(), "conflicts": report.conflicts.len(),
-        "deletion_skipped": report.deletion_skipped,
+        "deletion_skipped": report.deletion_held.as_ref().map(ToString::to_string),
     }));
     if !quiet {
         eprintln!(
@@ -156,10 +156,11 @@ async fn read_source(args: &SyncArgs, downloader: &Downloader) -> anyhow::Result
         };
         let crawled = sync::read_listing(downloader, &url, limits)
             .await
-            .map_err(|e| anyhow::anyhow!("listing {url} failed: {}", haul::error_chain(&e)))?;
+            .map_err(|e| anyhow::anyhow!("listing {url} failed: {}", e.to_string()))?;
         if crawled.bound_reached {
             eprintln!(
-                "error: the listing is incomplete: {}",
+                "error: the listing is incomplete: {} (--max-listings, --max-files and \
+                 --max-depth raise the crawl's bounds)",
                 crawled.source.incomplete.join("; ")
             );
         }
@@ -183,7 +184,7 @@ pub(crate) async fn read_text(
         let document = downloader
             .fetch_document(&url)
             .await
-            .map_err(|e| anyhow::anyhow!("fetching {what} failed: {}", haul::error_chain(&e)))?;
+            .map_err(|e| anyhow::anyhow!("fetching {what} failed: {}", e.to_string()))?;
         return Ok(document.text().into_owned());
     }
     if location == "-" {

@@ -167,8 +167,7 @@ impl Engine<'_, '_> {
                 let seen = self.ranged_errors.fetch_add(1, Ordering::AcqRel) + 1;
                 (seen >= RANGED_ERRORS_TO_REFUSE).then(|| {
                     format!(
-                        "the server answers range requests with errors ({}) while plain ones work",
-                        crate::error_chain(error)
+                        "the server answers range requests with errors ({error}) while plain ones work"
                     )
                 })
             }

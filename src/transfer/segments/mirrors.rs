@@ -14,7 +14,7 @@ use crate::client::exchange::{Answer, Ask, Reply};
 use crate::client::hosts::HostPermit;
 use crate::client::hosts::host_key;
 use crate::naming::redact_url;
-use crate::progress::{Event, error_chain};
+use crate::progress::Event;
 use crate::storage::state::{Origin, Validators};
 
 /// One URL the file can come from.
@@ -93,7 +93,7 @@ impl Engine<'_, '_> {
                 message: format!(
                     "mirror {} dropped for this file: {}",
                     redact_url(&mirrors[index].url),
-                    error_chain(error)
+                    error
                 ),
             });
         }
