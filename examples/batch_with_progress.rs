@@ -38,7 +38,7 @@ async fn main() -> ExitCode {
             ),
             Err(error) => {
                 failed = true;
-                println!("failed {url}: {}", error.to_string());
+                println!("failed {url}: {error}");
             }
         }
     }

@@ -60,7 +60,7 @@ async fn mirror(
     }
     let report = sync::run(&downloader, dir, prepared, options, None, None).await?;
     for (path, error) in &report.failures {
-        eprintln!("failed: {path}: {}", error.to_string());
+        eprintln!("failed: {path}: {error}");
     }
     println!(
         "{} new, {} updated, {} unchanged, {} deleted, {} failed",

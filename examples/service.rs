@@ -69,7 +69,7 @@ async fn main() -> ExitCode {
                 Ok(done) => println!("saved {} ({} bytes)", done.path.display(), done.bytes),
                 Err(error) => {
                     failed = true;
-                    eprintln!("failed: {}", error.to_string());
+                    eprintln!("failed: {error}");
                 }
             },
             _ = ticker.tick() => {

@@ -443,6 +443,6 @@ async fn a_host_that_does_not_exist_fails_at_once() {
             "no retry for an unknown host"
         );
     } else {
-        eprintln!("resolver said something else here: {}", error.to_string());
+        eprintln!("resolver said something else here: {error}");
     }
 }
