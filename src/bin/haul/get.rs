@@ -570,7 +570,7 @@ async fn get_to_stdout(args: &GetArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            eprintln!("error: {}", error);
+            eprintln!("error: {error}");
             Ok(ExitCode::from(
                 if error.kind() == haul::ErrorKind::Integrity {
                     EXIT_CHECKSUM

@@ -105,7 +105,7 @@ fn render_report(
         );
     }
     for (path, error) in &report.deletion_failures {
-        eprintln!("error: could not delete `{path}`: {}", error);
+        eprintln!("error: could not delete `{path}`: {error}");
     }
     if let Some(held) = &report.deletion_held {
         let level = if held.is_error() { "error" } else { "warning" };
@@ -156,7 +156,7 @@ async fn read_source(args: &SyncArgs, downloader: &Downloader) -> anyhow::Result
         };
         let crawled = sync::read_listing(downloader, &url, limits)
             .await
-            .map_err(|e| anyhow::anyhow!("listing {url} failed: {}", e.to_string()))?;
+            .map_err(|e| anyhow::anyhow!("listing {url} failed: {e}"))?;
         if crawled.bound_reached {
             eprintln!(
                 "error: the listing is incomplete: {} (--max-listings, --max-files and \
@@ -184,7 +184,7 @@ pub(crate) async fn read_text(
         let document = downloader
             .fetch_document(&url)
             .await
-            .map_err(|e| anyhow::anyhow!("fetching {what} failed: {}", e.to_string()))?;
+            .map_err(|e| anyhow::anyhow!("fetching {what} failed: {e}"))?;
         return Ok(document.text().into_owned());
     }
     if location == "-" {
