@@ -152,11 +152,7 @@ async fn redirects_are_limited_loops_fail_and_only_http_is_followed() {
             .await
             .unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Protocol, "{path}");
-        assert!(
-            error.to_string().contains(words),
-            "{path}: {}",
-            error.to_string()
-        );
+        assert!(error.to_string().contains(words), "{path}: {error}");
         assert!(!error.is_retryable());
     }
     assert!(!dir.path().join("r").exists());
