@@ -1,6 +1,7 @@
 //! A mirror job in Rust with the library's `haul::sync`: crawl a directory listing, plan
 //! against what the mirror already has, print the plan's conflicts and deletions, run it, and
-//! report. The same steps `haul sync --recursive --delete URL DIR` takes.
+//! report. The same calls `haul sync --recursive --delete URL DIR` makes: `Source::parse`,
+//! `Source::read`, `sync::prepare`, `sync::run`.
 //!
 //! `cargo run --example mirror -- URL DIR [--delete]`
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use haul::Downloader;
-use haul::sync::{self, CrawlLimits, SyncOptions};
+use haul::sync::{self, CrawlLimits, Source, SyncOptions};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -39,15 +40,12 @@ async fn mirror(
     options: &SyncOptions,
 ) -> Result<bool, haul::Error> {
     let downloader = Downloader::builder().jobs(8).build()?;
-    let url = url::Url::parse(url).map_err(|e| haul::Error::InvalidUrl {
-        url: url.to_owned(),
-        reason: e.to_string(),
-    })?;
-    let listed = sync::read_listing(&downloader, &url, CrawlLimits::default()).await?;
-    for reason in &listed.source.incomplete {
+    let source = Source::parse(url, true, CrawlLimits::default())?;
+    let files = source.read(&downloader).await?;
+    for reason in &files.incomplete {
         eprintln!("warning: {reason}");
     }
-    let prepared = sync::prepare(dir, &listed.source, options).await?;
+    let prepared = sync::prepare(dir, &files, options).await?;
     for conflict in &prepared.plan.conflicts {
         eprintln!(
             "conflict: {}: {}",
@@ -70,5 +68,6 @@ async fn mirror(
         report.deleted,
         report.failures.len()
     );
-    Ok(!report.has_failures(options) && !listed.bound_reached)
+    // A listing that reached a crawl bound counts as a failure too.
+    Ok(!report.has_failures(options))
 }

@@ -16,9 +16,9 @@ use crate::client::credentials::{BasicAuth, Netrc};
 use crate::client::proxy::{ProxyChoice, check_proxy_url};
 use crate::client::{Client, Identity};
 use crate::config::{Config, Durability, LowSpeed, OnExists};
-use crate::listing::ListedFile;
 use crate::progress::{NoObserver, Observer, Reporter};
 use crate::scheduler::{self, DownloadHandle, Scheduler};
+use crate::sync::ListedFile;
 use crate::transfer::to_writer::{Streamed, ToWriter};
 use crate::{Completed, Error, Request};
 
@@ -272,7 +272,7 @@ impl Downloader {
     ///
     /// # Errors
     /// Transport errors and error statuses (after retries).
-    pub async fn is_unchanged(
+    pub(crate) async fn is_unchanged(
         &self,
         url: &Url,
         etag: Option<&str>,

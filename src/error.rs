@@ -28,6 +28,7 @@ use std::time::Duration;
 pub enum Error {
     /// The URL could not be parsed or uses a scheme other than http/https.
     #[error("invalid URL `{url}`: {reason}")]
+    #[non_exhaustive]
     InvalidUrl {
         /// The URL as given (credentials redacted).
         url: String,
@@ -36,6 +37,7 @@ pub enum Error {
     },
     /// A checksum specification could not be parsed.
     #[error("invalid checksum `{spec}`: {reason}")]
+    #[non_exhaustive]
     InvalidChecksum {
         /// The specification as given.
         spec: String,
@@ -44,6 +46,7 @@ pub enum Error {
     },
     /// No safe file name could be derived, or the name would leave the destination directory.
     #[error("unsafe or empty output name `{name}`")]
+    #[non_exhaustive]
     UnsafeName {
         /// The offending name.
         name: String,
@@ -51,6 +54,7 @@ pub enum Error {
     /// A path that came from the network leads through a symlink (or a file) below the output
     /// directory; nothing was written.
     #[error("refusing `{path}`: {reason}")]
+    #[non_exhaustive]
     UnsafePath {
         /// The path (as it would have been).
         path: PathBuf,
@@ -59,6 +63,7 @@ pub enum Error {
     },
     /// Two requests of one batch would write the same file.
     #[error("`{path}` is the output of more than one download (requests {first} and {second})")]
+    #[non_exhaustive]
     DuplicateOutput {
         /// The shared output path.
         path: PathBuf,
@@ -69,6 +74,7 @@ pub enum Error {
     },
     /// The connection failed: refused, reset, timed out, TLS, or the body was cut.
     #[error("connection to {url} failed: {}", transport_cause(source))]
+    #[non_exhaustive]
     Network {
         /// The URL (credentials redacted).
         url: String,
@@ -81,6 +87,7 @@ pub enum Error {
         "the connection to {url} broke off after {received} bytes of the answer: {}",
         transport_cause(source)
     )]
+    #[non_exhaustive]
     Interrupted {
         /// The URL (credentials redacted).
         url: String,
@@ -92,6 +99,7 @@ pub enum Error {
     },
     /// No body byte arrived for the stall timeout.
     #[error("{url} stalled: no data for {timeout:?}")]
+    #[non_exhaustive]
     Stalled {
         /// The URL (credentials redacted).
         url: String,
@@ -104,6 +112,7 @@ pub enum Error {
     #[error(
         "{url} was too slow: {bytes_per_second} B/s for {window:?}, below the limit of {limit} B/s"
     )]
+    #[non_exhaustive]
     TooSlow {
         /// The URL (credentials redacted).
         url: String,
@@ -116,6 +125,7 @@ pub enum Error {
     },
     /// The server answered with a status that is not a success.
     #[error("{url} answered HTTP {status}{}", reason_phrase(*status))]
+    #[non_exhaustive]
     Status {
         /// The URL (credentials redacted).
         url: String,
@@ -126,6 +136,7 @@ pub enum Error {
     },
     /// The server redirected to a URL haul does not follow (not http or https).
     #[error("{url} redirected to `{location}`, which is not followed (only http and https)")]
+    #[non_exhaustive]
     BadRedirect {
         /// The URL (credentials redacted).
         url: String,
@@ -134,6 +145,7 @@ pub enum Error {
     },
     /// Redirects went round in a loop, or on for longer than allowed.
     #[error("{url}: {detail}")]
+    #[non_exhaustive]
     Redirect {
         /// The URL asked for (credentials redacted).
         url: String,
@@ -142,6 +154,7 @@ pub enum Error {
     },
     /// The body ended before the announced length.
     #[error("{url} ended the body after {received} of {expected} bytes")]
+    #[non_exhaustive]
     ShortBody {
         /// The URL (credentials redacted).
         url: String,
@@ -152,6 +165,7 @@ pub enum Error {
     },
     /// The server sent more bytes than it announced.
     #[error("{url} sent more than the {expected} bytes it announced")]
+    #[non_exhaustive]
     LongBody {
         /// The URL (credentials redacted).
         url: String,
@@ -160,6 +174,7 @@ pub enum Error {
     },
     /// The file is larger than the size limit (announced, or received so far).
     #[error("{url} is larger than the limit of {limit} bytes{}", announced.map_or(String::new(), |a| format!(" ({a} bytes announced)")))]
+    #[non_exhaustive]
     TooLarge {
         /// The URL (credentials redacted).
         url: String,
@@ -170,6 +185,7 @@ pub enum Error {
     },
     /// A `206` whose `Content-Range` does not match what was asked, or a malformed one.
     #[error("{url} answered a range request with a wrong range: {detail}")]
+    #[non_exhaustive]
     BadRange {
         /// The URL (credentials redacted).
         url: String,
@@ -178,6 +194,7 @@ pub enum Error {
     },
     /// A directory listing could not be understood.
     #[error("{url} is not a listing haul understands: {detail}")]
+    #[non_exhaustive]
     BadListing {
         /// The URL (credentials redacted).
         url: String,
@@ -191,6 +208,7 @@ pub enum Error {
             " (the digest the server announced in {header})"
         ))
     )]
+    #[non_exhaustive]
     ChecksumMismatch {
         /// The file that was checked (its final name; it was never created).
         path: PathBuf,
@@ -206,6 +224,7 @@ pub enum Error {
     /// A file already under the final name does not have the expected digest; it is left
     /// alone.
     #[error("`{path}` is already there, but its {algorithm} is {actual}, not {expected}")]
+    #[non_exhaustive]
     ExistingMismatch {
         /// The file.
         path: PathBuf,
@@ -218,6 +237,7 @@ pub enum Error {
     },
     /// A local file operation failed.
     #[error("failed to {action} `{path}`: {source}")]
+    #[non_exhaustive]
     Io {
         /// What was being done ("write", "rename", ...).
         action: &'static str,
@@ -230,6 +250,7 @@ pub enum Error {
     /// The writer of a `.part` file stopped (its own error, reported when it is closed, says
     /// why); a connection that was still sending it data ends with this.
     #[error("the writer of `{path}` stopped")]
+    #[non_exhaustive]
     WriterStopped {
         /// The `.part` file.
         path: PathBuf,
@@ -237,6 +258,7 @@ pub enum Error {
     /// The outcome of another request of the batch with the same URL and output, which this
     /// one shares (it was downloaded once).
     #[error("{message}")]
+    #[non_exhaustive]
     Shared {
         /// The other request's error class.
         kind: ErrorKind,
@@ -250,6 +272,7 @@ pub enum Error {
     Internal(String),
     /// Another haul process is writing this file right now (its `.part` is locked).
     #[error("another haul process is downloading `{path}`")]
+    #[non_exhaustive]
     Busy {
         /// The file's final path.
         path: PathBuf,
@@ -258,6 +281,7 @@ pub enum Error {
     #[error(
         "another haul sync is running in `{dir}` (it holds `{lock}`); run again once it has finished"
     )]
+    #[non_exhaustive]
     SyncBusy {
         /// The mirror directory.
         dir: PathBuf,
@@ -266,6 +290,7 @@ pub enum Error {
     },
     /// The output file exists and the policy says not to touch it.
     #[error("`{path}` already exists")]
+    #[non_exhaustive]
     AlreadyExists {
         /// The existing file.
         path: PathBuf,
@@ -275,6 +300,7 @@ pub enum Error {
     Cancelled,
     /// The HTTP client could not be built (bad header value, TLS setup).
     #[error("failed to set up the HTTP client: {}", transport_cause(source))]
+    #[non_exhaustive]
     Client {
         /// The underlying error.
         #[source]
@@ -283,6 +309,16 @@ pub enum Error {
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A text the caller gave (a manifest, an input file) has malformed lines; none of it
+    /// was used.
+    #[error("{what} has {} bad line(s): {}", lines.len(), crate::sync::list_lines(lines))]
+    #[non_exhaustive]
+    BadLines {
+        /// Where the text came from.
+        what: String,
+        /// Every malformed line.
+        lines: Vec<crate::input::LineError>,
+    },
 }
 
 /// A coarse class of [`Error`], stable for scripts (`--json`) and exit codes.
@@ -346,7 +382,8 @@ impl Error {
             | Self::UnsafeName { .. }
             | Self::DuplicateOutput { .. }
             | Self::Client { .. }
-            | Self::Config(_) => ErrorKind::InvalidInput,
+            | Self::Config(_)
+            | Self::BadLines { .. } => ErrorKind::InvalidInput,
             Self::Network { source, .. } if source.is_redirect() => ErrorKind::Protocol,
             Self::Network { source, .. } if is_certificate_error(source) => ErrorKind::Tls,
             Self::Network { source, .. } if is_malformed_answer(source) => ErrorKind::Protocol,

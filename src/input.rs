@@ -4,10 +4,12 @@
 //! comment line; blank lines are ignored. Every malformed line is reported with its number.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use url::Url;
 
-use crate::Checksum;
+use crate::naming::join_inside;
+use crate::{Checksum, Request};
 
 /// One file of an input file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +37,64 @@ pub struct InputEntry {
     pub rate_limit: Option<u64>,
     /// `split=` or `max-connection-per-server=`: connections for this file.
     pub connections: Option<usize>,
+}
+
+impl InputEntry {
+    /// The request this entry asks for, saved below `dir` (the batch's directory): `dir=`
+    /// and `out=` joined to it (a relative one may not climb out; an absolute `dir=` is the
+    /// user's own choice, as in aria2), and every other option applied. Names that come from
+    /// the network never get the latitude of an absolute `dir=`.
+    ///
+    /// # Errors
+    /// The entry's line, with what is wrong (an unsafe `out=`, a header that is not valid,
+    /// `password=` without `user=`).
+    pub fn to_request(&self, dir: &Path) -> Result<Request, LineError> {
+        let at_line = |message: String| LineError {
+            line: self.line,
+            message,
+        };
+        let failed = |error: crate::Error| at_line(error.to_string());
+        let Some(url) = self.urls.first() else {
+            return Err(at_line("no URL".into()));
+        };
+        let dir: PathBuf = match &self.dir {
+            Some(own) if Path::new(own).is_absolute() => PathBuf::from(own),
+            Some(own) => join_inside(dir, own).map_err(failed)?,
+            None => dir.to_path_buf(),
+        };
+        let mut request = Request::from_url(url.clone())
+            .map_err(failed)?
+            .into_dir(&dir);
+        if let Some(out) = &self.out {
+            request = request.to_file(join_inside(&dir, out).map_err(failed)?);
+        }
+        if let Some(checksum) = &self.checksum {
+            request = request.with_checksum(checksum.clone());
+        }
+        if let Some(size) = self.size {
+            request = request.with_size(size);
+        }
+        if let Some(rate) = self.rate_limit {
+            request = request.with_rate_limit(rate);
+        }
+        if let Some(connections) = self.connections {
+            request = request.with_connections(connections);
+        }
+        for (name, value) in &self.headers {
+            request = request.with_header(name, value).map_err(failed)?;
+        }
+        for mirror in &self.urls[1..] {
+            request = request.with_mirror(mirror.as_str()).map_err(failed)?;
+        }
+        match (&self.user, &self.password) {
+            (Some(user), password) => {
+                request = request.with_basic_auth(user, password.as_deref().unwrap_or(""));
+            }
+            (None, Some(_)) => return Err(at_line("password= without user=".into())),
+            (None, None) => {}
+        }
+        Ok(request)
+    }
 }
 
 /// An input file read leniently: its entries, and a warning for every option haul does not

@@ -28,13 +28,15 @@ pub mod bars;
 mod batch;
 #[doc(hidden)]
 pub mod bench_support;
+mod civil;
 mod client;
 mod config;
 mod downloader;
 mod error;
 pub mod input;
 mod integrity;
-pub mod naming;
+mod naming;
+mod outputs;
 #[cfg(test)]
 mod parser_properties;
 mod progress;
@@ -44,10 +46,10 @@ mod seen;
 mod storage;
 pub mod sync;
 mod transfer;
-pub mod units;
-pub mod view;
-
-pub use sync::listing;
+// The CLI includes this file too, for `parse_duration`.
+#[allow(dead_code)]
+mod units;
+mod view;
 
 pub use batch::{Batch, Outcome, Outcomes};
 pub use client::cookies::CookieJar;
@@ -60,17 +62,14 @@ pub use config::{
 pub use downloader::{Downloader, DownloaderBuilder, IpVersion, install_tls_provider};
 pub use error::{Error, ErrorKind};
 pub use integrity::{Algorithm, Checksum, parse_sums};
-pub use progress::{ChannelObserver, Event, NoObserver, Observer, Tag, TransferId, display_name};
+pub use outputs::OutputConflicts;
+pub use progress::{ChannelObserver, Event, NoObserver, Observer, Tag, TransferId};
 pub use request::{Destination, Request};
 pub use reqwest;
 pub use scheduler::{Canceller, DownloadHandle};
+pub use sync::ListedFile;
 pub use tokio_util::sync::CancellationToken;
 pub use transfer::Completed;
 pub use transfer::to_writer::Streamed;
+pub use url;
 pub use view::{BatchView, FileState, FileView};
-
-/// Formats seconds since the Unix epoch as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
-#[must_use]
-pub fn format_http_date(seconds: u64) -> String {
-    client::http::format_http_date(seconds)
-}

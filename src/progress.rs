@@ -178,7 +178,7 @@ impl Event {
 
 /// A short name for a download in messages: its file name, or its URL when it has none yet.
 #[must_use]
-pub fn display_name(url: &str, path: Option<&std::path::Path>) -> String {
+pub(crate) fn display_name(url: &str, path: Option<&std::path::Path>) -> String {
     path.and_then(|p| p.file_name())
         .map_or_else(|| url.to_owned(), |n| n.to_string_lossy().into_owned())
 }

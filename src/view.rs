@@ -87,7 +87,7 @@ impl FileView {
             kept_bytes: 0,
             url: url.to_owned(),
             path: path.map(std::path::Path::to_path_buf),
-            name: crate::display_name(url, path),
+            name: crate::progress::display_name(url, path),
             total_bytes: None,
             bytes_done: 0,
             resumed_from: 0,

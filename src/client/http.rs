@@ -186,26 +186,16 @@ pub(crate) fn format_http_date(seconds: u64) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let days = seconds / 86_400;
-    let in_day = seconds % 86_400;
-    // Civil date from days (Howard Hinnant's algorithm), for days from 1970 on.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    let at = crate::civil::civil(seconds);
     format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        MONTHS[(month - 1) as usize],
-        in_day / 3600,
-        in_day % 3600 / 60,
-        in_day % 60
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS[at.weekday_from_thursday as usize],
+        at.day,
+        MONTHS[(at.month - 1) as usize],
+        at.year,
+        at.hour,
+        at.minute,
+        at.second
     )
 }
 

@@ -18,7 +18,7 @@ use std::hash::{Hash, Hasher};
 use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use url::Url;
 
-use super::plan::{Conflict, Source, SourceEntry};
+use super::plan::{Conflict, SourceEntry, SourceFiles};
 use super::s3;
 use crate::Error;
 
@@ -62,7 +62,7 @@ impl Default for CrawlLimits {
 #[derive(Debug, Clone, Default)]
 pub struct Crawled {
     /// The files and conflicts found.
-    pub source: Source,
+    pub source: SourceFiles,
     /// A bound was reached (an error: the listing is incomplete).
     pub bound_reached: bool,
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -102,14 +102,6 @@ impl Memory {
             .unwrap_or_default()
     }
 
-    /// Replaces the memory file atomically and durably. Blocking.
-    ///
-    /// # Errors
-    /// When the file cannot be written.
-    pub fn save(&self, dir: &Path, shard: Option<Shard>) -> Result<(), Error> {
-        self.write(dir, shard, true)
-    }
-
     /// Replaces the memory file atomically; synced (data, then its directory) when `durable`.
     /// Without syncs the downloaded files are not durable either, and a memory that outlived
     /// them would claim files a power cut took. Blocking.
@@ -154,14 +146,6 @@ pub fn mtime_ns(time: SystemTime) -> Option<u128> {
     time.duration_since(UNIX_EPOCH).ok().map(|d| d.as_nanos())
 }
 
-/// A remembered time back as a `SystemTime`.
-#[must_use]
-pub fn from_mtime_ns(nanos: u128) -> SystemTime {
-    let seconds = u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX);
-    let rest = u32::try_from(nanos % 1_000_000_000).unwrap_or(0);
-    UNIX_EPOCH + Duration::new(seconds, rest)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,7 +164,7 @@ mod tests {
                 digest: Some("sha-256=00".into()),
             },
         );
-        memory.save(dir.path(), None).unwrap();
+        memory.write(dir.path(), None, true).unwrap();
         let loaded = Memory::load(dir.path(), None);
         assert_eq!(loaded.files, memory.files);
         std::fs::write(

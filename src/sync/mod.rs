@@ -2,43 +2,34 @@
 //!
 //! A sync has three steps, each usable on its own:
 //!
-//! 1. **Read the source** into a [`Source`]: a manifest ([`manifest_source`], the input-file
-//!    format) or a directory listing ([`read_listing`]: nginx/Apache HTML, nginx JSON, S3 XML),
-//!    optionally with a checksum file ([`crate::parse_sums`], [`apply_sums`]).
-//! 2. **Plan** ([`prepare`], which reads the mirror and calls the pure [`plan::plan`]): per
-//!    file, fetch it (new, changed, or changed locally), ask the server whether it changed, or
-//!    leave it; which files to delete; which names are conflicts.
+//! 1. **Read the source** ([`Source::parse`] and [`Source::read`], as `haul sync SOURCE DIR`
+//!    does) into [`SourceFiles`]: a manifest (the input-file format, from a file, `-` or a URL;
+//!    [`manifest_source`] for a text in hand) or a directory listing ([`read_listing`]:
+//!    nginx/Apache HTML, nginx JSON, S3 XML), optionally with a checksum file
+//!    ([`crate::parse_sums`], [`apply_sums`]).
+//! 2. **Plan** ([`prepare`], which reads the mirror and plans): per file, fetch it (new,
+//!    changed, or changed locally), ask the server whether it changed, or leave it; which
+//!    files to delete; which names are conflicts.
 //! 3. **Run** the plan on a [`Downloader`] ([`run`]), or check it without changing anything
 //!    ([`dry_run`]).
 //!
-//! The rules: names are kept exactly as the source has them ([`names`]); a changed file
+//! The rules: names are kept exactly as the source has them; a changed file
 //! replaces the old copy only once complete and verified; nothing below the mirror directory is
 //! reached through a symlink; a file is deleted only when the source was read in full, lists
 //! something, no more than `max_delete` files would go, and no download failed (unless
 //! `delete_on_errors`).
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), haul::Error> {
-//! use haul::sync::{self, CrawlLimits, SyncOptions};
-//!
-//! let downloader = haul::Downloader::builder().build()?;
-//! let url = url::Url::parse("https://example.org/pub/").expect("a URL");
-//! let listed = sync::read_listing(&downloader, &url, CrawlLimits::default()).await?;
-//! let options = SyncOptions { delete: true, ..SyncOptions::default() };
-//! let prepared = sync::prepare("mirror".as_ref(), &listed.source, &options).await?;
-//! let report = sync::run(&downloader, "mirror".as_ref(), prepared, &options, None, None).await?;
-//! println!("{} new, {} updated, {} deleted", report.new, report.updated, report.deleted);
-//! # Ok(()) }
-//! ```
+//! See [`Source`] for the whole of a sync in a few lines.
 
-pub mod filters;
-pub mod listing;
-pub mod local;
-pub mod memory;
-pub mod names;
+pub(crate) mod filters;
+pub(crate) mod listing;
+pub(crate) mod local;
+pub(crate) mod memory;
+pub(crate) mod names;
 mod page;
-pub mod plan;
+pub(crate) mod plan;
 mod s3;
+mod source;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -55,12 +46,14 @@ use crate::progress::{Observer, Reporter};
 use crate::{Algorithm, Checksum, Downloader, Error, ErrorKind, OnExists, Request};
 pub use filters::{Filters, Shard};
 pub use listing::{CrawlLimits, Crawled, ListedFile};
-pub use local::LocalTree;
-pub use memory::{Memory, Remembered};
+use local::LocalTree;
+use memory::{Memory, Remembered};
+use plan::PlanOptions;
 pub use plan::{
-    Action, Conflict, DeletionBlocked, Plan, PlanOptions, Planned, Source, SourceEntry,
-    UpdateReason,
+    Action, Conflict, DeletionBlocked, Plan, Planned, SourceEntry, SourceFiles, UpdateReason,
 };
+pub(crate) use source::list_lines;
+pub use source::{Location, Source};
 
 /// What to do about conflicting names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -117,8 +110,8 @@ impl SyncOptions {
 ///
 /// # Errors
 /// Every malformed line.
-pub fn manifest_source(text: &str) -> Result<Source, Vec<LineError>> {
-    let mut source = Source::default();
+pub fn manifest_source(text: &str) -> Result<SourceFiles, Vec<LineError>> {
+    let mut source = SourceFiles::default();
     for entry in parse_input(text)? {
         let Some(url) = entry.urls.first().cloned() else {
             continue;
@@ -151,7 +144,7 @@ pub fn manifest_source(text: &str) -> Result<Source, Vec<LineError>> {
 }
 
 /// Gives every entry without a checksum the one a checksum file lists for its path.
-pub fn apply_sums(source: &mut Source, sums: &[(String, Checksum)]) {
+pub fn apply_sums(source: &mut SourceFiles, sums: &[(String, Checksum)]) {
     let by_name: HashMap<&str, &Checksum> = sums.iter().map(|(n, c)| (n.as_str(), c)).collect();
     for entry in &mut source.entries {
         if entry.checksum.is_none() {
@@ -186,7 +179,7 @@ pub struct Prepared {
     pub plan: Plan,
     /// The source's reasons for being incomplete (nothing is deleted then).
     pub incomplete: Vec<String>,
-    /// A crawl bound was reached (see [`Source::bound_reached`]).
+    /// A crawl bound was reached (see [`SourceFiles::bound_reached`]).
     pub bound_reached: bool,
     memory: Memory,
     local: LocalTree,
@@ -202,7 +195,7 @@ pub struct Prepared {
 /// When the mirror directory cannot be read.
 pub async fn prepare(
     dir: &Path,
-    source: &Source,
+    source: &SourceFiles,
     options: &SyncOptions,
 ) -> Result<Prepared, Error> {
     let dir = dir.to_path_buf();
@@ -540,12 +533,52 @@ async fn delete_planned(
     Ok(())
 }
 
+/// What a dry run says a sync would do with one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DryRunAction {
+    /// Fetch a file the mirror does not have.
+    New,
+    /// Fetch a file again.
+    Update,
+    /// Leave it.
+    Unchanged,
+    /// Delete it.
+    Delete,
+    /// Leave it out: its name conflicts with another.
+    Conflict,
+    /// Its fetch would fail (the server refused the probe).
+    Fail,
+}
+
+impl DryRunAction {
+    /// A stable lower-case name (`new`, `update`, `unchanged`, `delete`, `conflict`,
+    /// `fail`), used in JSON output.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Update => "update",
+            Self::Unchanged => "unchanged",
+            Self::Delete => "delete",
+            Self::Conflict => "conflict",
+            Self::Fail => "fail",
+        }
+    }
+}
+
+impl std::fmt::Display for DryRunAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One line of a dry run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DryRunLine {
-    /// `new`, `update`, `unchanged`, `delete`, `conflict` or `fail`.
-    pub action: &'static str,
+    /// What the sync would do.
+    pub action: DryRunAction,
     /// The file.
     pub path: String,
     /// Why, for `fail`, `conflict` and a blocked deletion.
@@ -554,25 +587,60 @@ pub struct DryRunLine {
     pub kind: Option<ErrorKind>,
 }
 
+/// What a dry run found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DryRun {
+    /// One line per file: in plan order, then deletions and conflicts.
+    pub lines: Vec<DryRunLine>,
+    /// Why nothing would be deleted although deletion was asked for.
+    pub deletion_blocked: Option<DeletionBlocked>,
+    /// The source reached a crawl bound.
+    pub listing_incomplete: bool,
+}
+
+impl DryRun {
+    /// Whether the real sync would fail: a file whose probe failed, a refused deletion, a
+    /// conflict (unless conflicts are skipped), or an incomplete listing.
+    #[must_use]
+    pub fn has_failures(&self, options: &SyncOptions) -> bool {
+        self.lines.iter().any(|line| match line.action {
+            DryRunAction::Fail => true,
+            DryRunAction::Conflict => options.on_conflict == OnConflict::Fail,
+            _ => false,
+        }) || self
+            .deletion_blocked
+            .as_ref()
+            .is_some_and(DeletionBlocked::is_error)
+            || self.listing_incomplete
+    }
+}
+
 /// Checks a plan without changing anything: every file to fetch is asked for with a `HEAD`
 /// (or a one-byte range), so one that would fail shows as `fail`; every file to revalidate with
-/// a conditional `HEAD`. Lines come in plan order, then deletions and conflicts.
-pub async fn dry_run(downloader: &Downloader, prepared: &Prepared) -> Vec<DryRunLine> {
+/// a conditional `HEAD`. Each probe takes a `jobs` slot.
+pub async fn dry_run(downloader: &Downloader, prepared: &Prepared) -> DryRun {
     let jobs = downloader.client.config().jobs.max(1);
     let probes = prepared.plan.files.iter().map(|planned| async move {
         let path = planned.entry.path.clone();
         let url = &planned.entry.url;
         let outcome = match &planned.action {
-            Action::Unchanged => Ok("unchanged"),
-            Action::New => downloader.probe(url).await.map(|_| "new"),
-            Action::Update(_) => downloader.probe(url).await.map(|_| "update"),
+            Action::Unchanged => Ok(DryRunAction::Unchanged),
+            Action::New => downloader.probe(url).await.map(|_| DryRunAction::New),
+            Action::Update(_) => downloader.probe(url).await.map(|_| DryRunAction::Update),
             Action::Check {
                 etag,
                 last_modified,
             } => downloader
                 .is_unchanged(url, etag.as_deref(), last_modified.as_deref())
                 .await
-                .map(|same| if same { "unchanged" } else { "update" }),
+                .map(|same| {
+                    if same {
+                        DryRunAction::Unchanged
+                    } else {
+                        DryRunAction::Update
+                    }
+                }),
         };
         match outcome {
             Ok(action) => DryRunLine {
@@ -582,7 +650,7 @@ pub async fn dry_run(downloader: &Downloader, prepared: &Prepared) -> Vec<DryRun
                 kind: None,
             },
             Err(error) => DryRunLine {
-                action: "fail",
+                action: DryRunAction::Fail,
                 path,
                 detail: Some(error.to_string()),
                 kind: Some(error.kind()),
@@ -595,7 +663,7 @@ pub async fn dry_run(downloader: &Downloader, prepared: &Prepared) -> Vec<DryRun
         .await;
     for path in &prepared.plan.delete {
         lines.push(DryRunLine {
-            action: "delete",
+            action: DryRunAction::Delete,
             path: path.clone(),
             detail: None,
             kind: None,
@@ -604,12 +672,16 @@ pub async fn dry_run(downloader: &Downloader, prepared: &Prepared) -> Vec<DryRun
     for conflict in &prepared.plan.conflicts {
         for path in &conflict.paths {
             lines.push(DryRunLine {
-                action: "conflict",
+                action: DryRunAction::Conflict,
                 path: path.clone(),
                 detail: Some(conflict.reason.clone()),
                 kind: None,
             });
         }
     }
-    lines
+    DryRun {
+        lines,
+        deletion_blocked: prepared.plan.deletion_blocked.clone(),
+        listing_incomplete: prepared.bound_reached,
+    }
 }

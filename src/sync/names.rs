@@ -16,8 +16,6 @@ pub enum NameProblem {
     ControlCharacter,
     /// A segment longer than 255 bytes.
     TooLong,
-    /// Not valid UTF-8 once percent-decoded.
-    NotUtf8,
     /// It would be taken for one of haul's own files (`*.part`, `*.part.haul`, the sync
     /// memory file).
     WorkingFile,
@@ -29,7 +27,6 @@ impl std::fmt::Display for NameProblem {
             Self::Structure => "an empty, `.` or `..` path segment",
             Self::ControlCharacter => "a NUL or control character",
             Self::TooLong => "a name longer than 255 bytes",
-            Self::NotUtf8 => "a name that is not valid UTF-8",
             Self::WorkingFile => "a name haul uses for its own working files",
         })
     }

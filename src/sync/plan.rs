@@ -75,7 +75,7 @@ pub struct Conflict {
 
 /// What a source lists.
 #[derive(Debug, Clone, Default)]
-pub struct Source {
+pub struct SourceFiles {
     /// The files, in the source's order.
     pub entries: Vec<SourceEntry>,
     /// Names found while reading the source that cannot be represented.
@@ -205,12 +205,8 @@ impl PlanOptions {
 /// Plans a sync. `digests` holds the local digests the caller computed: for files whose
 /// source has a checksum (in its algorithm) and, with `verify_local`, for remembered digests.
 #[must_use]
-#[expect(
-    clippy::implicit_hasher,
-    reason = "the caller builds the map; a generic hasher would only add noise"
-)]
 pub fn plan(
-    source: &Source,
+    source: &SourceFiles,
     local: &LocalTree,
     memory: &Memory,
     digests: &HashMap<String, Checksum>,
@@ -354,7 +350,7 @@ fn action_for(
     let last_modified = file
         .modified
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| crate::format_http_date(d.as_secs()));
+        .map(|d| crate::client::http::format_http_date(d.as_secs()));
     Action::Check {
         etag: None,
         last_modified,
@@ -362,7 +358,7 @@ fn action_for(
 }
 
 fn plan_deletions(
-    source: &Source,
+    source: &SourceFiles,
     in_scope: &[&SourceEntry],
     local: &LocalTree,
     options: &PlanOptions,
@@ -411,10 +407,10 @@ mod tests {
         SourceEntry::new(path, Url::parse(&format!("http://h/{path}")).unwrap())
     }
 
-    fn source(paths: &[&str]) -> Source {
-        Source {
+    fn source(paths: &[&str]) -> SourceFiles {
+        SourceFiles {
             entries: paths.iter().map(|p| entry(p)).collect(),
-            ..Source::default()
+            ..SourceFiles::default()
         }
     }
 
@@ -539,13 +535,13 @@ mod tests {
     fn checksums_and_sizes_decide_without_the_network() {
         let right: Checksum = format!("sha-256={}", "ab".repeat(32)).parse().unwrap();
         let wrong: Checksum = format!("sha-256={}", "cd".repeat(32)).parse().unwrap();
-        let listed = Source {
+        let listed = SourceFiles {
             entries: vec![
                 entry("ok").with_checksum(Some(right.clone())),
                 entry("bad").with_checksum(Some(right.clone())),
                 entry("short").with_size(Some(5)),
             ],
-            ..Source::default()
+            ..SourceFiles::default()
         };
         let digests = HashMap::from([("ok".to_owned(), right), ("bad".to_owned(), wrong)]);
         let plan = plan(
@@ -602,7 +598,7 @@ mod tests {
             filters: Filters::new(&[], &["*.iso".into()]),
             ..PlanOptions::default()
         };
-        let run = |source: &Source, max| {
+        let run = |source: &SourceFiles, max| {
             plan(
                 source,
                 &tree,

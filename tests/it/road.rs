@@ -333,11 +333,16 @@ async fn a_writer_download_honours_retry_after_and_reports_events() {
             Event::Queued { .. } => "queued",
             Event::Started { .. } => "started",
             Event::Progress { .. } => "progress",
+            Event::Streamed { .. } => "streamed",
             _ => "other",
         });
     }
     seen.dedup();
-    assert_eq!(seen, vec!["queued", "retrying", "started", "progress"]);
+    assert_eq!(
+        seen,
+        vec!["queued", "retrying", "started", "progress", "streamed"],
+        "one terminal event, last"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -515,13 +515,15 @@ async fn requests_made_on_a_callers_behalf_take_jobs_slots() {
         let url = url(&format!("doc{i}"));
         async move { downloader.fetch_document(&url).await.map(|_| ()) }
     });
-    let checks = (0..8).map(|i| {
-        let url = url(&format!("check{i}"));
+    let listings = (0..8).map(|i| {
+        fixture
+            .server
+            .put_tree(&format!("/tree{i}/"), &[("a.bin", b"a")]);
+        let url = url::Url::parse(&fixture.server.url(&format!("/tree{i}/?delay_ms=150"))).unwrap();
         async move {
-            downloader
-                .is_unchanged(&url, Some("\"nope\""), None)
-                .await
-                .map(|_| ())
+            let files = downloader.list_directory(&url, 0).await?;
+            assert_eq!(files.len(), 1, "{files:?}");
+            Ok::<(), haul::Error>(())
         }
     });
     let manifest = (0..8)
@@ -537,8 +539,8 @@ async fn requests_made_on_a_callers_behalf_take_jobs_slots() {
         let prepared = haul::sync::prepare(fixture.dir.path(), &source, &options)
             .await
             .unwrap();
-        let lines = haul::sync::dry_run(downloader, &prepared).await;
-        assert_eq!(lines.len(), 8);
+        let dry_run = haul::sync::dry_run(downloader, &prepared).await;
+        assert_eq!(dry_run.lines.len(), 8);
         Ok::<(), haul::Error>(())
     };
     let downloads = (0..4).map(|i| {
@@ -547,7 +549,7 @@ async fn requests_made_on_a_callers_behalf_take_jobs_slots() {
     });
     let (a, b, c, d) = tokio::join!(
         futures_util::future::join_all(documents),
-        futures_util::future::join_all(checks),
+        futures_util::future::join_all(listings),
         probes,
         futures_util::future::join_all(downloads),
     );

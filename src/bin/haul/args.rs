@@ -497,7 +497,7 @@ pub enum OnExistsArg {
     Error,
 }
 
-pub use haul::units::{parse_duration, parse_rate, parse_size};
+pub use crate::units::{parse_duration, parse_rate, parse_size};
 
 /// Parses a digest algorithm name: sha-256, sha-512, sha-1, md5.
 pub fn parse_algorithm(text: &str) -> Result<haul::Algorithm, String> {

@@ -6,7 +6,6 @@
 //! rest runs.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,7 +14,6 @@ use std::sync::Arc;
 use anyhow::bail;
 use futures_util::StreamExt;
 use haul::input::{InputEntry, InputParser, LineError};
-use haul::naming::join_inside;
 use haul::sync::Shard;
 use haul::{Checksum, Error, Request};
 
@@ -214,70 +212,21 @@ fn command_line_requests(args: &GetArgs) -> anyhow::Result<Vec<Request>> {
     Ok(requests)
 }
 
-/// Two different URLs to one output, found before anything starts. Every output given is kept
-/// as 16 bytes (its fingerprint, where it was given, its URL's fingerprint) in one vector that
-/// is sorted at the end: a list of a million URLs costs 16 MB here, and no hash table.
+/// The outputs of the command line's URLs and the input file's lines. Positions below
+/// `command_line` are the command line's URLs (0-based); the others are input-file line
+/// numbers plus `command_line`.
 struct Outputs {
-    keys: std::collections::hash_map::RandomState,
-    /// Output fingerprint, position, URL fingerprint. Positions below `command_line` are the
-    /// command line's URLs (0-based); the others are input-file line numbers plus
-    /// `command_line`.
-    given: Vec<(u64, u32, u32)>,
-    command_line: u32,
-    content_disposition: bool,
+    check: haul::OutputConflicts,
+    command_line: u64,
 }
 
 impl Outputs {
-    fn fingerprint(&self, bytes: &[u8]) -> u64 {
-        let mut hasher = self.keys.build_hasher();
-        hasher.write(bytes);
-        hasher.finish()
-    }
-
-    /// The output of `request`, if it is one this check is about (the server names the
-    /// outputs of `--content-disposition` downloads; the URL's name is only provisional).
-    fn output_of(&self, request: &Request) -> Option<PathBuf> {
-        let output = request.output_path().ok()?;
-        let provisional = self.content_disposition
-            && matches!(request.destination(), haul::Destination::Directory(_));
-        (!provisional).then_some(output)
-    }
-
-    fn record(&mut self, request: &Request, position: u32) {
-        let Some(output) = self.output_of(request) else {
-            return;
-        };
-        let key = self.fingerprint(output.as_os_str().as_encoded_bytes());
-        let url = self.fingerprint(request.url().as_str().as_bytes());
-        let url = u32::try_from((url >> 32) ^ (url & u64::from(u32::MAX))).unwrap_or(u32::MAX);
-        self.given.push((key, position, url));
-    }
-
-    fn label(&self, position: u32) -> String {
+    fn label(&self, position: u64) -> String {
         if position < self.command_line {
             format!("URL {}", position + 1)
         } else {
             format!("line {}", position - self.command_line)
         }
-    }
-
-    /// Pairs of positions (the first to give an output, a later one) whose URLs differ.
-    fn conflicts(&mut self) -> Vec<(u32, u32)> {
-        self.given.sort_unstable();
-        let mut found = Vec::new();
-        let mut first: Option<(u64, u32, u32)> = None;
-        for &(key, position, url) in &self.given {
-            match first {
-                Some((seen, at, seen_url)) if seen == key => {
-                    if seen_url != url {
-                        found.push((at, position));
-                    }
-                }
-                _ => first = Some((key, position, url)),
-            }
-        }
-        found.sort_unstable_by_key(|(_, later)| *later);
-        found
     }
 }
 
@@ -292,13 +241,11 @@ fn check_outputs(
     content_disposition: bool,
 ) -> anyhow::Result<()> {
     let mut outputs = Outputs {
-        keys: std::collections::hash_map::RandomState::new(),
-        given: Vec::new(),
-        command_line: u32::try_from(from_command_line.len()).unwrap_or(u32::MAX),
-        content_disposition,
+        check: haul::OutputConflicts::new(content_disposition),
+        command_line: from_command_line.len() as u64,
     };
     for (index, request) in from_command_line.iter().enumerate() {
-        outputs.record(request, u32::try_from(index).unwrap_or(u32::MAX));
+        outputs.check.record(request, index as u64);
     }
     let mut errors: Vec<LineError> = Vec::new();
     let mut error_count = 0usize;
@@ -313,48 +260,42 @@ fn check_outputs(
             Err(error) => note(error, &mut errors),
             Ok(entry) => {
                 let line = entry.line;
-                match request_from_entry(dir, entry) {
-                    Ok(request) => outputs.record(
-                        &request,
-                        outputs
-                            .command_line
-                            .saturating_add(u32::try_from(line).unwrap_or(u32::MAX)),
-                    ),
-                    Err(message) => note(LineError { line, message }, &mut errors),
+                match entry.to_request(dir) {
+                    Ok(request) => outputs
+                        .check
+                        .record(&request, outputs.command_line + line as u64),
+                    Err(error) => note(error, &mut errors),
                 }
             }
         })?;
     }
-    let conflicts = outputs.conflicts();
-    outputs.given = Vec::new();
+    let conflicts = outputs.check.conflicts();
     if conflicts.is_empty() && error_count == 0 {
         return Ok(());
     }
     // The paths of the few conflicting outputs: from the command line, or read again.
-    let mut paths: HashMap<u32, PathBuf> = HashMap::new();
+    let mut paths: HashMap<u64, PathBuf> = HashMap::new();
     for (index, request) in from_command_line.iter().enumerate() {
-        if let (Ok(index), Some(output)) = (u32::try_from(index), outputs.output_of(request)) {
-            paths.insert(index, output);
+        if let Some(output) = outputs.check.output_of(request) {
+            paths.insert(index as u64, output);
         }
     }
-    let wanted: std::collections::HashSet<u32> =
+    let wanted: std::collections::HashSet<u64> =
         conflicts.iter().map(|(_, later)| *later).collect();
     if let Some(path) = file.filter(|_| !conflicts.is_empty()) {
         read_entries(path, strict, false, |step| {
             if let Ok(entry) = step {
-                let position = outputs
-                    .command_line
-                    .saturating_add(u32::try_from(entry.line).unwrap_or(u32::MAX));
+                let position = outputs.command_line + entry.line as u64;
                 if wanted.contains(&position)
-                    && let Ok(request) = request_from_entry(dir, entry)
-                    && let Some(output) = outputs.output_of(&request)
+                    && let Ok(request) = entry.to_request(dir)
+                    && let Some(output) = outputs.check.output_of(&request)
                 {
                     paths.insert(position, output);
                 }
             }
         })?;
     }
-    let conflict_message = |first: u32, later: u32| {
+    let conflict_message = |first: u64, later: u64| {
         let shown = paths
             .get(&later)
             .map_or_else(|| "an output".to_owned(), |p| format!("`{}`", p.display()));
@@ -442,11 +383,10 @@ fn input_stream(
             match std::fs::File::open(&path) {
                 Ok(file) => Box::new(std::io::BufReader::new(file)),
                 Err(error) => {
-                    let _ = sender.blocking_send(Err(Error::Io {
-                        action: "read",
-                        path: path.clone(),
-                        source: error,
-                    }));
+                    let _ = sender.blocking_send(Err(Error::Config(format!(
+                        "failed to read `{}`: {error}",
+                        path.display()
+                    ))));
                     return;
                 }
             }
@@ -455,10 +395,9 @@ fn input_stream(
         let mut parser = InputParser::new(strict);
         let send = |item: Result<Request, Error>| sender.blocking_send(item).is_ok();
         let convert = |entry: InputEntry| -> Option<Result<Request, Error>> {
-            let line = entry.line;
-            match request_from_entry(&shared.dir, entry) {
+            match entry.to_request(&shared.dir) {
                 Ok(request) => shared.finish(request).map(Ok),
-                Err(message) => Some(Err(Error::Config(format!("line {line}: {message}")))),
+                Err(error) => Some(Err(Error::Config(error.to_string()))),
             }
         };
         for (index, line) in reader.lines().enumerate() {
@@ -490,54 +429,6 @@ fn tokio_stream_from<T: Send + 'static>(
     mut receiver: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures_util::Stream<Item = T> {
     futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
-}
-
-/// A request from one input-file entry (`dir=`, `out=`, and the other options).
-pub(crate) fn request_from_entry(base: &Path, entry: InputEntry) -> Result<Request, String> {
-    let line = entry.line;
-    let at_line = |e: haul::Error| format!("line {line}: {e}");
-    let Some(url) = entry.urls.first() else {
-        return Err(format!("line {line}: no URL"));
-    };
-    // The input file is the user's own: an absolute `dir=` is their choice (as in aria2); a
-    // relative one stays inside --dir. Names from the network never get this latitude.
-    let dir: PathBuf = match &entry.dir {
-        Some(dir) if Path::new(dir).is_absolute() => PathBuf::from(dir),
-        Some(dir) => join_inside(base, dir).map_err(at_line)?,
-        None => base.to_path_buf(),
-    };
-    let mut request = Request::from_url(url.clone())
-        .map_err(at_line)?
-        .into_dir(&dir);
-    if let Some(out) = &entry.out {
-        request = request.to_file(join_inside(&dir, out).map_err(at_line)?);
-    }
-    if let Some(checksum) = entry.checksum {
-        request = request.with_checksum(checksum);
-    }
-    if let Some(size) = entry.size {
-        request = request.with_size(size);
-    }
-    if let Some(rate) = entry.rate_limit {
-        request = request.with_rate_limit(rate);
-    }
-    if let Some(connections) = entry.connections {
-        request = request.with_connections(connections);
-    }
-    for (name, value) in &entry.headers {
-        request = request.with_header(name, value).map_err(at_line)?;
-    }
-    for mirror in &entry.urls[1..] {
-        request = request.with_mirror(mirror.as_str()).map_err(at_line)?;
-    }
-    match (&entry.user, &entry.password) {
-        (Some(user), password) => {
-            request = request.with_basic_auth(user, password.as_deref().unwrap_or(""));
-        }
-        (None, Some(_)) => return Err(format!("line {line}: password= without user=")),
-        (None, None) => {}
-    }
-    Ok(request)
 }
 
 /// `-o -`: the single download goes to standard output, verified at the end; no `.part`, so

@@ -2,10 +2,15 @@
 //! requests, runs them, renders events, and maps outcomes to exit codes.
 
 mod args;
+// Shared with the library by source, not by its public API.
+#[path = "../../civil.rs"]
+mod civil;
 mod config;
 mod get;
 mod render;
 mod sync;
+#[path = "../../units.rs"]
+mod units;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

@@ -389,20 +389,15 @@ fn timestamp() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let date = haul::format_http_date(now.as_secs());
-    // `Tue, 01 Dec 2026 18:04:05 GMT` → the parts of an ISO 8601 time.
-    let parts: Vec<&str> = date.split_whitespace().collect();
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| parts.get(2) == Some(m))
-    .map_or(0, |m| m + 1);
+    let at = crate::civil::civil(now.as_secs());
     format!(
-        "{}-{month:02}-{}T{}.{:03}Z",
-        parts.get(3).unwrap_or(&"0000"),
-        parts.get(1).unwrap_or(&"00"),
-        parts.get(4).unwrap_or(&"00:00:00"),
+        "{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        at.year,
+        at.month,
+        at.day,
+        at.hour,
+        at.minute,
+        at.second,
         now.subsec_millis()
     )
 }

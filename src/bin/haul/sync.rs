@@ -1,13 +1,10 @@
 //! `haul sync SOURCE DIR`: arguments and rendering around the library's `haul::sync` (which
 //! reads the source, plans, fetches, deletes and remembers).
 
-use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::bail;
-use haul::sync::{self, CrawlLimits, DryRunLine, OnConflict, Shard, Source, SyncOptions};
+use haul::sync::{self, CrawlLimits, DryRun, Location, OnConflict, Shard, Source, SyncOptions};
 use haul::{Downloader, parse_sums};
-use url::Url;
 
 use crate::args::{OnConflictArg, SyncArgs};
 use crate::render::Display;
@@ -37,26 +34,38 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         .build()
         .map(crate::warn_if_jobs_capped)
         .map_err(|e| UsageError(e.to_string()))?;
-    let (mut source, bound_reached) = read_source(&args, &downloader).await?;
+    let limits = CrawlLimits {
+        max_depth: args.max_depth,
+        max_listings: args.max_listings,
+        max_files: args.max_files,
+    };
+    let source = Source::parse(&args.source, args.recursive, limits)
+        .map_err(|e| UsageError(format!("--recursive: {e}")))?;
+    let mut files = source
+        .read(&downloader)
+        .await
+        .map_err(|e| source_failed(&source, &e))?;
+    if files.bound_reached {
+        eprintln!(
+            "error: the listing is incomplete: {} (--max-listings, --max-files and \
+             --max-depth raise the crawl's bounds)",
+            files.incomplete.join("; ")
+        );
+    }
     if let Some(location) = &args.checksums {
         let text = read_text(location, &downloader, "the checksum file").await?;
         let sums = parse_sums(&text).map_err(|errors| bad_lines(location, &errors))?;
-        sync::apply_sums(&mut source, &sums);
+        sync::apply_sums(&mut files, &sums);
     }
     let quiet = matches!(crate::display(&args.common), Display::ErrorsOnly);
-    for reason in &source.incomplete {
+    for reason in &files.incomplete {
         eprintln!("warning: {reason}");
     }
-    let prepared = sync::prepare(&args.dir, &source, &options).await?;
+    let prepared = sync::prepare(&args.dir, &files, &options).await?;
     if args.dry_run {
-        let lines = sync::dry_run(&downloader, &prepared).await;
-        let blocked = prepared.plan.deletion_blocked.as_ref();
-        print_dry_run(&lines, blocked, args.common.json);
-        let failed = lines.iter().any(|l| l.action == "fail")
-            || blocked.is_some_and(sync::DeletionBlocked::is_error)
-            || (options.on_conflict == OnConflict::Fail
-                && lines.iter().any(|l| l.action == "conflict"));
-        let code = if failed || bound_reached {
+        let dry_run = sync::dry_run(&downloader, &prepared).await;
+        print_dry_run(&dry_run, args.common.json);
+        let code = if dry_run.has_failures(&options) {
             EXIT_FAILED
         } else {
             0
@@ -74,7 +83,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let summary = renderer.finish();
-    let failed = report.has_failures(&options) || bound_reached;
+    let failed = report.has_failures(&options);
     let code = exit_code(report.interrupted, summary.integrity_failures > 0, failed);
     renderer.summarize(&summary, report.interrupted, code);
     render_report(&report, &options, &renderer, quiet);
@@ -137,38 +146,17 @@ fn render_report(
     }
 }
 
-/// The source's files: a crawled listing (with whether a bound was reached) or a manifest.
-async fn read_source(args: &SyncArgs, downloader: &Downloader) -> anyhow::Result<(Source, bool)> {
-    let url = Url::parse(&args.source)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https"));
-    if args.recursive {
-        let Some(url) = url else {
-            bail!(UsageError(format!(
-                "--recursive needs an http(s) directory URL, not `{}`",
-                args.source
-            )));
-        };
-        let limits = CrawlLimits {
-            max_depth: args.max_depth,
-            max_listings: args.max_listings,
-            max_files: args.max_files,
-        };
-        let crawled = sync::read_listing(downloader, &url, limits)
-            .await
-            .map_err(|e| anyhow::anyhow!("listing {url} failed: {e}"))?;
-        if crawled.bound_reached {
-            eprintln!(
-                "error: the listing is incomplete: {} (--max-listings, --max-files and \
-                 --max-depth raise the crawl's bounds)",
-                crawled.source.incomplete.join("; ")
-            );
+/// A source that could not be read, as one line: a manifest that is the user's own mistake
+/// is a usage error (exit 2).
+fn source_failed(source: &Source, error: &haul::Error) -> anyhow::Error {
+    match (source, error) {
+        (_, haul::Error::BadLines { what, lines, .. }) => bad_lines(what, lines),
+        (Source::Listing { url, .. }, _) => anyhow::anyhow!("listing {url} failed: {error}"),
+        (Source::Manifest(Location::Url(_)), _) => {
+            anyhow::anyhow!("fetching the manifest failed: {error}")
         }
-        return Ok((crawled.source, crawled.bound_reached));
+        _ => UsageError(format!("failed to read the manifest: {error}")).into(),
     }
-    let text = read_text(&args.source, downloader, "the manifest").await?;
-    let source = sync::manifest_source(&text).map_err(|errors| bad_lines(&args.source, &errors))?;
-    Ok((source, false))
 }
 
 /// A text from a path, `-` (standard input) or an http(s) URL (fetched like any document).
@@ -177,21 +165,11 @@ pub(crate) async fn read_text(
     downloader: &Downloader,
     what: &str,
 ) -> anyhow::Result<String> {
-    if let Some(url) = Url::parse(location)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https"))
-    {
-        let document = downloader
-            .fetch_document(&url)
-            .await
-            .map_err(|e| anyhow::anyhow!("fetching {what} failed: {e}"))?;
-        return Ok(document.text().into_owned());
-    }
-    if location == "-" {
-        return Ok(std::io::read_to_string(std::io::stdin())?);
-    }
-    Ok(std::fs::read_to_string(Path::new(location))
-        .map_err(|e| UsageError(format!("failed to read {what} `{location}`: {e}")))?)
+    let place = Location::parse(location);
+    place.read_text(downloader).await.map_err(|e| match place {
+        Location::Url(_) => anyhow::anyhow!("fetching {what} failed: {e}"),
+        _ => UsageError(format!("failed to read {what}: {e}")).into(),
+    })
 }
 
 pub(crate) fn bad_lines(location: &str, errors: &[haul::input::LineError]) -> anyhow::Error {
@@ -204,17 +182,13 @@ pub(crate) fn bad_lines(location: &str, errors: &[haul::input::LineError]) -> an
     .into()
 }
 
-fn print_dry_run(
-    lines: &[DryRunLine],
-    deletion_blocked: Option<&sync::DeletionBlocked>,
-    json: bool,
-) {
-    for line in lines {
+fn print_dry_run(dry_run: &DryRun, json: bool) {
+    for line in &dry_run.lines {
         if json {
             println!(
                 "{}",
                 serde_json::json!({
-                    "v": 1, "event": "plan", "action": line.action, "path": line.path,
+                    "v": 1, "event": "plan", "action": line.action.as_str(), "path": line.path,
                     "detail": line.detail, "kind": line.kind.map(haul::ErrorKind::as_str),
                 })
             );
@@ -225,7 +199,7 @@ fn print_dry_run(
             }
         }
     }
-    if let Some(reason) = deletion_blocked {
+    if let Some(reason) = &dry_run.deletion_blocked {
         eprintln!("warning: refusing to delete anything: {reason}");
     }
 }
