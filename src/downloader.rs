@@ -18,7 +18,7 @@ use crate::client::{Client, Identity};
 use crate::config::{Config, Durability, LowSpeed, OnExists};
 use crate::progress::{NoObserver, Observer, Reporter};
 use crate::scheduler::{self, DownloadHandle, Scheduler};
-use crate::sync::ListedFile;
+use crate::sync::listing::ListedFile;
 use crate::transfer::to_writer::{Streamed, ToWriter};
 use crate::{Completed, Error, Request};
 

@@ -67,7 +67,7 @@ pub use progress::{ChannelObserver, Event, NoObserver, Observer, Tag, TransferId
 pub use request::{Destination, Request};
 pub use reqwest;
 pub use scheduler::{Canceller, DownloadHandle};
-pub use sync::ListedFile;
+pub use sync::listing::ListedFile;
 pub use tokio_util::sync::CancellationToken;
 pub use transfer::Completed;
 pub use transfer::to_writer::Streamed;

@@ -60,6 +60,7 @@ impl Default for CrawlLimits {
 
 /// A crawl's result: what it found, and whether it is complete.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct Crawled {
     /// The files and conflicts found.
     pub source: SourceFiles,

@@ -4,7 +4,7 @@
 //!
 //! 1. **Read the source** ([`Source::parse`] and [`Source::read`], as `haul sync SOURCE DIR`
 //!    does) into [`SourceFiles`]: a manifest (the input-file format, from a file, `-` or a URL;
-//!    [`manifest_source`] for a text in hand) or a directory listing ([`read_listing`]:
+//!    [`manifest_source`] for a text in hand) or a directory listing (crawled:
 //!    nginx/Apache HTML, nginx JSON, S3 XML), optionally with a checksum file
 //!    ([`crate::parse_sums`], [`apply_sums`]).
 //! 2. **Plan** ([`prepare`], which reads the mirror and plans): per file, fetch it (new,
@@ -45,7 +45,8 @@ use crate::naming::file_name_from_url_exact;
 use crate::progress::{Observer, Reporter};
 use crate::{Algorithm, Checksum, Downloader, Error, ErrorKind, OnExists, Request};
 pub use filters::{Filters, Shard};
-pub use listing::{CrawlLimits, Crawled, ListedFile};
+pub use listing::CrawlLimits;
+use listing::Crawled;
 use local::LocalTree;
 use memory::{Memory, Remembered};
 use plan::PlanOptions;
@@ -153,11 +154,11 @@ pub fn apply_sums(source: &mut SourceFiles, sums: &[(String, Checksum)]) {
     }
 }
 
-/// Crawls a directory listing (see [`listing`]).
+/// Crawls a directory listing (nginx/Apache HTML, nginx JSON, S3 XML).
 ///
 /// # Errors
 /// A listing page that cannot be fetched or understood.
-pub async fn read_listing(
+pub(crate) async fn read_listing(
     downloader: &Downloader,
     url: &Url,
     limits: CrawlLimits,

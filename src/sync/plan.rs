@@ -75,6 +75,7 @@ pub struct Conflict {
 
 /// What a source lists.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct SourceFiles {
     /// The files, in the source's order.
     pub entries: Vec<SourceEntry>,
@@ -122,6 +123,7 @@ pub enum Action {
 
 /// One file and what to do with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Planned {
     /// The file.
     pub entry: SourceEntry,
@@ -131,6 +133,7 @@ pub struct Planned {
 
 /// The whole plan.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Plan {
     /// Files of the source in scope, with their action (conflicting ones left out).
     pub files: Vec<Planned>,
