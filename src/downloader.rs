@@ -32,6 +32,28 @@ pub fn install_tls_provider() {
 /// Runs downloads. Build one with [`Downloader::builder`] and reuse it: clones share one
 /// connection pool and one queue, so the `jobs` and per-host limits hold across every batch,
 /// `download()` call and handle of it and its clones.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), haul::Error> {
+/// use haul::{Downloader, Request};
+///
+/// let downloader = Downloader::builder().jobs(8).per_host(2).build()?;
+/// // One file, awaited here.
+/// let done = downloader.download(Request::new("https://example.org/a.iso")?).await?;
+/// // A batch, outcomes in input order.
+/// let requests = vec![
+///     Request::new("https://example.org/b.iso")?.into_dir("downloads"),
+///     Request::new("https://example.org/c.iso")?.into_dir("downloads"),
+/// ];
+/// for outcome in downloader.batch(requests).run().await? {
+///     match outcome {
+///         Ok(file) => println!("{} ({} bytes)", file.path.display(), file.bytes),
+///         Err(error) => eprintln!("failed: {error}"),
+///     }
+/// }
+/// # let _ = done;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Downloader {
     pub(crate) client: Client,
@@ -87,6 +109,25 @@ impl Downloader {
     /// Queues one download and returns at once: the handle is a future of its outcome, can
     /// cancel it, and cancels it when dropped. For long-lived programs that take requests over
     /// time. Must be called inside a Tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn demo(downloader: haul::Downloader) -> Result<(), haul::Error> {
+    /// use haul::Request;
+    ///
+    /// let request = Request::new("https://example.org/big.iso")?.with_tag("order-42");
+    /// let handle = downloader.submit(request);
+    /// let canceller = handle.canceller(); // hand it to whatever may cancel (a UI, a timeout)
+    /// tokio::spawn(async move {
+    ///     tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+    ///     canceller.cancel();
+    /// });
+    /// match handle.await {
+    ///     Ok(done) => println!("saved {}", done.path.display()),
+    ///     Err(haul::Error::Cancelled) => println!("cancelled; the .part is kept for a resume"),
+    ///     Err(error) => eprintln!("failed: {error}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn submit(&self, request: Request) -> DownloadHandle {
         scheduler::submit(&self.scheduler, request, None)
     }
@@ -686,6 +727,21 @@ impl DownloaderBuilder {
     /// encoding, connect timeout, redirect policy, CA certificates, TLS verification): add a
     /// proxy, a local address, TLS options, and keep all of haul's settings. Hooks run in the
     /// order given. (`reqwest` is re-exported as `haul::reqwest`.)
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), haul::Error> {
+    /// use std::net::{IpAddr, Ipv4Addr};
+    ///
+    /// let downloader = haul::Downloader::builder()
+    ///     .configure_client(|client| {
+    ///         client
+    ///             .local_address(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)))
+    ///             .tcp_keepalive(std::time::Duration::from_secs(30))
+    ///     })
+    ///     .build()?;
+    /// # let _ = downloader;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn configure_client(
         mut self,

@@ -7,15 +7,17 @@ use std::time::Duration;
 use haul::{CancellationToken, Error, ErrorKind, OnExists, Request};
 
 use crate::support::server::{TestServer, content};
-use crate::support::{fast_downloader, listing, run, stderr};
+use crate::support::{Fixture, fast_downloader, listing, run, stderr};
 
 const SIZE: u64 = 4 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_one_download_leaves_the_others_running_and_it_resumes_later() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::new().await;
     let slow = server.file_url(SIZE, "one.bin", "rate=4194304");
     let token = CancellationToken::new();
     let requests = vec![
@@ -56,9 +58,11 @@ async fn cancelling_one_download_leaves_the_others_running_and_it_resumes_later(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_the_batch_stops_running_and_queued_downloads() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().jobs(2).build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::with(fast_downloader().jobs(2)).await;
     let requests: Vec<Request> = (0..5)
         .map(|i| {
             Request::new(&server.file_url(SIZE, &format!("b{i}"), "rate=4194304"))

@@ -7,7 +7,7 @@ use haul::{ChannelObserver, Checksum, Error, ErrorKind, Event, Observer, Request
 use sha2::{Digest, Sha256, Sha512};
 
 use crate::support::server::{TestServer, content};
-use crate::support::{fast_downloader, listing};
+use crate::support::{Fixture, fast_downloader, listing};
 
 fn sha256(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
@@ -15,9 +15,11 @@ fn sha256(data: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_arrives_byte_for_byte_under_its_url_name() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::new().await;
     for size in [0u64, 1, 65_521, 1_234_567, 5 << 20] {
         let name = format!("f{size}.bin");
         let request = Request::new(&server.file_url(size, &name, ""))
@@ -48,9 +50,11 @@ async fn a_file_arrives_byte_for_byte_under_its_url_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_without_length_is_streamed_to_its_end() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::new().await;
     let url = server.file_url(300_000, "chunked.bin", "chunked=1");
     let done = downloader
         .download(Request::new(&url).unwrap().into_dir(dir.path()))
@@ -64,9 +68,11 @@ async fn a_body_without_length_is_streamed_to_its_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_never_exceeds_the_per_host_limit() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().jobs(8).per_host(3).build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::with(fast_downloader().jobs(8).per_host(3)).await;
     let requests: Vec<Request> = (0..200)
         .map(|i| {
             Request::new(&server.file_url(1000 + i, &format!("s{i}"), "delay_ms=5"))
@@ -92,9 +98,11 @@ async fn a_batch_never_exceeds_the_per_host_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_never_exceeds_the_global_limit() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().jobs(4).per_host(100).build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::with(fast_downloader().jobs(4).per_host(100)).await;
     let requests: Vec<Request> = (0..60)
         .map(|i| {
             Request::new(&server.file_url(10, &format!("g{i}"), "delay_ms=10"))
@@ -110,9 +118,11 @@ async fn a_batch_never_exceeds_the_global_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outcomes_stream_in_completion_order() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().jobs(2).build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::with(fast_downloader().jobs(2)).await;
     let slow = Request::new(&server.file_url(10, "slow", "delay_ms=400"))
         .unwrap()
         .into_dir(dir.path());
@@ -129,9 +139,11 @@ async fn outcomes_stream_in_completion_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checksums_are_verified_while_writing() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::new().await;
     let size = 3_000_001;
     let body = content("sum.bin", 1, size);
     let url = server.file_url(size, "sum.bin", "");
@@ -189,9 +201,11 @@ async fn checksums_are_verified_while_writing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_failure_does_not_stop_the_others() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::new().await;
     let requests = vec![
         Request::new(&server.file_url(100, "a", "")).unwrap(),
         Request::new(&server.url("/missing")).unwrap(),
@@ -214,9 +228,11 @@ async fn one_failure_does_not_stop_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directories_are_made_for_files_that_arrive_and_not_for_failures() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::new().await;
     let small = Request::new(&server.file_url(100, "a", ""))
         .unwrap()
         .to_file(dir.path().join("new/deeper/a"));
@@ -294,9 +310,11 @@ async fn a_dropped_connection_leaves_a_resumable_part_and_no_final_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_requests_for_one_path_are_refused_before_anything_starts() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::new().await;
     let requests = vec![
         Request::new(&server.file_url(10, "same", "")).unwrap(),
         Request::new(&server.file_url(20, "same", "")).unwrap(),
@@ -331,9 +349,11 @@ impl Observer for Recorder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_follow_the_life_of_each_download() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::new().await;
     let recorder = Arc::new(Recorder::default());
     let requests = vec![
         Request::new(&server.file_url(3_000_000, "big", "")).unwrap(),
@@ -391,9 +411,11 @@ async fn events_follow_the_life_of_each_download() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_can_be_received_from_a_channel() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::new().await;
     let (observer, mut events) = ChannelObserver::new();
     let request = Request::new(&server.file_url(10, "c", ""))
         .unwrap()
@@ -456,4 +478,18 @@ async fn every_retry_is_reported_with_its_cause_and_the_error_shows_its_cause() 
             .all(|(_, r)| r.contains("Connection refused")),
         "{retries:?}"
     );
+}
+
+/// The test server never hides its own bugs: a handler that panics fails the test that used
+/// it (the client would only see a reset connection and retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "a handler of the test server panicked")]
+async fn a_panicking_test_server_handler_fails_the_test() {
+    let fixture = Fixture::with(fast_downloader().retries(0)).await;
+    // `status=1000` is no HTTP status: the handler's `StatusCode::from_u16(..).unwrap()` panics.
+    let _ = fixture
+        .downloader
+        .download(fixture.request(10, "x", "status=1000"))
+        .await;
+    drop(fixture);
 }

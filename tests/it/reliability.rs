@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use haul::{Downloader, ErrorKind, OnExists, Request};
 
 use crate::support::server::{TestServer, content};
-use crate::support::{fast_downloader, haul, listing, run, stderr};
+use crate::support::{Fixture, fast_downloader, haul, listing, run, stderr};
 
 fn into(url: &str, dir: &std::path::Path) -> Request {
     Request::new(url).unwrap().into_dir(dir)
@@ -16,9 +16,11 @@ fn into(url: &str, dir: &std::path::Path) -> Request {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temporary_failures_are_retried_and_permanent_ones_are_not() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().retries(3).build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::with(fast_downloader().retries(3)).await;
     for code in [408, 429, 500, 502, 503, 504] {
         let url = server.file_url(
             1000,
@@ -79,9 +81,11 @@ async fn retry_after_is_honoured_up_to_the_maximum_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_that_answers_503_gets_fewer_connections_for_a_while() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().jobs(8).per_host(8).build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::with(fast_downloader().jobs(8).per_host(8)).await;
     let requests: Vec<Request> = (0..16)
         .map(|i| {
             let faults = "status=503&retry_after=0&fault_times=1&delay_ms=150";
@@ -127,9 +131,11 @@ async fn the_rate_limit_is_shared_by_all_transfers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_are_limited_loops_fail_and_only_http_is_followed() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().max_redirects(10).build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::with(fast_downloader().max_redirects(10)).await;
     let done = downloader
         .download(into(&server.url("/chain/9"), dir.path()))
         .await

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use haul::{ChannelObserver, ErrorKind, Event, Request};
 
 use crate::support::server::{TestServer, content};
-use crate::support::{fast_downloader, listing};
+use crate::support::{Fixture, fast_downloader, listing};
 
 const SIZE: u64 = 3_000_000;
 
@@ -26,9 +26,11 @@ async fn interrupted_once(server: &TestServer, dir: &Path, name: &str, faults: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_mid_body_is_retried_from_the_last_byte_written() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::new().await;
     // Three drops, each after 500 kB of its own response.
     let url = server.file_url(SIZE, "flaky.bin", "drop_after=500000&fault_times=3");
     let done = downloader
@@ -304,9 +306,11 @@ async fn a_part_without_state_is_not_trusted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_of_a_completed_batch_transfers_nothing() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::new().await;
     let requests = || -> Vec<Request> {
         (0..5)
             .map(|i| request(&server.file_url(50_000, &format!("k{i}"), ""), dir.path()))

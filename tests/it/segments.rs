@@ -8,7 +8,7 @@ use haul::{Event, Request};
 use sha2::{Digest, Sha256};
 
 use crate::support::server::{TestServer, content};
-use crate::support::{fast_downloader, listing};
+use crate::support::{Fixture, fast_downloader, listing};
 
 const MIB: u64 = 1 << 20;
 
@@ -370,9 +370,11 @@ async fn servers_without_ranges_or_length_fall_back_to_one_connection() {
 /// raise its rate: a server that limits each connection's rate gets all four.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_count_connections_are_added_while_they_raise_the_rate() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let downloader = fast_downloader().min_split_size(MIB).build().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::with(fast_downloader().min_split_size(MIB)).await;
     // 2 MiB/s per connection: 16 MiB would take 8 s on one.
     let url = server.file_url(16 * MIB, "ramp", &format!("rate={}", 2 * MIB));
     fetch_exact(&downloader, &url, dir.path(), "ramp", 16 * MIB).await;

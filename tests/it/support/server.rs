@@ -46,6 +46,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::Frame;
@@ -96,6 +97,9 @@ pub struct Counters {
     log: Mutex<Vec<Logged>>,
     /// Trees added by `put_tree`.
     trees: Mutex<Vec<Tree>>,
+    /// What panicked in a handler: the test fails when the server is dropped, instead of the
+    /// client quietly retrying a reset connection.
+    handler_panics: Mutex<Vec<String>>,
 }
 
 pub struct TestServer {
@@ -108,6 +112,13 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
+        }
+        let panics = std::mem::take(&mut *self.counters.handler_panics.lock().unwrap());
+        if !panics.is_empty() && !std::thread::panicking() {
+            panic!(
+                "a handler of the test server panicked: {}",
+                panics.join("; ")
+            );
         }
     }
 }
@@ -232,7 +243,26 @@ impl TestServer {
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
                         let counters = Arc::clone(&counters);
-                        async move { Ok::<_, Infallible>(handle(counters, request, peer).await) }
+                        async move {
+                            let answered = std::panic::AssertUnwindSafe(handle(
+                                Arc::clone(&counters),
+                                request,
+                                peer,
+                            ))
+                            .catch_unwind()
+                            .await;
+                            Ok::<_, Infallible>(answered.unwrap_or_else(|panic| {
+                                let said = panic
+                                    .downcast_ref::<String>()
+                                    .cloned()
+                                    .or_else(|| {
+                                        panic.downcast_ref::<&str>().map(|s| (*s).to_owned())
+                                    })
+                                    .unwrap_or_else(|| "a panic".to_owned());
+                                counters.handler_panics.lock().unwrap().push(said);
+                                empty(StatusCode::INTERNAL_SERVER_ERROR)
+                            }))
+                        }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
