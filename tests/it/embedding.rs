@@ -302,9 +302,20 @@ async fn the_examples_run_against_a_real_server() {
     assert!(!mirror_dir.join("stale.bin").exists());
     assert!(std::fs::read(mirror_dir.join("sub/c.bin")).unwrap() == content("sub/c.bin", 1, 3000));
 
-    let urls: Vec<String> = (0..6)
+    // The service example: tags, a cancellation by tag, a retry shown as it happens, and a
+    // last progress line at 100% although one download was cancelled.
+    let mut commands: Vec<String> = (0..6)
         .map(|i| server.file_url(1000 + i, &format!("svc{i}"), "delay_ms=200"))
         .collect();
+    commands.push(format!(
+        "flaky {}",
+        server.file_url(500, "flaky", "status=503&fault_times=1")
+    ));
+    commands.push(format!(
+        "slow {}",
+        server.file_url(4 << 20, "slow.bin", "rate=262144")
+    ));
+    commands.push("cancel slow".to_owned());
     let served = server.requests();
     let mut service = std::process::Command::new(example("service"));
     service
@@ -316,20 +327,44 @@ async fn the_examples_run_against_a_real_server() {
         use std::io::Write;
         let mut child = service.spawn().unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        for url in &urls {
-            writeln!(stdin, "{url}").unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        for command in &commands {
+            writeln!(stdin, "{command}").unwrap();
+            let pause = if command.starts_with("slow") { 700 } else { 50 };
+            std::thread::sleep(std::time::Duration::from_millis(pause));
         }
         drop(stdin);
         child.wait_with_output().unwrap()
     })
     .await
     .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 6);
-    assert_eq!(server.requests() - served, 6);
+    let said = stderr(&output);
+    assert!(output.status.success(), "{said}");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let saved = stdout.lines().filter(|l| l.starts_with("saved ")).count();
+    assert_eq!(saved, 7, "{stdout}");
+    assert!(
+        stdout.contains("saved #1 "),
+        "a line's number is its tag: {stdout}"
+    );
+    assert!(stdout.lines().any(|l| l == "cancelled slow"), "{stdout}");
+    assert!(said.contains("retrying flaky: attempt 2"), "{said}");
+    let last = said
+        .lines()
+        .filter(|l| l.contains("downloads ended"))
+        .last()
+        .unwrap();
+    assert!(
+        last.starts_with("8/8 downloads ended (1 cancelled)") && last.ends_with("(100%)"),
+        "{last}"
+    );
+    assert!(said.contains("slow: slow.bin (cancelled, "), "{said}");
+    assert!(server.requests() - served >= 9);
     for i in 0..6u64 {
         let name = format!("svc{i}");
         assert!(std::fs::read(dir.path().join(&name)).unwrap() == content(&name, 1, 1000 + i));
     }
+    assert!(
+        dir.path().join("slow.bin.part").exists(),
+        "kept for a resume"
+    );
 }

@@ -114,12 +114,11 @@ impl Drop for TestServer {
             let _ = shutdown.send(());
         }
         let panics = std::mem::take(&mut *self.counters.handler_panics.lock().unwrap());
-        if !panics.is_empty() && !std::thread::panicking() {
-            panic!(
-                "a handler of the test server panicked: {}",
-                panics.join("; ")
-            );
-        }
+        assert!(
+            panics.is_empty() || std::thread::panicking(),
+            "a handler of the test server panicked: {}",
+            panics.join("; ")
+        );
     }
 }
 
