@@ -58,7 +58,7 @@ impl Status {
             return String::new();
         };
         let (done, total) = view.batch_progress();
-        let percent = if total == 0 { 100 } else { done * 100 / total };
+        let percent = (done * 100).checked_div(total).unwrap_or(100);
         format!(
             "{}/{} downloads ended ({} cancelled), {done} of {total} bytes ({percent}%)",
             view.ended(),

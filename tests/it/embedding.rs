@@ -302,8 +302,14 @@ async fn the_examples_run_against_a_real_server() {
     assert!(!mirror_dir.join("stale.bin").exists());
     assert!(std::fs::read(mirror_dir.join("sub/c.bin")).unwrap() == content("sub/c.bin", 1, 3000));
 
-    // The service example: tags, a cancellation by tag, a retry shown as it happens, and a
-    // last progress line at 100% although one download was cancelled.
+}
+
+/// The service example: tags, a cancellation by tag, a retry shown as it happens, and a last
+/// progress line at 100% although one download was cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_example_tags_cancels_shows_retries_and_reaches_100_percent() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
     let mut commands: Vec<String> = (0..6)
         .map(|i| server.file_url(1000 + i, &format!("svc{i}"), "delay_ms=200"))
         .collect();
