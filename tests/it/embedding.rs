@@ -301,7 +301,6 @@ async fn the_examples_run_against_a_real_server() {
     );
     assert!(!mirror_dir.join("stale.bin").exists());
     assert!(std::fs::read(mirror_dir.join("sub/c.bin")).unwrap() == content("sub/c.bin", 1, 3000));
-
 }
 
 /// The service example: tags, a cancellation by tag, a retry shown as it happens, and a last
@@ -356,8 +355,7 @@ async fn the_service_example_tags_cancels_shows_retries_and_reaches_100_percent(
     assert!(said.contains("retrying flaky: attempt 2"), "{said}");
     let last = said
         .lines()
-        .filter(|l| l.contains("downloads ended"))
-        .last()
+        .rfind(|l| l.contains("downloads ended"))
         .unwrap();
     assert!(
         last.starts_with("8/8 downloads ended (1 cancelled)") && last.ends_with("(100%)"),
