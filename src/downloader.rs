@@ -327,8 +327,12 @@ impl Downloader {
     }
 
     /// Whether `url` can be fetched, without fetching it (a `HEAD`, or a one-byte range when
-    /// `HEAD` is refused): its length when the server says. Takes a `jobs` slot.
-    pub(crate) async fn probe(&self, url: &Url) -> Result<Option<u64>, Error> {
+    /// `HEAD` is refused), with the retries of a download: its length when the server says.
+    /// Takes a `jobs` slot. (`haul get --dry-run`, wget's `--spider`.)
+    ///
+    /// # Errors
+    /// What fetching it would fail with: a status, a transport error.
+    pub async fn probe(&self, url: &Url) -> Result<Option<u64>, Error> {
         let cancel = Cancel::default();
         let _slot = self.scheduler.side_slot(url, &cancel).await?;
         self.client

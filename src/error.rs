@@ -309,6 +309,14 @@ pub enum Error {
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A manifest that is an HTML page, most likely a directory listing (which is crawled,
+    /// not read as a manifest).
+    #[non_exhaustive]
+    #[error("{what} is an HTML page (a directory listing?), not a manifest of URLs")]
+    NotAManifest {
+        /// Where the text came from.
+        what: String,
+    },
     /// A text the caller gave (a manifest, an input file) has malformed lines; none of it
     /// was used.
     #[error("{what} has {} bad line(s): {}", lines.len(), crate::sync::list_lines(lines))]
@@ -383,7 +391,8 @@ impl Error {
             | Self::DuplicateOutput { .. }
             | Self::Client { .. }
             | Self::Config(_)
-            | Self::BadLines { .. } => ErrorKind::InvalidInput,
+            | Self::BadLines { .. }
+            | Self::NotAManifest { .. } => ErrorKind::InvalidInput,
             Self::Network { source, .. } if source.is_redirect() => ErrorKind::Protocol,
             Self::Network { source, .. } if is_certificate_error(source) => ErrorKind::Tls,
             Self::Network { source, .. } if is_malformed_answer(source) => ErrorKind::Protocol,
@@ -455,6 +464,19 @@ impl Error {
         match self {
             Self::Io { source, .. } => exhausted(source),
             Self::Network { source, .. } => causes(source).any(exhausted),
+            _ => false,
+        }
+    }
+
+    /// Whether the connection was refused (nothing listens on the port): worth a retry or
+    /// two (a server restarting), not the full count.
+    pub(crate) fn is_connection_refused(&self) -> bool {
+        match self {
+            Self::Network { source, .. } => causes(source).any(|cause| {
+                cause
+                    .downcast_ref::<io::Error>()
+                    .is_some_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
+            }),
             _ => false,
         }
     }

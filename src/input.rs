@@ -310,7 +310,16 @@ impl From<String> for Problem {
 /// # Errors
 /// What is wrong with it.
 pub fn parse_url(text: &str) -> Result<Url, String> {
-    let url = if text.contains("://") {
+    let url = if let Some((scheme, _)) = text.split_once("://") {
+        let valid = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        if !valid {
+            return Err(format!(
+                "`{text}` is not a URL: `{scheme}` is not a scheme (write http://… or https://…)"
+            ));
+        }
         Url::parse(text)
     } else if looks_like_a_host(text) {
         Url::parse(&format!("http://{text}"))

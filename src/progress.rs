@@ -177,10 +177,24 @@ impl Event {
 }
 
 /// A short name for a download in messages: its file name, or its URL when it has none yet.
-#[must_use]
+/// Control characters (a newline in a server's name, say) are escaped (`\n`), so a name is
+/// always one line and cannot move a terminal's cursor.
 pub(crate) fn display_name(url: &str, path: Option<&std::path::Path>) -> String {
-    path.and_then(|p| p.file_name())
-        .map_or_else(|| url.to_owned(), |n| n.to_string_lossy().into_owned())
+    let name = path
+        .and_then(|p| p.file_name())
+        .map_or_else(|| url.to_owned(), |n| n.to_string_lossy().into_owned());
+    if !name.chars().any(char::is_control) {
+        return name;
+    }
+    name.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Receives events. Called on the download's own task, often (once per received chunk), so an

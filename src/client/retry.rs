@@ -12,6 +12,11 @@ use crate::Error;
 use crate::client::hosts::host_key;
 use crate::progress::{Event, Reporter};
 
+/// Retries of a refused connection: nothing listens on the port, which a restarting server
+/// fixes within a second or two and nothing else fixes at all (curl fails at once; wget
+/// retries it only when asked). Each is still reported as `Retrying`.
+const REFUSED_RETRIES: u32 = 2;
+
 /// The retry state of one download (or one connection of it, or one document fetch).
 pub(crate) struct RetryPolicy {
     client: Client,
@@ -48,7 +53,12 @@ impl RetryPolicy {
         }
         self.failures += 1;
         let config = self.client.config();
-        if self.failures > config.retries {
+        let allowed = if error.is_connection_refused() {
+            config.retries.min(REFUSED_RETRIES)
+        } else {
+            config.retries
+        };
+        if self.failures > allowed {
             return None;
         }
         let delay = retry_delay(

@@ -75,6 +75,11 @@ impl Source {
             }
             Self::Manifest(location) => {
                 let text = location.read_text(downloader).await?;
+                if looks_like_html(&text) {
+                    return Err(Error::NotAManifest {
+                        what: location.to_string(),
+                    });
+                }
                 super::manifest_source(&text).map_err(|lines| Error::BadLines {
                     what: location.to_string(),
                     lines,
@@ -82,6 +87,21 @@ impl Source {
             }
         }
     }
+}
+
+/// Whether a text is an HTML page rather than a list of URLs: it opens with a tag, and has a
+/// document's or a link's markup.
+fn looks_like_html(text: &str) -> bool {
+    let head: String = text
+        .trim_start()
+        .chars()
+        .take(4096)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    head.starts_with('<')
+        && ["<!doctype html", "<html", "<a href", "<body", "<title"]
+            .iter()
+            .any(|mark| head.contains(mark))
 }
 
 /// Where a text (a manifest, a checksum file) is read from.

@@ -150,21 +150,36 @@ impl Transfer<'_> {
                 Some(actual)
             }
         };
+        // An empty file is what a crashed tool, a `touch` or a `> file` leaves: never
+        // trusted as complete on its name alone, its length is asked for (a `HEAD`).
+        let empty = entry.len == 0;
+        let asked =
+            digest.is_none() && self.request.size.is_none() && (self.check_existing() || empty);
         let expected_len = match self.request.size {
             Some(size) => Some(size),
-            None if digest.is_none() && self.check_existing() => self.server_length().await?,
+            None if asked => self.server_length().await?,
             None => None,
         };
-        if let Some(expected) = expected_len
-            && expected != entry.len
-        {
-            self.emit(&Event::Warning {
-                id: self.report.id(),
-                message: format!(
+        let contradicted = match expected_len {
+            Some(expected) => (expected != entry.len).then(|| {
+                format!(
                     "`{}` is already there with {} bytes, not {expected}: downloading it again",
                     paths.place.path().display(),
                     entry.len
-                ),
+                )
+            }),
+            // A server that announces no length cannot vouch for an empty file.
+            None if asked && empty => Some(format!(
+                "`{}` is already there but empty, and the server announces no length: \
+                 downloading it again",
+                paths.place.path().display()
+            )),
+            None => None,
+        };
+        if let Some(message) = contradicted {
+            self.emit(&Event::Warning {
+                id: self.report.id(),
+                message,
             });
             return Ok(None);
         }

@@ -17,6 +17,8 @@ mod interop;
 mod library;
 /// `haul sync` as a mirror job relies on it: names, conflicts, deletions, S3.
 mod mirror;
+/// What surprised a new user of the CLI (round 3), each fixed and run with the real binary.
+mod newcomer;
 /// What people and scripts see: JSON events, plain lines, bars.
 mod output;
 /// Where features meet: resumes, names, mirrors and descriptors in combination.

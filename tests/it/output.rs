@@ -87,7 +87,12 @@ async fn plain_output_has_no_escape_codes_and_a_summary_with_reasons() {
         text.contains("1 ok, 0 skipped (already complete), 1 failed"),
         "{text}"
     );
-    assert!(text.contains("failed:\n  forbidden: "), "{text}");
+    assert!(text.contains("✗ forbidden  error: "), "{text}");
+    assert_eq!(
+        text.matches("answered HTTP 403").count(),
+        1,
+        "the failure said once: {text}"
+    );
     assert!(output.stdout.is_empty(), "stdout is for --json only");
 }
 

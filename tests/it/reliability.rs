@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use haul::{Downloader, ErrorKind, OnExists, Request};
 
+use crate::support::SmallDisk;
 use crate::support::server::{TestServer, content};
 use crate::support::{Fixture, fast_downloader, haul, listing, run, stderr};
 
@@ -303,39 +304,6 @@ async fn a_symlink_planted_at_the_part_path_is_not_followed() {
     assert_eq!(error.kind(), ErrorKind::Io, "{error}");
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     assert!(!dir.path().join("s.bin").exists());
-}
-
-/// A tmpfs of a few MiB mounted for the test (needs root; says so and skips otherwise).
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !mounted {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI runs as root and must be able to mount a small tmpfs"
-            );
-            eprintln!("SKIPPED: cannot mount a tmpfs here (not root?); full-disk test not run");
-            return None;
-        }
-        Some(Self { dir })
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

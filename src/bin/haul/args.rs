@@ -177,14 +177,29 @@ pub struct GetArgs {
     #[arg(short = 'i', long, value_name = "FILE")]
     pub input_file: Option<PathBuf>,
 
-    /// Directory to save into.
-    #[arg(short = 'd', long, value_name = "DIR", default_value = ".")]
+    /// Directory to save into (wget's -P works too).
+    #[arg(
+        short = 'd',
+        long,
+        value_name = "DIR",
+        default_value = ".",
+        short_alias = 'P'
+    )]
     pub dir: PathBuf,
 
     /// Save the (single) download as NAME, relative to --dir unless absolute; `-` writes it to
-    /// standard output (no .part file, so no resume across runs).
-    #[arg(short = 'o', long, value_name = "NAME")]
+    /// standard output (no .part file, so no resume across runs). curl's and wget's -O work too.
+    #[arg(short = 'o', long, value_name = "NAME", short_alias = 'O')]
     pub output: Option<PathBuf>,
+
+    /// Check that every URL can be fetched (a HEAD, or a one-byte range) and print its size,
+    /// downloading nothing; exit 1 when one cannot (wget's --spider).
+    #[arg(long, visible_alias = "spider")]
+    pub dry_run: bool,
+
+    /// Accepted for wget's and curl's habit: resuming is what haul always does.
+    #[arg(short = 'c', long = "continue", hide = true)]
+    pub resume: bool,
 
     /// Another URL of the (single) download's file (repeatable): segments are spread over
     /// all of them, and a failing mirror is dropped.
@@ -208,6 +223,11 @@ pub struct GetArgs {
     /// `SHA256 (name) = HEX` lines; a path or an http(s) URL), matched by output name.
     #[arg(long, value_name = "FILE|URL")]
     pub checksums: Option<String>,
+
+    /// With --checksums, fail every download the checksum file does not list (by default
+    /// each is downloaded unverified, with a warning).
+    #[arg(long, requires = "checksums")]
+    pub checksums_strict: bool,
 
     /// Compute and report every file's digest (sha-256, sha-512, sha-1, md5) in `finished`
     /// events and the lines, even when nothing is to be verified.
@@ -398,6 +418,11 @@ pub struct CommonArgs {
     /// Write the cookies (loaded and received) to this Netscape cookie file at the end.
     #[arg(long, value_name = "FILE")]
     pub save_cookies: Option<PathBuf>,
+
+    /// Keep no cookies at all. By default the cookies servers set are kept for the run (in
+    /// memory, as wget does), so a login redirect's session cookie reaches the file.
+    #[arg(long)]
+    pub no_cookies: bool,
 
     /// Connect over IPv4 only.
     #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]

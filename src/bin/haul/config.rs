@@ -73,9 +73,9 @@ pub fn with_config(args: Vec<OsString>) -> Result<Merged, UsageError> {
     };
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound && named.is_none() => {
-            return Ok(plain(args));
-        }
+        // The default file is optional: missing, or unreadable ($HOME not ours under sudo -u,
+        // some CI runners), it is no error. A file named with --config or $HAUL_CONFIG is.
+        Err(_) if named.is_none() => return Ok(plain(args)),
         Err(error) => {
             return Err(UsageError(format!(
                 "failed to read the configuration file `{}`: {error}",

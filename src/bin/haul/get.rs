@@ -30,14 +30,19 @@ const ERRORS_LISTED: usize = 50;
 struct Shared {
     dir: PathBuf,
     sums: HashMap<String, Checksum>,
+    /// Where the sums came from, and whether an unlisted file fails (`--checksums-strict`).
+    sums_from: Option<(String, bool)>,
+    /// Downloads the sums file does not list (names, a few), and how many.
+    unlisted: std::sync::Mutex<(Vec<String>, usize)>,
     digest: Option<haul::Algorithm>,
     shard: Option<Shard>,
     rate_limit: Option<u64>,
 }
 
 impl Shared {
-    /// The request as the run wants it, or `None` when it is another shard's.
-    fn finish(&self, request: Request) -> Option<Request> {
+    /// The request as the run wants it, or `None` when it is another shard's; an error for a
+    /// file the checksum file does not list under `--checksums-strict`.
+    fn finish(&self, request: Request) -> Option<Result<Request, Error>> {
         let path = request.output_path().ok();
         let relative = path.as_deref().and_then(|p| relative_name(p, &self.dir));
         if let (Some(shard), Some(relative)) = (self.shard, &relative)
@@ -55,8 +60,27 @@ impl Shared {
                 .into_iter()
                 .flatten()
                 .find_map(|key| self.sums.get(key));
-            if let Some(checksum) = found {
-                request = request.with_checksum(checksum.clone());
+            match (found, &self.sums_from) {
+                (Some(checksum), _) => request = request.with_checksum(checksum.clone()),
+                (None, Some((from, strict))) => {
+                    let shown = relative
+                        .clone()
+                        .unwrap_or_else(|| request.url().to_string());
+                    if *strict {
+                        return Some(Err(Error::Config(format!(
+                            "`{shown}` is not listed in {from} (--checksums-strict)"
+                        ))));
+                    }
+                    let mut unlisted = self
+                        .unlisted
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    unlisted.1 += 1;
+                    if unlisted.0.len() < 5 {
+                        unlisted.0.push(shown);
+                    }
+                }
+                (None, None) => {}
             }
         }
         if let Some(algorithm) = self.digest {
@@ -65,7 +89,32 @@ impl Shared {
         if let Some(rate) = self.rate_limit {
             request = request.with_rate_limit(rate);
         }
-        Some(request)
+        Some(Ok(request))
+    }
+
+    /// Says which downloads went unverified because the checksum file does not list them.
+    fn warn_unlisted(&self) {
+        let Some((from, _)) = &self.sums_from else {
+            return;
+        };
+        let unlisted = self
+            .unlisted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (names, count) = &*unlisted;
+        if *count == 0 {
+            return;
+        }
+        let more = if *count > names.len() {
+            format!(" and {} more", count - names.len())
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "warning: {count} download(s) not listed in {from} were not verified: {}{more} \
+             (--checksums-strict fails them)",
+            names.join(", ")
+        );
     }
 }
 
@@ -102,6 +151,9 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         args.strict_input,
         content_disposition,
     )?;
+    if !args.dry_run {
+        crate::check_writable(&args.dir)?;
+    }
     let downloader = build_downloader(&args)?;
     let sums = match &args.checksums {
         Some(location) => {
@@ -122,14 +174,18 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
             .map(|text| Shard::parse(text).map_err(|e| UsageError(format!("--shard {e}"))))
             .transpose()?,
         rate_limit: args.common.max_download_limit.filter(|r| *r > 0),
+        sums_from: args
+            .checksums
+            .clone()
+            .map(|from| (from, args.checksums_strict)),
+        unlisted: std::sync::Mutex::new((Vec::new(), 0)),
     });
     let head = {
         let shared = Arc::clone(&shared);
         futures_util::stream::iter(
             from_command_line
                 .into_iter()
-                .filter_map(move |r| shared.finish(r))
-                .map(Ok),
+                .filter_map(move |r| shared.finish(r)),
         )
     };
     let stream = match &args.input_file {
@@ -142,6 +198,15 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
             .boxed(),
         None => head.boxed(),
     };
+    if args.dry_run {
+        return dry_run(
+            &downloader,
+            stream,
+            args.common.jobs as usize,
+            args.common.json,
+        )
+        .await;
+    }
     let (renderer, cancel) = renderer(&args.common)?;
     let mut outcomes = downloader
         .batch_from_stream(stream)
@@ -158,10 +223,60 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         summary.failed > 0,
     );
     renderer.summarize(&summary, interrupted, code);
+    shared.warn_unlisted();
     if interrupted {
         report_interrupted(&summary, summary.queued);
     }
     Ok(ExitCode::from(code))
+}
+
+/// `--dry-run` (`--spider`): every request's URL asked for (a `HEAD`, or a one-byte range),
+/// nothing downloaded; a line per URL in input order, exit 1 when one cannot be fetched.
+async fn dry_run(
+    downloader: &haul::Downloader,
+    requests: futures_util::stream::BoxStream<'static, Result<Request, Error>>,
+    jobs: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let probes = requests.map(|item| async move {
+        match item {
+            Ok(request) => {
+                let answer = downloader.probe(request.url()).await;
+                (Some(request), answer)
+            }
+            Err(error) => (None, Err(error)),
+        }
+    });
+    let mut lines = probes.buffered(jobs.max(1));
+    let mut failed = 0usize;
+    while let Some((request, answer)) = lines.next().await {
+        let url = request.as_ref().map(|r| r.url().to_string());
+        let path = request.as_ref().and_then(|r| r.output_path().ok());
+        failed += usize::from(answer.is_err());
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "v": 1, "event": "probe", "url": url, "path": path,
+                    "ok": answer.is_ok(),
+                    "bytes": answer.as_ref().ok().copied().flatten(),
+                    "message": answer.as_ref().err().map(ToString::to_string),
+                })
+            );
+            continue;
+        }
+        let url = url.unwrap_or_else(|| "-".into());
+        match answer {
+            Ok(bytes) => println!(
+                "ok    {url}  {}{}",
+                bytes.map_or_else(|| "size unknown".to_owned(), |b| format!("{b} bytes")),
+                path.map(|p| format!("  -> {}", p.display()))
+                    .unwrap_or_default()
+            ),
+            Err(error) => println!("fail  {url}: {error}"),
+        }
+    }
+    Ok(ExitCode::from(if failed > 0 { EXIT_FAILED } else { 0 }))
 }
 
 /// The requests of the URLs on the command line.
@@ -396,7 +511,7 @@ fn input_stream(
         let send = |item: Result<Request, Error>| sender.blocking_send(item).is_ok();
         let convert = |entry: InputEntry| -> Option<Result<Request, Error>> {
             match entry.to_request(&shared.dir) {
-                Ok(request) => shared.finish(request).map(Ok),
+                Ok(request) => shared.finish(request),
                 Err(error) => Some(Err(Error::Config(error.to_string()))),
             }
         };

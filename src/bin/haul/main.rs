@@ -157,6 +157,38 @@ pub(crate) fn exit_code(interrupted: bool, integrity: bool, failed: bool) -> u8 
     }
 }
 
+/// Fails at once, with one clear line, when files cannot be written below `dir` (read-only,
+/// not a directory, no permission): before any request goes out, not once per file.
+pub(crate) fn check_writable(dir: &Path) -> anyhow::Result<()> {
+    // The nearest directory that exists is the one new files or directories go into.
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    let problem = if existing.is_dir() {
+        rustix::fs::access(existing, rustix::fs::Access::WRITE_OK)
+            .err()
+            .map(|e| std::io::Error::from(e).to_string())
+    } else {
+        Some("not a directory".to_owned())
+    };
+    match problem {
+        None => Ok(()),
+        Some(reason) => bail!(UsageError(format!(
+            "cannot write into `{}`: `{}`: {reason} (choose another --dir, or check its \
+             permissions and mount)",
+            dir.display(),
+            existing.display()
+        ))),
+    }
+}
+
 /// Says what an interruption left unfinished, and how to resume.
 pub(crate) fn report_interrupted(summary: &render::Summary, total: usize) {
     let count = summary.unfinished;
@@ -194,6 +226,7 @@ pub(crate) fn renderer(common: &CommonArgs) -> anyhow::Result<(Arc<Renderer>, Ca
         json: common.json,
         json_file: common.json_file.as_deref().map(open).transpose()?,
         log_file: common.log_file.as_deref().map(open).transpose()?,
+        credentials_given: common.user.is_some() || common.netrc || common.netrc_file.is_some(),
     };
     let renderer = Arc::new(Renderer::new(display(common), outputs));
     let cancel = CancellationToken::new();
@@ -382,14 +415,17 @@ fn reach(mut builder: DownloaderBuilder, common: &CommonArgs) -> anyhow::Result<
                     .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
                 builder = builder.netrc(parsed);
             }
-            Err(error) if !named && error.kind() == std::io::ErrorKind::NotFound => {}
+            // The default ~/.netrc is optional: missing or unreadable (a $HOME that is not
+            // ours), it is no error; one named with --netrc-file is.
+            Err(_) if !named => {}
             Err(error) => bail!(UsageError(format!(
                 "failed to read netrc file `{}`: {error}",
                 path.display()
             ))),
         }
     }
-    if common.load_cookies.is_some() || common.save_cookies.is_some() {
+    if !common.no_cookies {
+        // Kept for the run by default; loaded from and saved to files when asked.
         let jar = match &common.load_cookies {
             Some(path) => {
                 let text = String::from_utf8_lossy(&read(path, "cookie file")?).into_owned();

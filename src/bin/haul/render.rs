@@ -42,6 +42,8 @@ pub struct Outputs {
     pub json_file: Option<std::fs::File>,
     /// Timestamped lines to a file (`--log-file`).
     pub log_file: Option<std::fs::File>,
+    /// Credentials were given (`--user`, a netrc file): a 401 then means they were refused.
+    pub credentials_given: bool,
 }
 
 pub struct Renderer {
@@ -87,7 +89,9 @@ impl Renderer {
             state: Mutex::new(RenderState {
                 view: BatchView::new(),
                 last_json: HashMap::new(),
-                last_line: None,
+                // The first plain progress line comes after an interval, not at once: a run
+                // that ends quickly has its summary, and no `progress: 0/1 files` first.
+                last_line: Some(Instant::now()),
                 failures: Vec::new(),
             }),
         }
@@ -162,6 +166,12 @@ impl Renderer {
 
     /// Writes the closing summary: a line on stderr (unless quiet) and a JSON `summary` event.
     pub fn summarize(&self, summary: &Summary, interrupted: bool, exit_code: u8) {
+        self.summary_json(summary, interrupted, exit_code);
+        self.summary_line(summary);
+    }
+
+    /// The JSON `summary` event alone (`haul sync` says its own summary line).
+    pub fn summary_json(&self, summary: &Summary, interrupted: bool, exit_code: u8) {
         let elapsed = self.clock.elapsed();
         self.emit_json(json!({
             "event": "summary",
@@ -174,6 +184,10 @@ impl Renderer {
             "interrupted": interrupted,
             "exit_code": exit_code,
         }));
+    }
+
+    fn summary_line(&self, summary: &Summary) {
+        let elapsed = self.clock.elapsed();
         if matches!(self.display, Display::ErrorsOnly) {
             return;
         }
@@ -186,7 +200,8 @@ impl Renderer {
             elapsed.as_secs_f64(),
             HumanBytes(rate(summary.received_bytes, elapsed))
         );
-        if !summary.failures.is_empty() {
+        // Each failure was said as it happened, unless per-file lines are off.
+        if !summary.failures.is_empty() && matches!(self.display, Display::SummaryOnly) {
             eprintln!("failed:");
             for (name, reason) in &summary.failures {
                 eprintln!("  {name}: {reason}");
@@ -358,7 +373,7 @@ impl Renderer {
     ) {
         state.last_json.remove(&id);
         let file = state.view.file(id);
-        let hint = hint(kind, status, message);
+        let hint = hint(kind, status, message, self.outputs.credentials_given);
         self.emit_json(json!({
             "event": "failed", "id": id.get(), "kind": kind.as_str(),
             "message": message, "status": status,
@@ -403,8 +418,23 @@ fn timestamp() -> String {
 }
 
 /// What to do next about a failure, when something can be done.
-fn hint(kind: haul::ErrorKind, status: Option<u16>, message: &str) -> Option<&'static str> {
+fn hint(
+    kind: haul::ErrorKind,
+    status: Option<u16>,
+    message: &str,
+    credentials_given: bool,
+) -> Option<&'static str> {
     match (kind, status) {
+        (_, Some(401)) if credentials_given => Some(
+            "the server refused the credentials given: check the password of --user (or the \
+             --netrc-file entry)",
+        ),
+        (haul::ErrorKind::Network, _)
+            if message.contains("Name or service not known")
+                || message.contains("failed to lookup address") =>
+        {
+            Some("the host name does not resolve: check the URL's spelling (or the DNS, --proxy)")
+        }
         (haul::ErrorKind::Integrity, _) if message.contains("the digest the server announced") => {
             Some("--no-server-digest ignores the digest the server announces")
         }

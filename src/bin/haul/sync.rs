@@ -30,6 +30,9 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         file_rate_limit: args.common.max_download_limit.filter(|r| *r > 0),
         dry_run: args.dry_run,
     };
+    if !args.dry_run {
+        crate::check_writable(&args.dir)?;
+    }
     let downloader = crate::downloader_builder(&args.common)?
         .build()
         .map(crate::warn_if_jobs_capped)
@@ -56,6 +59,17 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         let text = read_text(location, &downloader, "the checksum file").await?;
         let sums = parse_sums(&text).map_err(|errors| bad_lines(location, &errors))?;
         sync::apply_sums(&mut files, &sums);
+        let unlisted = files
+            .entries
+            .iter()
+            .filter(|e| e.checksum.is_none())
+            .count();
+        if unlisted > 0 {
+            eprintln!(
+                "warning: {unlisted} file(s) of the source are not listed in {location}; they \
+                 are fetched unverified"
+            );
+        }
     }
     let quiet = matches!(crate::display(&args.common), Display::ErrorsOnly);
     for reason in &files.incomplete {
@@ -85,7 +99,8 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let summary = renderer.finish();
     let failed = report.has_failures(&options);
     let code = exit_code(report.interrupted, summary.integrity_failures > 0, failed);
-    renderer.summarize(&summary, report.interrupted, code);
+    // The sync's own summary line follows (one line, not two).
+    renderer.summary_json(&summary, report.interrupted, code);
     render_report(&report, &options, &renderer, quiet);
     if report.interrupted {
         crate::report_interrupted(&summary, summary.unfinished);
@@ -151,6 +166,10 @@ fn render_report(
 fn source_failed(source: &Source, error: &haul::Error) -> anyhow::Error {
     match (source, error) {
         (_, haul::Error::BadLines { what, lines, .. }) => bad_lines(what, lines),
+        (_, haul::Error::NotAManifest { .. }) => UsageError(format!(
+            "{error}: to mirror a directory listing, add --recursive"
+        ))
+        .into(),
         (Source::Listing { url, .. }, _) => anyhow::anyhow!("listing {url} failed: {error}"),
         (Source::Manifest(Location::Url(_)), _) => {
             anyhow::anyhow!("fetching the manifest failed: {error}")

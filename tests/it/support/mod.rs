@@ -132,3 +132,45 @@ pub fn resumable_prefix(part_state: &Path) -> u64 {
         _ => 0,
     }
 }
+
+/// A tmpfs of a few MiB mounted for the test (needs root; says so and skips otherwise).
+pub struct SmallDisk {
+    pub dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    pub fn mount(size: &str) -> Option<Self> {
+        Self::mount_with(&format!("size={size}"))
+    }
+
+    /// A tmpfs mounted read-only: nothing can be written below it, root included.
+    pub fn mount_read_only() -> Option<Self> {
+        Self::mount_with("size=1m,ro")
+    }
+
+    fn mount_with(options: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !mounted {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI runs as root and must be able to mount a small tmpfs"
+            );
+            eprintln!("SKIPPED: cannot mount a tmpfs here (not root?); full-disk test not run");
+            return None;
+        }
+        Some(Self { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}

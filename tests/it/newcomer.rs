@@ -1,0 +1,327 @@
+//! The CLI a person keeps, round 3 (issue #33): what surprised a new user in the first ten
+//! minutes, each fixed and run here with the real binary.
+
+use std::time::{Duration, Instant};
+
+use crate::support::server::{TestServer, content};
+use crate::support::{SmallDisk, haul, listing, run, stderr};
+
+/// Surprise 1: a directory listing given to `sync` without `-r` is recognised as one, with
+/// one line that says what to do (not one "is not a URL" per line of HTML).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_of_a_listing_without_recursive_says_to_add_it() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    server.put_tree("/pub/", &[("a.txt", b"a"), ("b.txt", b"b")]);
+    let mut command = haul();
+    command
+        .arg("sync")
+        .arg(server.url("/pub/"))
+        .arg(dir.path().join("mirror"));
+    let output = run(command).await;
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("directory listing") && said.contains("--recursive"),
+        "{said}"
+    );
+    assert!(!said.contains("is not a URL"), "{said}");
+    assert_eq!(said.lines().count(), 1, "one line: {said}");
+}
+
+/// Surprise 2: a cookie a login redirect sets is kept for the rest of the run by default,
+/// as wget does (`--no-cookies` turns that off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_a_server_sets_are_kept_for_the_run() {
+    let server = TestServer::start().await;
+    for (flag, expected) in [(None, 0), (Some("--no-cookies"), 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let login = server.url(&format!(
+            "/login?to={}",
+            percent_encoding::utf8_percent_encode(
+                &server.file_url(10, "welcome.txt", ""),
+                percent_encoding::NON_ALPHANUMERIC
+            )
+        ));
+        let mut command = haul();
+        command
+            .args(["get", "-j", "1", "--retries", "0", "-d"])
+            .arg(dir.path());
+        command
+            .args(flag)
+            .arg(login)
+            .arg(server.url("/members/report.pdf"));
+        let output = run(command).await;
+        assert_eq!(
+            output.status.code(),
+            Some(expected),
+            "{flag:?}: {}",
+            stderr(&output)
+        );
+        if expected == 0 {
+            assert!(
+                std::fs::read(dir.path().join("report.pdf")).unwrap()
+                    == content("report.pdf", 1, 1000)
+            );
+        }
+    }
+}
+
+/// Surprise 4: nothing listens on the port: two quick retries, each said as it happens, then
+/// one clear failure, within seconds (not 20 s of silence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_fails_within_seconds_and_says_each_retry() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = haul();
+    command
+        .args(["get", "-d"])
+        .arg(dir.path())
+        .arg(format!("http://127.0.0.1:{port}/file.iso"));
+    let started = Instant::now();
+    let output = run(command).await;
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        said.contains("attempt 2") && said.contains("attempt 3"),
+        "{said}"
+    );
+    assert!(!said.contains("attempt 4"), "{said}");
+    assert_eq!(
+        said.matches("Connection refused").count(),
+        3,
+        "two retries and the failure, each said once: {said}"
+    );
+}
+
+/// Surprise 6: a default configuration file that cannot be read ($HOME not a directory, as
+/// under `sudo -u` or some CI runners) is no error; a file named with --config still is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_default_configuration_is_no_error() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bare = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_haul"));
+        command
+            .env("HOME", "/dev/null")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("HAUL_CONFIG");
+        command
+    };
+    let mut command = bare();
+    command
+        .args(["get", "-q", "-d"])
+        .arg(dir.path())
+        .arg(server.file_url(10, "ok.txt", ""));
+    let output = run(command).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut named = bare();
+    named
+        .args(["get", "--config", "/dev/null/haul.conf", "-d"])
+        .arg(dir.path())
+        .arg(server.file_url(10, "x.txt", ""));
+    assert_eq!(run(named).await.status.code(), Some(2));
+}
+
+/// Surprise 7: a directory that cannot be written is one clear error before any request, not
+/// a `Permission denied` per file after asking the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_directory_fails_once_before_any_request() {
+    let Some(disk) = SmallDisk::mount_read_only() else {
+        return;
+    };
+    let server = TestServer::start().await;
+    for subcommand in ["get", "sync"] {
+        let mut command = haul();
+        command.arg(subcommand);
+        if subcommand == "get" {
+            command.arg("-d").arg(disk.dir.path().join("new"));
+            for n in 0..10 {
+                command.arg(server.file_url(10, &format!("f{n}"), ""));
+            }
+        } else {
+            let manifest = tempfile::NamedTempFile::new().unwrap();
+            let urls: Vec<String> = (0..10)
+                .map(|n| server.file_url(10, &format!("s{n}"), ""))
+                .collect();
+            std::fs::write(manifest.path(), urls.join("\n")).unwrap();
+            command.arg(manifest.path()).arg(disk.dir.path());
+            // The manifest lives until the command has run.
+            std::mem::forget(manifest);
+        }
+        let output = run(command).await;
+        let said = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{subcommand}: {said}");
+        assert_eq!(said.lines().count(), 1, "{subcommand}: one line: {said}");
+        assert!(said.contains("cannot write into"), "{said}");
+    }
+    assert_eq!(server.requests(), 0, "nothing was asked of the server");
+}
+
+/// Surprise 8: a failure is said once; a run that ends quickly starts with no `progress:`
+/// line; `sync` prints one summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_is_said_once_and_each_summary_once() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = haul();
+    command
+        .args(["get", "--retries", "0", "-d"])
+        .arg(dir.path())
+        .arg(server.file_url(6, "tiny.txt", ""))
+        .arg(server.file_url(6, "gone.txt", "status=404"));
+    let output = run(command).await;
+    let said = stderr(&output);
+    assert_eq!(said.matches("404 Not Found").count(), 1, "{said}");
+    assert!(!said.contains("progress:"), "{said}");
+    let manifest = dir.path().join("manifest.txt");
+    std::fs::write(&manifest, server.file_url(6, "m.txt", "")).unwrap();
+    let mut sync = haul();
+    sync.arg("sync")
+        .arg(&manifest)
+        .arg(dir.path().join("mirror"));
+    let output = run(sync).await;
+    let said = stderr(&output);
+    assert!(output.status.success(), "{said}");
+    assert_eq!(
+        said.lines().filter(|l| l.starts_with("sync: ")).count(),
+        1,
+        "{said}"
+    );
+    assert!(!said.contains(" ok, "), "one summary, the sync's: {said}");
+}
+
+/// Surprise 8 (words): a mistyped scheme, an unknown host and refused credentials each get
+/// words that say what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_urls_unknown_hosts_and_refused_credentials_say_what_is_wrong() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut typo = haul();
+    typo.args(["get", "ht!tp://example.org/f"]);
+    let output = run(typo).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("`ht!tp` is not a scheme"),
+        "{}",
+        stderr(&output)
+    );
+
+    let mut unknown = haul();
+    unknown
+        .args(["get", "--retries", "0", "-d"])
+        .arg(dir.path())
+        .arg("http://no-such-host.invalid/f");
+    let said = stderr(&run(unknown).await);
+    assert!(
+        said.contains("hint: the host name does not resolve"),
+        "{said}"
+    );
+
+    let mut refused = haul();
+    refused
+        .args(["get", "--retries", "0", "--user", "me:wrong", "-d"])
+        .arg(dir.path())
+        .arg(server.file_url(10, "private", "status=401"));
+    let said = stderr(&run(refused).await);
+    assert!(said.contains("refused the credentials given"), "{said}");
+}
+
+/// Surprise 9: wget's and curl's habits: `-O`, `-P`, `-c`, and `--spider` (= `get --dry-run`),
+/// which checks every URL and downloads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wget_and_curl_habits_work() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut habits = haul();
+    habits
+        .args(["get", "-c", "-P"])
+        .arg(dir.path())
+        .args(["-O", "named.bin"])
+        .arg(server.file_url(100, "x", ""));
+    let output = run(habits).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(listing(dir.path()), vec!["named.bin"]);
+
+    let empty = tempfile::tempdir().unwrap();
+    for flag in ["--spider", "--dry-run"] {
+        let mut spider = haul();
+        spider
+            .args(["get", flag, "-d"])
+            .arg(empty.path())
+            .arg(server.file_url(1234, "there.bin", ""))
+            .arg(server.file_url(10, "missing.bin", "status=404"));
+        let output = run(spider).await;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{flag}: {stdout}{}",
+            stderr(&output)
+        );
+        assert!(
+            stdout.contains("ok ") && stdout.contains("1234 bytes"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("fail ") && stdout.contains("404"),
+            "{stdout}"
+        );
+        assert!(listing(empty.path()).is_empty(), "{flag} downloads nothing");
+    }
+}
+
+/// Surprise 10: an empty file left under the final name is not "already complete": its
+/// length is asked for, and it is fetched again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_file_under_the_final_name_is_fetched_again() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data.bin"), b"").unwrap();
+    let mut command = haul();
+    command
+        .args(["get", "-d"])
+        .arg(dir.path())
+        .arg(server.file_url(5000, "data.bin", ""));
+    let output = run(command).await;
+    let said = stderr(&output);
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("downloading it again"), "{said}");
+    assert!(std::fs::read(dir.path().join("data.bin")).unwrap() == content("data.bin", 1, 5000));
+}
+
+/// Surprise 5: `--checksums` says which downloads its file does not list (they are not
+/// verified), and `--checksums-strict` fails them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksums_name_unlisted_files_and_strict_fails_them() {
+    use sha2::Digest as _;
+    let server = TestServer::start().await;
+    let sums = tempfile::NamedTempFile::new().unwrap();
+    let listed = hex::encode(sha2::Sha256::digest(content("listed.bin", 1, 100)));
+    std::fs::write(sums.path(), format!("{listed}  listed.bin\n")).unwrap();
+    for (strict, code) in [(false, 0), (true, 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = haul();
+        command
+            .args(["get", "--checksums"])
+            .arg(sums.path())
+            .args(strict.then_some("--checksums-strict"))
+            .arg("-d")
+            .arg(dir.path())
+            .arg(server.file_url(100, "listed.bin", ""))
+            .arg(server.file_url(100, "stray.bin", ""));
+        let output = run(command).await;
+        let said = stderr(&output);
+        assert_eq!(output.status.code(), Some(code), "{said}");
+        assert!(said.contains("stray.bin"), "{said}");
+        assert_eq!(dir.path().join("stray.bin").exists(), !strict, "{said}");
+        assert!(dir.path().join("listed.bin").exists());
+    }
+}
