@@ -82,6 +82,22 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// The proxy the request goes through could not be reached, or refused it (a SOCKS proxy
+    /// that refused the credentials, for one): the server itself was never asked.
+    #[non_exhaustive]
+    #[error(
+        "connection to the proxy {proxy} (for {url}) failed: {}",
+        transport_cause(source)
+    )]
+    Proxy {
+        /// The proxy (credentials redacted).
+        proxy: String,
+        /// The URL asked for (credentials redacted).
+        url: String,
+        /// The underlying transport error.
+        #[source]
+        source: reqwest::Error,
+    },
     /// The connection broke off in the middle of a body (reset, closed, or unreadable).
     #[error(
         "the connection to {url} broke off after {received} bytes of the answer: {}",
@@ -397,6 +413,7 @@ impl Error {
             Self::Network { source, .. } if is_certificate_error(source) => ErrorKind::Tls,
             Self::Network { source, .. } if is_malformed_answer(source) => ErrorKind::Protocol,
             Self::Network { .. }
+            | Self::Proxy { .. }
             | Self::Interrupted { .. }
             | Self::Stalled { .. }
             | Self::TooSlow { .. }
@@ -433,6 +450,8 @@ impl Error {
                     && !is_unknown_host(source)
                     && !is_malformed_answer(source)
             }
+            // A proxy that is down may come back; one that refuses the credentials will not.
+            Self::Proxy { source, .. } => !is_proxy_auth_refused(source),
             Self::Stalled { .. }
             | Self::TooSlow { .. }
             | Self::ShortBody { .. }
@@ -472,11 +491,13 @@ impl Error {
     /// two (a server restarting), not the full count.
     pub(crate) fn is_connection_refused(&self) -> bool {
         match self {
-            Self::Network { source, .. } => causes(source).any(|cause| {
-                cause
-                    .downcast_ref::<io::Error>()
-                    .is_some_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
-            }),
+            Self::Network { source, .. } | Self::Proxy { source, .. } => {
+                causes(source).any(|cause| {
+                    cause
+                        .downcast_ref::<io::Error>()
+                        .is_some_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
+                })
+            }
             _ => false,
         }
     }
@@ -537,6 +558,16 @@ fn reason_phrase(status: u16) -> String {
         .ok()
         .and_then(|code| code.canonical_reason())
         .map_or_else(String::new, |reason| format!(" {reason}"))
+}
+
+/// Whether a SOCKS proxy refused the credentials (or user/password authentication at all):
+/// retrying with the same ones cannot help. hyper-util's SOCKS errors reach us as text.
+fn is_proxy_auth_refused(error: &reqwest::Error) -> bool {
+    causes(error).any(|cause| {
+        let text = cause.to_string();
+        text.contains("credentials not accepted")
+            || text.contains("does not support user/pass authentication")
+    })
 }
 
 /// Whether the host name does not exist (`EAI_NONAME`): retrying cannot help, unlike a

@@ -208,6 +208,23 @@ impl Client {
         }
     }
 
+    /// A request that could not be sent: a failure to connect through a proxy names the proxy
+    /// (the server itself was never reached).
+    fn transport_error(&self, url: &Url, shown: &str, source: reqwest::Error) -> Error {
+        let source = source.without_url();
+        match self.proxy_for(url) {
+            Some(proxy) if source.is_connect() => Error::Proxy {
+                proxy,
+                url: shown.to_owned(),
+                source,
+            },
+            _ => Error::Network {
+                url: shown.to_owned(),
+                source,
+            },
+        }
+    }
+
     /// One hop: the request to `url`, sent under the header deadline.
     async fn send_once(
         &self,
@@ -231,7 +248,7 @@ impl Client {
             () = cancel.cancelled() => Err(Error::Cancelled),
             sent = tokio::time::timeout(deadline, request.send()) => match sent {
                 Err(_) => Err(Error::Stalled { url: shown.to_owned(), timeout: deadline }),
-                Ok(Err(source)) => Err(Error::Network { url: shown.to_owned(), source: source.without_url() }),
+                Ok(Err(source)) => Err(self.transport_error(url, shown, source)),
                 Ok(Ok(response)) => Ok(response),
             },
         };

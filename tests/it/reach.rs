@@ -130,16 +130,52 @@ async fn socks5_proxies_carry_downloads_from_the_environment_and_with_credential
 
     std::fs::remove_file(dir.path().join("via-socks.bin")).unwrap();
     let wrong = format!("socks5h://bob:wrong@127.0.0.1:{}", guarded.port);
+    let started = std::time::Instant::now();
     let output = run(get(dir.path(), &["--proxy", &wrong], &url)).await;
+    let said = stderr(&output);
     assert_eq!(
         output.status.code(),
         Some(1),
         "wrong proxy credentials fail"
     );
     assert!(
-        !stderr(&output).contains("wrong"),
-        "the password is never shown"
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "at once, not retried: {:?}",
+        started.elapsed()
     );
+    assert!(!said.contains("attempt 2"), "{said}");
+    assert!(
+        said.contains(&format!(
+            "connection to the proxy socks5h://bob:***@127.0.0.1:{} (for {url}) failed",
+            guarded.port
+        )),
+        "the proxy is named, not the server: {said}"
+    );
+    assert!(said.contains("hint: the proxy refused"), "{said}");
+    assert!(!said.contains("wrong"), "the password is never shown");
+}
+
+/// A proxy that is down is named as what failed (not the server behind it), and is retried
+/// like any refused connection: twice, quickly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_is_down_is_named_as_what_failed() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = server.file_url(10, "behind.bin", "");
+    let proxy = format!("http://127.0.0.1:{port}");
+    let output = run(get(dir.path(), &["--proxy", &proxy], &url)).await;
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "connection to the proxy http://127.0.0.1:{port} (for {url}) failed"
+        )),
+        "{said}"
+    );
+    assert_eq!(server.requests(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

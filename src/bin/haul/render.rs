@@ -429,6 +429,9 @@ fn hint(
             "the server refused the credentials given: check the password of --user (or the \
              --netrc-file entry)",
         ),
+        (haul::ErrorKind::Network, _) if message.contains("credentials not accepted") => {
+            Some("the proxy refused the user and password given in --proxy (or $ALL_PROXY)")
+        }
         (haul::ErrorKind::Network, _)
             if message.contains("Name or service not known")
                 || message.contains("failed to lookup address") =>
