@@ -97,6 +97,77 @@ impl InputEntry {
     }
 }
 
+/// The lines of an input file that ask for `request` again (what `haul get --save-failed`
+/// writes): its URL and mirrors (TAB-separated), then `dir=`, `out=` (absolute directories:
+/// the file is the user's own), `checksum=`, `size=`, `header=`, `user=`/`password=`,
+/// `max-download-limit=` and `split=` as the request has them. A name the server would have
+/// chosen (`Content-Disposition`) is not written: the rerun asks again.
+///
+/// ```
+/// use haul::Request;
+///
+/// let request = Request::new("https://example.org/a.iso")?
+///     .to_file("/data/isos/a.iso")
+///     .with_size(1024);
+/// let text = haul::input::entry_lines(&request);
+/// assert_eq!(text, "https://example.org/a.iso\n  dir=/data/isos\n  out=a.iso\n  size=1024\n");
+/// let again = haul::input::parse_input(&text).expect("it reads back");
+/// assert_eq!(again[0].to_request("/elsewhere".as_ref()).unwrap().output_path()?, request.output_path()?);
+/// # Ok::<(), haul::Error>(())
+/// ```
+#[must_use]
+pub fn entry_lines(request: &Request) -> String {
+    use std::fmt::Write as _;
+    let mut text = request.url.to_string();
+    for mirror in &request.mirrors {
+        text.push('\t');
+        text.push_str(mirror.as_str());
+    }
+    text.push('\n');
+    let mut option = |key: &str, value: &str| {
+        let _ = writeln!(text, "  {key}={value}");
+    };
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match &request.destination {
+        crate::Destination::Directory(dir) => {
+            option("dir", &absolute(dir).to_string_lossy());
+        }
+        crate::Destination::File(path) => {
+            let path = absolute(path);
+            if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
+                option("dir", &parent.to_string_lossy());
+                option("out", &name.to_string_lossy());
+            }
+        }
+        crate::Destination::Below { dir, path } => {
+            option("dir", &absolute(dir).to_string_lossy());
+            option("out", path);
+        }
+    }
+    if let Some(checksum) = &request.checksum {
+        option("checksum", &checksum.to_string());
+    }
+    if let Some(size) = request.size {
+        option("size", &size.to_string());
+    }
+    for (name, value) in &request.headers {
+        if let Ok(value) = value.to_str() {
+            option("header", &format!("{name}: {value}"));
+        }
+    }
+    if let Some(auth) = &request.auth {
+        option("user", &auth.user);
+        option("password", &auth.password);
+    }
+    if let Some(rate) = request.rate_limit {
+        option("max-download-limit", &rate.to_string());
+    }
+    if let Some(connections) = request.connections {
+        option("split", &connections.to_string());
+    }
+    text
+}
+
 /// An input file read leniently: its entries, and a warning for every option haul does not
 /// know (ignored).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -325,3 +325,107 @@ async fn checksums_name_unlisted_files_and_strict_fails_them() {
         assert!(dir.path().join("listed.bin").exists());
     }
 }
+
+/// `--save-failed FILE`: the downloads that failed are written as an input file, and
+/// `haul get -i FILE` reruns exactly them, to the same places.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_failed_writes_an_input_file_that_reruns_the_failures() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let retry = dir.path().join("retry.txt");
+    let flaky = server.file_url(300, "flaky.bin", "status=503&fault_times=1");
+    let mut first = haul();
+    first
+        .args(["get", "--retries", "0", "--save-failed"])
+        .arg(&retry)
+        .arg("-d")
+        .arg(dir.path().join("out"))
+        .arg(server.file_url(100, "good.bin", ""))
+        .arg(&flaky)
+        .arg(server.file_url(10, "gone.bin", "status=404"));
+    let output = run(first).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let saved = std::fs::read_to_string(&retry).unwrap();
+    let entries = haul::input::parse_input(&saved).unwrap();
+    assert_eq!(entries.len(), 2, "{saved}");
+    assert!(
+        saved.contains("flaky.bin") && saved.contains("gone.bin"),
+        "{saved}"
+    );
+    assert!(!saved.contains("good.bin"), "{saved}");
+    assert!(
+        stderr(&output).contains("retries them"),
+        "{}",
+        stderr(&output)
+    );
+
+    // The rerun, from elsewhere, puts files where the first run would have.
+    let mut rerun = haul();
+    rerun
+        .current_dir(std::env::temp_dir())
+        .args(["get", "--retries", "0", "--save-failed"])
+        .arg(&retry)
+        .arg("-i")
+        .arg(&retry);
+    let output = run(rerun).await;
+    assert_eq!(output.status.code(), Some(1), "gone.bin is still gone");
+    assert!(
+        std::fs::read(dir.path().join("out/flaky.bin")).unwrap() == content("flaky.bin", 1, 300)
+    );
+    let left = std::fs::read_to_string(&retry).unwrap();
+    assert_eq!(haul::input::parse_input(&left).unwrap().len(), 1, "{left}");
+    assert!(left.contains("gone.bin"), "{left}");
+}
+
+/// `--on-finished` / `--on-failed`: a command per file, with the path, URL and status in its
+/// environment; a hook that fails is reported and changes nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_run_per_file_and_their_failures_are_never_fatal() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hooks.log");
+    let mut command = haul();
+    command
+        .args(["get", "--retries", "0", "--on-finished"])
+        .arg(format!(
+            "echo \"$HAUL_STATUS $HAUL_BYTES $HAUL_PATH\" >> {}",
+            log.display()
+        ))
+        .arg("--on-failed")
+        .arg(format!(
+            "echo \"$HAUL_STATUS $HAUL_URL\" >> {}; exit 7",
+            log.display()
+        ))
+        .arg("-d")
+        .arg(dir.path())
+        .arg(server.file_url(100, "a.bin", ""))
+        .arg(server.file_url(200, "b.bin", ""))
+        .arg(server.file_url(10, "c.bin", "status=404"));
+    let output = run(command).await;
+    let said = stderr(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the 404, not the hook: {said}"
+    );
+    let mut lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].starts_with("failed http://") && lines[0].contains("c.bin"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[1],
+        format!("finished 100 {}", dir.path().join("a.bin").display())
+    );
+    assert_eq!(
+        lines[2],
+        format!("finished 200 {}", dir.path().join("b.bin").display())
+    );
+    assert!(said.contains("warning: --on-failed for"), "{said}");
+}

@@ -161,10 +161,13 @@ Examples:
   haul get -d downloads -j 16 -i urls.txt
   haul get -o debian.iso --checksum sha-256=<64 hex digits> https://example.org/debian.iso
   haul get -i - < urls.txt
+  haul get --spider -i urls.txt                      # check every URL, download nothing
+  haul get -i urls.txt --save-failed retry.txt       # then: haul get -i retry.txt
 
 Exit codes: 0 all downloads succeeded (or were already complete); 1 at least one failed;
 2 usage or input error (nothing started); 3 a checksum mismatch was among the failures;
-130 interrupted (rerun the same command to resume).";
+130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM (or --max-runtime), 129 by SIGHUP: rerun
+the same command to resume.";
 
 #[derive(Debug, clap::Args)]
 pub struct GetArgs {
@@ -197,6 +200,23 @@ pub struct GetArgs {
     #[arg(long, visible_alias = "spider")]
     pub dry_run: bool,
 
+    /// Write the downloads that failed or were cancelled to FILE as an input file that `-i`
+    /// reruns (their URLs, mirrors and options); an empty file when none did. (Downloads an
+    /// interrupted run never reached are not in it: rerun the same command for those.)
+    #[arg(long, value_name = "FILE")]
+    pub save_failed: Option<PathBuf>,
+
+    /// Run CMD (with `sh -c`) after each download that completes, with HAUL_STATUS=finished,
+    /// HAUL_PATH, HAUL_URL and HAUL_BYTES in its environment; at most 4 at once; its failure
+    /// is reported, never fatal (aria2's --on-download-complete).
+    #[arg(long, value_name = "CMD")]
+    pub on_finished: Option<String>,
+
+    /// Run CMD after each download that fails, with HAUL_STATUS=failed, HAUL_PATH, HAUL_URL
+    /// and HAUL_ERROR in its environment (as --on-finished).
+    #[arg(long, value_name = "CMD")]
+    pub on_failed: Option<String>,
+
     /// Accepted for wget's and curl's habit: resuming is what haul always does.
     #[arg(short = 'c', long = "continue", hide = true)]
     pub resume: bool,
@@ -206,7 +226,7 @@ pub struct GetArgs {
     #[arg(long = "mirror", value_name = "URL")]
     pub mirrors: Vec<String>,
 
-    /// Expected digest of the (single) download: sha-256=HEX or sha-512=HEX.
+    /// Expected digest of the (single) download: sha-256=HEX, sha-512=HEX, sha-1=HEX or md5=HEX.
     #[arg(long, value_name = "ALGO=HEX")]
     pub checksum: Option<String>,
 

@@ -180,24 +180,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
             .map(|from| (from, args.checksums_strict)),
         unlisted: std::sync::Mutex::new((Vec::new(), 0)),
     });
-    let head = {
-        let shared = Arc::clone(&shared);
-        futures_util::stream::iter(
-            from_command_line
-                .into_iter()
-                .filter_map(move |r| shared.finish(r)),
-        )
-    };
-    let stream = match &args.input_file {
-        Some(path) => head
-            .chain(input_stream(
-                path.clone(),
-                Arc::clone(&shared),
-                args.strict_input,
-            ))
-            .boxed(),
-        None => head.boxed(),
-    };
+    let stream = request_stream(&args, from_command_line, &shared);
     if args.dry_run {
         return dry_run(
             &downloader,
@@ -207,6 +190,16 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         )
         .await;
     }
+    let mut aftermath = crate::aftermath::Aftermath::new(
+        args.save_failed.as_deref(),
+        args.on_finished.clone(),
+        args.on_failed.clone(),
+    )
+    .map_err(|e| UsageError(format!("{e:#}")))?;
+    let stream = match &aftermath {
+        Some(aftermath) => aftermath.tracker.track(stream),
+        None => stream,
+    };
     let (renderer, cancel) = renderer(&args.common)?;
     let mut outcomes = downloader
         .batch_from_stream(stream)
@@ -214,7 +207,14 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         .with_cancellation(cancel.clone())
         .start()
         .map_err(|e| UsageError(e.to_string()))?;
-    while outcomes.next().await.is_some() {}
+    while let Some(outcome) = outcomes.next().await {
+        if let Some(aftermath) = &mut aftermath {
+            aftermath.ended(&outcome);
+        }
+    }
+    if let Some(aftermath) = aftermath {
+        aftermath.finish().await?;
+    }
     let summary = renderer.finish();
     let interrupted = cancel.is_cancelled();
     let code = exit_code(
@@ -277,6 +277,33 @@ async fn dry_run(
         }
     }
     Ok(ExitCode::from(if failed > 0 { EXIT_FAILED } else { 0 }))
+}
+
+/// Every request of the run, in order: the command line's, then the input file's (read as
+/// the batch takes them).
+fn request_stream(
+    args: &GetArgs,
+    from_command_line: Vec<Request>,
+    shared: &Arc<Shared>,
+) -> futures_util::stream::BoxStream<'static, Result<Request, Error>> {
+    let head = {
+        let shared = Arc::clone(shared);
+        futures_util::stream::iter(
+            from_command_line
+                .into_iter()
+                .filter_map(move |r| shared.finish(r)),
+        )
+    };
+    match &args.input_file {
+        Some(path) => head
+            .chain(input_stream(
+                path.clone(),
+                Arc::clone(shared),
+                args.strict_input,
+            ))
+            .boxed(),
+        None => head.boxed(),
+    }
 }
 
 /// The requests of the URLs on the command line.

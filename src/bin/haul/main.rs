@@ -1,6 +1,7 @@
 //! `haul`: the command-line face of the library. Parses arguments and input files into
 //! requests, runs them, renders events, and maps outcomes to exit codes.
 
+mod aftermath;
 mod args;
 // Shared with the library by source, not by its public API.
 #[path = "../../civil.rs"]
