@@ -141,6 +141,19 @@ impl Downloader {
         scheduler::submit(&self.scheduler, request, Some(observer))
     }
 
+    /// Changes the downloader's overall rate limit, bytes per second, while it runs (`None`:
+    /// no limit): every running and later transfer of it and its clones reads at the new
+    /// rate from its next chunk on. For a bandwidth schedule, or a service's live setting.
+    pub fn set_rate_limit(&self, bytes_per_second: Option<u64>) {
+        self.client.rate().set(bytes_per_second);
+    }
+
+    /// The overall rate limit now, bytes per second (`None`: no limit).
+    #[must_use]
+    pub fn rate_limit(&self) -> Option<u64> {
+        self.client.rate().get()
+    }
+
     /// When `jobs` was lowered to fit the process's open-file limit: the `jobs` asked for,
     /// the number used, and the limit (`ulimit -n`, after raising the soft limit to the hard
     /// one).

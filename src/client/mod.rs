@@ -61,7 +61,8 @@ struct Inner {
     config: Config,
     identity: Identity,
     hosts: HostLimits,
-    rate: Option<RateLimiter>,
+    /// The downloader's rate limit, changeable while it runs.
+    rate: RateLimiter,
 }
 
 impl Client {
@@ -70,7 +71,9 @@ impl Client {
             inner: Arc::new(Inner {
                 hosts: HostLimits::new(config.per_host),
                 origins: origins::Origins::default(),
-                rate: config.limit_rate.map(RateLimiter::new),
+                rate: config
+                    .limit_rate
+                    .map_or_else(RateLimiter::unlimited, RateLimiter::new),
                 http,
                 config,
                 identity,
@@ -86,8 +89,8 @@ impl Client {
         &self.inner.hosts
     }
 
-    pub(crate) fn rate(&self) -> Option<&RateLimiter> {
-        self.inner.rate.as_ref()
+    pub(crate) fn rate(&self) -> &RateLimiter {
+        &self.inner.rate
     }
 
     /// The first-contact gate, unless the client speaks HTTP/1.1 only (then there is nothing

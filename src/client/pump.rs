@@ -157,7 +157,7 @@ impl BodyPump {
                     }
                     // The file's limit first, then the downloader's: each transfer waits its
                     // own turn at both, so the global rate is shared fairly.
-                    for rate in [self.file_rate.as_deref(), self.client.rate()]
+                    for rate in [self.file_rate.as_deref(), Some(self.client.rate())]
                         .into_iter()
                         .flatten()
                     {

@@ -429,3 +429,48 @@ async fn hooks_run_per_file_and_their_failures_are_never_fatal() {
     );
     assert!(said.contains("warning: --on-failed for"), "{said}");
 }
+
+/// A bandwidth schedule (`--limit-rate "HH:MM:SS,RATE HH:MM:SS,off"`) switches while the run
+/// goes on: 32 KiB/s at first, no limit three seconds later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bandwidth_schedule_switches_while_the_batch_runs() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = std::process::Command::new("date")
+        .arg("+%H:%M:%S")
+        .output()
+        .unwrap();
+    let now: Vec<u32> = String::from_utf8_lossy(&local.stdout)
+        .trim()
+        .split(':')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let now = now[0] * 3600 + now[1] * 60 + now[2];
+    let clock = |seconds: u32| {
+        let seconds = seconds % 86_400;
+        format!(
+            "{:02}:{:02}:{:02}",
+            seconds / 3600,
+            seconds / 60 % 60,
+            seconds % 60
+        )
+    };
+    let schedule = format!("{},32K {},off", clock(now + 86_399), clock(now + 3));
+    let mut command = haul();
+    command
+        .args(["get", "-x", "1", "--limit-rate", &schedule, "-d"])
+        .arg(dir.path())
+        .arg(server.file_url(4 << 20, "big.bin", ""));
+    let started = Instant::now();
+    let output = run(command).await;
+    let took = started.elapsed();
+    let said = stderr(&output);
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("the limit is now off"), "{said}");
+    // 4 MiB at 32 KiB/s would take over two minutes; the limit lifted after about 3 s.
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(30),
+        "{took:?}"
+    );
+    assert!(std::fs::read(dir.path().join("big.bin")).unwrap() == content("big.bin", 1, 4 << 20));
+}

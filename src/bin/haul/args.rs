@@ -466,9 +466,10 @@ pub struct CommonArgs {
     pub max_redirects: usize,
 
     /// Limit the whole batch to RATE bytes per second, shared by all transfers (e.g. 500K,
-    /// 10M; 1024-based; 0: no limit).
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
-    pub limit_rate: Option<u64>,
+    /// 10M; 1024-based; 0 or off: no limit); or a timetable in local time, switched while the
+    /// run goes on: "08:00,512K 19:00,off" (rclone's --bwlimit).
+    #[arg(long, value_name = "RATE|SCHEDULE", value_parser = crate::schedule::parse_schedule)]
+    pub limit_rate: Option<crate::schedule::RateSchedule>,
 
     /// Limit each file to RATE bytes per second (all its connections together), within
     /// --limit-rate (aria2's --max-download-limit; 0: no limit).

@@ -9,6 +9,7 @@ mod civil;
 mod config;
 mod get;
 mod render;
+mod schedule;
 mod sync;
 #[path = "../../units.rs"]
 mod units;
@@ -317,7 +318,16 @@ pub(crate) fn build_downloader(args: &GetArgs) -> anyhow::Result<Downloader> {
         .check_existing(args.check_existing)
         .build()
         .map(warn_if_jobs_capped)
+        .inspect(|downloader| follow_rate_schedule(downloader, &args.common))
         .map_err(|e| UsageError(e.to_string()).into())
+}
+
+/// Follows a `--limit-rate` timetable for the rest of the run (nothing for a plain limit).
+pub(crate) fn follow_rate_schedule(downloader: &Downloader, common: &CommonArgs) {
+    if let Some(schedule @ schedule::RateSchedule::Timetable(_)) = common.limit_rate.clone() {
+        let quiet = matches!(display(common), render::Display::ErrorsOnly);
+        tokio::spawn(schedule.follow(downloader.clone(), quiet));
+    }
 }
 
 /// Says once that `-j` was lowered to fit the open-file limit.
@@ -370,7 +380,7 @@ fn downloader_builder(common: &CommonArgs) -> anyhow::Result<DownloaderBuilder> 
     if let Some(limit) = common.max_filesize {
         builder = builder.max_file_size(limit);
     }
-    if let Some(rate) = common.limit_rate.filter(|r| *r > 0) {
+    if let Some(schedule::RateSchedule::Fixed(Some(rate))) = common.limit_rate {
         builder = builder.limit_rate(rate);
     }
     if let Some(agent) = &common.user_agent {

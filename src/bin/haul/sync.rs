@@ -36,6 +36,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let downloader = crate::downloader_builder(&args.common)?
         .build()
         .map(crate::warn_if_jobs_capped)
+        .inspect(|downloader| crate::follow_rate_schedule(downloader, &args.common))
         .map_err(|e| UsageError(e.to_string()))?;
     let limits = CrawlLimits {
         max_depth: args.max_depth,
