@@ -21,6 +21,7 @@
 //!
 //! See [`Source`] for the whole of a sync in a few lines.
 
+mod check;
 pub(crate) mod filters;
 pub(crate) mod listing;
 pub(crate) mod local;
@@ -44,6 +45,7 @@ use crate::input::{LineError, parse_input};
 use crate::naming::file_name_from_url_exact;
 use crate::progress::{Observer, Reporter};
 use crate::{Algorithm, Checksum, Downloader, Error, ErrorKind, OnExists, Request};
+pub use check::{CheckReport, Reference, Verdict, check};
 pub use filters::{Filters, Shard};
 pub use listing::CrawlLimits;
 use listing::Crawled;

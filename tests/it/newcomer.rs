@@ -474,3 +474,114 @@ async fn a_bandwidth_schedule_switches_while_the_batch_runs() {
     );
     assert!(std::fs::read(dir.path().join("big.bin")).unwrap() == content("big.bin", 1, 4 << 20));
 }
+
+/// `haul check`: a directory re-hashed against a checksum file, or against what the last sync
+/// remembered; missing, extra and corrupt files reported, nothing downloaded, exit 3 for
+/// corruption, 1 for a missing or extra file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_finds_missing_extra_and_corrupt_files_without_downloading() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("isos");
+    std::fs::create_dir_all(files.join("sub")).unwrap();
+    let mut sums = String::new();
+    for name in ["a.iso", "sub/b.iso", "c.iso"] {
+        let body = content(name, 1, 3000);
+        let digest = hex::encode(sha2::Sha256::digest(&body));
+        sums = format!(
+            "{sums}{digest}  {name}
+"
+        );
+        if name != "c.iso" {
+            std::fs::write(files.join(name), &body).unwrap();
+        }
+    }
+    std::fs::write(files.join("SHA256SUMS"), &sums).unwrap();
+    let check = |args: &[&str]| {
+        let mut command = haul();
+        command.arg("check").args(args);
+        command
+    };
+    let sums_path = files.join("SHA256SUMS");
+    let dir_arg = files.to_str().unwrap();
+    let output = run(check(&[
+        "--checksums",
+        sums_path.to_str().unwrap(),
+        dir_arg,
+    ]))
+    .await;
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "c.iso is missing: {}",
+        stderr(&output)
+    );
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(
+        said.trim(),
+        "missing    c.iso",
+        "the sums file is not extra: {said}"
+    );
+
+    // Bit rot: one byte of b.iso changes, its size does not; and a stray file appears.
+    let mut rotten = std::fs::read(files.join("sub/b.iso")).unwrap();
+    rotten[1234] ^= 0x01;
+    std::fs::write(files.join("sub/b.iso"), &rotten).unwrap();
+    std::fs::write(files.join("stray.txt"), b"?").unwrap();
+    let output = run(check(&[
+        "--checksums",
+        sums_path.to_str().unwrap(),
+        dir_arg,
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(said.contains("corrupt    sub/b.iso: sha-256 is "), "{said}");
+    assert!(said.contains("extra      stray.txt"), "{said}");
+    assert!(
+        stderr(&output).contains("1 ok, 0 unverified (size only), 1 corrupt, 1 missing, 1 extra")
+    );
+}
+
+/// `haul check DIR` after a sync that remembered digests: fine, then bit rot found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_uses_what_the_last_sync_remembered() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("manifest.txt");
+    let urls: Vec<String> = (0..3)
+        .map(|n| server.file_url(2000, &format!("f{n}.bin"), ""))
+        .collect();
+    std::fs::write(&manifest, urls.join("\n")).unwrap();
+    let mirror = dir.path().join("mirror");
+    let mut sync = haul();
+    sync.args(["sync", "-q", "--verify-local"])
+        .arg(&manifest)
+        .arg(&mirror);
+    assert!(run(sync).await.status.success());
+    let requests = server.requests();
+    let check = || {
+        let mut command = haul();
+        command.args(["check", "--json"]).arg(&mirror);
+        command
+    };
+    let output = run(check()).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let events = crate::support::json_events(&output.stdout);
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "check_summary");
+    assert_eq!(summary["ok"], 3, "{summary}");
+    let mut rotten = std::fs::read(mirror.join("f1.bin")).unwrap();
+    rotten[0] ^= 0xff;
+    std::fs::write(mirror.join("f1.bin"), &rotten).unwrap();
+    let output = run(check()).await;
+    assert_eq!(output.status.code(), Some(3));
+    let events = crate::support::json_events(&output.stdout);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["path"] == "f1.bin" && e["verdict"] == "corrupt"),
+        "{events:?}"
+    );
+    assert_eq!(server.requests(), requests, "a check downloads nothing");
+}

@@ -35,6 +35,11 @@ pub enum Command {
     /// Mirror a manifest or an HTTP directory listing into DIR, incrementally.
     #[command(after_help = SYNC_EXAMPLES)]
     Sync(SyncArgs),
+    /// Check a directory against its source, a checksum file, or what the last sync
+    /// remembered: re-hash every file, report the missing, extra and corrupt; download
+    /// nothing.
+    #[command(after_help = CHECK_EXAMPLES)]
+    Check(CheckArgs),
     /// Print a shell completion script: `haul completions bash > /etc/bash_completion.d/haul`.
     Completions {
         /// The shell.
@@ -55,6 +60,52 @@ A file is fetched again only when it is new or changed (size, checksum, or the s
 to a conditional request with the validators remembered in DIR/.haul-sync.json). Changed files
 replace the old copy atomically once verified. --shard K/N keeps the paths whose FNV-1a 64-bit
 hash modulo N is K (0 <= K < N).";
+
+const CHECK_EXAMPLES: &str = "\
+Examples:
+  haul check --checksums SHA256SUMS isos/          # every listed file re-hashed
+  haul check mirror/                               # against what the last sync remembered
+  haul check -r https://example.org/pub/ mirror/   # against the listing's names and sizes
+  haul check manifest.txt mirror/                  # against a manifest (size=, checksum=)
+
+Without a checksum, a file is checked by its size, and by the digest the last sync remembered
+when it learned one (sync --verify-local remembers every file's). Exit codes: 0 nothing
+differs; 1 a file is missing or extra; 3 a file is corrupt; 2 usage error.";
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// [SOURCE] DIR: the source (a manifest or, with -r, a listing URL, as for sync), then
+    /// the directory; or only the directory.
+    #[arg(value_name = "[SOURCE] DIR", num_args = 1..=2, required = true)]
+    pub paths: Vec<String>,
+
+    /// SOURCE is a directory listing to crawl.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+
+    /// Check against a checksum file (a path or an http(s) URL), alone or with SOURCE.
+    #[arg(long, value_name = "FILE|URL")]
+    pub checksums: Option<String>,
+
+    /// Only files matching GLOB (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+
+    /// Not files matching GLOB (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Only shard K of N, as for sync.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+
+    /// Also list the files that are fine.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct SyncArgs {

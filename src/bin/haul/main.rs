@@ -3,6 +3,7 @@
 
 mod aftermath;
 mod args;
+mod check;
 // Shared with the library by source, not by its public API.
 #[path = "../../civil.rs"]
 mod civil;
@@ -136,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             COOKIES.save()?;
             code
         }
+        Command::Check(args) => check::check(args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();
