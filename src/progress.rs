@@ -273,3 +273,19 @@ impl Observer for ChannelObserver {
         let _ = self.sender.send(event.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::display_name;
+    use std::path::Path;
+
+    #[test]
+    fn a_name_with_control_characters_is_shown_on_one_line() {
+        assert_eq!(
+            display_name("u", Some(Path::new("/d/two\nlines\u{1b}[2J.txt"))),
+            "two\\nlines\\u{1b}[2J.txt"
+        );
+        assert_eq!(display_name("http://h/f", None), "http://h/f");
+        assert_eq!(display_name("u", Some(Path::new("/d/plain.iso"))), "plain.iso");
+    }
+}
