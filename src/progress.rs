@@ -286,6 +286,9 @@ mod tests {
             "two\\nlines\\u{1b}[2J.txt"
         );
         assert_eq!(display_name("http://h/f", None), "http://h/f");
-        assert_eq!(display_name("u", Some(Path::new("/d/plain.iso"))), "plain.iso");
+        assert_eq!(
+            display_name("u", Some(Path::new("/d/plain.iso"))),
+            "plain.iso"
+        );
     }
 }
