@@ -83,6 +83,8 @@ pub(crate) struct Config {
     pub(crate) server_digests: bool,
     pub(crate) timestamping: bool,
     pub(crate) check_existing: bool,
+    /// Mirrors from a server's `Link: rel=duplicate` headers (RFC 6249) are used.
+    pub(crate) metalink_headers: bool,
     /// The client speaks HTTP/1.1 only.
     pub(crate) http1_only: bool,
     /// Finished bodies waiting for their commit at once (see `storage::descriptors`).
@@ -117,6 +119,7 @@ impl Default for Config {
             server_digests: true,
             timestamping: false,
             check_existing: false,
+            metalink_headers: true,
             http1_only: false,
             commits: 256,
             jobs_capped: None,

@@ -647,6 +647,14 @@ impl DownloaderBuilder {
         self
     }
 
+    /// Use the mirrors a server names in `Link: <URL>; rel=duplicate` headers (RFC 6249,
+    /// as MirrorBrain and mirrorbits send): segments and failover go to them too. Default on.
+    #[must_use]
+    pub fn metalink_headers(mut self, enabled: bool) -> Self {
+        self.config.metalink_headers = enabled;
+        self
+    }
+
     /// Before keeping a file already under the final name (`OnExists::Skip`), ask the server
     /// for its length with a `HEAD` and download it again when they differ (default off: a
     /// rerun of a large batch then costs a request per file).

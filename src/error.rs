@@ -237,6 +237,18 @@ pub enum Error {
         /// The header the expected digest came from, when the server announced it.
         announced_by: Option<&'static str>,
     },
+    /// Pieces of the finished file did not match their hashes (a Metalink's `<pieces>`), and
+    /// fetching them again did not mend them. The good pieces stay in the `.part`.
+    #[non_exhaustive]
+    #[error("{pieces} piece(s) of `{path}` do not match their {algorithm} hashes")]
+    PiecesMismatch {
+        /// The file (its final name; it was never created).
+        path: PathBuf,
+        /// How many pieces failed.
+        pieces: usize,
+        /// The pieces' hash algorithm.
+        algorithm: &'static str,
+    },
     /// A file already under the final name does not have the expected digest; it is left
     /// alone.
     #[error("`{path}` is already there, but its {algorithm} is {actual}, not {expected}")]
@@ -325,6 +337,9 @@ pub enum Error {
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A Metalink document that cannot be used (see [`crate::metalink::parse`]).
+    #[error("invalid Metalink: {0}")]
+    Metalink(String),
     /// A manifest that is an HTML page, most likely a directory listing (which is crawled,
     /// not read as a manifest).
     #[non_exhaustive]
@@ -407,6 +422,7 @@ impl Error {
             | Self::DuplicateOutput { .. }
             | Self::Client { .. }
             | Self::Config(_)
+            | Self::Metalink(_)
             | Self::BadLines { .. }
             | Self::NotAManifest { .. } => ErrorKind::InvalidInput,
             Self::Network { source, .. } if source.is_redirect() => ErrorKind::Protocol,
@@ -424,7 +440,9 @@ impl Error {
             | Self::BadRedirect { .. }
             | Self::Redirect { .. }
             | Self::BadListing { .. } => ErrorKind::Protocol,
-            Self::ChecksumMismatch { .. } | Self::ExistingMismatch { .. } => ErrorKind::Integrity,
+            Self::ChecksumMismatch { .. }
+            | Self::ExistingMismatch { .. }
+            | Self::PiecesMismatch { .. } => ErrorKind::Integrity,
             Self::Io { .. } | Self::WriterStopped { .. } => ErrorKind::Io,
             Self::Internal(_) => ErrorKind::Internal,
             Self::Shared { kind, .. } => *kind,

@@ -37,6 +37,7 @@ mod downloader;
 mod error;
 pub mod input;
 mod integrity;
+pub mod metalink;
 mod naming;
 mod outputs;
 #[cfg(test)]

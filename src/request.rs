@@ -57,6 +57,8 @@ pub struct Request {
     /// URLs of different files end alike and the server's names are to be used).
     pub(crate) provisional_name: Option<String>,
     pub(crate) tag: Option<crate::Tag>,
+    /// A hash per piece (from a Metalink): pieces that fail are fetched again.
+    pub(crate) pieces: Option<std::sync::Arc<crate::metalink::Pieces>>,
 }
 
 impl Request {
@@ -96,6 +98,7 @@ impl Request {
             headers: HeaderMap::new(),
             cancel: None,
             tag: None,
+            pieces: None,
             mirrors: Vec::new(),
             connections: None,
             revalidate: None,
@@ -160,6 +163,16 @@ impl Request {
             .map_err(|_| Error::Config(format!("invalid value for header `{name}`")))?;
         self.headers.append(name, value);
         Ok(self)
+    }
+
+    /// Verifies the file piece by piece with `pieces` (a Metalink's `<pieces>`): once the
+    /// body is complete, every piece is hashed, and pieces that fail are fetched again (from
+    /// the next source when there is one) while the good ones are kept. Needs the file's size
+    /// ([`Self::with_size`]) to place the pieces.
+    #[must_use]
+    pub fn with_pieces(mut self, pieces: crate::metalink::Pieces) -> Self {
+        self.pieces = Some(std::sync::Arc::new(pieces));
+        self
     }
 
     /// Attaches the caller's own key (a database id, a job name): it comes back in the

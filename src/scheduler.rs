@@ -493,6 +493,7 @@ impl Scheduler {
                 file_rate: request
                     .rate_limit
                     .map(|rate| std::sync::Arc::new(crate::client::rate::RateLimiter::new(rate))),
+                repairs: 0,
             };
             let (result, kept_bytes) = transfer.run().await;
             finish_keeping(&report, sink, result, kept_bytes);

@@ -54,6 +54,14 @@ impl RangeSet {
         self.0.iter().map(|(start, end)| end - start).sum()
     }
 
+    /// Where the first present range after `offset` begins (the end of the gap at `offset`).
+    pub(crate) fn next_start_after(&self, offset: u64) -> Option<u64> {
+        self.0
+            .iter()
+            .map(|(start, _)| *start)
+            .find(|start| *start > offset)
+    }
+
     /// Length of the data present from offset 0 without a gap.
     pub(crate) fn contiguous_prefix(&self) -> u64 {
         match self.0.first() {

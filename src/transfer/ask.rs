@@ -136,6 +136,7 @@ impl Transfer<'_> {
         }
         // The file's validators are this answer's.
         self.adopt_server_digest(session, &reply, false);
+        self.adopt_duplicate_links(session, &reply);
         session.state.done = crate::storage::ranges::RangeSet::default();
         session.state.validators = reply.validators.clone();
         session.validators_from = session.sources.index();
@@ -165,6 +166,7 @@ impl Transfer<'_> {
         session.state.validators = reply.validators.clone();
         session.validators_from = session.sources.index();
         self.adopt_server_digest(session, &reply, true);
+        self.adopt_duplicate_links(session, &reply);
         if let Some(bytes) = self.claim_disposition_name(session, paths).await? {
             return Ok(ControlFlow::Break(AttemptEnd::Present(bytes)));
         }
@@ -241,7 +243,9 @@ impl Transfer<'_> {
             } else {
                 session.state.validators.last_modified.as_deref()
             };
-            ask = ask.with_range(session.offset, None, if_range);
+            // A gap before bytes already there (a piece fetched again) is asked for alone.
+            let gap_end = session.state.done.next_start_after(session.offset);
+            ask = ask.with_range(session.offset, gap_end, if_range);
         } else if first_piece {
             ask = ask.with_range(0, Some(self.first_piece_bytes()), None);
         }

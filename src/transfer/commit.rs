@@ -39,6 +39,32 @@ impl Transfer<'_> {
                 return Err(Error::Internal("completed without a writer".into()));
             }
         };
+        if let Some(pieces) = &self.request.pieces {
+            let (size, bad) = bad_pieces(paths, pieces).await?;
+            if !bad.is_empty() {
+                // Keep the good pieces, forget the bad ones: the next pass fetches exactly them.
+                let mut state = session.state.clone();
+                state.done = crate::storage::ranges::RangeSet::default();
+                let mut from = 0;
+                for (start, end) in &bad {
+                    state.done.insert(from, *start);
+                    from = *end;
+                }
+                state.done.insert(from, size);
+                let part = paths.clone();
+                let syncer = self.disk.syncer().clone();
+                on_pool("saving a resume state", move || state.save(&part, &syncer)).await?;
+                drop(locked);
+                return Err(Error::PiecesMismatch {
+                    path: paths.place.path(),
+                    pieces: bad.len(),
+                    algorithm: pieces
+                        .hashes
+                        .first()
+                        .map_or("hash", |h| h.algorithm().name()),
+                });
+            }
+        }
         if let Err(mismatch) = verify(session.expected.as_ref(), digest.as_ref(), paths) {
             remove_part(paths)?;
             remove_state(paths)?;
@@ -55,6 +81,54 @@ impl Transfer<'_> {
         drop(locked);
         Ok(session.completed(final_path, digest, clock))
     }
+}
+
+/// The finished `.part`'s length, and the byte ranges of its pieces whose hash is not the
+/// Metalink's. Reads the whole file once, on a blocking thread.
+async fn bad_pieces(
+    paths: &PartPaths,
+    pieces: &std::sync::Arc<crate::metalink::Pieces>,
+) -> Result<(u64, Vec<(u64, u64)>), Error> {
+    let paths = paths.clone();
+    let pieces = std::sync::Arc::clone(pieces);
+    on_pool("checking pieces", move || {
+        use std::io::Read;
+        let dir = paths
+            .dir(false)?
+            .ok_or_else(|| Error::Internal("the .part's directory vanished".into()))?;
+        let mut file = dir
+            .open_read(paths.part_name())
+            .map_err(|e| Error::io("open", &paths.part, e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| Error::io("inspect", &paths.part, e))?
+            .len();
+        let mut bad = Vec::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        for (index, expected) in pieces.hashes.iter().enumerate() {
+            let (start, end) = pieces.range(index, size);
+            let mut hasher = crate::integrity::Hasher::new(expected.algorithm());
+            let mut left = end - start;
+            while left > 0 {
+                let want = usize::try_from(left)
+                    .unwrap_or(usize::MAX)
+                    .min(buffer.len());
+                let read = file
+                    .read(&mut buffer[..want])
+                    .map_err(|e| Error::io("read", &paths.part, e))?;
+                if read == 0 {
+                    break;
+                }
+                hasher.update(&buffer[..read]);
+                left -= read as u64;
+            }
+            if left > 0 || &hasher.finish() != expected {
+                bad.push((start, end));
+            }
+        }
+        Ok((size, bad))
+    })
+    .await
 }
 
 /// Checks a finished file's digest against the expected one, when there is one.

@@ -315,7 +315,8 @@ impl Transfer<'_> {
             claimed_name: None,
             stale_state,
             revalidate: None,
-            sources: Sources::new(&self.request.url, &self.request.mirrors),
+            sources: Sources::new(&self.request.url, &self.request.mirrors)
+                .starting_at(self.repairs as usize),
             validators_from: 0,
         };
         session.expected = self

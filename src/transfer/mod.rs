@@ -97,7 +97,13 @@ pub(crate) struct Transfer<'a> {
     pub(crate) job: Option<JobLease>,
     /// The file's own rate limit (`Request::with_rate_limit`), shared by its connections.
     pub(crate) file_rate: Option<std::sync::Arc<crate::client::rate::RateLimiter>>,
+    /// Passes that fetched bad pieces again (a Metalink's piece hashes); each starts from the
+    /// next source, so a mirror that served a bad piece does not serve it again first.
+    pub(crate) repairs: u32,
 }
+
+/// Passes that fetch a file's bad pieces again before it fails.
+const PIECE_REPAIRS: u32 = 3;
 
 impl Transfer<'_> {
     /// Runs the download to its end: its outcome, and the verified bytes its `.part` keeps
@@ -156,6 +162,24 @@ impl Transfer<'_> {
                         });
                     }
                     RetryPolicy::wait(DESCRIPTOR_WAIT, self.cancel).await?;
+                }
+                Err(Error::PiecesMismatch {
+                    pieces, algorithm, ..
+                }) if self.repairs < PIECE_REPAIRS => {
+                    self.repairs += 1;
+                    self.emit(&Event::Warning {
+                        id: self.report.id(),
+                        message: format!(
+                            "{pieces} piece(s) failed their {algorithm} hash: fetching only \
+                             them again{}",
+                            if self.request.mirrors.is_empty() {
+                                ""
+                            } else {
+                                ", from the next source"
+                            }
+                        ),
+                    });
+                    self.ensure_permit(&self.request.url).await?;
                 }
                 other => return other,
             }

@@ -1,5 +1,7 @@
 //! What one download's settings come to: the request's own, else the downloader's.
 
+use url::Url;
+
 use crate::Error;
 use crate::client::exchange::Reply;
 use crate::config::{Config, OnExists};
@@ -61,6 +63,32 @@ impl Transfer<'_> {
                 Some((announced.checksum.to_string(), announced.header.to_owned()));
             session.expected = Some((announced.checksum, Some(announced.header)));
         }
+    }
+
+    /// RFC 6249: the first answer's `Link: <URL>; rel=duplicate` headers (as MirrorBrain and
+    /// mirrorbits send them) add the file's mirrors, best `pri` first, after the request's
+    /// own sources.
+    pub(super) fn adopt_duplicate_links(&self, session: &mut Session, reply: &Reply) {
+        if !self.config().metalink_headers {
+            return;
+        }
+        let base = session.sources.current().clone();
+        let mut found: Vec<(u32, Url)> = reply
+            .headers()
+            .get_all(reqwest::header::LINK)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(crate::metalink::duplicate_links)
+            .filter_map(|(link, priority)| {
+                let url = base.join(&link).ok()?;
+                matches!(url.scheme(), "http" | "https").then_some((priority, url))
+            })
+            .take(100)
+            .collect();
+        found.sort_by_key(|(priority, _)| *priority);
+        session
+            .sources
+            .extend(found.into_iter().map(|(_, url)| url));
     }
 
     pub(super) fn url(&self) -> String {

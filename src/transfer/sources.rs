@@ -34,6 +34,23 @@ impl Sources {
         }
     }
 
+    /// Adds sources learned on the way (a server's `Link: rel=duplicate`), after the others;
+    /// one already listed is not added twice.
+    pub(super) fn extend(&mut self, more: impl Iterator<Item = Url>) {
+        for url in more {
+            if !self.urls.contains(&url) {
+                self.urls.push(url);
+                self.left.push(false);
+            }
+        }
+    }
+
+    /// The same list, asking the source at `index` (modulo their number) first.
+    pub(super) fn starting_at(mut self, index: usize) -> Self {
+        self.current = index % self.urls.len();
+        self
+    }
+
     /// The source asked now.
     pub(super) fn current(&self) -> &Url {
         &self.urls[self.current]

@@ -15,6 +15,8 @@ mod integrity;
 mod interop;
 /// The promises of single downloads and batches; errors and retries as the library reports them.
 mod library;
+/// Metalink documents: mirrors, sizes, hashes, piece repair, hostile documents.
+mod metalink;
 /// `haul sync` as a mirror job relies on it: names, conflicts, deletions, S3.
 mod mirror;
 /// What surprised a new user of the CLI (round 3), each fixed and run with the real binary.

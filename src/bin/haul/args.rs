@@ -251,6 +251,21 @@ pub struct GetArgs {
     #[arg(long, visible_alias = "spider")]
     pub dry_run: bool,
 
+    /// Download every file of a Metalink (a `.meta4` or `.metalink` path or URL; repeatable):
+    /// its mirrors, size and hashes, piece hashes included. A URL argument ending in .meta4
+    /// or .metalink is read the same way.
+    #[arg(long, value_name = "FILE|URL")]
+    pub metalink: Vec<String>,
+
+    /// Ignore the mirrors servers name in `Link: rel=duplicate` headers (RFC 6249).
+    #[arg(long)]
+    pub no_metalink_headers: bool,
+
+    /// Among a Metalink's mirrors of equal priority, prefer those in these countries (ISO
+    /// codes, comma-separated), as aria2's --metalink-location.
+    #[arg(long, value_name = "CC[,CC...]")]
+    pub metalink_location: Option<String>,
+
     /// Write the downloads that failed or were cancelled to FILE as an input file that `-i`
     /// reruns (their URLs, mirrors and options); an empty file when none did. (Downloads an
     /// interrupted run never reached are not in it: rerun the same command for those.)

@@ -40,6 +40,25 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(args: &GetArgs, sums: HashMap<String, Checksum>) -> anyhow::Result<Self> {
+        Ok(Self {
+            dir: args.dir.clone(),
+            sums,
+            digest: args.digest,
+            shard: args
+                .shard
+                .as_deref()
+                .map(|text| Shard::parse(text).map_err(|e| UsageError(format!("--shard {e}"))))
+                .transpose()?,
+            rate_limit: args.common.max_download_limit.filter(|r| *r > 0),
+            sums_from: args
+                .checksums
+                .clone()
+                .map(|from| (from, args.checksums_strict)),
+            unlisted: std::sync::Mutex::new((Vec::new(), 0)),
+        })
+    }
+
     /// The request as the run wants it, or `None` when it is another shard's; an error for a
     /// file the checksum file does not list under `--checksums-strict`.
     fn finish(&self, request: Request) -> Option<Result<Request, Error>> {
@@ -133,8 +152,14 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     if args.output.as_deref() == Some(Path::new("-")) {
         return get_to_stdout(&args).await;
     }
-    let from_command_line = command_line_requests(&args)?;
-    if from_command_line.is_empty() && args.input_file.is_none() {
+    let mut from_command_line = command_line_requests(&args)?;
+    let metalinks: Vec<&String> = args
+        .urls
+        .iter()
+        .filter(|u| haul::metalink::is_metalink_name(u))
+        .chain(&args.metalink)
+        .collect();
+    if from_command_line.is_empty() && args.input_file.is_none() && metalinks.is_empty() {
         bail!(UsageError(
             "nothing to download: give URLs or --input-file".into()
         ));
@@ -144,6 +169,13 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         .input_file
         .as_ref()
         .filter(|path| path.as_path() != Path::new("-"));
+    if !args.dry_run {
+        crate::check_writable(&args.dir)?;
+    }
+    let downloader = build_downloader(&args)?;
+    for location in metalinks {
+        from_command_line.extend(metalink_requests(location, &downloader, &args).await?);
+    }
     check_outputs(
         &from_command_line,
         reading_file.map(PathBuf::as_path),
@@ -151,35 +183,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         args.strict_input,
         content_disposition,
     )?;
-    if !args.dry_run {
-        crate::check_writable(&args.dir)?;
-    }
-    let downloader = build_downloader(&args)?;
-    let sums = match &args.checksums {
-        Some(location) => {
-            let text = crate::sync::read_text(location, &downloader, "the checksum file").await?;
-            let parsed = haul::parse_sums(&text)
-                .map_err(|errors| crate::sync::bad_lines(location, &errors))?;
-            parsed.into_iter().collect()
-        }
-        None => HashMap::new(),
-    };
-    let shared = Arc::new(Shared {
-        dir: args.dir.clone(),
-        sums,
-        digest: args.digest,
-        shard: args
-            .shard
-            .as_deref()
-            .map(|text| Shard::parse(text).map_err(|e| UsageError(format!("--shard {e}"))))
-            .transpose()?,
-        rate_limit: args.common.max_download_limit.filter(|r| *r > 0),
-        sums_from: args
-            .checksums
-            .clone()
-            .map(|from| (from, args.checksums_strict)),
-        unlisted: std::sync::Mutex::new((Vec::new(), 0)),
-    });
+    let shared = Arc::new(Shared::new(&args, read_sums(&args, &downloader).await?)?);
     let stream = request_stream(&args, from_command_line, &shared);
     if args.dry_run {
         return dry_run(
@@ -306,6 +310,44 @@ fn request_stream(
     }
 }
 
+/// The checksum file's digests by name (`--checksums`), or none.
+async fn read_sums(
+    args: &GetArgs,
+    downloader: &haul::Downloader,
+) -> anyhow::Result<HashMap<String, Checksum>> {
+    let Some(location) = &args.checksums else {
+        return Ok(HashMap::new());
+    };
+    let text = crate::sync::read_text(location, downloader, "the checksum file").await?;
+    let parsed =
+        haul::parse_sums(&text).map_err(|errors| crate::sync::bad_lines(location, &errors))?;
+    Ok(parsed.into_iter().collect())
+}
+
+/// The requests of a Metalink's files, below `--dir`.
+async fn metalink_requests(
+    location: &str,
+    downloader: &haul::Downloader,
+    args: &GetArgs,
+) -> anyhow::Result<Vec<Request>> {
+    let text = crate::sync::read_text(location, downloader, "the Metalink").await?;
+    let parsed =
+        haul::metalink::parse(&text).map_err(|e| UsageError(format!("{location}: {e}")))?;
+    let countries: Vec<&str> = args
+        .metalink_location
+        .as_deref()
+        .map(|list| list.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    let mut requests = Vec::new();
+    for file in &parsed.files {
+        let request = file
+            .request(&args.dir, &countries)
+            .map_err(|e| UsageError(format!("{location}: `{}`: {e}", file.name)))?;
+        requests.push(request);
+    }
+    Ok(requests)
+}
+
 /// The requests of the URLs on the command line.
 fn command_line_requests(args: &GetArgs) -> anyhow::Result<Vec<Request>> {
     let single_only = |flag: &str| -> anyhow::Result<()> {
@@ -333,7 +375,11 @@ fn command_line_requests(args: &GetArgs) -> anyhow::Result<Vec<Request>> {
         None => None,
     };
     let mut requests = Vec::new();
-    for url in &args.urls {
+    for url in args
+        .urls
+        .iter()
+        .filter(|u| !haul::metalink::is_metalink_name(u))
+    {
         let url = haul::input::parse_url(url).map_err(UsageError)?;
         let mut request = Request::from_url(url)
             .map_err(|e| UsageError(e.to_string()))?

@@ -318,6 +318,7 @@ pub(crate) fn build_downloader(args: &GetArgs) -> anyhow::Result<Downloader> {
         .remote_time(!args.no_remote_time)
         .timestamping(args.timestamping)
         .check_existing(args.check_existing)
+        .metalink_headers(!args.no_metalink_headers)
         .build()
         .map(warn_if_jobs_capped)
         .inspect(|downloader| follow_rate_schedule(downloader, &args.common))

@@ -95,7 +95,10 @@ impl Transfer<'_> {
         let remaining: u64 = gaps.iter().map(|(s, e)| e - s).sum();
         let split = self.config().min_split_bytes;
         let splits = self.connections() > 1 && remaining >= 2 * split;
-        splits || gaps.len() > 1 || !self.request.mirrors.is_empty()
+        // A gap that ends before the file does (a piece fetched again) is the engine's too:
+        // one plain stream would run on over bytes already there.
+        let inner_gap = gaps.last().is_some_and(|(_, end)| *end < total);
+        splits || gaps.len() > 1 || inner_gap || !self.request.mirrors.is_empty()
     }
 
     /// Downloads what is missing of the file over several connections. `first` is the answer

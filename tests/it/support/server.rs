@@ -24,6 +24,8 @@
 //! | `date_form=rfc850\|asctime` | send `Last-Modified` in an obsolete date form |
 //! | `ignore_if_range=1` | serve a range even when `If-Range` does not match (as many CDNs do) |
 //! | `version_per_hit=1` | every request of the path gets a new version (its hit number) |
+//! | `corrupt_at=N` | byte N of the file is sent wrong (when the answer carries it) |
+//! | `link=VALUE` | send `Link: VALUE` (percent-decoded), as mirrorbits does |
 //!
 //! | `gzip=1` | claim `Content-Encoding: gzip` (the body is not really compressed) |
 //! | `disposition=VALUE` | send `Content-Disposition: VALUE` (percent-decoded) |
@@ -620,6 +622,10 @@ fn respond(
         let (name, value) = announced_digest(kind, &content(name, version, size), sha512, wrong);
         builder = builder.header(name, value);
     }
+    if let Some(value) = query.get("link") {
+        let decoded = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+        builder = builder.header("link", decoded.as_ref());
+    }
     if let Some(value) = query.get("disposition") {
         let decoded = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
         builder = builder.header("content-disposition", decoded.as_ref());
@@ -639,6 +645,7 @@ fn respond(
         fault("stall_after"),
         fault("trickle_after").map(|after| (after, number("trickle_ms").unwrap_or(2000))),
         number("rate").filter(|_| number("slow_from").is_none_or(|from| start >= from)),
+        fault("corrupt_at"),
         guard,
     );
     builder.body(body).unwrap()
@@ -900,6 +907,7 @@ fn body_stream(
     stall_after: Option<u64>,
     trickle: Option<(u64, u64)>,
     rate: Option<u64>,
+    corrupt_at: Option<u64>,
     guard: InFlight,
 ) -> Body {
     let began = Instant::now();
@@ -944,7 +952,12 @@ fn body_stream(
                 }
             }
             let offset = (position % PERIOD as u64) as usize;
-            let chunk = cyclic.slice(offset..offset + length as usize);
+            let mut chunk = cyclic.slice(offset..offset + length as usize);
+            if let Some(bad) = corrupt_at.filter(|at| (position..position + length).contains(at)) {
+                let mut wrong = chunk.to_vec();
+                wrong[(bad - position) as usize] ^= 0xff;
+                chunk = Bytes::from(wrong);
+            }
             counters.body_bytes.fetch_add(length, Ordering::SeqCst);
             Some((
                 Ok(Frame::data(chunk)),
