@@ -494,6 +494,7 @@ impl Scheduler {
                     .rate_limit
                     .map(|rate| std::sync::Arc::new(crate::client::rate::RateLimiter::new(rate))),
                 repairs: 0,
+                repaired_pieces: 0,
             };
             let (result, kept_bytes) = transfer.run().await;
             finish_keeping(&report, sink, result, kept_bytes);

@@ -431,6 +431,7 @@ mod tests {
                 etag: None,
                 last_modified: None,
                 source: None,
+                repaired_pieces: 0,
             },
             tag: None,
         }

@@ -75,6 +75,9 @@ impl Source {
             }
             Self::Manifest(location) => {
                 let text = location.read_text(downloader).await?;
+                if looks_like_metalink(location, &text) {
+                    return metalink_files(&text);
+                }
                 if looks_like_html(&text) {
                     return Err(Error::NotAManifest {
                         what: location.to_string(),
@@ -87,6 +90,38 @@ impl Source {
             }
         }
     }
+}
+
+/// Whether a source is a Metalink: by its name (`.meta4`, `.metalink`) or its root element.
+fn looks_like_metalink(location: &Location, text: &str) -> bool {
+    let named = match location {
+        Location::File(path) => crate::metalink::is_metalink_name(&path.to_string_lossy()),
+        Location::Url(url) => crate::metalink::is_metalink_name(url.path()),
+        Location::Stdin => false,
+    };
+    let head: String = text.chars().take(1024).collect();
+    named || head.contains("<metalink")
+}
+
+/// A Metalink's files as a sync's source: each file's name (kept exactly, as a mirror's
+/// path), its best URL with the others as mirrors, its size and strongest hash. (Piece hashes
+/// are not used by a sync: its files are verified whole.)
+fn metalink_files(text: &str) -> Result<SourceFiles, Error> {
+    let metalink = crate::metalink::parse(text)?;
+    let mut files = SourceFiles::default();
+    for file in &metalink.files {
+        let sources = file.ordered_sources(&[]);
+        let Some((first, mirrors)) = sources.split_first() else {
+            continue;
+        };
+        files.entries.push(
+            super::SourceEntry::new(file.name.trim_start_matches("./"), (*first).clone())
+                .with_size(file.size)
+                .with_checksum(file.hash.clone())
+                .with_mirrors(mirrors.iter().map(|u| (*u).clone()).collect()),
+        );
+    }
+    Ok(files)
 }
 
 /// Whether a text is an HTML page rather than a list of URLs: it opens with a tag, and has a

@@ -79,7 +79,9 @@ impl Transfer<'_> {
         })
         .await?;
         drop(locked);
-        Ok(session.completed(final_path, digest, clock))
+        let mut completed = session.completed(final_path, digest, clock);
+        completed.repaired_pieces = self.repaired_pieces;
+        Ok(completed)
     }
 }
 
@@ -190,6 +192,7 @@ impl Transfer<'_> {
             etag: validators.etag.clone().or(old_etag),
             last_modified: validators.last_modified.clone().or(old_modified),
             source: None,
+            repaired_pieces: 0,
         })
     }
 

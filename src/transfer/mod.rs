@@ -77,6 +77,8 @@ pub struct Completed {
     /// alone or sharing the pieces with its mirrors (their `warning` events say which mirror
     /// was dropped and why).
     pub source: Option<String>,
+    /// Pieces that failed their hash (a Metalink's `<pieces>`) and were fetched again.
+    pub repaired_pieces: usize,
 }
 
 /// Everything one download needs: the means to reach the server, the request, where its
@@ -100,6 +102,8 @@ pub(crate) struct Transfer<'a> {
     /// Passes that fetched bad pieces again (a Metalink's piece hashes); each starts from the
     /// next source, so a mirror that served a bad piece does not serve it again first.
     pub(crate) repairs: u32,
+    /// Pieces fetched again so far.
+    pub(crate) repaired_pieces: usize,
 }
 
 /// Passes that fetch a file's bad pieces again before it fails.
@@ -167,6 +171,7 @@ impl Transfer<'_> {
                     pieces, algorithm, ..
                 }) if self.repairs < PIECE_REPAIRS => {
                     self.repairs += 1;
+                    self.repaired_pieces += pieces;
                     self.emit(&Event::Warning {
                         id: self.report.id(),
                         message: format!(

@@ -153,6 +153,7 @@ impl Transfer<'_> {
             etag: None,
             last_modified: None,
             source: None,
+            repaired_pieces: 0,
         })
     }
 }

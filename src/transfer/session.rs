@@ -175,6 +175,7 @@ impl Session {
             last_modified: self.state.validators.last_modified,
             source: (self.sources.index() > 0)
                 .then(|| crate::naming::redact_url(self.sources.current())),
+            repaired_pieces: 0,
         }
     }
 }

@@ -117,6 +117,14 @@ async fn a_corrupted_piece_is_fetched_again_from_the_next_mirror_and_only_it() {
         "the repair came from the next mirror"
     );
     assert_eq!(listing(&out), vec!["dist.iso"]);
+    let events = crate::support::json_events(&output.stdout);
+    let finished = events.iter().find(|e| e["event"] == "finished").unwrap();
+    assert_eq!(finished["repaired_pieces"], 1, "{finished}");
+    assert_eq!(
+        finished["source"],
+        good.as_str(),
+        "the mirror that served the repair"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,4 +370,50 @@ async fn nginx_mirrors_repair_a_bad_piece() {
         )),
         "only the bad piece: {good:?}"
     );
+}
+
+/// A `.meta4` line in an input file stands for its files; `haul sync` takes a Metalink as its
+/// source (every file in it, exact names beneath DIR).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_files_and_sync_take_metalinks() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let one = content("one.bin", 1, 3000);
+    let two = content("two.bin", 1, 4000);
+    let doc = |name: &str, body: &[u8], url: &str| meta4(name, body, &[(url, 1, "de")]);
+    let first = doc("one.bin", &one, &server.file_url(3000, "one.bin", ""));
+    let both = first.replace(
+        "</metalink>",
+        &doc("sub/two.bin", &two, &server.file_url(4000, "two.bin", ""))
+            .split("<file")
+            .nth(1)
+            .map(|rest| format!("<file{}", rest))
+            .unwrap(),
+    );
+    server.put_tree("/meta/", &[("both.meta4", both.as_bytes())]);
+    let input = dir.path().join("list.txt");
+    std::fs::write(
+        &input,
+        format!("{}\n  dir=from-list\n", server.url("/meta/both.meta4")),
+    )
+    .unwrap();
+    let mut get = haul();
+    get.args(["get", "-d"])
+        .arg(dir.path())
+        .arg("-i")
+        .arg(&input);
+    let output = run(get).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(std::fs::read(dir.path().join("from-list/one.bin")).unwrap() == one);
+    assert!(std::fs::read(dir.path().join("from-list/sub/two.bin")).unwrap() == two);
+
+    let mirror = dir.path().join("mirror");
+    let mut sync = haul();
+    sync.arg("sync")
+        .arg(server.url("/meta/both.meta4"))
+        .arg(&mirror);
+    let output = run(sync).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(std::fs::read(mirror.join("one.bin")).unwrap() == one);
+    assert!(std::fs::read(mirror.join("sub/two.bin")).unwrap() == two);
 }

@@ -29,6 +29,9 @@ const ERRORS_LISTED: usize = 50;
 /// What every request of the run gets besides its own options.
 struct Shared {
     dir: PathBuf,
+    /// For the Metalinks an input file names, and where their mirrors should be.
+    downloader: haul::Downloader,
+    countries: Vec<String>,
     sums: HashMap<String, Checksum>,
     /// Where the sums came from, and whether an unlisted file fails (`--checksums-strict`).
     sums_from: Option<(String, bool)>,
@@ -40,9 +43,15 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(args: &GetArgs, sums: HashMap<String, Checksum>) -> anyhow::Result<Self> {
+    fn new(
+        args: &GetArgs,
+        sums: HashMap<String, Checksum>,
+        downloader: &haul::Downloader,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             dir: args.dir.clone(),
+            downloader: downloader.clone(),
+            countries: countries(args),
             sums,
             digest: args.digest,
             shard: args
@@ -109,6 +118,39 @@ impl Shared {
             request = request.with_rate_limit(rate);
         }
         Some(Ok(request))
+    }
+
+    /// The requests of the Metalink an input line names (below that line's directory), read
+    /// from this blocking thread; a Metalink that cannot be read fails its line.
+    fn metalink_line(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        line_request: &Request,
+        line: usize,
+    ) -> Vec<Result<Request, Error>> {
+        let dir = match line_request.destination() {
+            haul::Destination::Directory(dir) => dir.clone(),
+            _ => self.dir.clone(),
+        };
+        let location = haul::sync::Location::Url(line_request.url().clone());
+        let parsed = runtime
+            .block_on(location.read_text(&self.downloader))
+            .and_then(|text| haul::metalink::parse(&text));
+        let countries: Vec<&str> = self.countries.iter().map(String::as_str).collect();
+        match parsed {
+            Ok(metalink) => metalink
+                .files
+                .iter()
+                .filter_map(|file| match file.request(&dir, &countries) {
+                    Ok(request) => self.finish(request),
+                    Err(error) => Some(Err(Error::Config(format!(
+                        "line {line}: `{}`: {error}",
+                        file.name
+                    )))),
+                })
+                .collect(),
+            Err(error) => vec![Err(Error::Config(format!("line {line}: {error}")))],
+        }
     }
 
     /// Says which downloads went unverified because the checksum file does not list them.
@@ -183,7 +225,11 @@ pub async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         args.strict_input,
         content_disposition,
     )?;
-    let shared = Arc::new(Shared::new(&args, read_sums(&args, &downloader).await?)?);
+    let shared = Arc::new(Shared::new(
+        &args,
+        read_sums(&args, &downloader).await?,
+        &downloader,
+    )?);
     let stream = request_stream(&args, from_command_line, &shared);
     if args.dry_run {
         return dry_run(
@@ -322,6 +368,14 @@ async fn read_sums(
     let parsed =
         haul::parse_sums(&text).map_err(|errors| crate::sync::bad_lines(location, &errors))?;
     Ok(parsed.into_iter().collect())
+}
+
+/// `--metalink-location`'s country codes.
+fn countries(args: &GetArgs) -> Vec<String> {
+    args.metalink_location
+        .as_deref()
+        .map(|list| list.split(',').map(|c| c.trim().to_owned()).collect())
+        .unwrap_or_default()
 }
 
 /// The requests of a Metalink's files, below `--dir`.
@@ -564,6 +618,7 @@ fn input_stream(
     strict: bool,
 ) -> impl futures_util::Stream<Item = Result<Request, Error>> {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Request, Error>>(256);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let reader: Box<dyn BufRead> = if path == Path::new("-") {
             Box::new(std::io::BufReader::new(std::io::stdin()))
@@ -582,10 +637,15 @@ fn input_stream(
         let stdin = path == Path::new("-");
         let mut parser = InputParser::new(strict);
         let send = |item: Result<Request, Error>| sender.blocking_send(item).is_ok();
-        let convert = |entry: InputEntry| -> Option<Result<Request, Error>> {
+        let convert = |entry: InputEntry| -> Vec<Result<Request, Error>> {
             match entry.to_request(&shared.dir) {
-                Ok(request) => shared.finish(request),
-                Err(error) => Some(Err(Error::Config(error.to_string()))),
+                // A line naming a Metalink stands for the files it lists (fetched here, on
+                // this reading thread, so the list is still read as the batch takes it).
+                Ok(request) if haul::metalink::is_metalink_name(request.url().path()) => {
+                    shared.metalink_line(&runtime, &request, entry.line)
+                }
+                Ok(request) => shared.finish(request).into_iter().collect(),
+                Err(error) => vec![Err(Error::Config(error.to_string()))],
             }
         };
         for (index, line) in reader.lines().enumerate() {
@@ -599,14 +659,16 @@ fn input_stream(
             {
                 return;
             }
-            if let Some(item) = step.entry.and_then(convert)
-                && !send(item)
-            {
-                return;
+            for item in step.entry.map(convert).unwrap_or_default() {
+                if !send(item) {
+                    return;
+                }
             }
         }
-        if let Some(item) = parser.finish().and_then(convert) {
-            send(item);
+        for item in parser.finish().map(convert).unwrap_or_default() {
+            if !send(item) {
+                return;
+            }
         }
     });
     tokio_stream_from(receiver)

@@ -344,6 +344,7 @@ impl Renderer {
                     "resumed_from": completed.resumed_from,
                     "already_present": completed.already_present,
                     "source": completed.source,
+                    "repaired_pieces": completed.repaired_pieces,
                 }));
                 if lines {
                     self.finished_line(&name, completed);
