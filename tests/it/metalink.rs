@@ -387,7 +387,7 @@ async fn input_files_and_sync_take_metalinks() {
         &doc("sub/two.bin", &two, &server.file_url(4000, "two.bin", ""))
             .split("<file")
             .nth(1)
-            .map(|rest| format!("<file{}", rest))
+            .map(|rest| format!("<file{rest}"))
             .unwrap(),
     );
     server.put_tree("/meta/", &[("both.meta4", both.as_bytes())]);
