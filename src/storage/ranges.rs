@@ -54,6 +54,11 @@ impl RangeSet {
         self.0.iter().map(|(start, end)| end - start).sum()
     }
 
+    /// One past the last present byte (0 when nothing is present).
+    pub(crate) fn end(&self) -> u64 {
+        self.0.last().map_or(0, |(_, end)| *end)
+    }
+
     /// Where the first present range after `offset` begins (the end of the gap at `offset`).
     pub(crate) fn next_start_after(&self, offset: u64) -> Option<u64> {
         self.0

@@ -251,7 +251,10 @@ impl WriterCore {
             pool: BufferPool::default(),
             background: None,
         };
-        core.length = core.state.done.contiguous_prefix();
+        // Everything up to the last byte present: a resume with holes (pieces fetched again,
+        // a segmented run cut short) has data after its first gap, and the file's digest at
+        // the end must cover it.
+        core.length = core.state.done.end();
         // The state exists before any data does, so a `.part` without a state file was never
         // ours and is not trusted.
         core.state.save(&core.paths, &core.syncer)?;

@@ -417,3 +417,37 @@ async fn input_files_and_sync_take_metalinks() {
     assert!(std::fs::read(mirror.join("one.bin")).unwrap() == one);
     assert!(std::fs::read(mirror.join("sub/two.bin")).unwrap() == two);
 }
+
+/// A piece fetched again early in a large file: the file's digest must still cover the bytes
+/// after the hole (a resumed writer once hashed only up to the end of what it wrote, and the
+/// whole-file hash failed although every piece was right).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_early_in_a_large_file_keeps_the_whole_file_hash_right() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let size: u64 = 24 << 20;
+    let body = content("large.iso", 1, size);
+    let document = meta4(
+        "large.iso",
+        &body,
+        &[
+            (
+                &server.file_url(size, "large.iso", "corrupt_at=1000000"),
+                1,
+                "de",
+            ),
+            (&server.file_url(size, "large.iso", ""), 2, "fr"),
+        ],
+    );
+    let file = dir.path().join("large.meta4");
+    std::fs::write(&file, &document).unwrap();
+    let mut command = haul();
+    command
+        .args(["get", "-x", "1", "-d"])
+        .arg(dir.path())
+        .arg(&file);
+    let output = run(command).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(std::fs::read(dir.path().join("large.iso")).unwrap() == body);
+    assert_eq!(server.body_bytes(), size + PIECE);
+}
