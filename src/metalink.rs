@@ -166,6 +166,37 @@ pub fn duplicate_links(value: &str) -> Vec<(String, u32)> {
     links
 }
 
+/// Reads and parses the Metalink at `location` (a path, `-` or a URL), refusing one larger
+/// than the downloader's `max_document_size` (64 MiB by default) before reading it: a
+/// hostile 1 GiB document costs nothing.
+///
+/// # Errors
+/// A document that cannot be read, is too large, or is not a usable Metalink.
+pub async fn load(
+    location: &crate::sync::Location,
+    downloader: &crate::Downloader,
+) -> Result<Metalink, Error> {
+    let limit = downloader.client.config().max_document_bytes;
+    if let crate::sync::Location::File(path) = location {
+        let length = std::fs::metadata(path)
+            .map_err(|e| Error::io("read", path, e))?
+            .len();
+        if length > limit {
+            return Err(Error::Metalink(format!(
+                "`{}` is {length} bytes, more than the {limit} a document may have",
+                path.display()
+            )));
+        }
+    }
+    let text = location.read_text(downloader).await?;
+    if text.len() as u64 > limit {
+        return Err(Error::Metalink(format!(
+            "{location} is more than the {limit} bytes a document may have"
+        )));
+    }
+    parse(&text)
+}
+
 /// Whether a name or URL looks like a Metalink document (`.meta4`, `.metalink`).
 #[must_use]
 pub fn is_metalink_name(name: &str) -> bool {

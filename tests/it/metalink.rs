@@ -210,6 +210,22 @@ async fn hostile_metalinks_get_a_clear_error_and_write_nothing() {
         );
         assert!(!out.exists(), "{what}: nothing written");
     }
+    // A 1 GiB document (sparse here) is refused before it is read.
+    let huge = dir.path().join("huge.meta4");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let mut command = haul();
+    command
+        .args(["get", "-d"])
+        .arg(dir.path().join("out"))
+        .arg(&huge);
+    let started = std::time::Instant::now();
+    let output = run(command).await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("more than"), "{}", stderr(&output));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert_eq!(server.requests(), 0);
 }
 

@@ -133,9 +133,7 @@ impl Shared {
             _ => self.dir.clone(),
         };
         let location = haul::sync::Location::Url(line_request.url().clone());
-        let parsed = runtime
-            .block_on(location.read_text(&self.downloader))
-            .and_then(|text| haul::metalink::parse(&text));
+        let parsed = runtime.block_on(haul::metalink::load(&location, &self.downloader));
         let countries: Vec<&str> = self.countries.iter().map(String::as_str).collect();
         match parsed {
             Ok(metalink) => metalink
@@ -384,9 +382,14 @@ async fn metalink_requests(
     downloader: &haul::Downloader,
     args: &GetArgs,
 ) -> anyhow::Result<Vec<Request>> {
-    let text = crate::sync::read_text(location, downloader, "the Metalink").await?;
-    let parsed =
-        haul::metalink::parse(&text).map_err(|e| UsageError(format!("{location}: {e}")))?;
+    let parsed = haul::metalink::load(&haul::sync::Location::parse(location), downloader)
+        .await
+        .map_err(|e| match e.kind() {
+            haul::ErrorKind::InvalidInput | haul::ErrorKind::Io => {
+                anyhow::Error::from(UsageError(format!("{location}: {e}")))
+            }
+            _ => anyhow::anyhow!("fetching the Metalink {location} failed: {e}"),
+        })?;
     let countries: Vec<&str> = args
         .metalink_location
         .as_deref()
