@@ -76,10 +76,12 @@ async fn a_stalled_body_is_abandoned_and_resumed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_resumes_with_range_and_a_strong_if_range() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::new().await;
     interrupted_once(&server, dir.path(), "r.bin", "drop_after=1200000").await;
-    let downloader = fast_downloader().build().unwrap();
     let done = downloader
         .download(request(&server.file_url(SIZE, "r.bin", ""), dir.path()))
         .await
@@ -98,11 +100,13 @@ async fn a_second_run_resumes_with_range_and_a_strong_if_range() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_changed_between_runs_is_fetched_whole_never_spliced() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::new().await;
     interrupted_once(&server, dir.path(), "c.bin", "drop_after=1000000").await;
     server.set_version(&format!("/files/{SIZE}/c.bin"), 2);
-    let downloader = fast_downloader().build().unwrap();
     let done = downloader
         .download(request(&server.file_url(SIZE, "c.bin", ""), dir.path()))
         .await
@@ -122,10 +126,12 @@ async fn a_file_changed_between_runs_is_fetched_whole_never_spliced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_ignores_range_restarts_from_the_same_response() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::new().await;
     interrupted_once(&server, dir.path(), "n.bin", "drop_after=1000000").await;
-    let downloader = fast_downloader().build().unwrap();
     let url = server.file_url(SIZE, "n.bin", "no_ranges=1");
     let done = downloader
         .download(request(&url, dir.path()))
@@ -140,10 +146,12 @@ async fn a_server_that_ignores_range_restarts_from_the_same_response() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_content_range_is_rejected_and_the_part_kept() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::new().await;
     interrupted_once(&server, dir.path(), "w.bin", "drop_after=1000000").await;
-    let downloader = fast_downloader().build().unwrap();
     let url = server.file_url(SIZE, "w.bin", "wrong_range=1");
     let error = downloader
         .download(request(&url, dir.path()))
@@ -191,8 +199,11 @@ async fn without_a_strong_validator_resume_relies_on_the_length_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_modified_is_the_validator_when_there_is_no_etag() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::new().await;
     interrupted_once(
         &server,
         dir.path(),
@@ -200,7 +211,6 @@ async fn last_modified_is_the_validator_when_there_is_no_etag() {
         "validators=lm&drop_after=1000000",
     )
     .await;
-    let downloader = fast_downloader().build().unwrap();
     let url = server.file_url(SIZE, "lm.bin", "validators=lm");
     downloader
         .download(request(&url, dir.path()))
