@@ -92,11 +92,7 @@ async fn a_symlink_loop_served_by_python_is_synced_and_reported_within_seconds()
     std::fs::write(www.path().join("real.txt"), b"the only file").unwrap();
     std::os::unix::fs::symlink(".", www.path().join("a")).unwrap();
     std::os::unix::fs::symlink(".", www.path().join("b")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let mut server = std::process::Command::new("python3")
         .args([
             "-m",

@@ -294,11 +294,7 @@ async fn a_server_that_ignores_ranges_python_http_server_restarts_cleanly() {
     let www = tempfile::tempdir().unwrap();
     let size = 2_000_000u64;
     put(www.path(), "p.bin", &content("p", 1, size));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let mut server = std::process::Command::new(python)
         .args([
             "-m",

@@ -437,9 +437,7 @@ async fn events_can_be_received_from_a_channel() {
 /// and the error's `Display` names the cause (no need to walk `source()`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_retry_is_reported_with_its_cause_and_the_error_shows_its_cause() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let port = crate::support::free_port();
     let dir = tempfile::tempdir().unwrap();
     let (observer, mut events) = ChannelObserver::new();
     let downloader = fast_downloader()

@@ -283,11 +283,7 @@ fn moto(files: &[(&str, &[u8])]) -> Option<Moto> {
         eprintln!("SKIPPED: moto is not installed (pip install 'moto[server]'); S3 test not run");
         return None;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let child = std::process::Command::new("python3")
         .args([
             "-m",

@@ -71,9 +71,7 @@ async fn cookies_a_server_sets_are_kept_for_the_run() {
 /// one clear failure, within seconds (not 20 s of silence).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_port_fails_within_seconds_and_says_each_retry() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let port = crate::support::free_port();
     let dir = tempfile::tempdir().unwrap();
     let mut command = haul();
     command

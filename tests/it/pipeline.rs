@@ -208,10 +208,7 @@ async fn server_names_equal_to_the_urls_name_never_share_a_path() {
 
 /// A port on which nothing listens.
 fn closed_port_url(path: &str) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}{path}")
+    format!("http://127.0.0.1:{}{path}", crate::support::free_port())
 }
 
 /// Behaviour 3: a first URL that answers 404 or 410, refuses the connection, does not resolve,

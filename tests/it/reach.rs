@@ -161,9 +161,7 @@ async fn socks5_proxies_carry_downloads_from_the_environment_and_with_credential
 async fn a_proxy_that_is_down_is_named_as_what_failed() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let port = crate::support::free_port();
     let url = server.file_url(10, "behind.bin", "");
     let proxy = format!("http://127.0.0.1:{port}");
     let output = run(get(dir.path(), &["--proxy", &proxy], &url)).await;

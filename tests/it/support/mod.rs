@@ -56,6 +56,13 @@ impl Fixture {
     }
 }
 
+/// A loopback port nothing listens on (bound, then given back): for a server the test starts
+/// itself, or for a connection that must be refused.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    listener.local_addr().expect("its address").port()
+}
+
 /// The real `haul` binary.
 pub fn haul() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_haul"));

@@ -3,7 +3,7 @@
 //! Serves plain HTTP (with a `limit_rate` location and an autoindex location) and HTTPS with
 //! HTTP/2, using a private CA and a server certificate made with the `openssl` command.
 
-use std::net::TcpListener;
+use super::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,13 +44,6 @@ pub fn nginx_binary() -> Option<PathBuf> {
         );
     }
     found
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn openssl(dir: &Path, args: &[&str]) {

@@ -4,6 +4,7 @@
 //! from 127.0.0.2, so the target sees the proxy, not the client). Without the binaries the
 //! tests say so and skip, except under `CI=true` (`.ci/run` installs them).
 
+use super::free_port;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -46,13 +47,6 @@ fn find(binary: &str, package: &str) -> Option<PathBuf> {
         eprintln!("SKIPPED: {binary} is not installed (apt-get install -y {package})");
     }
     found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// Starts `command`, a proxy that will listen on `port`, and waits until it does.

@@ -3,6 +3,7 @@
 //! `slurm.conf` in a temporary directory (no cgroups, no accounting). Every daemon it started is
 //! stopped on drop. Without Slurm the caller skips loudly, except under `CI=true`.
 
+use super::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -10,13 +11,6 @@ use std::time::{Duration, Instant};
 pub struct Slurm {
     pub dir: tempfile::TempDir,
     conf: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// Whether Slurm can run here; under `CI=true` its absence fails the test.
