@@ -350,7 +350,7 @@ pub enum Error {
     },
     /// A text the caller gave (a manifest, an input file) has malformed lines; none of it
     /// was used.
-    #[error("{what} has {} bad line(s): {}", lines.len(), crate::sync::list_lines(lines))]
+    #[error("{what} has {} bad line(s): {}", lines.len(), crate::input::list_lines(lines))]
     #[non_exhaustive]
     BadLines {
         /// Where the text came from.

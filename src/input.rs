@@ -213,6 +213,17 @@ impl fmt::Display for LineError {
     }
 }
 
+/// The lines of a text that were refused, for messages.
+pub(crate) fn list_lines(lines: &[LineError]) -> String {
+    let shown: Vec<String> = lines.iter().take(50).map(ToString::to_string).collect();
+    let mut text = shown.join("; ");
+    if lines.len() > shown.len() {
+        let more = lines.len() - shown.len();
+        text = format!("{text}; ... and {more} more");
+    }
+    text
+}
+
 /// Parses an input file. Returns every entry, or every malformed line when there is any: a
 /// file with a mistake runs nothing, so a typo never silently drops a download.
 ///

@@ -62,6 +62,16 @@ impl Algorithm {
         }
     }
 
+    /// A rank for choosing among digests of one file: SHA-512 over SHA-256 over SHA-1 over MD5.
+    pub(crate) fn strength(self) -> u8 {
+        match self {
+            Self::Sha512 => 4,
+            Self::Sha256 => 3,
+            Self::Sha1 => 2,
+            Self::Md5 => 1,
+        }
+    }
+
     /// Whether the algorithm resists a deliberate forgery (SHA-256, SHA-512).
     #[must_use]
     pub fn is_strong(self) -> bool {

@@ -256,10 +256,8 @@ pub fn parse(text: &str) -> Result<Metalink, Error> {
                 path.push(name);
                 text_so_far.clear();
             }
-            Event::Empty(element) => {
-                // An empty element carries no text; only its attributes matter (none here).
-                let _ = local(&element);
-            }
+            // An empty element carries no text, and none Metalink uses is empty.
+            Event::Empty(_) => {}
             Event::Text(content) => push_text(&mut text_so_far, &content.xml10_content())?,
             Event::CData(content) => push_text(&mut text_so_far, &content.xml10_content())?,
             Event::GeneralRef(reference) => {
@@ -334,7 +332,7 @@ impl Building {
             .ok_or_else(|| bad("<pieces> without a positive length".into()))?;
         let algorithm = attribute(attributes, "type")
             .as_deref()
-            .and_then(algorithm)
+            .and_then(Algorithm::from_name)
             .ok_or_else(|| bad("<pieces> of an unknown hash type".into()))?;
         self.pieces = Some((length, algorithm, Vec::new()));
         Ok(())
@@ -367,7 +365,9 @@ impl Building {
             }
             ("hash", _) => {
                 // Metalink 3 nests hashes in <verification>; 4 puts them in <file>.
-                let Some(kind) = attribute(attributes, "type").as_deref().and_then(algorithm)
+                let Some(kind) = attribute(attributes, "type")
+                    .as_deref()
+                    .and_then(Algorithm::from_name)
                 else {
                     return Ok(()); // an algorithm haul does not know is skipped
                 };
@@ -410,7 +410,7 @@ impl Building {
         let hash = self
             .hashes
             .iter()
-            .max_by_key(|h| strength(h.algorithm()))
+            .max_by_key(|h| h.algorithm().strength())
             .cloned();
         let pieces = match self.pieces {
             None => None,
@@ -489,30 +489,11 @@ fn predefined(name: &str) -> Option<&'static str> {
     })
 }
 
-/// The IANA hash names Metalink 4 uses, and Metalink 3's spellings.
-fn algorithm(name: &str) -> Option<Algorithm> {
-    match name.to_ascii_lowercase().as_str() {
-        "sha-256" | "sha256" => Some(Algorithm::Sha256),
-        "sha-512" | "sha512" => Some(Algorithm::Sha512),
-        "sha-1" | "sha1" => Some(Algorithm::Sha1),
-        "md5" => Some(Algorithm::Md5),
-        _ => None,
-    }
-}
-
-fn strength(algorithm: Algorithm) -> u8 {
-    match algorithm {
-        Algorithm::Sha512 => 4,
-        Algorithm::Sha256 => 3,
-        Algorithm::Sha1 => 2,
-        Algorithm::Md5 => 1,
-    }
-}
-
+/// A hash element's value: hex of the algorithm's length (through `Checksum`'s own parsing).
 fn checksum(algorithm: Algorithm, hex_text: &str) -> Result<Checksum, String> {
-    let bytes = hex::decode(hex_text.trim())
-        .map_err(|_| format!("the {} hash `{hex_text}` is not hex", algorithm.name()))?;
-    Checksum::new(algorithm, bytes).map_err(|e| e.to_string())
+    format!("{}={}", algorithm.name(), hex_text.trim())
+        .parse()
+        .map_err(|e: Error| e.to_string())
 }
 
 #[cfg(test)]

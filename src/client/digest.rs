@@ -56,7 +56,7 @@ pub(crate) fn announced(headers: &HeaderMap, whole: bool) -> Option<Announced> {
     }
     found
         .into_iter()
-        .max_by_key(|a| strength(a.checksum.algorithm()))
+        .max_by_key(|a| a.checksum.algorithm().strength())
 }
 
 /// The header name as a constant (for an announced digest read back from a state file).
@@ -70,15 +70,6 @@ pub(crate) fn header_name(name: &str) -> Option<&'static str> {
     ]
     .into_iter()
     .find(|known| known.eq_ignore_ascii_case(name))
-}
-
-fn strength(algorithm: Algorithm) -> u8 {
-    match algorithm {
-        Algorithm::Sha512 => 4,
-        Algorithm::Sha256 => 3,
-        Algorithm::Sha1 => 2,
-        Algorithm::Md5 => 1,
-    }
 }
 
 fn values(headers: &HeaderMap, name: &str) -> Vec<String> {

@@ -55,7 +55,6 @@ use plan::PlanOptions;
 pub use plan::{
     Action, Conflict, DeletionBlocked, Plan, Planned, SourceEntry, SourceFiles, UpdateReason,
 };
-pub(crate) use source::list_lines;
 pub use source::{Location, Source};
 
 /// What to do about conflicting names.

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use url::Url;
 
-use crate::input::LineError;
 use crate::{Downloader, Error};
 
 use super::listing::CrawlLimits;
@@ -200,15 +199,4 @@ impl std::fmt::Display for Location {
             Self::Url(url) => f.write_str(&crate::naming::redact_url(url)),
         }
     }
-}
-
-/// The lines of a text that were refused, for messages.
-pub(crate) fn list_lines(lines: &[LineError]) -> String {
-    let shown: Vec<String> = lines.iter().take(50).map(ToString::to_string).collect();
-    let mut text = shown.join("; ");
-    if lines.len() > shown.len() {
-        let more = lines.len() - shown.len();
-        text = format!("{text}; ... and {more} more");
-    }
-    text
 }
