@@ -178,7 +178,8 @@ pub async fn load(
 ) -> Result<Metalink, Error> {
     let limit = downloader.client.config().max_document_bytes;
     if let crate::sync::Location::File(path) = location {
-        let length = std::fs::metadata(path)
+        let length = tokio::fs::metadata(path)
+            .await
             .map_err(|e| Error::io("read", path, e))?
             .len();
         if length > limit {
@@ -189,6 +190,7 @@ pub async fn load(
         }
     }
     let text = location.read_text(downloader).await?;
+    // A URL's document is bounded while it is fetched; standard input only here.
     if text.len() as u64 > limit {
         return Err(Error::Metalink(format!(
             "{location} is more than the {limit} bytes a document may have"

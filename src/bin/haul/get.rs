@@ -133,18 +133,12 @@ impl Shared {
             _ => self.dir.clone(),
         };
         let location = haul::sync::Location::Url(line_request.url().clone());
-        let parsed = runtime.block_on(haul::metalink::load(&location, &self.downloader));
-        let countries: Vec<&str> = self.countries.iter().map(String::as_str).collect();
-        match parsed {
-            Ok(metalink) => metalink
-                .files
-                .iter()
-                .filter_map(|file| match file.request(&dir, &countries) {
+        match runtime.block_on(haul::metalink::load(&location, &self.downloader)) {
+            Ok(metalink) => metalink_file_requests(&metalink, &dir, &self.countries)
+                .into_iter()
+                .filter_map(|request| match request {
                     Ok(request) => self.finish(request),
-                    Err(error) => Some(Err(Error::Config(format!(
-                        "line {line}: `{}`: {error}",
-                        file.name
-                    )))),
+                    Err(error) => Some(Err(Error::Config(format!("line {line}: {error}")))),
                 })
                 .collect(),
             Err(error) => vec![Err(Error::Config(format!("line {line}: {error}")))],
@@ -390,19 +384,27 @@ async fn metalink_requests(
             }
             _ => anyhow::anyhow!("fetching the Metalink {location} failed: {e}"),
         })?;
-    let countries: Vec<&str> = args
-        .metalink_location
-        .as_deref()
-        .map(|list| list.split(',').map(str::trim).collect())
-        .unwrap_or_default();
-    let mut requests = Vec::new();
-    for file in &parsed.files {
-        let request = file
-            .request(&args.dir, &countries)
-            .map_err(|e| UsageError(format!("{location}: `{}`: {e}", file.name)))?;
-        requests.push(request);
-    }
-    Ok(requests)
+    metalink_file_requests(&parsed, &args.dir, &countries(args))
+        .into_iter()
+        .map(|request| request.map_err(|e| UsageError(format!("{location}: {e}")).into()))
+        .collect()
+}
+
+/// The requests of a Metalink's files below `dir`, each file's mistake naming the file.
+fn metalink_file_requests(
+    metalink: &haul::metalink::Metalink,
+    dir: &Path,
+    countries: &[String],
+) -> Vec<Result<Request, String>> {
+    let countries: Vec<&str> = countries.iter().map(String::as_str).collect();
+    metalink
+        .files
+        .iter()
+        .map(|file| {
+            file.request(dir, &countries)
+                .map_err(|e| format!("`{}`: {e}", file.name))
+        })
+        .collect()
 }
 
 /// The requests of the URLs on the command line.
