@@ -583,3 +583,39 @@ async fn check_uses_what_the_last_sync_remembered() {
     );
     assert_eq!(server.requests(), requests, "a check downloads nothing");
 }
+
+/// Hooks run at most 4 at once, however many files end together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_four_hooks_run_at_once() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = dir.path().join("running");
+    std::fs::create_dir(&running).unwrap();
+    let seen = dir.path().join("seen.log");
+    // Each hook marks itself running, notes how many are, and stays a moment.
+    let hook = format!(
+        "touch {r}/$$; ls {r} | wc -l >> {s}; sleep 0.3; rm {r}/$$",
+        r = running.display(),
+        s = seen.display()
+    );
+    let mut command = haul();
+    command
+        .args(["get", "-q", "-j", "12", "--on-finished", &hook, "-d"])
+        .arg(dir.path().join("out"));
+    for n in 0..12 {
+        command.arg(server.file_url(100, &format!("f{n}"), ""));
+    }
+    let output = run(command).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let counts: Vec<usize> = std::fs::read_to_string(&seen)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(counts.len(), 12, "one hook per file");
+    assert!(counts.iter().all(|n| *n <= 4), "{counts:?}");
+    assert!(
+        counts.iter().any(|n| *n > 1),
+        "they did overlap: {counts:?}"
+    );
+}
