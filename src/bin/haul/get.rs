@@ -1,34 +1,28 @@
 //! `haul get`: URLs from the command line and an input file (or standard input) become a
-//! stream of requests for one batch, so memory does not grow with the list's length. An input
-//! file is read twice: a first pass checks every line (and every explicit output) without
-//! keeping them, so a file with a mistake runs nothing; the second streams the requests.
-//! Standard input cannot be read twice: a bad line there fails that line (exit 1), and the
-//! rest runs.
+//! stream of requests for one batch, so memory does not grow with the list's length (the input
+//! file's two passes are `input_file`'s), plus the run's checksum file, Metalinks, dry run and
+//! writing to standard output.
 
 use std::collections::HashMap;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::bail;
 use futures_util::StreamExt;
-use haul::input::{InputEntry, InputParser, LineError};
 use haul::sync::Shard;
 use haul::{Checksum, Error, Request};
 
 use crate::args::GetArgs;
+use crate::input_file::{check_outputs, input_stream};
 use crate::{
     EXIT_CHECKSUM, EXIT_FAILED, UsageError, build_downloader, exit_code, renderer,
     report_interrupted,
 };
 
-/// How many bad lines are listed when an input file is refused.
-const ERRORS_LISTED: usize = 50;
-
 /// What every request of the run gets besides its own options.
-struct Shared {
-    dir: PathBuf,
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
     /// For the Metalinks an input file names, and where their mirrors should be.
     downloader: haul::Downloader,
     countries: Vec<String>,
@@ -70,7 +64,7 @@ impl Shared {
 
     /// The request as the run wants it, or `None` when it is another shard's; an error for a
     /// file the checksum file does not list under `--checksums-strict`.
-    fn finish(&self, request: Request) -> Option<Result<Request, Error>> {
+    pub(crate) fn finish(&self, request: Request) -> Option<Result<Request, Error>> {
         let path = request.output_path().ok();
         let relative = path.as_deref().and_then(|p| relative_name(p, &self.dir));
         if let (Some(shard), Some(relative)) = (self.shard, &relative)
@@ -122,7 +116,7 @@ impl Shared {
 
     /// The requests of the Metalink an input line names (below that line's directory), read
     /// from this blocking thread; a Metalink that cannot be read fails its line.
-    fn metalink_line(
+    pub(crate) fn metalink_line(
         &self,
         runtime: &tokio::runtime::Handle,
         line_request: &Request,
@@ -457,233 +451,6 @@ fn command_line_requests(args: &GetArgs) -> anyhow::Result<Vec<Request>> {
         requests.push(request);
     }
     Ok(requests)
-}
-
-/// The outputs of the command line's URLs and the input file's lines. Positions below
-/// `command_line` are the command line's URLs (0-based); the others are input-file line
-/// numbers plus `command_line`.
-struct Outputs {
-    check: haul::OutputConflicts,
-    command_line: u64,
-}
-
-impl Outputs {
-    fn label(&self, position: u64) -> String {
-        if position < self.command_line {
-            format!("URL {}", position + 1)
-        } else {
-            format!("line {}", position - self.command_line)
-        }
-    }
-}
-
-/// The first pass: the command line's requests and every line of the input file checked
-/// (warnings for unknown options printed once), and no output claimed by two different URLs;
-/// nothing is kept per line but 16 bytes of fingerprints.
-fn check_outputs(
-    from_command_line: &[Request],
-    file: Option<&Path>,
-    dir: &Path,
-    strict: bool,
-    content_disposition: bool,
-) -> anyhow::Result<()> {
-    let mut outputs = Outputs {
-        check: haul::OutputConflicts::new(content_disposition),
-        command_line: from_command_line.len() as u64,
-    };
-    for (index, request) in from_command_line.iter().enumerate() {
-        outputs.check.record(request, index as u64);
-    }
-    let mut errors: Vec<LineError> = Vec::new();
-    let mut error_count = 0usize;
-    if let Some(path) = file {
-        let mut note = |error: LineError, errors: &mut Vec<LineError>| {
-            error_count += 1;
-            if errors.len() < ERRORS_LISTED {
-                errors.push(error);
-            }
-        };
-        read_entries(path, strict, true, |step| match step {
-            Err(error) => note(error, &mut errors),
-            Ok(entry) => {
-                let line = entry.line;
-                match entry.to_request(dir) {
-                    Ok(request) => outputs
-                        .check
-                        .record(&request, outputs.command_line + line as u64),
-                    Err(error) => note(error, &mut errors),
-                }
-            }
-        })?;
-    }
-    let conflicts = outputs.check.conflicts();
-    if conflicts.is_empty() && error_count == 0 {
-        return Ok(());
-    }
-    // The paths of the few conflicting outputs: from the command line, or read again.
-    let mut paths: HashMap<u64, PathBuf> = HashMap::new();
-    for (index, request) in from_command_line.iter().enumerate() {
-        if let Some(output) = outputs.check.output_of(request) {
-            paths.insert(index as u64, output);
-        }
-    }
-    let wanted: std::collections::HashSet<u64> =
-        conflicts.iter().map(|(_, later)| *later).collect();
-    if let Some(path) = file.filter(|_| !conflicts.is_empty()) {
-        read_entries(path, strict, false, |step| {
-            if let Ok(entry) = step {
-                let position = outputs.command_line + entry.line as u64;
-                if wanted.contains(&position)
-                    && let Ok(request) = entry.to_request(dir)
-                    && let Some(output) = outputs.check.output_of(&request)
-                {
-                    paths.insert(position, output);
-                }
-            }
-        })?;
-    }
-    let conflict_message = |first: u64, later: u64| {
-        let shown = paths
-            .get(&later)
-            .map_or_else(|| "an output".to_owned(), |p| format!("`{}`", p.display()));
-        format!(
-            "{shown} is the output of more than one download ({} and {}, from different URLs)",
-            outputs.label(first),
-            outputs.label(later)
-        )
-    };
-    let on_command_line = conflicts
-        .iter()
-        .find(|(_, later)| *later < outputs.command_line);
-    if let Some((first, later)) = on_command_line {
-        bail!(UsageError(conflict_message(*first, *later)));
-    }
-    for (first, later) in &conflicts {
-        error_count += 1;
-        if errors.len() < ERRORS_LISTED {
-            errors.push(LineError {
-                line: (*later - outputs.command_line) as usize,
-                message: conflict_message(*first, *later),
-            });
-        }
-    }
-    errors.sort_by_key(|error| error.line);
-    let path = file.unwrap_or(Path::new("-"));
-    let mut lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    if error_count > errors.len() {
-        lines.push(format!("... and {} more", error_count - errors.len()));
-    }
-    bail!(UsageError(format!(
-        "{} has {error_count} bad line(s); nothing was started:\n  {}",
-        path.display(),
-        lines.join("\n  ")
-    )));
-}
-
-/// Reads the input file at `path` entry by entry (its warnings printed when `warn`).
-fn read_entries(
-    path: &Path,
-    strict: bool,
-    warn: bool,
-    mut each: impl FnMut(Result<InputEntry, LineError>),
-) -> anyhow::Result<()> {
-    let failed = |e: std::io::Error| {
-        UsageError(format!(
-            "failed to read input file `{}`: {e}",
-            path.display()
-        ))
-    };
-    let opened = std::fs::File::open(path).map_err(failed)?;
-    let mut parser = InputParser::new(strict);
-    for (index, line) in std::io::BufReader::new(opened).lines().enumerate() {
-        let line = line.map_err(failed)?;
-        let step = parser.line(index + 1, &line);
-        if let Some(warning) = step.warning.filter(|_| warn) {
-            eprintln!("warning: {}: {warning}", path.display());
-        }
-        if let Some(error) = step.error {
-            each(Err(error));
-        }
-        if let Some(entry) = step.entry {
-            each(Ok(entry));
-        }
-    }
-    if let Some(entry) = parser.finish() {
-        each(Ok(entry));
-    }
-    Ok(())
-}
-
-/// The requests of an input file (or `-`, standard input), read line by line on a thread of
-/// their own and handed over through a bounded channel: the reading waits while the batch is
-/// full. A bad line of standard input becomes a failed position of the batch.
-fn input_stream(
-    path: PathBuf,
-    shared: Arc<Shared>,
-    strict: bool,
-) -> impl futures_util::Stream<Item = Result<Request, Error>> {
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Request, Error>>(256);
-    let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let reader: Box<dyn BufRead> = if path == Path::new("-") {
-            Box::new(std::io::BufReader::new(std::io::stdin()))
-        } else {
-            match std::fs::File::open(&path) {
-                Ok(file) => Box::new(std::io::BufReader::new(file)),
-                Err(error) => {
-                    let _ = sender.blocking_send(Err(Error::Config(format!(
-                        "failed to read `{}`: {error}",
-                        path.display()
-                    ))));
-                    return;
-                }
-            }
-        };
-        let stdin = path == Path::new("-");
-        let mut parser = InputParser::new(strict);
-        let send = |item: Result<Request, Error>| sender.blocking_send(item).is_ok();
-        let convert = |entry: InputEntry| -> Vec<Result<Request, Error>> {
-            match entry.to_request(&shared.dir) {
-                // A line naming a Metalink stands for the files it lists (fetched here, on
-                // this reading thread, so the list is still read as the batch takes it).
-                Ok(request) if haul::metalink::is_metalink_name(request.url().path()) => {
-                    shared.metalink_line(&runtime, &request, entry.line)
-                }
-                Ok(request) => shared.finish(request).into_iter().collect(),
-                Err(error) => vec![Err(Error::Config(error.to_string()))],
-            }
-        };
-        for (index, line) in reader.lines().enumerate() {
-            let Ok(line) = line else { break };
-            let step = parser.line(index + 1, &line);
-            if let (true, Some(warning)) = (stdin, &step.warning) {
-                eprintln!("warning: standard input: {warning}");
-            }
-            if let (true, Some(error)) = (stdin, step.error)
-                && !send(Err(Error::Config(error.to_string())))
-            {
-                return;
-            }
-            for item in step.entry.map(convert).unwrap_or_default() {
-                if !send(item) {
-                    return;
-                }
-            }
-        }
-        for item in parser.finish().map(convert).unwrap_or_default() {
-            if !send(item) {
-                return;
-            }
-        }
-    });
-    tokio_stream_from(receiver)
-}
-
-/// A `Stream` of a channel's items.
-fn tokio_stream_from<T: Send + 'static>(
-    mut receiver: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures_util::Stream<Item = T> {
-    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
 
 /// `-o -`: the single download goes to standard output, verified at the end; no `.part`, so

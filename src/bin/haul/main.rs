@@ -9,6 +9,7 @@ mod check;
 mod civil;
 mod config;
 mod get;
+mod input_file;
 mod render;
 mod schedule;
 mod sync;
