@@ -82,6 +82,8 @@ struct SaveFailed {
     temporary: PathBuf,
     file: std::io::BufWriter<std::fs::File>,
     written: usize,
+    /// The first write that failed: the file is then not put in place (it would miss entries).
+    failed: Option<std::io::Error>,
 }
 
 /// The end-of-download actions of one run.
@@ -124,6 +126,7 @@ impl Aftermath {
                     temporary,
                     file: std::io::BufWriter::new(file),
                     written: 0,
+                    failed: None,
                 })
             })
             .transpose()?;
@@ -159,8 +162,12 @@ impl Aftermath {
             }
             Err(error) => {
                 if let (Some(save), Some(entry)) = (&mut self.save_failed, &noted.entry) {
-                    let _ = save.file.write_all(entry.as_bytes());
-                    save.written += 1;
+                    match save.file.write_all(entry.as_bytes()) {
+                        Ok(()) => save.written += 1,
+                        Err(error) => {
+                            save.failed.get_or_insert(error);
+                        }
+                    }
                 }
                 if let (Some(command), false) = (
                     self.on_failed.clone(),
@@ -219,8 +226,9 @@ impl Aftermath {
     pub async fn finish(mut self) -> anyhow::Result<()> {
         while self.hooks.join_next().await.is_some() {}
         if let Some(mut save) = self.save_failed.take() {
-            save.file
-                .flush()
+            let failed = save.failed.take();
+            failed
+                .map_or_else(|| save.file.flush(), Err)
                 .and_then(|()| std::fs::rename(&save.temporary, &save.path))
                 .with_context(|| {
                     format!("--save-failed: cannot write `{}`", save.path.display())
