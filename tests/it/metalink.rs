@@ -47,6 +47,21 @@ fn meta4(name: &str, body: &[u8], mirrors: &[(&str, u32, &str)]) -> String {
     )
 }
 
+/// Writes `document` to DIR/NAME and runs `haul get ARGS -d OUT DIR/NAME`.
+async fn get_meta4(
+    dir: &std::path::Path,
+    name: &str,
+    document: &str,
+    args: &[&str],
+    out: &std::path::Path,
+) -> std::process::Output {
+    let file = dir.join(name);
+    std::fs::write(&file, document).unwrap();
+    let mut command = haul();
+    command.arg("get").args(args).arg("-d").arg(out).arg(&file);
+    run(command).await
+}
+
 /// The ranges the server was asked for on `path`'s requests.
 fn ranges_asked(server: &TestServer, name: &str) -> Vec<Option<String>> {
     server
@@ -73,15 +88,15 @@ async fn a_corrupted_piece_is_fetched_again_from_the_next_mirror_and_only_it() {
             ("http://127.0.0.1:1/dist.iso", 3, "us"),
         ],
     );
-    let file = dir.path().join("dist.iso.meta4");
-    std::fs::write(&file, &document).unwrap();
     let out = dir.path().join("out");
-    let mut command = haul();
-    command
-        .args(["get", "-x", "1", "--json", "-d"])
-        .arg(&out)
-        .arg(&file);
-    let output = run(command).await;
+    let output = get_meta4(
+        dir.path(),
+        "dist.iso.meta4",
+        &document,
+        &["-x", "1", "--json"],
+        &out,
+    )
+    .await;
     let said = stderr(&output);
     assert!(output.status.success(), "{said}");
     assert!(
@@ -196,12 +211,8 @@ async fn hostile_metalinks_get_a_clear_error_and_write_nothing() {
         ),
     ];
     for (what, document) in cases {
-        let file = dir.path().join("bad.meta4");
-        std::fs::write(&file, document).unwrap();
         let out = dir.path().join("out");
-        let mut command = haul();
-        command.args(["get", "-d"]).arg(&out).arg(&file);
-        let output = run(command).await;
+        let output = get_meta4(dir.path(), "bad.meta4", &document, &[], &out).await;
         assert_eq!(output.status.code(), Some(2), "{what}: {}", stderr(&output));
         assert!(
             stderr(&output).contains("bad.meta4"),
@@ -304,14 +315,14 @@ async fn a_mirror_with_another_version_is_caught_by_the_piece_hashes() {
             (&server.file_url(SIZE, "dist.iso", ""), 4, "fr"),
         ],
     );
-    let file = dir.path().join("dist.meta4");
-    std::fs::write(&file, &document).unwrap();
-    let mut command = haul();
-    command
-        .args(["get", "-x", "1", "-d"])
-        .arg(dir.path())
-        .arg(&file);
-    let output = run(command).await;
+    let output = get_meta4(
+        dir.path(),
+        "dist.meta4",
+        &document,
+        &["-x", "1"],
+        dir.path(),
+    )
+    .await;
     let said = stderr(&output);
     assert!(output.status.success(), "{said}");
     assert!(
@@ -455,14 +466,14 @@ async fn a_repair_early_in_a_large_file_keeps_the_whole_file_hash_right() {
             (&server.file_url(size, "large.iso", ""), 2, "fr"),
         ],
     );
-    let file = dir.path().join("large.meta4");
-    std::fs::write(&file, &document).unwrap();
-    let mut command = haul();
-    command
-        .args(["get", "-x", "1", "-d"])
-        .arg(dir.path())
-        .arg(&file);
-    let output = run(command).await;
+    let output = get_meta4(
+        dir.path(),
+        "large.meta4",
+        &document,
+        &["-x", "1"],
+        dir.path(),
+    )
+    .await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(std::fs::read(dir.path().join("large.iso")).unwrap() == body);
     assert_eq!(server.body_bytes(), size + PIECE);
