@@ -625,19 +625,12 @@ async fn nginx_a_low_open_file_limit_fails_nothing() {
         names.push(name);
     }
     std::fs::write(&list, text).unwrap();
-    let command = crate::support::haul_with_open_file_limit(
-        40,
-        &[
-            "get".as_ref(),
-            "-q".as_ref(),
-            "-j".as_ref(),
-            "8".as_ref(),
-            "-d".as_ref(),
-            dir.path().as_os_str(),
-            "-i".as_ref(),
-            list.as_os_str(),
-        ],
-    );
+    let mut command = crate::support::haul_with_open_file_limit(40);
+    command
+        .args(["get", "-q", "-j", "8", "-d"])
+        .arg(dir.path())
+        .arg("-i")
+        .arg(&list);
     let output = run(command).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(listing(dir.path()), names);

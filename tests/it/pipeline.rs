@@ -324,18 +324,12 @@ async fn a_low_open_file_limit_slows_a_batch_and_fails_nothing() {
         text.push('\n');
     }
     std::fs::write(&list, text).unwrap();
-    let command = haul_with_open_file_limit(
-        40,
-        &[
-            "get".as_ref(),
-            "-j".as_ref(),
-            "8".as_ref(),
-            "-d".as_ref(),
-            dir.path().as_os_str(),
-            "-i".as_ref(),
-            list.as_os_str(),
-        ],
-    );
+    let mut command = haul_with_open_file_limit(40);
+    command
+        .args(["get", "-j", "8", "-d"])
+        .arg(dir.path())
+        .arg("-i")
+        .arg(&list);
     let output = run(command).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(

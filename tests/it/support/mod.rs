@@ -72,15 +72,14 @@ pub fn haul() -> Command {
 }
 
 /// The real `haul` binary with `args`, under an open-file limit of `limit` (`ulimit -n`).
-pub fn haul_with_open_file_limit(limit: u32, args: &[&std::ffi::OsStr]) -> Command {
+pub fn haul_with_open_file_limit(limit: u32) -> Command {
     let mut command = Command::new("sh");
     command
         .arg("-c")
         .arg(format!("ulimit -n {limit} && exec \"$@\""))
         .arg("sh")
         .arg(env!("CARGO_BIN_EXE_haul"))
-        .arg("--no-config")
-        .args(args);
+        .arg("--no-config");
     command
 }
 
