@@ -360,6 +360,23 @@ pub enum Error {
     },
 }
 
+/// What about a failure a person can act on, named by what happened rather than by any
+/// program's option (the CLI turns each into its hint). See [`Error::circumstance`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Circumstance {
+    /// The file did not match the digest the server itself announced (a server that
+    /// announces a stale or wrong digest is not rare).
+    ServerDigestDisagrees,
+    /// A file already under the final name did not match the expected digest; it was left
+    /// alone.
+    ExistingFileDiffers,
+    /// A proxy refused the user name and password it was given.
+    ProxyRefusedCredentials,
+    /// The host name does not resolve.
+    UnknownHost,
+}
+
 /// A coarse class of [`Error`], stable for scripts (`--json`) and exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -517,6 +534,27 @@ impl Error {
                 })
             }
             _ => false,
+        }
+    }
+
+    /// What about this failure a person can act on, when something can be said.
+    #[must_use]
+    pub fn circumstance(&self) -> Option<Circumstance> {
+        match self {
+            Self::ChecksumMismatch {
+                announced_by: Some(_),
+                ..
+            } => Some(Circumstance::ServerDigestDisagrees),
+            Self::ExistingMismatch { .. } => Some(Circumstance::ExistingFileDiffers),
+            Self::Proxy { source, .. } if is_proxy_auth_refused(source) => {
+                Some(Circumstance::ProxyRefusedCredentials)
+            }
+            Self::Network { source, .. } | Self::Proxy { source, .. }
+                if is_unknown_host(source) =>
+            {
+                Some(Circumstance::UnknownHost)
+            }
+            _ => None,
         }
     }
 

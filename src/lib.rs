@@ -63,7 +63,7 @@ pub use config::{
     OnExists,
 };
 pub use downloader::{Downloader, DownloaderBuilder, IpVersion, install_tls_provider};
-pub use error::{Error, ErrorKind};
+pub use error::{Circumstance, Error, ErrorKind};
 pub use integrity::{Algorithm, Checksum, parse_sums};
 pub use outputs::OutputConflicts;
 pub use progress::{ChannelObserver, Event, NoObserver, Observer, Tag, TransferId};

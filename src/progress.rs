@@ -129,6 +129,8 @@ pub enum Event {
         message: String,
         /// The HTTP status that ended it, when one did.
         status: Option<u16>,
+        /// What about the failure a person can act on, when something can be said.
+        circumstance: Option<crate::Circumstance>,
         /// Verified bytes kept in the `.part` file for a later resume (0: nothing kept; the
         /// next attempt starts from the beginning).
         kept_bytes: u64,

@@ -555,6 +555,7 @@ pub(crate) fn failed_event(report: &Reporter, error: &Error, kept_bytes: u64) ->
         kind: error.kind(),
         message: error.to_string(),
         status: error.status(),
+        circumstance: error.circumstance(),
         kept_bytes,
         tag: report.tag(),
     }

@@ -443,6 +443,7 @@ mod tests {
             kind,
             message: kind.as_str().into(),
             status: None,
+            circumstance: None,
             kept_bytes: 0,
             tag: None,
         }

@@ -350,31 +350,29 @@ impl Renderer {
                     self.finished_line(&name, completed);
                 }
             }
-            Event::Failed {
-                id,
-                kind,
-                message,
-                status,
-                ..
-            } => self.on_failed(state, *id, *kind, message, *status, name),
+            Event::Failed { .. } => self.on_failed(state, event, name),
             _ => {}
         }
     }
 }
 
 impl Renderer {
-    fn on_failed(
-        &self,
-        state: &mut RenderState,
-        id: TransferId,
-        kind: haul::ErrorKind,
-        message: &str,
-        status: Option<u16>,
-        name: String,
-    ) {
+    fn on_failed(&self, state: &mut RenderState, event: &Event, name: String) {
+        let Event::Failed {
+            id,
+            kind,
+            message,
+            status,
+            circumstance,
+            ..
+        } = event
+        else {
+            return;
+        };
+        let (id, kind, status) = (*id, *kind, *status);
+        let hint = hint(kind, status, *circumstance, self.outputs.credentials_given);
         state.last_json.remove(&id);
         let file = state.view.file(id);
-        let hint = hint(kind, status, message, self.outputs.credentials_given);
         self.emit_json(json!({
             "event": "failed", "id": id.get(), "kind": kind.as_str(),
             "message": message, "status": status,
@@ -422,29 +420,34 @@ fn timestamp() -> String {
 fn hint(
     kind: haul::ErrorKind,
     status: Option<u16>,
-    message: &str,
+    circumstance: Option<haul::Circumstance>,
     credentials_given: bool,
 ) -> Option<&'static str> {
+    use haul::Circumstance;
+    match circumstance {
+        Some(Circumstance::ServerDigestDisagrees) => {
+            return Some("--no-server-digest ignores the digest the server announces");
+        }
+        Some(Circumstance::ExistingFileDiffers) => {
+            return Some("--on-exists overwrite downloads it again");
+        }
+        Some(Circumstance::ProxyRefusedCredentials) => {
+            return Some(
+                "the proxy refused the user and password given in --proxy (or $ALL_PROXY)",
+            );
+        }
+        Some(Circumstance::UnknownHost) => {
+            return Some(
+                "the host name does not resolve: check the URL's spelling (or the DNS, --proxy)",
+            );
+        }
+        _ => {}
+    }
     match (kind, status) {
         (_, Some(401)) if credentials_given => Some(
             "the server refused the credentials given: check the password of --user (or the \
              --netrc-file entry)",
         ),
-        (haul::ErrorKind::Network, _) if message.contains("credentials not accepted") => {
-            Some("the proxy refused the user and password given in --proxy (or $ALL_PROXY)")
-        }
-        (haul::ErrorKind::Network, _)
-            if message.contains("Name or service not known")
-                || message.contains("failed to lookup address") =>
-        {
-            Some("the host name does not resolve: check the URL's spelling (or the DNS, --proxy)")
-        }
-        (haul::ErrorKind::Integrity, _) if message.contains("the digest the server announced") => {
-            Some("--no-server-digest ignores the digest the server announces")
-        }
-        (haul::ErrorKind::Integrity, _) if message.contains("is already there") => {
-            Some("--on-exists overwrite downloads it again")
-        }
         (haul::ErrorKind::Tls, _) => Some(
             "the server's certificate is not trusted: --ca-cert FILE trusts a private CA \
              (--insecure skips the check, unsafely)",
