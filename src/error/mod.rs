@@ -3,8 +3,15 @@
 //! line for a person.
 
 use std::io;
+
+mod transport;
+
 use std::path::PathBuf;
 use std::time::Duration;
+use transport::{
+    causes, is_certificate_error, is_malformed_answer, is_proxy_auth_refused, is_unknown_host,
+    reason_phrase, transport_cause,
+};
 
 /// What went wrong with one download.
 ///
@@ -587,102 +594,6 @@ impl Error {
             source,
         }
     }
-}
-
-/// A transport error's cause in a few words: the chain below reqwest's own "error sending
-/// request" layer, without hyper's "client error (Connect)" wrappers, each said once.
-fn transport_cause(error: &reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in causes(error).skip(1) {
-        let text = cause.to_string();
-        if text.starts_with("client error (") || parts.iter().any(|p| p.contains(&text)) {
-            continue;
-        }
-        parts.push(text);
-    }
-    if parts.is_empty() {
-        let text = error.to_string();
-        // reqwest names the URL, which the message already does.
-        return text.split(" for url (").next().unwrap_or(&text).to_owned();
-    }
-    parts.join(": ")
-}
-
-/// ` Not Found` for 404: the standard reason phrase of a status, when it has one.
-fn reason_phrase(status: u16) -> String {
-    reqwest::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|code| code.canonical_reason())
-        .map_or_else(String::new, |reason| format!(" {reason}"))
-}
-
-/// Whether a SOCKS proxy refused the credentials (or user/password authentication at all):
-/// retrying with the same ones cannot help. hyper-util's SOCKS errors reach us as text.
-fn is_proxy_auth_refused(error: &reqwest::Error) -> bool {
-    causes(error).any(|cause| {
-        let text = cause.to_string();
-        text.contains("credentials not accepted")
-            || text.contains("does not support user/pass authentication")
-    })
-}
-
-/// Whether the host name does not exist (`EAI_NONAME`): retrying cannot help, unlike a
-/// temporary resolver failure (`EAI_AGAIN`), which is retried. The resolver's error reaches us
-/// only as text, so the system's message is what is matched.
-fn is_unknown_host(error: &reqwest::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if text.contains("Name or service not known") || text.contains("nodename nor servname") {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
-}
-
-/// Whether the server's answer could not be parsed as HTTP (two different `Content-Length`
-/// values, a malformed header or status line): the same server sends the same answer again,
-/// so retrying cannot help.
-fn is_malformed_answer(error: &reqwest::Error) -> bool {
-    causes(error).any(|cause| {
-        cause
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(|hyper| hyper.is_parse() || hyper.is_parse_status())
-    })
-}
-
-/// Every error in `error`'s chain, the ones an `io::Error` wraps included.
-fn causes<'e>(
-    error: &'e (dyn std::error::Error + 'static),
-) -> impl Iterator<Item = &'e (dyn std::error::Error + 'static)> {
-    let mut pending: Vec<&(dyn std::error::Error + 'static)> = vec![error];
-    std::iter::from_fn(move || {
-        let cause = pending.pop()?;
-        // `io::Error::source()` skips the error it wraps, so look inside it explicitly.
-        if let Some(inner) = cause
-            .downcast_ref::<io::Error>()
-            .and_then(io::Error::get_ref)
-        {
-            pending.push(inner);
-        }
-        if let Some(next) = cause.source() {
-            pending.push(next);
-        }
-        Some(cause)
-    })
-}
-
-/// Whether a transport error comes from a rejected TLS certificate (retrying cannot help).
-fn is_certificate_error(error: &reqwest::Error) -> bool {
-    causes(error)
-        .find_map(|cause| cause.downcast_ref::<rustls::Error>())
-        .is_some_and(|tls| {
-            matches!(
-                tls,
-                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
-            )
-        })
 }
 
 #[cfg(test)]
