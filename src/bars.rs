@@ -120,6 +120,8 @@ impl ProgressBars {
                 ));
             }
             Event::Warning { message, .. } => self.println(&format!("! {}: {message}", name())),
+            Event::Paused { .. } => self.println(&format!("‖ {}: paused", name())),
+            Event::Resumed { .. } => self.println(&format!("▸ {}: resumed", name())),
             Event::Streamed { id, streamed, .. } => {
                 self.end(&mut state, view, *id);
                 self.println(&format!("✓ {}  {}", name(), HumanBytes(streamed.bytes)));

@@ -366,6 +366,7 @@ impl Feeder {
                 outcomes: sender.clone(),
                 index,
             },
+            None,
         );
     }
 

@@ -69,7 +69,7 @@ pub use outputs::OutputConflicts;
 pub use progress::{ChannelObserver, Event, NoObserver, Observer, Tag, TransferId};
 pub use request::{Destination, Request};
 pub use reqwest;
-pub use scheduler::{Canceller, DownloadHandle};
+pub use scheduler::{Canceller, DownloadControl, DownloadHandle};
 pub use sync::listing::ListedFile;
 pub use tokio_util::sync::CancellationToken;
 pub use transfer::Completed;

@@ -119,6 +119,22 @@ pub enum Event {
         /// The caller's tag, when the request has one.
         tag: Option<Tag>,
     },
+    /// The download was paused ([`DownloadControl::pause`](crate::DownloadControl::pause)):
+    /// its transfer stopped, its `.part` is kept, and it waits for a resume or a cancellation.
+    Paused {
+        /// Which request.
+        id: TransferId,
+        /// The caller's tag, when the request has one.
+        tag: Option<Tag>,
+    },
+    /// A paused download was resumed and waits in the queue again; its next `Started` says
+    /// how much of the `.part` it continues from.
+    Resumed {
+        /// Which request.
+        id: TransferId,
+        /// The caller's tag, when the request has one.
+        tag: Option<Tag>,
+    },
     /// The download failed. Its `.part` file is kept when it can be resumed.
     Failed {
         /// Which request.
@@ -150,6 +166,8 @@ impl Event {
             | Self::Retrying { id, .. }
             | Self::Restarted { id, .. }
             | Self::Warning { id, .. }
+            | Self::Paused { id, .. }
+            | Self::Resumed { id, .. }
             | Self::Finished { id, .. }
             | Self::Streamed { id, .. }
             | Self::Failed { id, .. } => *id,
@@ -165,11 +183,14 @@ impl Event {
         )
     }
 
-    /// The caller's tag, on the events that carry it (`Queued` and the terminal ones).
+    /// The caller's tag, on the events that carry it (`Queued`, `Paused`, `Resumed` and the
+    /// terminal ones).
     #[must_use]
     pub fn tag(&self) -> Option<&Tag> {
         match self {
             Self::Queued { tag, .. }
+            | Self::Paused { tag, .. }
+            | Self::Resumed { tag, .. }
             | Self::Finished { tag, .. }
             | Self::Streamed { tag, .. }
             | Self::Failed { tag, .. } => tag.as_ref(),

@@ -37,6 +37,8 @@ pub enum FileState {
     Failed(ErrorKind),
     /// Cancelled before it ended (its `.part` is kept for a later resume).
     Cancelled,
+    /// Paused: out of the queue until it is resumed (its `.part` is kept).
+    Paused,
 }
 
 impl FileState {
@@ -236,6 +238,16 @@ impl BatchView {
                 }
             }
             Event::Warning { .. } => {}
+            Event::Paused { id, .. } => {
+                if let Some(file) = self.files.get_mut(id) {
+                    file.state = FileState::Paused;
+                }
+            }
+            Event::Resumed { id, .. } => {
+                if let Some(file) = self.files.get_mut(id) {
+                    file.state = FileState::Queued;
+                }
+            }
             Event::Finished { id, completed, .. } => {
                 if completed.already_present {
                     self.already_present += 1;

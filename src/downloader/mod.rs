@@ -152,6 +152,27 @@ impl Downloader {
         self.client.rate().get()
     }
 
+    /// Changes how many downloads run at once (`jobs`, at least 1) while the downloader runs,
+    /// for it and its clones: more start at once when it grows; when it shrinks, running
+    /// downloads finish and fewer start. (A batch keeps the window it was made with.)
+    pub fn set_jobs(&self, jobs: usize) {
+        self.scheduler.set_jobs(jobs);
+    }
+
+    /// How many downloads may run at once now.
+    #[must_use]
+    pub fn jobs(&self) -> usize {
+        self.scheduler.jobs()
+    }
+
+    /// The downloads waiting in the queue, in the order they would start (hosts permitting):
+    /// the positions [`DownloadControl::move_in_queue`](crate::DownloadControl::move_in_queue)
+    /// counts in.
+    #[must_use]
+    pub fn queued(&self) -> Vec<crate::TransferId> {
+        self.scheduler.queued()
+    }
+
     /// When `jobs` was lowered to fit the process's open-file limit: the `jobs` asked for,
     /// the number used, and the limit (`ulimit -n`, after raising the soft limit to the hard
     /// one).

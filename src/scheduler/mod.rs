@@ -24,10 +24,12 @@ use crate::storage::place::Place;
 use crate::transfer::Transfer;
 use crate::{Completed, Error, Request};
 
+mod control;
 mod handle;
 
+use control::{AfterRun, Control};
 pub(crate) use handle::submit;
-pub use handle::{Canceller, DownloadHandle};
+pub use handle::{Canceller, DownloadControl, DownloadHandle};
 
 /// The end of one request of a batch.
 #[derive(Debug)]
@@ -63,6 +65,8 @@ pub(crate) struct Scheduler {
     on_network: AtomicUsize,
     /// Download tasks alive (on the network or finishing on disk).
     running: AtomicUsize,
+    /// The `jobs` limit now (it can change while downloads run).
+    jobs: AtomicUsize,
     /// Some queued download may have been cancelled: the driver sweeps the queue.
     swept: AtomicBool,
     next_id: AtomicU64,
@@ -88,11 +92,100 @@ struct Queue {
     driver_running: bool,
 }
 
+impl Queue {
+    /// Adds work at the end; `true` when a driver must be started.
+    fn push(&mut self, host: String, cancel: CancellationToken, work: Work) -> bool {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.waiting += 1;
+        let list = self.hosts.entry(host.clone()).or_default();
+        let first = list.is_empty();
+        list.push_back(Waiting {
+            sequence,
+            cancel,
+            work,
+        });
+        if first {
+            self.heads.insert(sequence, host);
+        }
+        !std::mem::replace(&mut self.driver_running, true)
+    }
+
+    /// Takes the download `id` out of the queue.
+    fn take(&mut self, id: TransferId) -> Option<Work> {
+        let (host, index) = self.hosts.iter().find_map(|(host, list)| {
+            let index = list.iter().position(|w| w.id() == Some(id))?;
+            Some((host.clone(), index))
+        })?;
+        let list = self.hosts.get_mut(&host)?;
+        let front = list.front().map(|w| w.sequence);
+        let taken = list.remove(index)?;
+        if let Some(front) = front {
+            self.heads.remove(&front);
+        }
+        match list.front() {
+            Some(next) => {
+                self.heads.insert(next.sequence, host);
+            }
+            None => {
+                self.hosts.remove(&host);
+            }
+        }
+        self.waiting -= 1;
+        Some(taken.work)
+    }
+
+    /// See [`Scheduler::reposition`]: the waiting work is numbered anew in its new order
+    /// (every number stays below `next_sequence`, so later submissions still come last).
+    fn reposition(&mut self, id: TransferId, position: usize) -> Option<usize> {
+        // (sequence, host, index in the host's list, is a download) in the queue's order.
+        let mut order: Vec<(u64, String, usize, Option<TransferId>)> = self
+            .hosts
+            .iter()
+            .flat_map(|(host, list)| {
+                list.iter()
+                    .enumerate()
+                    .map(|(index, w)| (w.sequence, host.clone(), index, w.id()))
+            })
+            .collect();
+        order.sort_unstable_by_key(|entry| entry.0);
+        let from = order.iter().position(|entry| entry.3 == Some(id))?;
+        let moved = order.remove(from);
+        let downloads: Vec<usize> = (0..order.len()).filter(|&i| order[i].3.is_some()).collect();
+        let to = position.min(downloads.len());
+        let at = downloads.get(to).copied().unwrap_or(order.len());
+        order.insert(at, moved);
+        for (sequence, (_, host, index, _)) in order.iter().enumerate() {
+            if let Some(waiting) = self.hosts.get_mut(host).and_then(|l| l.get_mut(*index)) {
+                waiting.sequence = sequence as u64;
+            }
+        }
+        self.heads.clear();
+        for (host, list) in &mut self.hosts {
+            list.make_contiguous().sort_unstable_by_key(|w| w.sequence);
+            if let Some(front) = list.front() {
+                self.heads.insert(front.sequence, host.clone());
+            }
+        }
+        Some(to)
+    }
+}
+
 /// Work waiting for its places.
 struct Waiting {
     sequence: u64,
     cancel: CancellationToken,
     work: Work,
+}
+
+impl Waiting {
+    /// The download's id (`None` for work that is not a file download).
+    fn id(&self) -> Option<TransferId> {
+        match &self.work {
+            Work::File(job) => Some(job.report.id()),
+            Work::Admit(_) => None,
+        }
+    }
 }
 
 enum Work {
@@ -103,11 +196,13 @@ enum Work {
 }
 
 /// Everything a download needs once it may start.
-struct Job {
+pub(crate) struct Job {
     request: Request,
     place: Place,
     report: Reporter,
     sink: Sink,
+    /// How its submitter pauses, resumes and re-prioritizes it (a batch's downloads have none).
+    control: Option<Arc<Control>>,
 }
 
 /// The places of admitted work, given back when dropped.
@@ -203,6 +298,7 @@ impl Observer for Fanout {
 
 impl Scheduler {
     pub(crate) fn new(client: Client, observers: Vec<Arc<dyn Observer>>) -> Self {
+        let jobs = client.config().jobs;
         Self {
             disk: Arc::new(Disk::new(client.config())),
             client,
@@ -210,6 +306,7 @@ impl Scheduler {
             wake: Notify::new(),
             on_network: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
+            jobs: AtomicUsize::new(jobs),
             swept: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
             observers,
@@ -247,6 +344,7 @@ impl Scheduler {
         cancel: CancellationToken,
         report: Reporter,
         sink: Sink,
+        control: Option<Arc<Control>>,
     ) {
         report.emit(&Event::Queued {
             id: report.id(),
@@ -267,8 +365,40 @@ impl Scheduler {
             place,
             report,
             sink,
+            control,
         };
         self.push(host, cancel, Work::File(Box::new(job)));
+    }
+
+    /// The `jobs` limit now.
+    pub(crate) fn jobs(&self) -> usize {
+        self.jobs.load(Ordering::Acquire)
+    }
+
+    /// Changes the `jobs` limit (at least 1): more downloads start at once when it grows;
+    /// when it shrinks, running downloads finish and fewer start.
+    pub(crate) fn set_jobs(&self, jobs: usize) {
+        self.jobs.store(jobs.max(1), Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// The downloads waiting in the queue, in the order they would start (hosts permitting).
+    pub(crate) fn queued(&self) -> Vec<TransferId> {
+        let queue = self.lock();
+        let mut waiting: Vec<(u64, TransferId)> = queue
+            .hosts
+            .values()
+            .flatten()
+            .filter_map(|w| w.id().map(|id| (w.sequence, id)))
+            .collect();
+        waiting.sort_unstable();
+        waiting.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Moves a waiting download to `position` among the waiting downloads (0: next to
+    /// start; past the end: last). Its new position, or `None` when it is not waiting.
+    pub(crate) fn reposition(&self, id: TransferId, position: usize) -> Option<usize> {
+        self.lock().reposition(id, position)
     }
 
     /// Waits in the queue for a job slot and a place at `host`, like a file download, for
@@ -311,23 +441,12 @@ impl Scheduler {
     }
 
     fn push(self: &Arc<Self>, host: String, cancel: CancellationToken, work: Work) {
-        let start_driver = {
-            let mut queue = self.lock();
-            let sequence = queue.next_sequence;
-            queue.next_sequence += 1;
-            queue.waiting += 1;
-            let list = queue.hosts.entry(host.clone()).or_default();
-            let first = list.is_empty();
-            list.push_back(Waiting {
-                sequence,
-                cancel,
-                work,
-            });
-            if first {
-                queue.heads.insert(sequence, host);
-            }
-            !std::mem::replace(&mut queue.driver_running, true)
-        };
+        let start_driver = self.lock().push(host, cancel, work);
+        self.after_push(start_driver);
+    }
+
+    /// Starts the driver, or wakes it, after a push.
+    fn after_push(self: &Arc<Self>, start_driver: bool) {
         if start_driver {
             tokio::spawn(Arc::clone(self).drive());
         } else {
@@ -343,17 +462,20 @@ impl Scheduler {
 
     /// Starts downloads while places are free; ends when nothing waits.
     async fn drive(self: Arc<Self>) {
-        let config = self.client.config();
         loop {
             if self.swept.swap(false, Ordering::AcqRel) {
                 self.sweep_cancelled();
             }
             let mut blocked_by_host = false;
-            while self.on_network.load(Ordering::Acquire) < config.jobs
-                && self.running.load(Ordering::Acquire) < config.jobs + COMMIT_BACKLOG
-            {
+            loop {
+                let jobs = self.jobs();
+                if self.on_network.load(Ordering::Acquire) >= jobs
+                    || self.running.load(Ordering::Acquire) >= jobs + COMMIT_BACKLOG
+                {
+                    break;
+                }
                 match self.next_startable() {
-                    Next::Start(waiting, permit) => self.start(*waiting, permit),
+                    Next::Start(waiting, permit, run) => self.start(*waiting, permit, run),
                     Next::Blocked => {
                         blocked_by_host = true;
                         break;
@@ -409,7 +531,12 @@ impl Scheduler {
             }
         }
         queue.waiting -= 1;
-        Next::Start(Box::new(waiting), permit)
+        // Under the queue's lock, so a pause sees the download either queued or running.
+        let run = match &waiting.work {
+            Work::File(job) => job.control.as_ref().map(|control| control.start_run()),
+            Work::Admit(_) => None,
+        };
+        Next::Start(Box::new(waiting), permit, run)
     }
 
     /// Ends every queued download whose token was cancelled.
@@ -451,7 +578,12 @@ impl Scheduler {
         }
     }
 
-    fn start(self: &Arc<Self>, waiting: Waiting, permit: HostPermit) {
+    fn start(
+        self: &Arc<Self>,
+        waiting: Waiting,
+        permit: HostPermit,
+        run: Option<CancellationToken>,
+    ) {
         self.on_network.fetch_add(1, Ordering::AcqRel);
         self.running.fetch_add(1, Ordering::AcqRel);
         let slot = JobSlot {
@@ -474,7 +606,8 @@ impl Scheduler {
         };
         let client = self.client.clone();
         let disk = Arc::clone(&self.disk);
-        let cancel = Cancel::new(waiting.cancel, job.request.cancel.clone());
+        let scheduler = Arc::clone(self);
+        let cancel = Cancel::new(run.unwrap_or(waiting.cancel), job.request.cancel.clone());
         tokio::spawn(async move {
             let _alive = alive;
             let Job {
@@ -482,7 +615,16 @@ impl Scheduler {
                 place,
                 report,
                 sink,
+                control,
             } = job;
+            // A paused download starts again where it is now.
+            let place_again = control.as_ref().map(|_| place.clone());
+            let file_rate = match &control {
+                Some(control) => Some(Arc::clone(&control.rate)),
+                None => request
+                    .rate_limit
+                    .map(|rate| Arc::new(crate::client::rate::RateLimiter::new(rate))),
+            };
             let transfer = Transfer {
                 client: &client,
                 disk: &disk,
@@ -492,14 +634,25 @@ impl Scheduler {
                 place,
                 permit: Some(permit),
                 job: Some(Box::new(slot)),
-                file_rate: request
-                    .rate_limit
-                    .map(|rate| std::sync::Arc::new(crate::client::rate::RateLimiter::new(rate))),
+                file_rate,
                 repairs: 0,
                 repaired_pieces: 0,
             };
             let (result, kept_bytes) = transfer.run().await;
-            finish_keeping(&report, sink, result, kept_bytes);
+            let (Some(control), Some(place)) = (control, place_again) else {
+                finish_keeping(&report, sink, result, kept_bytes);
+                return;
+            };
+            let job = Job {
+                request,
+                place,
+                report,
+                sink,
+                control: Some(Arc::clone(&control)),
+            };
+            if let AfterRun::Finish(job, result) = control.run_ended(&scheduler, job, result) {
+                finish_keeping(&job.report, job.sink, result, kept_bytes);
+            }
         });
     }
 }
@@ -520,7 +673,8 @@ impl Drop for CancelOnDrop {
 }
 
 enum Next {
-    Start(Box<Waiting>, HostPermit),
+    /// With the token its run stops on, for a download that can be paused.
+    Start(Box<Waiting>, HostPermit, Option<CancellationToken>),
     /// Downloads wait, but none of their hosts has room.
     Blocked,
     Empty,

@@ -5,6 +5,8 @@
 mod batches;
 /// The real binary: arguments, exit codes, messages, resume after a crash or Ctrl-C.
 mod cli;
+/// One download controlled while it lives: pause, resume, queue positions, live limits.
+mod control;
 /// The library as an embedder calls it: cancellation, its own client, error kinds, the examples.
 mod embedding;
 /// Hostile input: names and listings from the network never leave the directory.
