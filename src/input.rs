@@ -37,6 +37,12 @@ pub struct InputEntry {
     pub rate_limit: Option<u64>,
     /// `split=` or `max-connection-per-server=`: connections for this file.
     pub connections: Option<usize>,
+    /// `gid=`: the download's id in an aria2 (or `haul daemon`) session, 16 hex digits.
+    /// Ignored by `haul get`.
+    pub gid: Option<String>,
+    /// `pause=true`: the download was paused when the session was saved. Ignored by
+    /// `haul get`.
+    pub paused: bool,
 }
 
 impl InputEntry {
@@ -196,6 +202,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "max-connection-per-server",
     "user-agent",
     "referer",
+    "gid",
+    "pause",
 ];
 
 /// A malformed line.
@@ -359,6 +367,8 @@ impl InputParser {
             password: None,
             rate_limit: None,
             connections: None,
+            gid: None,
+            paused: false,
         });
         step
     }
@@ -505,6 +515,20 @@ fn apply_option(entry: &mut InputEntry, option: &str) -> Result<(), Problem> {
             .headers
             .push(("User-Agent".to_owned(), value.to_owned())),
         "referer" => entry.headers.push(("Referer".to_owned(), value.to_owned())),
+        "gid" => {
+            once(entry.gid.is_some())?;
+            if value.len() != 16 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("gid `{value}` is not 16 hex digits").into());
+            }
+            entry.gid = Some(value.to_ascii_lowercase());
+        }
+        "pause" => {
+            entry.paused = match value {
+                "true" => true,
+                "false" => false,
+                _ => return Err(format!("pause `{value}` is not true or false").into()),
+            };
+        }
         other => return Err(Problem::Unknown(other.to_owned())),
     }
     Ok(())
@@ -515,6 +539,15 @@ mod tests {
     use super::*;
 
     const SHA: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn a_session_files_gid_and_pause_are_read_and_checked() {
+        let entries = parse_input("http://a/one\n  gid=00000000000000AB\n  pause=true\n").unwrap();
+        assert_eq!(entries[0].gid.as_deref(), Some("00000000000000ab"));
+        assert!(entries[0].paused);
+        let errors = parse_input("http://a/one\n  gid=xyz\n").unwrap_err();
+        assert!(errors[0].message.contains("16 hex digits"), "{errors:?}");
+    }
 
     #[test]
     fn urls_options_mirrors_and_comments() {
