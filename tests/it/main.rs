@@ -7,6 +7,8 @@ mod batches;
 mod cli;
 /// One download controlled while it lives: pause, resume, queue positions, live limits.
 mod control;
+/// `haul daemon` driven by real aria2 clients (aria2p, the aria2 npm package), killed and restarted.
+mod daemon;
 /// The library as an embedder calls it: cancellation, its own client, error kinds, the examples.
 mod embedding;
 /// Hostile input: names and listings from the network never leave the directory.

@@ -40,6 +40,10 @@ pub enum Command {
     /// nothing.
     #[command(after_help = CHECK_EXAMPLES)]
     Check(CheckArgs),
+    /// Run as a service: a download queue driven over aria2's JSON-RPC (HTTP and WebSocket on
+    /// /jsonrpc), so AriaNg, aria2p and other aria2 front-ends work with it.
+    #[command(after_help = DAEMON_EXAMPLES)]
+    Daemon(DaemonArgs),
     /// Print a shell completion script: `haul completions bash > /etc/bash_completion.d/haul`.
     Completions {
         /// The shell.
@@ -61,6 +65,17 @@ to a conditional request with the validators remembered in DIR/.haul-sync.json).
 replace the old copy atomically once verified. --shard K/N keeps the paths whose FNV-1a 64-bit
 hash modulo N is K (0 <= K < N).";
 
+const DAEMON_EXAMPLES: &str = "\
+Examples:
+  haul daemon -d ~/Downloads                          # 127.0.0.1:6800, like aria2c --enable-rpc
+  haul daemon -d /srv/dl --rpc-secret S3CRET --save-session /srv/dl/.session
+  haul daemon -d /srv/dl --rpc-secret S3CRET --rpc-listen-all --rpc-allow-origin-all
+
+Every download lands beneath -d: a call's dir option is taken below it and may not leave it.
+Without --rpc-secret the daemon listens on loopback only. With --save-session, the unfinished
+downloads are written on every change and read back at the next start (resumed from their
+.part files). SIGTERM saves and exits with 143.";
+
 const CHECK_EXAMPLES: &str = "\
 Examples:
   haul check --checksums SHA256SUMS isos/          # every listed file re-hashed
@@ -71,6 +86,56 @@ Examples:
 Without a checksum, a file is checked by its size, and by the digest the last sync remembered
 when it learned one (sync --verify-local remembers every file's). Exit codes: 0 nothing
 differs; 1 a file is missing or extra; 3 a file is corrupt; 2 usage error.";
+
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// The download root: every download lands beneath it (aria2's --dir).
+    #[arg(short = 'd', long, value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+
+    /// The port of the RPC endpoint.
+    #[arg(long, value_name = "PORT", default_value_t = 6800)]
+    pub rpc_listen_port: u16,
+
+    /// Listen on every interface, not only loopback (needs --rpc-secret).
+    #[arg(long)]
+    pub rpc_listen_all: bool,
+
+    /// The secret every call must carry (`token:SECRET` as its first parameter). Put it in the
+    /// configuration file (`rpc-secret = …`) to keep it out of the process list.
+    #[arg(long, value_name = "TOKEN")]
+    pub rpc_secret: Option<String>,
+
+    /// Let any web page's scripts call the RPC (CORS `*`): what AriaNg served from elsewhere
+    /// needs. Prefer --rpc-allow-origin.
+    #[arg(long)]
+    pub rpc_allow_origin_all: bool,
+
+    /// Let scripts from this origin (`https://ariang.example`, as browsers send it) call the
+    /// RPC; repeatable.
+    #[arg(long, value_name = "ORIGIN")]
+    pub rpc_allow_origin: Vec<String>,
+
+    /// The largest request body or WebSocket message (K, M: 1024-based).
+    #[arg(long, value_name = "SIZE", default_value = "2M", value_parser = parse_size)]
+    pub rpc_max_request_size: u64,
+
+    /// Keep the unfinished downloads in FILE (aria2's input-file format), written on every
+    /// change and at exit, and read back at start when --input-file is not given.
+    #[arg(long, value_name = "FILE")]
+    pub save_session: Option<PathBuf>,
+
+    /// Downloads to queue at start (an input file or a saved session).
+    #[arg(short = 'i', long, value_name = "FILE")]
+    pub input_file: Option<PathBuf>,
+
+    /// How many stopped downloads' results are kept for tellStopped.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_download_result: usize,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -371,7 +436,7 @@ pub struct GetArgs {
 #[derive(Debug, clap::Args)]
 pub struct CommonArgs {
     /// How many files download at once.
-    #[arg(short = 'j', long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(short = 'j', long, alias = "max-concurrent-downloads", value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: u32,
 
     /// How many connections one host gets at once, across all files.
@@ -534,7 +599,7 @@ pub struct CommonArgs {
     /// Limit the whole batch to RATE bytes per second, shared by all transfers (e.g. 500K,
     /// 10M; 1024-based; 0 or off: no limit); or a timetable in local time, switched while the
     /// run goes on: "08:00,512K 19:00,off" (rclone's --bwlimit).
-    #[arg(long, value_name = "RATE|SCHEDULE", value_parser = crate::schedule::parse_schedule)]
+    #[arg(long, alias = "max-overall-download-limit", value_name = "RATE|SCHEDULE", value_parser = crate::schedule::parse_schedule)]
     pub limit_rate: Option<crate::schedule::RateSchedule>,
 
     /// Limit each file to RATE bytes per second (all its connections together), within

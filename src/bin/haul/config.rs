@@ -2,9 +2,9 @@
 //! (`--jobs 16`, `jobs = 16`, `--insecure`, `# comments`), read from `--config FILE`, else
 //! `$HAUL_CONFIG`, else `$XDG_CONFIG_HOME/haul/config` (`~/.config/haul/config`), and ignored
 //! with `--no-config`. Its options go before the command line's, so the command line wins
-//! (every boolean has a `--no-…` form to undo one). A line that names no option of `get` or
-//! `sync`, or whose value is not valid, is an error with its line number; an option of only
-//! the other subcommand is left out.
+//! (every boolean has a `--no-…` form to undo one). A line that names no option of `get`,
+//! `sync` or `daemon`, or whose value is not valid, is an error with its line number; an
+//! option of only some subcommands is left out of the others.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,10 @@ use clap::CommandFactory;
 
 use crate::UsageError;
 use crate::args::Cli;
+
+/// The subcommands the file's options apply to (an option of only some is left out of the
+/// others).
+const SUBCOMMANDS: &[&str] = &["get", "sync", "daemon"];
 
 /// The file's options, per line: its number and its arguments.
 type Lines = Vec<(usize, Vec<String>)>;
@@ -59,7 +63,7 @@ pub fn with_config(args: Vec<OsString>) -> Result<Merged, UsageError> {
     let Some(position) = args
         .iter()
         .skip(1)
-        .position(|a| a == "get" || a == "sync")
+        .position(|a| SUBCOMMANDS.contains(&&*a.to_string_lossy()))
         .map(|p| p + 1)
     else {
         return Ok(plain(args));
@@ -123,12 +127,14 @@ fn parse(text: &str, subcommand: &str) -> Result<Lines, String> {
     let mut cli = Cli::command();
     cli.build();
     let find = |name: &str| cli.find_subcommand(name).cloned();
-    let (Some(this), Some(other)) = (
-        find(subcommand),
-        find(if subcommand == "get" { "sync" } else { "get" }),
-    ) else {
+    let Some(this) = find(subcommand) else {
         return Ok(Vec::new());
     };
+    let others: Vec<clap::Command> = SUBCOMMANDS
+        .iter()
+        .filter(|name| **name != subcommand)
+        .filter_map(|name| find(name))
+        .collect();
     let mut out = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -146,7 +152,10 @@ fn parse(text: &str, subcommand: &str) -> Result<Lines, String> {
         };
         let value = value.filter(|v| !v.is_empty());
         let Some(arg) = this.get_arguments().find(|a| a.get_long() == Some(name)) else {
-            if other.get_arguments().any(|a| a.get_long() == Some(name)) {
+            if others
+                .iter()
+                .any(|other| other.get_arguments().any(|a| a.get_long() == Some(name)))
+            {
                 continue;
             }
             return Err(at(format!("unknown option `{name}`")));

@@ -8,6 +8,7 @@ mod check;
 #[path = "../../civil.rs"]
 mod civil;
 mod config;
+mod daemon;
 mod get;
 mod input_file;
 mod render;
@@ -139,6 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             code
         }
         Command::Check(args) => check::check(args).await,
+        Command::Daemon(args) => daemon::daemon(args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();
@@ -251,7 +253,7 @@ pub(crate) fn renderer(common: &CommonArgs) -> anyhow::Result<(Arc<Renderer>, Ca
 /// The signal that interrupted the run, as its exit code (0 while none has).
 static INTERRUPTED_BY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
-fn interrupted_code() -> u8 {
+pub(crate) fn interrupted_code() -> u8 {
     match INTERRUPTED_BY.load(std::sync::atomic::Ordering::SeqCst) {
         0 => EXIT_INTERRUPTED,
         code => code,
@@ -346,7 +348,7 @@ pub(crate) fn warn_if_jobs_capped(downloader: Downloader) -> Downloader {
 }
 
 /// A downloader builder with the options `get` and `sync` share.
-fn downloader_builder(common: &CommonArgs) -> anyhow::Result<DownloaderBuilder> {
+pub(crate) fn downloader_builder(common: &CommonArgs) -> anyhow::Result<DownloaderBuilder> {
     let mut builder = Downloader::builder()
         .jobs(common.jobs as usize)
         .per_host(common.per_host as usize)

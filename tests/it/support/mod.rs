@@ -1,6 +1,7 @@
 //! Shared test helpers: the in-process server, a downloader tuned for tests, the real binary.
 
 pub mod crashfs;
+pub mod daemon;
 pub mod nginx;
 pub mod proxies;
 pub mod server;

@@ -1,0 +1,714 @@
+//! The daemon's downloads as aria2 shows them: a GID each, a status (`active`, `waiting`,
+//! `paused`, `error`, `complete`, `removed`), the waiting queue's order (paused downloads keep
+//! their place in it), and the results of stopped ones, bounded. It is a thin layer over the
+//! library: a download is a `Downloader::submit` with an observer that keeps its figures, and
+//! pause, resume, cancel, positions and rates are the library's `DownloadControl`.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use haul::{DownloadControl, Downloader, Event, Observer, Request};
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use super::options::{self, Options};
+use super::rpc::RpcError;
+
+/// A download's id: shown as 16 hex digits, kept in the session file so it survives restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Gid(pub(crate) u64);
+
+impl Gid {
+    pub(crate) fn parse(text: &str) -> Result<Self, RpcError> {
+        if text.len() == 16
+            && let Ok(value) = u64::from_str_radix(text, 16)
+        {
+            return Ok(Self(value));
+        }
+        Err(RpcError::new(format!("GID {text} is not found")))
+    }
+}
+
+impl std::fmt::Display for Gid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    Active,
+    Waiting,
+    Paused,
+    Error,
+    Complete,
+    Removed,
+}
+
+impl Status {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Waiting => "waiting",
+            Self::Paused => "paused",
+            Self::Error => "error",
+            Self::Complete => "complete",
+            Self::Removed => "removed",
+        }
+    }
+
+    pub(crate) fn is_stopped(self) -> bool {
+        matches!(self, Self::Error | Self::Complete | Self::Removed)
+    }
+}
+
+/// One download.
+pub(crate) struct Entry {
+    pub(crate) gid: Gid,
+    /// What was asked (submitted again on a resume after a restart, written to the session).
+    pub(crate) request: Request,
+    /// The aria2 options it was added with (and changed to), for `getOption`.
+    pub(crate) options: Options,
+    pub(crate) uris: Vec<String>,
+    pub(crate) dir: PathBuf,
+    pub(crate) path: PathBuf,
+    pub(crate) status: Status,
+    /// 0 while unknown, as aria2 shows it.
+    pub(crate) total: u64,
+    pub(crate) completed: u64,
+    pub(crate) speed: Speed,
+    /// Present once submitted to the downloader, until it stops.
+    pub(crate) control: Option<DownloadControl>,
+    /// aria2's error code and message, for a download that failed.
+    pub(crate) error: Option<(u8, String)>,
+    /// A remove was asked: its cancellation ends it as `removed`.
+    removing: bool,
+}
+
+/// The rate of one download over the last few seconds.
+#[derive(Default)]
+pub(crate) struct Speed {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+const SPEED_WINDOW: Duration = Duration::from_secs(3);
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+impl Speed {
+    fn sample(&mut self, bytes: u64) {
+        let now = Instant::now();
+        // The newest sample moves forward until it is far enough from the one before to keep.
+        let count = self.samples.len();
+        let recent = count > 1
+            && self
+                .samples
+                .get(count - 2)
+                .is_some_and(|before| now.duration_since(before.0) < SAMPLE_EVERY);
+        match self.samples.back_mut() {
+            Some(last) if recent => *last = (now, bytes),
+            _ => self.samples.push_back((now, bytes)),
+        }
+        while self.samples.len() > 2
+            && self
+                .samples
+                .front()
+                .is_some_and(|first| now.duration_since(first.0) > SPEED_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    fn reset(&mut self) {
+        self.samples.clear();
+    }
+
+    /// Bytes per second (0 when nothing arrived lately).
+    pub(crate) fn bytes_per_second(&self) -> u64 {
+        let (Some(first), Some(last)) = (self.samples.front(), self.samples.back()) else {
+            return 0;
+        };
+        let span = last.0.duration_since(first.0).as_secs_f64();
+        if span <= 0.0 || last.0.elapsed() > Duration::from_secs(2) {
+            return 0;
+        }
+        let rate = last.1.saturating_sub(first.1) as f64 / span;
+        // A finite, non-negative rate; `as` saturates it into range.
+        #[allow(clippy::cast_sign_loss)]
+        let rate = rate.max(0.0) as u64;
+        rate
+    }
+}
+
+/// The table of downloads.
+#[derive(Default)]
+pub(crate) struct Table {
+    pub(crate) entries: HashMap<Gid, Entry>,
+    /// Waiting and paused downloads, in queue order.
+    pub(crate) waiting: Vec<Gid>,
+    /// Stopped downloads, oldest first (bounded by `max_results`).
+    pub(crate) stopped: VecDeque<Gid>,
+    /// Every download that stopped in this session, forgotten or not (`numStoppedTotal`).
+    pub(crate) stopped_total: u64,
+}
+
+/// Everything the RPC methods act on.
+pub(crate) struct Downloads {
+    pub(crate) downloader: Downloader,
+    /// The download root (absolute): every file lands beneath it.
+    pub(crate) root: PathBuf,
+    table: Mutex<Table>,
+    /// Notifications for WebSocket clients, as JSON text.
+    pub(crate) notifications: broadcast::Sender<String>,
+    /// Results kept for stopped downloads (aria2's `max-download-result`).
+    pub(crate) max_results: usize,
+    /// Options given with `changeGlobalOption` that have no live setting in the library.
+    pub(crate) global_options: Mutex<Options>,
+    /// Something changed that the session file should say (see `session`).
+    pub(crate) changed: tokio::sync::Notify,
+    gid_keys: RandomState,
+    gid_counter: AtomicU64,
+}
+
+impl Downloads {
+    pub(crate) fn new(downloader: Downloader, root: PathBuf, max_results: usize) -> Arc<Self> {
+        Arc::new(Self {
+            downloader,
+            root,
+            table: Mutex::new(Table::default()),
+            notifications: broadcast::channel(1024).0,
+            max_results,
+            global_options: Mutex::new(Options::new()),
+            changed: tokio::sync::Notify::new(),
+            gid_keys: RandomState::new(),
+            gid_counter: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn new_gid(&self, table: &Table) -> Gid {
+        loop {
+            let n = self.gid_counter.fetch_add(1, Ordering::Relaxed);
+            let gid = Gid(self.gid_keys.hash_one((n, std::process::id())));
+            if gid.0 != 0 && !table.entries.contains_key(&gid) {
+                return gid;
+            }
+        }
+    }
+
+    fn notify(&self, method: &str, gid: Gid) {
+        let text = json!({
+            "jsonrpc": "2.0",
+            "method": method,
+            "params": [{"gid": gid.to_string()}],
+        })
+        .to_string();
+        let _ = self.notifications.send(text);
+    }
+
+    fn session_changed(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Adds a download of `uris` (the first is the URL, the rest its mirrors), at `position`
+    /// in the waiting queue (the end by default), started unless `pause=true`.
+    pub(crate) fn add(
+        self: &Arc<Self>,
+        uris: Vec<String>,
+        options: Options,
+        position: Option<usize>,
+    ) -> Result<Gid, RpcError> {
+        let (request, dir) = options::request(&self.root, &uris, &options)?;
+        self.insert(request, dir, uris, options, position)
+    }
+
+    /// Adds a download of a prepared request (see [`Self::add`]).
+    pub(crate) fn insert(
+        self: &Arc<Self>,
+        mut request: Request,
+        dir: PathBuf,
+        uris: Vec<String>,
+        options: Options,
+        position: Option<usize>,
+    ) -> Result<Gid, RpcError> {
+        if let Some(rate) = self.default_download_limit()
+            && !options.contains_key("max-download-limit")
+        {
+            request = request.with_rate_limit(rate);
+        }
+        let path = request
+            .output_path()
+            .map_err(|e| RpcError::new(e.to_string()))?;
+        let paused = options::paused(&options);
+        let gid = {
+            let mut table = self.table();
+            let gid = match options.get("gid") {
+                Some(text) => {
+                    let gid = Gid::parse(text)
+                        .map_err(|_| RpcError::new(format!("gid {text} is not 16 hex digits")))?;
+                    if table.entries.contains_key(&gid) {
+                        return Err(RpcError::new(format!("GID#{gid} is not unique.")));
+                    }
+                    gid
+                }
+                None => self.new_gid(&table),
+            };
+            let entry = Entry {
+                gid,
+                request,
+                options,
+                uris,
+                dir,
+                path,
+                status: if paused {
+                    Status::Paused
+                } else {
+                    Status::Waiting
+                },
+                total: 0,
+                completed: 0,
+                speed: Speed::default(),
+                control: None,
+                error: None,
+                removing: false,
+            };
+            table.entries.insert(gid, entry);
+            let at = position.unwrap_or(usize::MAX).min(table.waiting.len());
+            table.waiting.insert(at, gid);
+            gid
+        };
+        if !paused {
+            self.submit(gid);
+        }
+        if position.is_some() {
+            self.order_library_queue();
+        }
+        self.session_changed();
+        Ok(gid)
+    }
+
+    /// The `max-download-limit` given with `changeGlobalOption`: the default for new downloads.
+    fn default_download_limit(&self) -> Option<u64> {
+        let globals = self
+            .global_options
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        options::download_limit(&globals).ok().flatten()
+    }
+
+    /// Hands a download to the downloader, and waits for its end on a task of its own.
+    fn submit(self: &Arc<Self>, gid: Gid) {
+        let Some(request) = self.table().entries.get(&gid).map(|e| e.request.clone()) else {
+            return;
+        };
+        let observer = Arc::new(EntryObserver {
+            gid,
+            downloads: Arc::downgrade(self),
+        });
+        // Without the table's lock: the observer takes it for the `Queued` event.
+        let handle = self.downloader.submit_with_observer(request, observer);
+        if let Some(entry) = self.table().entries.get_mut(&gid) {
+            entry.status = Status::Waiting;
+            entry.control = Some(handle.control());
+        }
+        let downloads = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = handle.await;
+            downloads.ended(gid, result);
+        });
+    }
+
+    /// A download's outcome.
+    fn ended(&self, gid: Gid, result: Result<haul::Completed, haul::Error>) {
+        let notification = {
+            let mut table = self.table();
+            let Some(entry) = table.entries.get_mut(&gid) else {
+                return;
+            };
+            entry.control = None;
+            entry.speed.reset();
+            let notification = match result {
+                Ok(completed) => {
+                    entry.status = Status::Complete;
+                    entry.total = completed.bytes;
+                    entry.completed = completed.bytes;
+                    entry.path = completed.path;
+                    "aria2.onDownloadComplete"
+                }
+                Err(haul::Error::Cancelled) if entry.removing => {
+                    entry.status = Status::Removed;
+                    "aria2.onDownloadStop"
+                }
+                // The daemon is shutting down: the download stays unfinished for the session.
+                Err(haul::Error::Cancelled) => return,
+                Err(error) => {
+                    entry.status = Status::Error;
+                    entry.error = Some((error_code(&error), error.to_string()));
+                    "aria2.onDownloadError"
+                }
+            };
+            self.stop(&mut table, gid);
+            notification
+        };
+        self.notify(notification, gid);
+        self.session_changed();
+    }
+
+    /// Moves a download that just stopped to the results, forgetting the oldest beyond the bound.
+    fn stop(&self, table: &mut Table, gid: Gid) {
+        table.waiting.retain(|g| *g != gid);
+        table.stopped.push_back(gid);
+        table.stopped_total += 1;
+        while table.stopped.len() > self.max_results {
+            if let Some(old) = table.stopped.pop_front() {
+                table.entries.remove(&old);
+            }
+        }
+    }
+
+    /// Pauses a waiting or active download (its `.part` kept).
+    pub(crate) fn pause(&self, gid: Gid) -> Result<Gid, RpcError> {
+        let control = {
+            let mut table = self.table();
+            let entry = table.entries.get_mut(&gid).ok_or_else(|| not_found(gid))?;
+            if !matches!(entry.status, Status::Waiting | Status::Active) {
+                return Err(RpcError::new(format!("GID#{gid} cannot be paused now")));
+            }
+            match &entry.control {
+                Some(control) => control.clone(),
+                None => {
+                    entry.status = Status::Paused;
+                    drop(table);
+                    self.notify("aria2.onDownloadPause", gid);
+                    self.session_changed();
+                    return Ok(gid);
+                }
+            }
+        };
+        // Its `Paused` event marks it paused and notifies.
+        control.pause();
+        self.session_changed();
+        Ok(gid)
+    }
+
+    /// Resumes a paused download: back in the queue, continuing from its `.part`.
+    pub(crate) fn unpause(self: &Arc<Self>, gid: Gid) -> Result<Gid, RpcError> {
+        let control = {
+            let mut table = self.table();
+            let entry = table.entries.get_mut(&gid).ok_or_else(|| not_found(gid))?;
+            if entry.status != Status::Paused {
+                return Err(RpcError::new(format!("GID#{gid} cannot be unpaused now")));
+            }
+            entry.status = Status::Waiting;
+            entry.control.clone()
+        };
+        match control {
+            Some(control) => {
+                control.resume();
+            }
+            None => self.submit(gid),
+        }
+        self.order_library_queue();
+        self.session_changed();
+        Ok(gid)
+    }
+
+    /// Removes a download that has not stopped (its `.part` is kept, as aria2 keeps it).
+    pub(crate) fn remove(&self, gid: Gid) -> Result<Gid, RpcError> {
+        let control = {
+            let mut table = self.table();
+            let entry = table.entries.get_mut(&gid).ok_or_else(|| not_found(gid))?;
+            if entry.status.is_stopped() {
+                return Err(RpcError::new(format!(
+                    "Active Download not found for GID#{gid}"
+                )));
+            }
+            entry.removing = true;
+            match entry.control.clone() {
+                Some(control) => control,
+                None => {
+                    entry.status = Status::Removed;
+                    self.stop(&mut table, gid);
+                    drop(table);
+                    self.notify("aria2.onDownloadStop", gid);
+                    self.session_changed();
+                    return Ok(gid);
+                }
+            }
+        };
+        // Its outcome (cancelled) marks it removed and notifies.
+        control.cancel();
+        Ok(gid)
+    }
+
+    /// Forgets a stopped download's result.
+    pub(crate) fn remove_result(&self, gid: Gid) -> Result<(), RpcError> {
+        let mut table = self.table();
+        match table.entries.get(&gid) {
+            Some(entry) if entry.status.is_stopped() => {
+                table.entries.remove(&gid);
+                table.stopped.retain(|g| *g != gid);
+                Ok(())
+            }
+            _ => Err(RpcError::new(format!(
+                "Could not remove download result of GID#{gid}"
+            ))),
+        }
+    }
+
+    /// Forgets every stopped download's result.
+    pub(crate) fn purge_results(&self) {
+        let mut table = self.table();
+        let stopped: Vec<Gid> = table.stopped.drain(..).collect();
+        for gid in stopped {
+            table.entries.remove(&gid);
+        }
+    }
+
+    /// Moves a waiting or paused download in the queue; its new position.
+    pub(crate) fn change_position(
+        &self,
+        gid: Gid,
+        position: i64,
+        how: &str,
+    ) -> Result<usize, RpcError> {
+        let to = {
+            let mut table = self.table();
+            let from = table
+                .waiting
+                .iter()
+                .position(|g| *g == gid)
+                .ok_or_else(|| {
+                    RpcError::new(format!("GID#{gid} not found in the waiting queue."))
+                })?;
+            let last = i64::try_from(table.waiting.len()).unwrap_or(i64::MAX) - 1;
+            let from_signed = i64::try_from(from).unwrap_or(i64::MAX);
+            let wanted = match how {
+                "POS_SET" => position,
+                "POS_CUR" => from_signed.saturating_add(position),
+                "POS_END" => last.saturating_add(position),
+                other => {
+                    return Err(RpcError::new(format!(
+                        "how `{other}` is not POS_SET, POS_CUR or POS_END"
+                    )));
+                }
+            };
+            let to = usize::try_from(wanted.clamp(0, last.max(0))).unwrap_or(0);
+            table.waiting.remove(from);
+            table.waiting.insert(to, gid);
+            to
+        };
+        self.order_library_queue();
+        self.session_changed();
+        Ok(to)
+    }
+
+    /// Puts the library's queue in the daemon's order (the waiting downloads it holds).
+    fn order_library_queue(&self) {
+        let controls: Vec<DownloadControl> = {
+            let table = self.table();
+            table
+                .waiting
+                .iter()
+                .filter_map(|gid| table.entries.get(gid))
+                .filter(|entry| entry.status == Status::Waiting)
+                .filter_map(|entry| entry.control.clone())
+                .collect()
+        };
+        let mut position = 0;
+        for control in controls {
+            if control.move_in_queue(position).is_some() {
+                position += 1;
+            }
+        }
+    }
+
+    /// Changes a download's own rate limit (`max-download-limit`), live.
+    pub(crate) fn change_option(&self, gid: Gid, changes: Options) -> Result<(), RpcError> {
+        let rate = options::download_limit(&changes)?;
+        let mut table = self.table();
+        let entry = table.entries.get_mut(&gid).ok_or_else(|| not_found(gid))?;
+        if entry.status.is_stopped() {
+            return Err(RpcError::new(format!("GID#{gid} has stopped")));
+        }
+        for key in changes.keys() {
+            if key != "max-download-limit" && entry.status != Status::Paused {
+                return Err(RpcError::new(format!(
+                    "option {key} can only be changed while the download is paused"
+                )));
+            }
+        }
+        if changes.contains_key("max-download-limit")
+            && let Some(control) = &entry.control
+        {
+            control.set_rate_limit(rate);
+        }
+        let mut options = entry.options.clone();
+        options.extend(changes);
+        if entry.control.is_none() {
+            // Not started yet (added paused): the request is made anew from the options.
+            let (request, dir) = options::request(&self.root, &entry.uris, &options)?;
+            entry.path = request
+                .output_path()
+                .map_err(|e| RpcError::new(e.to_string()))?;
+            entry.request = request;
+            entry.dir = dir;
+        } else if let Some(rate) = rate {
+            entry.request = entry.request.clone().with_rate_limit(rate);
+        }
+        entry.options = options;
+        drop(table);
+        self.session_changed();
+        Ok(())
+    }
+
+    /// Every unfinished download's request, GID and paused state, in queue order (active ones
+    /// first): what the session file holds.
+    pub(crate) fn unfinished(&self) -> Vec<(Gid, Request, bool)> {
+        let table = self.table();
+        let active = table
+            .entries
+            .values()
+            .filter(|entry| entry.status == Status::Active)
+            .map(|entry| entry.gid);
+        let mut gids: Vec<Gid> = active.collect();
+        gids.sort_unstable();
+        gids.extend(table.waiting.iter().copied());
+        gids.iter()
+            .filter_map(|gid| table.entries.get(gid))
+            .filter(|entry| !entry.status.is_stopped() && !entry.removing)
+            .map(|entry| {
+                (
+                    entry.gid,
+                    entry.request.clone(),
+                    entry.status == Status::Paused,
+                )
+            })
+            .collect()
+    }
+
+    /// Stops every running download (for a shutdown), keeping their `.part` files, and waits
+    /// until they have let go of them (bounded).
+    pub(crate) async fn stop_all(&self) {
+        let controls: Vec<DownloadControl> = self
+            .table()
+            .entries
+            .values()
+            .filter_map(|entry| entry.control.clone())
+            .collect();
+        for control in &controls {
+            control.cancel();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline
+            && self
+                .table()
+                .entries
+                .values()
+                .any(|e| e.control.as_ref().is_some_and(|c| !c.is_paused()))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Applies one of the downloader's events to its download.
+    fn apply(&self, gid: Gid, event: &Event) {
+        let notification = {
+            let mut table = self.table();
+            let Some(entry) = table.entries.get_mut(&gid) else {
+                return;
+            };
+            match event {
+                Event::Queued {
+                    path: Some(path), ..
+                } => {
+                    entry.path.clone_from(path);
+                    None
+                }
+                Event::Started {
+                    total_bytes,
+                    resumed_from,
+                    ..
+                } => {
+                    entry.total = total_bytes.unwrap_or(0);
+                    entry.completed = *resumed_from;
+                    entry.speed.sample(*resumed_from);
+                    if entry.status == Status::Waiting {
+                        entry.status = Status::Active;
+                        table.waiting.retain(|g| *g != gid);
+                        Some("aria2.onDownloadStart")
+                    } else {
+                        None
+                    }
+                }
+                Event::Progress { bytes_done, .. } => {
+                    entry.completed = *bytes_done;
+                    entry.speed.sample(*bytes_done);
+                    None
+                }
+                Event::Restarted { .. } => {
+                    entry.completed = 0;
+                    None
+                }
+                Event::Paused { .. } => {
+                    entry.status = Status::Paused;
+                    entry.speed.reset();
+                    if !table.waiting.contains(&gid) {
+                        table.waiting.insert(0, gid);
+                    }
+                    Some("aria2.onDownloadPause")
+                }
+                Event::Resumed { .. } => {
+                    entry.status = Status::Waiting;
+                    None
+                }
+                _ => None,
+            }
+        };
+        if let Some(method) = notification {
+            self.notify(method, gid);
+        }
+    }
+}
+
+/// Feeds one download's events to the table.
+struct EntryObserver {
+    gid: Gid,
+    downloads: Weak<Downloads>,
+}
+
+impl Observer for EntryObserver {
+    fn on_event(&self, event: &Event) {
+        if let Some(downloads) = self.downloads.upgrade() {
+            downloads.apply(self.gid, event);
+        }
+    }
+}
+
+pub(crate) fn not_found(gid: Gid) -> RpcError {
+    RpcError::new(format!("GID {gid} is not found"))
+}
+
+/// aria2's error code for a failure (its exit-status numbers, as front-ends show them).
+fn error_code(error: &haul::Error) -> u8 {
+    use haul::ErrorKind;
+    if error.circumstance() == Some(haul::Circumstance::UnknownHost) {
+        return 19;
+    }
+    match (error.kind(), error.status()) {
+        (_, Some(404)) => 3,
+        (_, Some(401 | 403 | 407)) => 24,
+        (ErrorKind::HttpStatus | ErrorKind::Protocol, _) => 22,
+        (ErrorKind::Network | ErrorKind::Tls, _) => 6,
+        (ErrorKind::Integrity, _) => 32,
+        (ErrorKind::AlreadyExists, _) => 13,
+        (ErrorKind::Io, _) => 17,
+        _ => 1,
+    }
+}
