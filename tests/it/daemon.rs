@@ -377,3 +377,89 @@ async fn the_http_edge_get_form_cors_sigterm_and_listening_rules() {
         stderr(&output)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metalink_live_limits_and_what_front_ends_read() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let server = TestServer::start().await;
+    let mirror = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let daemon = Daemon::start(&root, &[]);
+
+    // aria2.addMetalink: each file with its mirrors and hash, beneath the root.
+    let size = 5000u64;
+    let hash = hex::encode(sha2::Sha256::digest(content("m.bin", 1, size)));
+    let document = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<metalink xmlns="urn:ietf:params:xml:ns:metalink">
+  <file name="m.bin">
+    <size>{size}</size>
+    <hash type="sha-256">{hash}</hash>
+    <url priority="1">{}</url>
+    <url priority="2">{}</url>
+  </file>
+</metalink>"#,
+        server.file_url(size, "m.bin", ""),
+        mirror.file_url(size, "m.bin", "")
+    );
+    let encoded = base64::engine::general_purpose::STANDARD.encode(document);
+    let gids = daemon
+        .result("addMetalink", json!([encoded, {"dir": "ml"}]))
+        .await;
+    let gid = gids[0].as_str().unwrap().to_owned();
+    daemon.wait_status(&gid, "complete").await;
+    assert_eq!(
+        std::fs::read(root.join("ml/m.bin")).unwrap(),
+        content("m.bin", 1, size)
+    );
+    let uris = daemon.result("getUris", json!([gid])).await;
+    assert_eq!(uris.as_array().unwrap().len(), 2, "{uris}");
+    assert_eq!(uris[0]["status"], "used");
+    let files = daemon.result("getFiles", json!([gid])).await;
+    assert_eq!(
+        files[0]["path"],
+        root.join("ml/m.bin").to_str().unwrap(),
+        "{files}"
+    );
+    assert_eq!(daemon.result("getServers", json!([gid])).await, json!([]));
+
+    // A download's own limit, read back and lifted while it runs (changeOption).
+    let gid = daemon
+        .result(
+            "addUri",
+            json!([[server.file_url(2_000_000, "limited.bin", "")], {"max-download-limit": "100K"}]),
+        )
+        .await;
+    let gid = gid.as_str().unwrap().to_owned();
+    daemon.wait_status(&gid, "active").await;
+    assert_eq!(
+        daemon.result("getOption", json!([gid])).await["max-download-limit"],
+        "102400"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let early: u64 = daemon.status(&gid).await["completedLength"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(early < 400_000, "the limit held: {early}");
+    assert_eq!(
+        daemon
+            .result("changeOption", json!([gid, {"max-download-limit": "0"}]))
+            .await,
+        "OK"
+    );
+    let started = std::time::Instant::now();
+    daemon.wait_status(&gid, "complete").await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    // `"jsonrpc": 2` as a number is accepted, as aria2 accepts it.
+    let (_, answer) = daemon
+        .post(format!(
+            r#"{{"jsonrpc":2,"id":3,"method":"aria2.getGlobalStat","params":["token:{SECRET}"]}}"#
+        ))
+        .await;
+    assert_eq!(answer["result"]["numStopped"], "2", "{answer}");
+}
