@@ -26,6 +26,9 @@ where a sync costs nothing: a comparison of the engines alone):
       (curl single-connection for contrast, one run)
   S4u the same file without the rate limit: haul -x 8 against -x 1
   S5  peak RSS for 1 GiB and 4 GiB single downloads
+  H256  high concurrency: 20,000 files of 64 KiB from 4 nginx ports (4 hosts), 256 at once
+        (haul -j 256 --per-host 64, curl --parallel-max 256, wget2 --max-threads 256,
+        aria2c -j 256), to tmpfs
   B404  bulk scale: --bulk-urls URLs (default 10^5) that 404, 32 concurrent: memory per URL
   Btiny bulk scale: --bulk-files files of 512 B (default 50,000), 16 concurrent, beside the
         durability floor for the same files
@@ -33,7 +36,7 @@ where a sync costs nothing: a comparison of the engines alone):
 
 Prints haul's ratio to the fastest peer, and to the floor where one ran, per scenario.
 
-Usage: python3 benches/compare.py [--runs 5] [--scenarios S1,S2,S3,S4,S4u,S5,S6,S7,S1t,S2t,S3t,S7t]
+Usage: python3 benches/compare.py [--runs 5] [--scenarios S1,S2,S3,S4,S4u,S5,S6,S7,S1t,S2t,S3t,S7t,H256]
        python3 benches/compare.py --runs 3 --scenarios B404,Btiny [--bulk-urls 1000000] [--bulk-files 50000]
 """
 
@@ -114,6 +117,8 @@ class Nginx:
     def __init__(self, root):
         self.root = root
         self.port = free_port()
+        # Three more ports of the same server: four "hosts" for the per-host limit (H256).
+        self.more_ports = [free_port() for _ in range(3)]
         self.tls_port = free_port()
         os.makedirs(f"{root}/tmp", exist_ok=True)
         make_certificates(root)
@@ -128,6 +133,7 @@ http {{
   default_type application/octet-stream;
   server {{
     listen 127.0.0.1:{self.port} backlog=4096;
+    {"".join(f"listen 127.0.0.1:{p} backlog=4096; " for p in self.more_ports)}
     root {root}/www;
     location /slow/ {{ alias {root}/www/; limit_rate 16m; }}
   }}
@@ -155,8 +161,9 @@ http {{
                     sys.exit(f"nginx did not start: {open(f'{root}/error.log').read()}")
                 time.sleep(0.05)
 
-    def url(self, path):
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path, host=0):
+        port = ([self.port] + self.more_ports)[host]
+        return f"http://127.0.0.1:{port}{path}"
 
     def tls_url(self, path):
         return f"https://127.0.0.1:{self.tls_port}{path}"
@@ -285,6 +292,17 @@ def main():
     if any(s in scenarios for s in ["S3", "S3t"]):
         for i in range(200):
             mid[f"m{i}.bin"] = write_file(f"{www}/mid/m{i}.bin", 4 * MIB, f"m{i}")
+    many = {}
+    if "H256" in scenarios:
+        # 20,000 names: 2,000 files of 64 KiB, each linked under ten names (nginx serves
+        # them like any file; every output is still verified by its digest).
+        os.makedirs(f"{www}/many")
+        for i in range(2000):
+            digest = write_file(f"{www}/many/h{i}-0.bin", 64 * 1024, f"h{i}")
+            many[f"h{i}-0.bin"] = digest
+            for copy in range(1, 10):
+                os.link(f"{www}/many/h{i}-0.bin", f"{www}/many/h{i}-{copy}.bin")
+                many[f"h{i}-{copy}.bin"] = digest
     tiny = {}
     if "Btiny" in scenarios or "Brerun" in scenarios:
         os.makedirs(f"{www}/tiny")
@@ -292,7 +310,7 @@ def main():
             tiny[f"t{i}"] = write_file(f"{www}/tiny/t{i}", 512, f"t{i}")
     nginx = Nginx(work)
     ca = f"{work}/ca.pem"
-    tmpfs_base = tempfile.mkdtemp(prefix="haul-compare-", dir="/dev/shm") if any(x.endswith("t") for x in scenarios) else None
+    tmpfs_base = tempfile.mkdtemp(prefix="haul-compare-", dir="/dev/shm") if any(x.endswith("t") or x == "H256" for x in scenarios) else None
     rows = []
 
     def url_files(name, urls):
@@ -304,10 +322,11 @@ def main():
                 f.write(f'url = "{u}"\n-O\n')
         return f"{work}/{name}.txt", f"{work}/{name}.curl"
 
-    def many_files(title, name, urls, expected, jobs, out, unit_bytes, tls=False, relaxed=False):
+    def many_files(title, name, urls, expected, jobs, out, unit_bytes, tls=False, relaxed=False, per_host=None):
         listing, curl_config = url_files(name, urls)
         cert = ["--ca-cert", ca] if tls else []
-        clients = [("haul", lambda o: [haul, "get", "-q", "-j", str(jobs), "--per-host", str(jobs), *cert, "-d", o, "-i", listing], None)]
+        per_host = per_host or jobs
+        clients = [("haul", lambda o: [haul, "get", "-q", "-j", str(jobs), "--per-host", str(per_host), *cert, "-d", o, "-i", listing], None)]
         if relaxed:
             clients.append(("haul --durability relaxed", lambda o: [haul, "get", "-q", "-j", str(jobs), "--per-host", str(jobs), "--durability", "relaxed", *cert, "-d", o, "-i", listing], None))
         clients += [
@@ -367,6 +386,10 @@ def main():
             if want("S7"):
                 urls = [nginx.tls_url(f"/small/{name}") for name in small]
                 rows += many_files(f"S7 2000×64 KiB, HTTPS + HTTP/2{where}", "s7", urls, small, 16, out_base, 2000 * 64 * 1024, tls=True)
+        if "H256" in scenarios:
+            urls = [nginx.url(f"/many/{name}", host=i % 4) for i, name in enumerate(many)]
+            rows += many_files("H256 20000×64 KiB, 4 hosts, 256 at once (tmpfs)", "h256", urls, many, 256,
+                               f"{tmpfs_base}/out", len(many) * 64 * 1024, per_host=64)
         if "B404" in scenarios:
             # Bulk scale: a long list of URLs that 404 at once, so the per-URL cost and the
             # memory per queued URL show, not the disk.

@@ -7,6 +7,9 @@
 //!   the existing-file policy, and nothing else), and with tiny files from an in-process server;
 //! - `parse_input`: an aria2-style input file of 100,000 lines.
 //!
+//! A counting allocator is installed: every row also shows allocations (count and bytes) per
+//! iteration, so a change's effect on per-request allocations is measured, not guessed.
+//!
 //! Run: `cargo bench --bench hot_path` (files go to `HAUL_BENCH_DIR`, default `.`, i.e. the
 //! real disk; `/dev/shm` takes the disk out). `cargo test --all-targets` runs each benchmark
 //! once, as a check that it still works.
@@ -23,6 +26,11 @@ use bytes::Bytes;
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{Bencher, black_box};
 use haul::{Algorithm, Downloader, OnExists, Request};
+
+/// Counts every allocation: divan prints allocations and bytes per iteration beside the
+/// times, so the per-request allocations are a measured figure.
+#[global_allocator]
+static ALLOCATIONS: divan::AllocProfiler = divan::AllocProfiler::system();
 
 fn main() {
     divan::main();

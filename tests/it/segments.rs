@@ -396,6 +396,36 @@ async fn without_a_count_connections_are_added_while_they_raise_the_rate() {
     assert!(ranged[0].at.duration_since(first) >= Duration::from_millis(200));
 }
 
+/// At the defaults (8 MiB --min-split-size), a 20 MB file from a server that gives each
+/// connection 1 MiB/s still gets all four connections, the last within 1.5 s of the first
+/// answer: the ramp keeps a connection only when it pays, so it may cut smaller pieces (it
+/// stayed on 2 connections for the whole file before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_defaults_a_per_connection_limit_gets_four_connections_within_a_second_and_a_half() {
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::new().await;
+    let size = 20_000_000;
+    let url = server.file_url(size, "limited", &format!("rate={MIB}"));
+    fetch_exact(&downloader, &url, dir.path(), "limited", size).await;
+    let log = server.log();
+    assert!(
+        log.len() >= haul::DEFAULT_CONNECTIONS,
+        "{} requests",
+        log.len()
+    );
+    let last_added = log[haul::DEFAULT_CONNECTIONS - 1]
+        .at
+        .duration_since(log[0].at);
+    assert!(
+        last_added <= Duration::from_millis(1500),
+        "the fourth connection came {last_added:?} after the first answer"
+    );
+    assert_eq!(server.peak_in_flight(), haul::DEFAULT_CONNECTIONS);
+}
+
 /// With a connection count, the first request asks for the first piece only: its answer ends
 /// where the piece does, and the connection goes on with the rest of its share instead of
 /// being cut off in the middle of a whole-file answer.

@@ -449,7 +449,9 @@ pub struct CommonArgs {
     #[arg(short = 'x', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub connections: Option<u32>,
 
-    /// Smallest piece a file is split into (K, M, G are 1024-based: 8M = 8 MiB).
+    /// Smallest piece a file is split into with -x (K, M, G are 1024-based: 8M = 8 MiB).
+    /// Without -x the ramp may cut pieces down to 2 MiB: it keeps a connection only when it
+    /// raises the rate.
     #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
     pub min_split_size: u64,
 

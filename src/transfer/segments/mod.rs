@@ -73,6 +73,9 @@ struct Engine<'t, 'a> {
     retired_from: AtomicUsize,
 }
 
+/// The smallest piece the adaptive ramp splits a file into.
+const RAMP_PIECE: u64 = 2 * 1024 * 1024;
+
 impl Transfer<'_> {
     /// Whether this file ramps up to `connections()` rather than opening them at once.
     pub(super) fn adaptive_connections(&self) -> bool {
@@ -112,15 +115,22 @@ impl Transfer<'_> {
         let total = session.state.validators.total_bytes.unwrap_or(0);
         let gaps = session_gaps(session, total);
         let remaining: u64 = gaps.iter().map(|(s, e)| e - s).sum();
-        let split = self.config().min_split_bytes;
+        // A ramp keeps a connection only when it raises the rate, so it may cut pieces
+        // smaller than --min-split-size: a 20 MB file from a server that limits each
+        // connection gets its 4 connections (it stayed on 2 with 8 MiB pieces).
+        let adaptive = self.adaptive_connections();
+        let split = if adaptive {
+            RAMP_PIECE.min(self.config().min_split_bytes)
+        } else {
+            self.config().min_split_bytes
+        };
         let wanted = usize::try_from(remaining / split)
             .unwrap_or(usize::MAX)
             .clamp(1, self.connections());
         let Some(writer) = session.writer.as_ref().map(PartWriter::handle) else {
             return Err(Error::Internal("no writer for the segments".into()));
         };
-        let mut ramp = self
-            .adaptive_connections()
+        let mut ramp = adaptive
             .then(|| Ramp::new(1, wanted))
             .filter(|ramp| !ramp.settled());
         let opened = if ramp.is_some() { 1 } else { wanted };

@@ -2,7 +2,9 @@
 //! adds one at a time while each addition raises the file's rate. A fast link is then not split
 //! into competing writers that only add system time, while a server that limits each
 //! connection's rate gets its connections within a second or so. A trial connection that does
-//! not pay is retired: its rest goes back to the others.
+//! not pay is retired: its rest goes back to the others. The first window only warms up: it
+//! runs below the steady rate (TCP slow start, the first pages of the file), and a baseline
+//! taken from it made trials look like they paid on a fast local link.
 //!
 //! Time and byte counts are arguments, so the rules are tested deterministically.
 
@@ -34,6 +36,8 @@ pub(super) struct Ramp {
     mark: Option<(Instant, u64)>,
     /// The rate before the trial, in bytes per second.
     baseline: f64,
+    /// The first window has passed (it is not measured).
+    warm: bool,
     /// A trial connection is open and being measured.
     trial: bool,
     /// No more decisions: the cap is reached or a trial failed.
@@ -48,6 +52,7 @@ impl Ramp {
             running,
             mark: None,
             baseline: 0.0,
+            warm: false,
             trial: false,
             settled: running >= cap,
         }
@@ -85,6 +90,10 @@ impl Ramp {
         #[allow(clippy::cast_precision_loss)]
         let rate = received.saturating_sub(from) as f64 / elapsed.as_secs_f64();
         self.mark = Some((now, received));
+        if !self.warm {
+            self.warm = true;
+            return Step::Wait;
+        }
         if self.trial {
             self.trial = false;
             if rate < self.baseline * GAIN {
@@ -130,11 +139,40 @@ mod tests {
         ramp.observe(*clock, *received, 10_000 * MB, true)
     }
 
+    /// The first window: never measured.
+    fn warm_up(ramp: &mut Ramp, clock: &mut Instant, received: &mut u64) {
+        assert_eq!(window(ramp, clock, received, 5 * MB), Step::Wait);
+    }
+
+    #[test]
+    fn a_slow_first_window_does_not_make_a_fast_links_trial_look_worth_it() {
+        // A fast local link: slow start in the first window, then steady; one more
+        // connection adds 5% (two cores shared with the server), not 15%.
+        let mut ramp = Ramp::new(1, 4);
+        let (mut clock, mut received) = (Instant::now(), 0);
+        ramp.observe(clock, 0, 10_000 * MB, true);
+        assert_eq!(
+            window(&mut ramp, &mut clock, &mut received, 600 * MB),
+            Step::Wait,
+            "the first window only warms up"
+        );
+        assert_eq!(
+            window(&mut ramp, &mut clock, &mut received, 1000 * MB),
+            Step::Add
+        );
+        assert_eq!(
+            window(&mut ramp, &mut clock, &mut received, 1050 * MB),
+            Step::Retire
+        );
+        assert!(ramp.settled());
+    }
+
     #[test]
     fn a_link_that_each_connection_speeds_up_gets_every_connection() {
         let mut ramp = Ramp::new(1, 4);
         let (mut clock, mut received) = (Instant::now(), 0);
         assert_eq!(ramp.observe(clock, 0, 10_000 * MB, true), Step::Wait);
+        warm_up(&mut ramp, &mut clock, &mut received);
         // 16 MB/s per connection: every trial doubles, triples, ... the rate.
         assert_eq!(
             window(&mut ramp, &mut clock, &mut received, 16 * MB),
@@ -160,6 +198,7 @@ mod tests {
         let mut ramp = Ramp::new(1, 4);
         let (mut clock, mut received) = (Instant::now(), 0);
         ramp.observe(clock, 0, 10_000 * MB, true);
+        warm_up(&mut ramp, &mut clock, &mut received);
         assert_eq!(
             window(&mut ramp, &mut clock, &mut received, 1000 * MB),
             Step::Add
@@ -178,11 +217,12 @@ mod tests {
     #[test]
     fn no_trial_when_the_rest_arrives_soon_anyway() {
         let mut ramp = Ramp::new(1, 4);
-        let clock = Instant::now();
+        let (mut clock, mut received) = (Instant::now(), 0);
         ramp.observe(clock, 0, 0, true);
-        // 500 MB in the first window (2 GB/s) and 1 GB left: half a second, two windows.
+        warm_up(&mut ramp, &mut clock, &mut received);
+        // 500 MB in a window (2 GB/s) and 1 GB left: half a second, two windows.
         assert_eq!(
-            ramp.observe(clock + WINDOW, 500 * MB, 1000 * MB, true),
+            ramp.observe(clock + WINDOW, received + 500 * MB, 1000 * MB, true),
             Step::Wait
         );
         assert!(!ramp.settled());
@@ -193,6 +233,7 @@ mod tests {
         let mut ramp = Ramp::new(1, 4);
         let (mut clock, mut received) = (Instant::now(), 0);
         ramp.observe(clock, 0, 10_000 * MB, true);
+        warm_up(&mut ramp, &mut clock, &mut received);
         assert_eq!(
             window(&mut ramp, &mut clock, &mut received, 16 * MB),
             Step::Add
@@ -215,6 +256,7 @@ mod tests {
         let mut ramp = Ramp::new(1, 2);
         let (mut clock, mut received) = (Instant::now(), 0);
         ramp.observe(clock, 0, 10_000 * MB, true);
+        warm_up(&mut ramp, &mut clock, &mut received);
         assert_eq!(
             window(&mut ramp, &mut clock, &mut received, 16 * MB),
             Step::Add
