@@ -96,43 +96,22 @@ impl DryRun {
 /// a conditional `HEAD`. Each probe takes a `jobs` slot.
 pub async fn dry_run(downloader: &Downloader, prepared: &Prepared) -> DryRun {
     let jobs = downloader.client.config().jobs.max(1);
-    let probes = prepared.plan.files.iter().map(|planned| async move {
-        let path = planned.entry.path.clone();
-        let url = &planned.entry.url;
-        let outcome = match &planned.action {
-            Action::Unchanged => Ok(DryRunAction::Unchanged),
-            Action::New => downloader.probe(url).await.map(|_| DryRunAction::New),
-            Action::Update(_) => downloader.probe(url).await.map(|_| DryRunAction::Update),
-            Action::Check {
-                etag,
-                last_modified,
-            } => downloader
-                .is_unchanged(url, etag.as_deref(), last_modified.as_deref())
-                .await
-                .map(|same| {
-                    if same {
-                        DryRunAction::Unchanged
-                    } else {
-                        DryRunAction::Update
-                    }
-                }),
-        };
-        match outcome {
-            Ok(action) => DryRunLine {
-                action,
-                path,
-                detail: None,
-                kind: None,
-            },
-            Err(error) => DryRunLine {
-                action: DryRunAction::Fail,
-                path,
-                detail: Some(error.to_string()),
-                kind: Some(error.kind()),
-            },
-        }
-    });
-    let mut lines: Vec<DryRunLine> = futures_util::stream::iter(probes)
+    // Each probe owns what it needs: a future borrowing the plan through a closure's argument
+    // is not `Send` for every lifetime, so a caller could not spawn a dry run.
+    let work: Vec<(url::Url, String, Action)> = prepared
+        .plan
+        .files
+        .iter()
+        .map(|planned| {
+            (
+                planned.entry.url.clone(),
+                planned.entry.path.clone(),
+                planned.action.clone(),
+            )
+        })
+        .collect();
+    let mut lines: Vec<DryRunLine> = futures_util::stream::iter(work)
+        .map(|(url, path, action)| probe(downloader.clone(), url, path, action))
         .buffered(jobs)
         .collect()
         .await;
@@ -158,5 +137,41 @@ pub async fn dry_run(downloader: &Downloader, prepared: &Prepared) -> DryRun {
         lines,
         deletion_blocked: prepared.plan.deletion_blocked.clone(),
         listing_incomplete: prepared.bound_reached,
+    }
+}
+
+/// What one file of a dry run would do, asked of the server.
+async fn probe(downloader: Downloader, url: url::Url, path: String, action: Action) -> DryRunLine {
+    let outcome = match &action {
+        Action::Unchanged => Ok(DryRunAction::Unchanged),
+        Action::New => downloader.probe(&url).await.map(|_| DryRunAction::New),
+        Action::Update(_) => downloader.probe(&url).await.map(|_| DryRunAction::Update),
+        Action::Check {
+            etag,
+            last_modified,
+        } => downloader
+            .is_unchanged(&url, etag.as_deref(), last_modified.as_deref())
+            .await
+            .map(|same| {
+                if same {
+                    DryRunAction::Unchanged
+                } else {
+                    DryRunAction::Update
+                }
+            }),
+    };
+    match outcome {
+        Ok(action) => DryRunLine {
+            action,
+            path,
+            detail: None,
+            kind: None,
+        },
+        Err(error) => DryRunLine {
+            action: DryRunAction::Fail,
+            path,
+            detail: Some(error.to_string()),
+            kind: Some(error.kind()),
+        },
     }
 }

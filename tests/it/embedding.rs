@@ -372,3 +372,45 @@ async fn the_service_example_tags_cancels_shows_retries_and_reaches_100_percent(
         "kept for a resume"
     );
 }
+
+/// An embedder runs the library's long operations on tasks of their own: every one of them is
+/// a `Send` future that `tokio::spawn` takes (a sync's dry run was not, for a borrow held in a
+/// stream's closure). Spawned here for real, on a source with one file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_librarys_long_operations_can_run_on_spawned_tasks() {
+    let fixture = Fixture::new().await;
+    let lists = tempfile::tempdir().unwrap();
+    let manifest = lists.path().join("manifest.txt");
+    std::fs::write(
+        &manifest,
+        format!("{}\n", fixture.server.file_url(100, "one.bin", "")),
+    )
+    .unwrap();
+    let source = haul::sync::Source::parse(
+        manifest.to_str().unwrap(),
+        false,
+        haul::sync::CrawlLimits::default(),
+    )
+    .unwrap();
+    let downloader = fixture.downloader.clone();
+    let dir = fixture.dir.path().to_path_buf();
+    let options = haul::sync::SyncOptions {
+        dry_run: true,
+        ..haul::sync::SyncOptions::default()
+    };
+    let dry = tokio::spawn(async move {
+        let files = source.read(&downloader).await.unwrap();
+        let prepared = haul::sync::prepare(&dir, &files, &options).await.unwrap();
+        haul::sync::dry_run(&downloader, &prepared).await
+    })
+    .await
+    .unwrap();
+    assert_eq!(dry.lines.len(), 1);
+    let downloader = fixture.downloader.clone();
+    let request = fixture.request(100, "one.bin", "");
+    let done = tokio::spawn(async move { downloader.download(request).await })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.bytes, 100);
+}
