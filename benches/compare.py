@@ -198,12 +198,14 @@ def verify(directory, expected):
             raise RuntimeError(f"wrong or missing output {name}")
 
 
-def run_scenario(title, clients, expected, out, runs, unit_bytes, unit_files=None, any_exit=False, twins=True):
+def run_scenario(title, clients, expected, out, runs, unit_bytes, unit_files=None, any_exit=False, twins=True, keep_runs=True):
     """clients: list of (label, command builder(out dir) -> argv, runs override or None).
 
     Batches of many files go to a new directory each run, removed only when the scenario
     ends: deleting thousands of files and creating them again at once makes ext4's inode
-    allocator the bottleneck (`recently_deleted`), for whichever client runs next."""
+    allocator the bottleneck (`recently_deleted`), for whichever client runs next. With
+    keep_runs=False (batches on tmpfs, whose deletions cost nothing and whose files are memory)
+    each run's directory goes as soon as it is verified."""
     if BEFORE and twins:
         clients = clients + [
             (f"{label} (before)", lambda o, b=build: [BEFORE[1] if a == BEFORE[0] else a for a in b(o)], only)
@@ -223,8 +225,8 @@ def run_scenario(title, clients, expected, out, runs, unit_bytes, unit_files=Non
             used.append(run_dir)
             wall, cpu, rss = timed(build(run_dir), run_dir, any_exit)
             verify(run_dir, expected)
-            if not many:
-                clean(run_dir)
+            if not many or not keep_runs:
+                shutil.rmtree(run_dir, ignore_errors=True)
             if round_index > 0 or only == 0:
                 results[label].append((wall, cpu, rss))
             print(f"  {title} {label}: {wall:.2f}s", file=sys.stderr)
@@ -322,7 +324,7 @@ def main():
                 f.write(f'url = "{u}"\n-O\n')
         return f"{work}/{name}.txt", f"{work}/{name}.curl"
 
-    def many_files(title, name, urls, expected, jobs, out, unit_bytes, tls=False, relaxed=False, per_host=None):
+    def many_files(title, name, urls, expected, jobs, out, unit_bytes, tls=False, relaxed=False, per_host=None, keep_runs=True):
         listing, curl_config = url_files(name, urls)
         cert = ["--ca-cert", ca] if tls else []
         per_host = per_host or jobs
@@ -334,7 +336,7 @@ def main():
             ("wget2", lambda o: ["wget2", "-q", "--no-robots", *(["--ca-certificate", ca] if tls else []), f"--max-threads={jobs}", "-P", o, "-i", listing], None),
             ("aria2c", lambda o: ["aria2c", "-q", f"-j{jobs}", "-x1", "--file-allocation=none", *([f"--ca-certificate={ca}"] if tls else []), "-d", o, "-i", listing], None),
         ]
-        return run_scenario(title, clients, expected, out, args.runs, unit_bytes, unit_files=len(urls))
+        return run_scenario(title, clients, expected, out, args.runs, unit_bytes, unit_files=len(urls), keep_runs=keep_runs)
 
     def one_file(title, url, name, out, unit_bytes, tls=False):
         expected = {name: digests[name]}
@@ -389,7 +391,7 @@ def main():
         if "H256" in scenarios:
             urls = [nginx.url(f"/many/{name}", host=i % 4) for i, name in enumerate(many)]
             rows += many_files("H256 20000×64 KiB, 4 hosts, 256 at once (tmpfs)", "h256", urls, many, 256,
-                               f"{tmpfs_base}/out", len(many) * 64 * 1024, per_host=64)
+                               f"{tmpfs_base}/out", len(many) * 64 * 1024, per_host=64, keep_runs=False)
         if "B404" in scenarios:
             # Bulk scale: a long list of URLs that 404 at once, so the per-URL cost and the
             # memory per queued URL show, not the disk.

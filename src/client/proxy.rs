@@ -65,6 +65,11 @@ impl ProxyChoice {
         })
     }
 
+    /// Whether no request goes through a proxy.
+    pub(crate) fn is_direct(&self) -> bool {
+        self.explicit.is_none() && self.http.is_none() && self.https.is_none() && self.all.is_none()
+    }
+
     /// The proxy for `url`, if any.
     pub(crate) fn choose(&self, url: &Url) -> Option<&Url> {
         if self.bypasses(url) {

@@ -564,10 +564,14 @@ impl DownloaderBuilder {
             // haul follows redirects itself (cookies, credentials and limits on every hop).
             .redirect(reqwest::redirect::Policy::none())
             // haul chooses the proxy itself, so what it reports is what is used.
-            .no_proxy()
-            .proxy(reqwest::Proxy::custom(move |url| {
+            .no_proxy();
+        // Without any proxy, none is asked about: reqwest's custom proxy turns each request's
+        // URI back into a `Url` (a format and an IDNA parse per request).
+        if !proxies.is_direct() {
+            builder = builder.proxy(reqwest::Proxy::custom(move |url| {
                 proxies.choose(url).cloned()
             }));
+        }
         if !certificates.is_empty() {
             builder = builder.tls_certs_merge(certificates);
         }

@@ -106,7 +106,14 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    match runtime.block_on(run(cli)) {
+    // The command runs as a task on the runtime's workers, not on this thread: `block_on`'s
+    // own future is woken across threads (a futex call each way) every time a download ends.
+    let outcome = runtime.block_on(async {
+        tokio::spawn(run(cli))
+            .await
+            .unwrap_or_else(|error| Err(anyhow::anyhow!("the command stopped: {error}")))
+    });
+    match outcome {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");

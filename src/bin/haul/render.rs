@@ -110,6 +110,15 @@ impl Renderer {
         }
     }
 
+    /// [`Self::emit_json`] of the event `make` builds, built only when JSON is wanted: most
+    /// runs have no JSON output, and building one object per event cost an allocation or
+    /// more per event for nothing.
+    fn json_event(&self, make: impl FnOnce() -> Value) {
+        if self.json {
+            self.emit_json(make());
+        }
+    }
+
     /// Writes one JSON event where JSON goes (stdout with `--json`, `--json-file`,
     /// `--log-file`).
     pub fn emit_json(&self, mut value: Value) {
@@ -173,17 +182,19 @@ impl Renderer {
     /// The JSON `summary` event alone (`haul sync` says its own summary line).
     pub fn summary_json(&self, summary: &Summary, interrupted: bool, exit_code: u8) {
         let elapsed = self.clock.elapsed();
-        self.emit_json(json!({
-            "event": "summary",
-            "ok": summary.downloaded,
-            "skipped": summary.already_present,
-            "failed": summary.failed,
-            "unfinished": summary.unfinished,
-            "bytes": summary.received_bytes,
-            "duration_ms": elapsed.as_millis() as u64,
-            "interrupted": interrupted,
-            "exit_code": exit_code,
-        }));
+        self.json_event(|| {
+            json!({
+                "event": "summary",
+                "ok": summary.downloaded,
+                "skipped": summary.already_present,
+                "failed": summary.failed,
+                "unfinished": summary.unfinished,
+                "bytes": summary.received_bytes,
+                "duration_ms": elapsed.as_millis() as u64,
+                "interrupted": interrupted,
+                "exit_code": exit_code,
+            })
+        });
     }
 
     fn summary_line(&self, summary: &Summary) {
@@ -274,25 +285,33 @@ impl Renderer {
 
     /// JSON and plain lines for one event the view has folded in.
     fn render(&self, state: &mut RenderState, event: &Event) {
-        let name = state
-            .view
-            .file(event.id())
-            .map_or_else(String::new, |f| f.name.clone());
+        // Not for the frequent events that print no name (a progress event per chunk).
+        let name = match event {
+            Event::Queued { .. } | Event::Started { .. } | Event::Progress { .. } => String::new(),
+            _ => state
+                .view
+                .file(event.id())
+                .map_or_else(String::new, |f| f.name.clone()),
+        };
         let lines = matches!(self.display, Display::Lines);
         match event {
-            Event::Queued { id, url, path, .. } => self.emit_json(json!({
-                "event": "queued", "id": id.get(), "url": url, "path": path,
-            })),
+            Event::Queued { id, url, path, .. } => self.json_event(|| {
+                json!({
+                    "event": "queued", "id": id.get(), "url": url, "path": path,
+                })
+            }),
             Event::Started {
                 id,
                 total_bytes,
                 resumed_from,
                 http_version,
                 proxy,
-            } => self.emit_json(json!({
-                "event": "started", "id": id.get(), "total_bytes": total_bytes,
-                "resumed_from": resumed_from, "http_version": http_version, "proxy": proxy,
-            })),
+            } => self.json_event(|| {
+                json!({
+                    "event": "started", "id": id.get(), "total_bytes": total_bytes,
+                    "resumed_from": resumed_from, "http_version": http_version, "proxy": proxy,
+                })
+            }),
             Event::Progress { id, .. } => {
                 self.json_progress(state, *id);
                 if lines {
@@ -305,10 +324,12 @@ impl Renderer {
                 delay,
                 reason,
             } => {
-                self.emit_json(json!({
-                    "event": "retry", "id": id.get(), "attempt": attempt,
-                    "delay_ms": delay.as_millis() as u64, "reason": reason,
-                }));
+                self.json_event(|| {
+                    json!({
+                        "event": "retry", "id": id.get(), "attempt": attempt,
+                        "delay_ms": delay.as_millis() as u64, "reason": reason,
+                    })
+                });
                 if lines {
                     self.say(&format!(
                         "↻ {name}: attempt {attempt} in {:.1}s after: {reason}",
@@ -317,35 +338,41 @@ impl Renderer {
                 }
             }
             Event::Restarted { id, reason } => {
-                self.emit_json(json!({
-                    "event": "restarted", "id": id.get(), "reason": reason,
-                }));
+                self.json_event(|| {
+                    json!({
+                        "event": "restarted", "id": id.get(), "reason": reason,
+                    })
+                });
                 if lines {
                     self.say(&format!("! {name}: {reason}"));
                 }
             }
             Event::Warning { id, message } => {
-                self.emit_json(json!({
-                    "event": "warning", "id": id.get(), "message": message,
-                }));
+                self.json_event(|| {
+                    json!({
+                        "event": "warning", "id": id.get(), "message": message,
+                    })
+                });
                 if lines {
                     self.say(&format!("! {name}: {message}"));
                 }
             }
             Event::Finished { id, completed, .. } => {
                 state.last_json.remove(id);
-                self.emit_json(json!({
-                    "event": "finished",
-                    "id": id.get(),
-                    "path": completed.path,
-                    "bytes": completed.bytes,
-                    "digest": completed.digest.as_ref().map(ToString::to_string),
-                    "duration_ms": completed.duration.as_millis() as u64,
-                    "resumed_from": completed.resumed_from,
-                    "already_present": completed.already_present,
-                    "source": completed.source,
-                    "repaired_pieces": completed.repaired_pieces,
-                }));
+                self.json_event(|| {
+                    json!({
+                        "event": "finished",
+                        "id": id.get(),
+                        "path": completed.path,
+                        "bytes": completed.bytes,
+                        "digest": completed.digest.as_ref().map(ToString::to_string),
+                        "duration_ms": completed.duration.as_millis() as u64,
+                        "resumed_from": completed.resumed_from,
+                        "already_present": completed.already_present,
+                        "source": completed.source,
+                        "repaired_pieces": completed.repaired_pieces,
+                    })
+                });
                 if lines {
                     self.finished_line(&name, completed);
                 }
@@ -373,12 +400,14 @@ impl Renderer {
         let hint = hint(kind, status, *circumstance, self.outputs.credentials_given);
         state.last_json.remove(&id);
         let file = state.view.file(id);
-        self.emit_json(json!({
-            "event": "failed", "id": id.get(), "kind": kind.as_str(),
-            "message": message, "status": status,
-            "url": file.map(|f| f.url.clone()), "path": file.and_then(|f| f.path.clone()),
-            "hint": hint,
-        }));
+        self.json_event(|| {
+            json!({
+                "event": "failed", "id": id.get(), "kind": kind.as_str(),
+                "message": message, "status": status,
+                "url": file.map(|f| f.url.clone()), "path": file.and_then(|f| f.path.clone()),
+                "hint": hint,
+            })
+        });
         if kind == haul::ErrorKind::Cancelled {
             return;
         }
