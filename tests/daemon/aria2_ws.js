@@ -1,5 +1,5 @@
 // The `aria2` npm package (aria2.js) driving `haul daemon` over WebSocket: add, status,
-// notifications, multicall. Run by tests/it/daemon.rs with NODE_PATH set to where .ci/run
+// pause and unpause, notifications, multicall. Run by tests/it/daemon.rs with NODE_PATH set to where .ci/run
 // installed the package. Any failed check exits non-zero.
 "use strict";
 
@@ -17,8 +17,17 @@ async function main() {
   await aria2.open();
   const completed = new Set();
   const started = new Set();
+  const paused = new Set();
   aria2.on("onDownloadComplete", ([{ gid }]) => completed.add(gid));
   aria2.on("onDownloadStart", ([{ gid }]) => started.add(gid));
+  aria2.on("onDownloadPause", ([{ gid }]) => paused.add(gid));
+  const until = async (what, condition) => {
+    const deadline = Date.now() + 30000;
+    while (!condition()) {
+      assert(Date.now() < deadline, `timed out waiting for ${what}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  };
 
   const version = await aria2.call("getVersion");
   assert(Array.isArray(version.enabledFeatures), JSON.stringify(version));
@@ -39,12 +48,32 @@ async function main() {
   assert.strictEqual(status.completedLength, process.env.HAUL_TEST_SIZE);
   assert.strictEqual(typeof status.totalLength, "string");
 
+  // Pause mid-body (forcePause, as front-ends do), resume, and it finishes whole.
+  const slow = await aria2.call("addUri", [process.env.HAUL_SLOW_URL], { out: "slow.bin" });
+  await until("the slow download's first bytes", () => started.has(slow));
+  for (let tries = 0; ; tries++) {
+    const { completedLength } = await aria2.call("tellStatus", slow, ["completedLength"]);
+    if (Number(completedLength) > 100000) break;
+    assert(tries < 600, "the slow download did not progress");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.strictEqual(await aria2.call("forcePause", slow), slow);
+  await until("onDownloadPause", () => paused.has(slow));
+  assert.strictEqual((await aria2.call("tellStatus", slow, ["status"])).status, "paused");
+  assert.strictEqual(await aria2.call("unpause", slow), slow);
+  await until("the resumed download to complete", () => completed.has(slow));
+  const slowStatus = await aria2.call("tellStatus", slow, ["completedLength", "totalLength"]);
+  assert.strictEqual(slowStatus.completedLength, slowStatus.totalLength);
+
   const [[stat], [stopped]] = await aria2.multicall([
     ["getGlobalStat"],
     ["tellStopped", 0, 10, ["gid", "status"]],
   ]);
   assert.strictEqual(stat.numActive, "0");
-  assert.deepStrictEqual(stopped, [{ gid, status: "complete" }]);
+  assert.deepStrictEqual(stopped, [
+    { gid, status: "complete" },
+    { gid: slow, status: "complete" },
+  ]);
 
   await aria2.close();
   console.log(JSON.stringify({ ok: true, gid }));

@@ -101,7 +101,11 @@ async fn the_aria2_npm_package_adds_and_is_notified_over_websocket() {
             "HAUL_TEST_URL",
             server.file_url(size, "ws.bin", "delay_ms=300"),
         )
-        .env("HAUL_TEST_SIZE", size.to_string());
+        .env("HAUL_TEST_SIZE", size.to_string())
+        .env(
+            "HAUL_SLOW_URL",
+            server.file_url(1_500_000, "slow.bin", "rate=500000"),
+        );
     let output = run(script).await;
     assert!(
         output.status.success(),
@@ -113,6 +117,19 @@ async fn the_aria2_npm_package_adds_and_is_notified_over_websocket() {
     assert_eq!(
         std::fs::read(root.join("node/ws.bin")).unwrap(),
         content("ws.bin", 1, size)
+    );
+    assert_eq!(
+        std::fs::read(root.join("slow.bin")).unwrap(),
+        content("slow.bin", 1, 1_500_000)
+    );
+    assert!(
+        server
+            .log()
+            .iter()
+            .filter(|l| l.path.ends_with("slow.bin"))
+            .filter_map(|l| l.range.as_deref())
+            .any(|r| r != "bytes=0-"),
+        "the unpaused download asked for the rest"
     );
 }
 
