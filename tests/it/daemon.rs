@@ -403,7 +403,8 @@ async fn metalink_live_limits_and_what_front_ends_read() {
     let mirror = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let daemon = Daemon::start(&root, &[]);
+    // Given with a trailing slash: `dir` and the paths in the answers have none.
+    let daemon = Daemon::start(&root.join(""), &[]);
 
     // aria2.addMetalink: each file with its mirrors and hash, beneath the root.
     let size = 5000u64;
@@ -439,6 +440,14 @@ async fn metalink_live_limits_and_what_front_ends_read() {
         files[0]["path"],
         root.join("ml/m.bin").to_str().unwrap(),
         "{files}"
+    );
+    assert_eq!(
+        daemon.result("getGlobalOption", json!([])).await["dir"],
+        root.to_str().unwrap()
+    );
+    assert_eq!(
+        daemon.status(&gid).await["dir"],
+        root.join("ml").to_str().unwrap()
     );
     assert_eq!(daemon.result("getServers", json!([gid])).await, json!([]));
 

@@ -121,8 +121,12 @@ fn download_root(args: &DaemonArgs) -> anyhow::Result<PathBuf> {
     if args.rpc_secret.as_deref() == Some("") {
         return Err(UsageError("--rpc-secret is empty".into()).into());
     }
-    let root = std::path::absolute(&args.dir)
-        .with_context(|| format!("cannot resolve {}", args.dir.display()))?;
+    // Absolute, without `.` parts or a trailing slash: what `dir` and every file's path
+    // start with in the answers (front-ends join and compare them).
+    let root: PathBuf = std::path::absolute(&args.dir)
+        .with_context(|| format!("cannot resolve {}", args.dir.display()))?
+        .components()
+        .collect();
     std::fs::create_dir_all(&root)
         .map_err(|e| UsageError(format!("cannot create {}: {e}", root.display())))?;
     crate::check_writable(&root)?;
