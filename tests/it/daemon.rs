@@ -35,30 +35,16 @@ async fn aria2p_adds_pauses_resumes_removes_and_limits_concurrency() {
         .env("HAUL_RPC_SECRET", SECRET)
         .env("HAUL_TEST_URLS", urls.to_string())
         .env("HAUL_ROOT", &root);
-    let output = run(script).await;
-    assert!(
-        output.status.success(),
-        "aria2p's flow failed:\n{}\n{}\ndaemon:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        stderr(&output),
-        daemon.log()
-    );
+    daemon.run_client("aria2p's flow", script).await;
     assert_eq!(
         std::fs::read(root.join("a/slow.bin")).unwrap(),
         content("slow.bin", 1, slow_size)
     );
-    let log = server.log();
-    let slow: Vec<_> = log
-        .iter()
-        .filter(|l| l.path.ends_with("slow.bin"))
-        .collect();
     assert!(
-        slow.iter()
-            .filter_map(|l| l.range.as_deref())
-            .any(|r| r != "bytes=0-" && r.starts_with("bytes=")),
-        "the resume after the pause asked for the rest: {:?}",
-        slow.iter().map(|l| &l.range).collect::<Vec<_>>()
+        asked_for_the_rest(&server, "slow.bin"),
+        "the resume after the pause asked for the rest"
     );
+    let log = server.log();
     let peak = |prefix: &str| {
         log.iter()
             .filter(|l| l.path.rsplit('/').next().unwrap().starts_with(prefix))
@@ -106,14 +92,7 @@ async fn the_aria2_npm_package_adds_and_is_notified_over_websocket() {
             "HAUL_SLOW_URL",
             server.file_url(1_500_000, "slow.bin", "rate=500000"),
         );
-    let output = run(script).await;
-    assert!(
-        output.status.success(),
-        "the Node client failed:\n{}\n{}\ndaemon:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        stderr(&output),
-        daemon.log()
-    );
+    daemon.run_client("the Node client", script).await;
     assert_eq!(
         std::fs::read(root.join("node/ws.bin")).unwrap(),
         content("ws.bin", 1, size)
@@ -123,12 +102,7 @@ async fn the_aria2_npm_package_adds_and_is_notified_over_websocket() {
         content("slow.bin", 1, 1_500_000)
     );
     assert!(
-        server
-            .log()
-            .iter()
-            .filter(|l| l.path.ends_with("slow.bin"))
-            .filter_map(|l| l.range.as_deref())
-            .any(|r| r != "bytes=0-"),
+        asked_for_the_rest(&server, "slow.bin"),
         "the unpaused download asked for the rest"
     );
 }
@@ -488,4 +462,14 @@ async fn metalink_live_limits_and_what_front_ends_read() {
         ))
         .await;
     assert_eq!(answer["result"]["numStopped"], "2", "{answer}");
+}
+
+/// Whether a request for `name` asked for a range that does not start at 0 (a resume).
+fn asked_for_the_rest(server: &TestServer, name: &str) -> bool {
+    server
+        .log()
+        .iter()
+        .filter(|l| l.path.ends_with(name))
+        .filter_map(|l| l.range.as_deref())
+        .any(|r| r.starts_with("bytes=") && r != "bytes=0-")
 }

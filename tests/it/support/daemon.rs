@@ -90,6 +90,19 @@ impl Daemon {
         (status, value)
     }
 
+    /// Runs a client program against the daemon (a test's aria2p or Node script): its failure
+    /// fails the test, with what the client and the daemon printed.
+    pub async fn run_client(&self, what: &str, script: Command) {
+        let output = super::run(script).await;
+        assert!(
+            output.status.success(),
+            "{what} failed:\n{}\n{}\ndaemon:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            super::stderr(&output),
+            self.log()
+        );
+    }
+
     /// Calls `aria2.METHOD` with the secret; the whole answer (`result` or `error`).
     pub async fn call(&self, method: &str, params: Value) -> Value {
         let mut all = vec![json!(format!("token:{SECRET}"))];
