@@ -17,7 +17,7 @@ pub(crate) mod writeback;
 pub(crate) mod writer;
 
 use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::Error;
@@ -45,15 +45,23 @@ pub(crate) struct PartPaths {
 impl PartPaths {
     /// `NAME.part` holds the bytes; `NAME.part.haul` holds what is needed to trust them.
     pub(crate) fn beside(place: &Place) -> Self {
+        // Every buffer sized once (this runs for every request).
         let with_suffix = |suffix: &str| {
-            let mut name = place.name().to_owned();
+            let mut name = OsString::with_capacity(place.name().len() + suffix.len());
+            name.push(place.name());
             name.push(suffix);
             name
         };
         let part_name = with_suffix(".part");
         let state_name = with_suffix(".part.haul");
         let final_path = place.path();
-        let sibling = |name: &OsStr| final_path.with_file_name(name);
+        let sibling = |name: &OsStr| {
+            let parent = final_path.parent().unwrap_or(Path::new(""));
+            let mut path = PathBuf::with_capacity(parent.as_os_str().len() + name.len() + 1);
+            path.push(parent);
+            path.push(name);
+            path
+        };
         Self {
             part: sibling(&part_name),
             state: sibling(&state_name),

@@ -93,7 +93,13 @@ impl Place {
 
     /// The full path, for messages and results.
     pub(crate) fn path(&self) -> PathBuf {
-        let mut path = self.root.clone();
+        // Sized once: built for every request, and growing it reallocated twice or more.
+        let length = self.root.as_os_str().len()
+            + self.dirs.iter().map(|dir| dir.len() + 1).sum::<usize>()
+            + self.name.len()
+            + 1;
+        let mut path = PathBuf::with_capacity(length);
+        path.push(&self.root);
         path.extend(&self.dirs);
         path.push(&self.name);
         path
