@@ -6,7 +6,7 @@
 //! or a batch's outcome stream cancels what it owns: the download stops, keeps its `.part`
 //! for a later resume, and gives its places back at once.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -26,10 +26,12 @@ use crate::{Completed, Error, Request};
 
 mod control;
 mod handle;
+mod queue;
 
 use control::{AfterRun, Control};
 pub(crate) use handle::submit;
 pub use handle::{Canceller, DownloadControl, DownloadHandle};
+use queue::{Queue, Waiting};
 
 /// The end of one request of a batch.
 #[derive(Debug)]
@@ -78,113 +80,6 @@ impl Scheduler {
     /// A new id and where the events of work with it go.
     pub(crate) fn reporter(&self, call: Option<Arc<dyn Observer>>) -> Reporter {
         Reporter::new(self.observer_for(call), self.next_id())
-    }
-}
-
-#[derive(Default)]
-struct Queue {
-    /// Per host, its waiting downloads in submission order.
-    hosts: HashMap<String, VecDeque<Waiting>>,
-    /// The hosts with waiting downloads, by the sequence number of their first one.
-    heads: BTreeMap<u64, String>,
-    next_sequence: u64,
-    waiting: usize,
-    driver_running: bool,
-}
-
-impl Queue {
-    /// Adds work at the end; `true` when a driver must be started.
-    fn push(&mut self, host: String, cancel: CancellationToken, work: Work) -> bool {
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
-        self.waiting += 1;
-        let list = self.hosts.entry(host.clone()).or_default();
-        let first = list.is_empty();
-        list.push_back(Waiting {
-            sequence,
-            cancel,
-            work,
-        });
-        if first {
-            self.heads.insert(sequence, host);
-        }
-        !std::mem::replace(&mut self.driver_running, true)
-    }
-
-    /// Takes the download `id` out of the queue.
-    fn take(&mut self, id: TransferId) -> Option<Work> {
-        let (host, index) = self.hosts.iter().find_map(|(host, list)| {
-            let index = list.iter().position(|w| w.id() == Some(id))?;
-            Some((host.clone(), index))
-        })?;
-        let list = self.hosts.get_mut(&host)?;
-        let front = list.front().map(|w| w.sequence);
-        let taken = list.remove(index)?;
-        if let Some(front) = front {
-            self.heads.remove(&front);
-        }
-        match list.front() {
-            Some(next) => {
-                self.heads.insert(next.sequence, host);
-            }
-            None => {
-                self.hosts.remove(&host);
-            }
-        }
-        self.waiting -= 1;
-        Some(taken.work)
-    }
-
-    /// See [`Scheduler::reposition`]: the waiting work is numbered anew in its new order
-    /// (every number stays below `next_sequence`, so later submissions still come last).
-    fn reposition(&mut self, id: TransferId, position: usize) -> Option<usize> {
-        // (sequence, host, index in the host's list, is a download) in the queue's order.
-        let mut order: Vec<(u64, String, usize, Option<TransferId>)> = self
-            .hosts
-            .iter()
-            .flat_map(|(host, list)| {
-                list.iter()
-                    .enumerate()
-                    .map(|(index, w)| (w.sequence, host.clone(), index, w.id()))
-            })
-            .collect();
-        order.sort_unstable_by_key(|entry| entry.0);
-        let from = order.iter().position(|entry| entry.3 == Some(id))?;
-        let moved = order.remove(from);
-        let downloads: Vec<usize> = (0..order.len()).filter(|&i| order[i].3.is_some()).collect();
-        let to = position.min(downloads.len());
-        let at = downloads.get(to).copied().unwrap_or(order.len());
-        order.insert(at, moved);
-        for (sequence, (_, host, index, _)) in order.iter().enumerate() {
-            if let Some(waiting) = self.hosts.get_mut(host).and_then(|l| l.get_mut(*index)) {
-                waiting.sequence = sequence as u64;
-            }
-        }
-        self.heads.clear();
-        for (host, list) in &mut self.hosts {
-            list.make_contiguous().sort_unstable_by_key(|w| w.sequence);
-            if let Some(front) = list.front() {
-                self.heads.insert(front.sequence, host.clone());
-            }
-        }
-        Some(to)
-    }
-}
-
-/// Work waiting for its places.
-struct Waiting {
-    sequence: u64,
-    cancel: CancellationToken,
-    work: Work,
-}
-
-impl Waiting {
-    /// The download's id (`None` for work that is not a file download).
-    fn id(&self) -> Option<TransferId> {
-        match &self.work {
-            Work::File(job) => Some(job.report.id()),
-            Work::Admit(_) => None,
-        }
     }
 }
 

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::downloads::{Downloads, Gid};
+use super::downloads::Downloads;
+use super::entry::Gid;
 use super::options::{self, Options};
-use super::rpc::RpcError;
+use super::params::RpcError;
 
 /// Adds the document's files at `position` (the end by default); their GIDs in order.
 pub(crate) fn add(

@@ -4,8 +4,10 @@
 //! and live limits are the library's `DownloadControl` and `Downloader` setters.
 
 mod downloads;
+mod entry;
 mod metalink;
 mod options;
+mod params;
 mod rpc;
 mod server;
 mod session;

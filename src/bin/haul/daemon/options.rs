@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use haul::Request;
 use serde_json::Value;
 
-use super::rpc::RpcError;
+use super::params::RpcError;
 
 /// Options as aria2 takes them: every value a string (front-ends send strings; numbers and
 /// booleans are accepted and kept as their text). `header` may be given several times: its

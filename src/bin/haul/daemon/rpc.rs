@@ -10,54 +10,15 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::downloads::{Downloads, Gid, Status};
+use super::downloads::Downloads;
+use super::entry::{Entry, Gid, Status, not_found};
 use super::options::{self, Options};
+use super::params::{
+    RpcError, envelope, gid_param, gid_value, integer, keys_param, options_param, position_param,
+    string_list,
+};
 use super::session::Session;
 use super::status;
-
-/// A failed call, as aria2 answers it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RpcError {
-    pub(crate) code: i64,
-    pub(crate) message: String,
-}
-
-impl RpcError {
-    /// A call that could not be done (aria2's code 1).
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self {
-            code: 1,
-            message: message.into(),
-        }
-    }
-
-    /// Parameters of the wrong shape (aria2 answers these with code 1 too).
-    pub(crate) fn invalid(message: impl Into<String>) -> Self {
-        Self::new(message)
-    }
-
-    pub(crate) fn parse_error() -> Self {
-        Self {
-            code: -32700,
-            message: "Parse error.".into(),
-        }
-    }
-
-    pub(crate) fn invalid_request() -> Self {
-        Self {
-            code: -32600,
-            message: "Invalid Request.".into(),
-        }
-    }
-
-    fn unauthorized() -> Self {
-        Self::new("Unauthorized")
-    }
-
-    pub(crate) fn to_value(&self) -> Value {
-        json!({"code": self.code, "message": self.message})
-    }
-}
 
 /// The methods, as `system.listMethods` lists them.
 const METHODS: &[&str] = &[
@@ -425,16 +386,9 @@ impl Rpc {
         gids
     }
 
-    fn with_entry(
-        &self,
-        gid: Gid,
-        show: impl Fn(&super::downloads::Entry) -> Value,
-    ) -> Result<Value, RpcError> {
+    fn with_entry(&self, gid: Gid, show: impl Fn(&Entry) -> Value) -> Result<Value, RpcError> {
         let table = self.downloads.table();
-        let entry = table
-            .entries
-            .get(&gid)
-            .ok_or_else(|| super::downloads::not_found(gid))?;
+        let entry = table.entries.get(&gid).ok_or_else(|| not_found(gid))?;
         Ok(show(entry))
     }
 
@@ -512,77 +466,5 @@ impl Rpc {
             }
         }
         Ok(())
-    }
-}
-
-fn envelope(id: &Value, result: Result<Value, RpcError>) -> Value {
-    match result {
-        Ok(result) => json!({"id": id, "jsonrpc": "2.0", "result": result}),
-        Err(error) => json!({"id": id, "jsonrpc": "2.0", "error": error.to_value()}),
-    }
-}
-
-fn gid_value(gid: Gid) -> Value {
-    Value::String(gid.to_string())
-}
-
-fn gid_param(params: &[Value], index: usize) -> Result<Gid, RpcError> {
-    match params.get(index) {
-        Some(Value::String(text)) => Gid::parse(text),
-        _ => Err(RpcError::invalid(
-            "a GID (a string of 16 hex digits) is required",
-        )),
-    }
-}
-
-fn string_list(value: Option<&Value>, what: &str) -> Result<Vec<String>, RpcError> {
-    let Some(Value::Array(items)) = value else {
-        return Err(RpcError::invalid(format!(
-            "{what} must be an array of strings"
-        )));
-    };
-    items
-        .iter()
-        .map(|item| {
-            item.as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| RpcError::invalid(format!("{what} must be an array of strings")))
-        })
-        .collect()
-}
-
-fn options_param(value: Option<&Value>) -> Result<Options, RpcError> {
-    match value {
-        None | Some(Value::Null) => Ok(Options::new()),
-        Some(value) => options::parse(value),
-    }
-}
-
-fn keys_param(value: Option<&Value>) -> Result<Option<Vec<String>>, RpcError> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => string_list(Some(value), "keys").map(Some),
-    }
-}
-
-/// An integer given as a JSON number or a numeric string.
-fn integer(value: Option<&Value>, what: &str) -> Result<i64, RpcError> {
-    let number = match value {
-        Some(Value::Number(n)) => n.as_i64(),
-        Some(Value::String(text)) => text.trim().parse().ok(),
-        _ => None,
-    };
-    number.ok_or_else(|| RpcError::invalid(format!("{what} must be an integer")))
-}
-
-fn position_param(value: Option<&Value>) -> Result<Option<usize>, RpcError> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        value => {
-            let position = integer(value, "position")?;
-            usize::try_from(position)
-                .map(Some)
-                .map_err(|_| RpcError::invalid("position must not be negative"))
-        }
     }
 }

@@ -22,7 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::rpc::{Rpc, RpcError};
+use super::params::RpcError;
+use super::rpc::Rpc;
 use super::websocket::{self, Incoming as WsIncoming};
 
 /// How long a client may take to send a request's head, or its body.

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use haul::input::{InputEntry, parse_input_lenient};
 
-use super::downloads::{Downloads, Gid};
+use super::downloads::Downloads;
+use super::entry::Gid;
 use super::options::Options;
 
 pub(crate) struct Session {

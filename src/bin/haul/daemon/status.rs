@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::downloads::{Entry, Status, Table};
+use super::entry::{Entry, Status, Table};
 
 /// aria2 shows one piece of 1 MiB granularity for HTTP downloads; haul does not track pieces
 /// per download, so the bitfield says "all" or "none" at this size.
