@@ -7,8 +7,9 @@
 //!   the existing-file policy, and nothing else), and with tiny files from an in-process server;
 //! - `parse_input`: an aria2-style input file of 100,000 lines.
 //!
-//! A counting allocator is installed: every row also shows allocations (count and bytes) per
-//! iteration, so a change's effect on per-request allocations is measured, not guessed.
+//! A counting allocator is installed: every row also shows the benchmark thread's allocations
+//! (count and bytes) per iteration, and the scheduler benchmarks print the allocations per
+//! request on every thread, so a change's effect on them is measured, not guessed.
 //!
 //! Run: `cargo bench --bench hot_path` (files go to `HAUL_BENCH_DIR`, default `.`, i.e. the
 //! real disk; `/dev/shm` takes the disk out). `cargo test --all-targets` runs each benchmark
@@ -27,10 +28,55 @@ use divan::counter::{BytesCount, ItemsCount};
 use divan::{Bencher, black_box};
 use haul::{Algorithm, Downloader, OnExists, Request};
 
-/// Counts every allocation: divan prints allocations and bytes per iteration beside the
-/// times, so the per-request allocations are a measured figure.
+/// Counts every allocation: divan prints the benchmark thread's allocations and bytes per
+/// iteration beside the times, and `ALLOCATED` counts those of every thread (a download's work
+/// runs on the runtime's workers), for the per-request figures the scheduler benchmarks print.
 #[global_allocator]
-static ALLOCATIONS: divan::AllocProfiler = divan::AllocProfiler::system();
+static ALLOCATIONS: CountingAllocator = CountingAllocator(divan::AllocProfiler::system());
+
+static ALLOCATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+struct CountingAllocator(divan::AllocProfiler);
+
+// SAFETY: every call is passed unchanged to divan's profiler (itself a wrapper of the system
+// allocator); the only addition is a relaxed counter.
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract for `alloc`, passed on.
+        unsafe { self.0.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: the caller's contract for `dealloc`, passed on.
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract for `alloc_zeroed`, passed on.
+        unsafe { self.0.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        ALLOCATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract for `realloc`, passed on.
+        unsafe { self.0.realloc(ptr, layout, size) }
+    }
+}
+
+/// Runs `batch` once and prints the allocations (reallocations included) it made per request,
+/// on every thread.
+fn print_allocations_per_request(what: &str, requests: usize, batch: impl FnOnce()) {
+    let before = ALLOCATED.load(std::sync::atomic::Ordering::Relaxed);
+    batch();
+    let made = ALLOCATED.load(std::sync::atomic::Ordering::Relaxed) - before;
+    eprintln!(
+        "{what}: {:.0} allocations per request, all threads ({made} for {requests})",
+        made as f64 / requests as f64
+    );
+}
 
 fn main() {
     divan::main();
@@ -96,7 +142,10 @@ fn write_part_sha256(bencher: Bencher) {
 }
 
 mod scheduler {
-    use super::{Bencher, Downloader, ItemsCount, OnExists, RUNTIME, Request, bench_dir, server};
+    use super::{
+        Bencher, Downloader, ItemsCount, OnExists, RUNTIME, Request, bench_dir,
+        print_allocations_per_request, server,
+    };
 
     /// A batch of requests whose files are all present: the scheduler's own cost per request
     /// (admission under the global and per-host limits, a task, the outcome), no network.
@@ -117,6 +166,11 @@ mod scheduler {
             .on_exists(OnExists::Skip)
             .build()
             .unwrap();
+        print_allocations_per_request("already present", files, || {
+            RUNTIME
+                .block_on(downloader.batch(requests.clone()).run())
+                .unwrap();
+        });
         bencher
             .counter(ItemsCount::new(files))
             .with_inputs(|| requests.clone())
@@ -145,6 +199,11 @@ mod scheduler {
             .on_exists(OnExists::Overwrite)
             .build()
             .unwrap();
+        print_allocations_per_request("small downloads", FILES, || {
+            RUNTIME
+                .block_on(downloader.batch(requests.clone()).run())
+                .unwrap();
+        });
         bencher
             .counter(ItemsCount::new(FILES))
             .with_inputs(|| requests.clone())
