@@ -150,7 +150,7 @@ impl Downloads {
             self.submit(gid);
         }
         if position.is_some() {
-            self.order_library_queue();
+            self.place_in_library_queue(gid);
         }
         self.session_changed();
         Ok(gid)
@@ -277,7 +277,7 @@ impl Downloads {
             }
             None => self.submit(gid),
         }
-        self.order_library_queue();
+        self.place_in_library_queue(gid);
         self.session_changed();
         Ok(gid)
     }
@@ -367,29 +367,32 @@ impl Downloads {
             table.waiting.insert(to, gid);
             to
         };
-        self.order_library_queue();
+        self.place_in_library_queue(gid);
         self.session_changed();
         Ok(to)
     }
 
-    /// Puts the library's queue in the daemon's order (the waiting downloads it holds).
-    fn order_library_queue(&self) {
-        let controls: Vec<DownloadControl> = {
+    /// Gives `gid` the place in the library's queue that it has in the daemon's: after the
+    /// downloads before it that the library still holds. The others are already in the
+    /// daemon's order (both append), so one move keeps the two in step.
+    fn place_in_library_queue(&self, gid: Gid) {
+        let queued: std::collections::HashSet<haul::TransferId> =
+            self.downloader.queued().into_iter().collect();
+        let (control, position) = {
             let table = self.table();
-            table
+            let Some(control) = table.entries.get(&gid).and_then(|e| e.control.clone()) else {
+                return;
+            };
+            let position = table
                 .waiting
                 .iter()
-                .filter_map(|gid| table.entries.get(gid))
-                .filter(|entry| entry.status == Status::Waiting)
-                .filter_map(|entry| entry.control.clone())
-                .collect()
+                .take_while(|g| **g != gid)
+                .filter_map(|g| table.entries.get(g)?.control.as_ref())
+                .filter(|c| queued.contains(&c.id()))
+                .count();
+            (control, position)
         };
-        let mut position = 0;
-        for control in controls {
-            if control.move_in_queue(position).is_some() {
-                position += 1;
-            }
-        }
+        control.move_in_queue(position);
     }
 
     /// Changes a download's own rate limit (`max-download-limit`), live.
