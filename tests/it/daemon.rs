@@ -16,9 +16,7 @@ async fn aria2p_adds_pauses_resumes_removes_and_limits_concurrency() {
     if !daemon::aria2p_available() {
         return;
     }
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
+    let (server, _dir, root) = server_and_root().await;
     let daemon = Daemon::start(&root, &[]);
     let slow_size = 3_000_000u64;
     let urls = json!({
@@ -72,9 +70,7 @@ async fn the_aria2_npm_package_adds_and_is_notified_over_websocket() {
     if !daemon::node_aria2_available() {
         return;
     }
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
+    let (server, _dir, root) = server_and_root().await;
     let daemon = Daemon::start(&root, &[]);
     let size = 200_000u64;
     let mut script = Command::new("node");
@@ -109,9 +105,7 @@ async fn the_aria2_npm_package_adds_and_is_notified_over_websocket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_killed_mid_queue_resumes_its_session_and_fetches_nothing_twice() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
+    let (server, dir, root) = server_and_root().await;
     let session = dir.path().join("session");
     let session_arg = session.to_str().unwrap();
     let mut first = Daemon::start(&root, &["--save-session", session_arg]);
@@ -201,9 +195,7 @@ async fn a_daemon_killed_mid_queue_resumes_its_session_and_fetches_nothing_twice
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_aria2s_error_objects_and_changes_nothing() {
-    let server = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
+    let (server, dir, root) = server_and_root().await;
     let daemon = Daemon::start(&root, &["--rpc-max-request-size", "64K"]);
     let url = server.file_url(100, "x.bin", "");
 
@@ -472,4 +464,42 @@ fn asked_for_the_rest(server: &TestServer, name: &str) -> bool {
         .filter(|l| l.path.ends_with(name))
         .filter_map(|l| l.range.as_deref())
         .any(|r| r.starts_with("bytes=") && r != "bytes=0-")
+}
+
+/// changePosition on downloads that wait in the downloader's queue: they start in the new
+/// order (the daemon's queue and the library's stay in step).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_position_reorders_what_starts_next() {
+    let (server, _dir, root) = server_and_root().await;
+    let daemon = Daemon::start(&root, &["-j", "1"]);
+    let mut gids = Vec::new();
+    for (name, query) in [("first.bin", "delay_ms=800"), ("b.bin", ""), ("c.bin", "")] {
+        let url = server.file_url(1000, name, query);
+        let gid = daemon.result("addUri", json!([[url]])).await;
+        gids.push(gid.as_str().unwrap().to_owned());
+    }
+    let [first, b, c] = [&gids[0], &gids[1], &gids[2]];
+    assert_eq!(
+        daemon
+            .result("changePosition", json!([c, 0, "POS_SET"]))
+            .await,
+        0
+    );
+    for gid in [first, b, c] {
+        daemon.wait_status(gid, "complete").await;
+    }
+    let order: Vec<String> = server
+        .log()
+        .into_iter()
+        .map(|l| l.path.rsplit('/').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(order, ["first.bin", "c.bin", "b.bin"]);
+}
+
+/// A test server, a temporary directory, and the download root in it.
+async fn server_and_root() -> (TestServer, tempfile::TempDir, std::path::PathBuf) {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    (server, dir, root)
 }
