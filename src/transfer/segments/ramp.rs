@@ -139,9 +139,17 @@ mod tests {
         ramp.observe(*clock, *received, 10_000 * MB, true)
     }
 
-    /// The first window: never measured.
-    fn warm_up(ramp: &mut Ramp, clock: &mut Instant, received: &mut u64) {
-        assert_eq!(window(ramp, clock, received, 5 * MB), Step::Wait);
+    /// A ramp up to `cap` connections past its first window (which is never measured), with
+    /// its clock and the bytes received so far.
+    fn warmed(cap: usize) -> (Ramp, Instant, u64) {
+        let mut ramp = Ramp::new(1, cap);
+        let (mut clock, mut received) = (Instant::now(), 0);
+        assert_eq!(ramp.observe(clock, 0, 10_000 * MB, true), Step::Wait);
+        assert_eq!(
+            window(&mut ramp, &mut clock, &mut received, 5 * MB),
+            Step::Wait
+        );
+        (ramp, clock, received)
     }
 
     #[test]
@@ -169,10 +177,7 @@ mod tests {
 
     #[test]
     fn a_link_that_each_connection_speeds_up_gets_every_connection() {
-        let mut ramp = Ramp::new(1, 4);
-        let (mut clock, mut received) = (Instant::now(), 0);
-        assert_eq!(ramp.observe(clock, 0, 10_000 * MB, true), Step::Wait);
-        warm_up(&mut ramp, &mut clock, &mut received);
+        let (mut ramp, mut clock, mut received) = warmed(4);
         // 16 MB/s per connection: every trial doubles, triples, ... the rate.
         assert_eq!(
             window(&mut ramp, &mut clock, &mut received, 16 * MB),
@@ -195,10 +200,7 @@ mod tests {
 
     #[test]
     fn a_trial_that_does_not_raise_the_rate_is_retired_and_the_ramp_stops() {
-        let mut ramp = Ramp::new(1, 4);
-        let (mut clock, mut received) = (Instant::now(), 0);
-        ramp.observe(clock, 0, 10_000 * MB, true);
-        warm_up(&mut ramp, &mut clock, &mut received);
+        let (mut ramp, mut clock, mut received) = warmed(4);
         assert_eq!(
             window(&mut ramp, &mut clock, &mut received, 1000 * MB),
             Step::Add
@@ -216,10 +218,7 @@ mod tests {
 
     #[test]
     fn no_trial_when_the_rest_arrives_soon_anyway() {
-        let mut ramp = Ramp::new(1, 4);
-        let (mut clock, mut received) = (Instant::now(), 0);
-        ramp.observe(clock, 0, 0, true);
-        warm_up(&mut ramp, &mut clock, &mut received);
+        let (mut ramp, clock, received) = warmed(4);
         // 500 MB in a window (2 GB/s) and 1 GB left: half a second, two windows.
         assert_eq!(
             ramp.observe(clock + WINDOW, received + 500 * MB, 1000 * MB, true),
@@ -230,10 +229,7 @@ mod tests {
 
     #[test]
     fn a_trial_is_measured_from_its_first_byte_not_its_request() {
-        let mut ramp = Ramp::new(1, 4);
-        let (mut clock, mut received) = (Instant::now(), 0);
-        ramp.observe(clock, 0, 10_000 * MB, true);
-        warm_up(&mut ramp, &mut clock, &mut received);
+        let (mut ramp, mut clock, mut received) = warmed(4);
         assert_eq!(
             window(&mut ramp, &mut clock, &mut received, 16 * MB),
             Step::Add
@@ -253,10 +249,7 @@ mod tests {
 
     #[test]
     fn a_busy_host_defers_the_trial() {
-        let mut ramp = Ramp::new(1, 2);
-        let (mut clock, mut received) = (Instant::now(), 0);
-        ramp.observe(clock, 0, 10_000 * MB, true);
-        warm_up(&mut ramp, &mut clock, &mut received);
+        let (mut ramp, mut clock, mut received) = warmed(2);
         assert_eq!(
             window(&mut ramp, &mut clock, &mut received, 16 * MB),
             Step::Add
