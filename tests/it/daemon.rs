@@ -342,10 +342,24 @@ async fn the_http_edge_get_form_cors_sigterm_and_listening_rules() {
         assert_eq!(header.is_some(), allowed, "{origin}");
     }
 
-    // SIGTERM: the session is written and the exit code is 143.
+    // A WebSocket upgrade: from a page of another origin refused; from the listed origin or
+    // without an Origin (a script's client) accepted.
+    for (origin, expected) in [
+        (Some("https://evil.example"), "403"),
+        (Some("https://ariang.example"), "101"),
+        (None, "101"),
+    ] {
+        let status = websocket_handshake(daemon.port, origin).await;
+        assert!(status.contains(expected), "{origin:?}: {status}");
+    }
+
+    // SIGTERM: the session is written, readable by its owner only, and the exit code is 143.
     let status = daemon.terminate();
     assert_eq!(status.code(), Some(143), "{}", daemon.log());
-    assert!(session.exists());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&session).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the session may hold credentials");
 
     // Beyond loopback only with a secret.
     let mut open = haul();
@@ -502,4 +516,29 @@ async fn server_and_root() -> (TestServer, tempfile::TempDir, std::path::PathBuf
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     (server, dir, root)
+}
+
+/// Sends a WebSocket handshake (with `origin`, if any) and returns the answer's status line.
+async fn websocket_handshake(port: u16, origin: Option<&str>) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+    let request = format!(
+        "GET /jsonrpc HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n{origin}\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("the daemon answers the handshake")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..read])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
