@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Job, Scheduler, Work};
+use super::{Job, Scheduler, Sink, Work};
+use crate::Request;
 use crate::client::rate::RateLimiter;
+use crate::progress::Reporter;
 use crate::progress::{Event, TransferId};
 use crate::{Completed, Error};
 
@@ -39,14 +41,6 @@ enum State {
     Paused(Box<Job>),
     /// Its outcome was given.
     Ended,
-}
-
-/// What a run's end means for the download.
-pub(crate) enum AfterRun {
-    /// Report the outcome: the download ended.
-    Finish(Box<Job>, Result<Completed, Error>),
-    /// The download was paused (and maybe resumed meanwhile); nothing to report.
-    Parked,
 }
 
 impl Control {
@@ -75,26 +69,40 @@ impl Control {
         run
     }
 
-    /// The run ended with `result`: either the download's outcome, or a pause that parks it.
+    /// The run ended with `result`: the download's outcome to report, or `None` when the run
+    /// was paused and the download is parked.
     pub(crate) fn run_ended(
         self: &Arc<Self>,
         scheduler: &Arc<Scheduler>,
-        job: Job,
+        (request, report, sink): (Request, Reporter, Sink),
         result: Result<Completed, Error>,
-    ) -> AfterRun {
+    ) -> Option<(Reporter, Sink, Result<Completed, Error>)> {
         let paused_run = matches!(result, Err(Error::Cancelled)) && !self.token.is_cancelled();
-        let report = job.report.clone();
+        // Where a parked download goes is worked out again only for a run that may have been
+        // paused: keeping a copy from every run cost allocations for a rare case. (It is the
+        // place the request had when submitted: the same computation.)
+        let place = if paused_run {
+            request.place().ok()
+        } else {
+            None
+        };
         let resume = {
             let mut state = self.state();
-            match (&*state, paused_run) {
-                (State::Pausing { resume }, true) => {
+            match (&*state, place) {
+                (State::Pausing { resume }, Some(place)) => {
                     let resume = *resume;
-                    *state = State::Paused(Box::new(job));
+                    *state = State::Paused(Box::new(Job {
+                        request,
+                        place,
+                        report: report.clone(),
+                        sink,
+                        control: Some(Arc::clone(self)),
+                    }));
                     resume
                 }
                 _ => {
                     *state = State::Ended;
-                    return AfterRun::Finish(Box::new(job), result);
+                    return Some((report, sink, result));
                 }
             }
         };
@@ -106,7 +114,7 @@ impl Control {
         if resume {
             self.resume(scheduler);
         }
-        AfterRun::Parked
+        None
     }
 
     /// Pauses the download: a queued one leaves the queue, a running one stops keeping its

@@ -28,7 +28,7 @@ mod control;
 mod handle;
 mod queue;
 
-use control::{AfterRun, Control};
+use control::Control;
 pub(crate) use handle::submit;
 pub use handle::{Canceller, DownloadControl, DownloadHandle};
 use queue::{Queue, Waiting};
@@ -512,8 +512,6 @@ impl Scheduler {
                 sink,
                 control,
             } = job;
-            // A paused download starts again where it is now.
-            let place_again = control.as_ref().map(|_| place.clone());
             let file_rate = match &control {
                 Some(control) => Some(Arc::clone(&control.rate)),
                 None => request
@@ -534,19 +532,14 @@ impl Scheduler {
                 repaired_pieces: 0,
             };
             let (result, kept_bytes) = transfer.run().await;
-            let (Some(control), Some(place)) = (control, place_again) else {
+            let Some(control) = control else {
                 finish_keeping(&report, sink, result, kept_bytes);
                 return;
             };
-            let job = Job {
-                request,
-                place,
-                report,
-                sink,
-                control: Some(Arc::clone(&control)),
-            };
-            if let AfterRun::Finish(job, result) = control.run_ended(&scheduler, job, result) {
-                finish_keeping(&job.report, job.sink, result, kept_bytes);
+            if let Some((report, sink, result)) =
+                control.run_ended(&scheduler, (request, report, sink), result)
+            {
+                finish_keeping(&report, sink, result, kept_bytes);
             }
         });
     }
