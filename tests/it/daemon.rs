@@ -295,8 +295,13 @@ async fn the_http_edge_get_form_cors_sigterm_and_listening_rules() {
             session.to_str().unwrap(),
             "--rpc-allow-origin",
             "https://ariang.example",
+            // aria2's name for --limit-rate.
+            "--max-overall-download-limit",
+            "1M",
         ],
     );
+    let globals = daemon.result("getGlobalOption", json!([])).await;
+    assert_eq!(globals["max-overall-download-limit"], "1048576");
     let http = haul::Downloader::client_builder().build().unwrap();
     // aria2's GET form: params as base64 of the JSON array; JSONP with jsoncallback.
     let params = base64::engine::general_purpose::STANDARD.encode(format!(r#"["token:{SECRET}"]"#));
@@ -485,7 +490,8 @@ fn asked_for_the_rest(server: &TestServer, name: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_position_reorders_what_starts_next() {
     let (server, _dir, root) = server_and_root().await;
-    let daemon = Daemon::start(&root, &["-j", "1"]);
+    // aria2's name for -j.
+    let daemon = Daemon::start(&root, &["--max-concurrent-downloads", "1"]);
     let mut gids = Vec::new();
     for (name, query) in [("first.bin", "delay_ms=800"), ("b.bin", ""), ("c.bin", "")] {
         let url = server.file_url(1000, name, query);
