@@ -224,4 +224,20 @@ mod tests {
                 .contains("takes no value")
         );
     }
+
+    #[test]
+    fn the_daemon_reads_its_own_options_and_the_others_skip_them() {
+        let text = "rpc-secret = s3cret\njobs = 3\nrecursive\n";
+        let flat =
+            |lines: Lines| -> Vec<String> { lines.into_iter().flat_map(|(_, t)| t).collect() };
+        assert_eq!(
+            flat(parse(text, "daemon").unwrap()),
+            vec!["--rpc-secret", "s3cret", "--jobs", "3"]
+        );
+        assert_eq!(flat(parse(text, "get").unwrap()), vec!["--jobs", "3"]);
+        assert_eq!(
+            flat(parse(text, "sync").unwrap()),
+            vec!["--jobs", "3", "--recursive"]
+        );
+    }
 }
