@@ -151,6 +151,45 @@ async fn urls_can_come_from_standard_input() {
     assert_eq!(listing(dir.path()), vec!["renamed", "s1"]);
 }
 
+/// URLs piped in slowly (`tail -f log | haul get -i -`) start as they come, not when a batch of
+/// them has gathered or the input ends: the input reaches the downloads in chunks, and a chunk
+/// goes whenever nothing more is waiting to be read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_piped_in_slowly_start_before_the_input_ends() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = haul();
+    command
+        .args(["get", "-i", "-", "-d"])
+        .arg(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // An entry is complete when the next URL line comes (its options could follow it).
+    let first_two = format!(
+        "{}\n{}\n",
+        server.file_url(10, "p1", ""),
+        server.file_url(10, "p2", "")
+    );
+    std::io::Write::write_all(&mut input, first_two.as_bytes()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !dir.path().join("p1").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first URL did not start while the input stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(input);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(listing(dir.path()), vec!["p1", "p2"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_outputs_exit_2_before_anything_starts() {
     let server = TestServer::start().await;
