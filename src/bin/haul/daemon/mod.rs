@@ -3,6 +3,7 @@
 //! The RPC layer is thin: a download is the library's `submit`, and pause, resume, positions
 //! and live limits are the library's `DownloadControl` and `Downloader` setters.
 
+mod changes;
 mod downloads;
 mod entry;
 mod metalink;
