@@ -242,6 +242,22 @@ fn requeue_resumes_at_the_byte(slurm: &Slurm, nginx: &Nginx) {
             .status();
     }
     wait_for_all(slurm, Duration::from_secs(180));
+    // A stopped task is requeued by its script just before it ends, so the queue can look
+    // empty for a moment between the first run and the requeued one (seen once under a full
+    // suite's load): wait for the files themselves, nudging the queue meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while files
+        .iter()
+        .any(|(name, _)| !out.join(name.rsplit('/').next().unwrap_or(name)).exists())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a requeued task never finished its files: {}",
+            slurm.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        wait_for_all(slurm, Duration::from_secs(60));
+    }
     let events = shard_events(&logs);
     let summaries: Vec<_> = events.iter().filter(|e| e["event"] == "summary").collect();
     assert!(
