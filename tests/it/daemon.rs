@@ -144,21 +144,33 @@ async fn a_daemon_killed_mid_queue_resumes_its_session_and_fetches_nothing_twice
     first.kill_9();
 
     let second = Daemon::start(&root, &["--save-session", session_arg]);
-    let mut known: HashSet<String> = HashSet::new();
-    for method in ["tellActive", "tellWaiting"] {
-        let params = if method == "tellActive" {
-            json!([["gid", "status"]])
-        } else {
-            json!([0, 100, ["gid", "status"]])
-        };
+    // Each GID is asked for by itself: a download that starts between a tellWaiting and a
+    // tellActive would be in neither list.
+    for gid in slow.iter().chain([&held]) {
+        let status = second.status(gid).await;
+        assert!(
+            ["active", "waiting", "paused"].contains(&status["status"].as_str().unwrap_or("")),
+            "{gid} came back with its GID: {status}"
+        );
+    }
+    let expected: HashSet<&str> = slow.iter().chain([&held]).map(String::as_str).collect();
+    for (method, params) in [
+        ("tellActive", json!([["gid"]])),
+        ("tellWaiting", json!([0, 100, ["gid"]])),
+    ] {
         for entry in second.result(method, params).await.as_array().unwrap() {
-            known.insert(entry["gid"].as_str().unwrap().to_owned());
+            assert!(
+                expected.contains(entry["gid"].as_str().unwrap()),
+                "nothing but the session's downloads came back: {entry}"
+            );
         }
     }
-    let expected: HashSet<String> = slow.iter().cloned().chain([held.clone()]).collect();
+    let finished = second
+        .call("tellStatus", json!([done.as_str().unwrap()]))
+        .await;
     assert_eq!(
-        known, expected,
-        "the same GIDs, and nothing finished, came back"
+        finished["error"]["code"], 1,
+        "a finished download is not in the session: {finished}"
     );
     assert_eq!(second.status(&held).await["status"], "paused");
     for (gid, name) in slow.iter().zip(["s1.bin", "s2.bin"]) {
