@@ -530,6 +530,7 @@ impl Scheduler {
                 file_rate,
                 repairs: 0,
                 repaired_pieces: 0,
+                state_may_exist: AtomicBool::new(true),
             };
             let (result, kept_bytes) = transfer.run().await;
             let Some(control) = control else {

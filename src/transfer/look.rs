@@ -4,6 +4,7 @@
 //! through the file's open directory (`PartPaths::dir`), never through a symlink.
 
 use std::ffi::{OsStr, OsString};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::session::{RangeTrust, Session};
@@ -278,6 +279,9 @@ impl Transfer<'_> {
         )
         .await?;
         paths.final_absent = on_disk.existing.is_none();
+        let no_state =
+            matches!(on_disk.state, Err(Unusable::Missing)) && on_disk.part_len.is_none();
+        self.state_may_exist.store(!no_state, Ordering::Relaxed);
         let output_is_file = on_disk
             .existing
             .as_ref()

@@ -22,6 +22,7 @@ use look::Look;
 use session::{Fetched, Session};
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::client::Client;
@@ -104,6 +105,9 @@ pub(crate) struct Transfer<'a> {
     pub(crate) repairs: u32,
     /// Pieces fetched again so far.
     pub(crate) repaired_pieces: usize,
+    /// Whether this download's `.part` may have a resume state: false only once a look found
+    /// none and no writer was opened since, so a failure before the body (a 404) reads nothing.
+    pub(crate) state_may_exist: AtomicBool,
 }
 
 /// Passes that fetch a file's bad pieces again before it fails.
@@ -116,7 +120,8 @@ impl Transfer<'_> {
         let result = self.run_to_end().await;
         let kept = match &result {
             Ok(_) => 0,
-            Err(_) => self.kept_bytes().await,
+            Err(_) if self.state_may_exist.load(Ordering::Relaxed) => self.kept_bytes().await,
+            Err(_) => 0,
         };
         (result, kept)
     }

@@ -1,5 +1,7 @@
 //! Streaming a body into the `.part` writer, and the `Started` report.
 
+use std::sync::atomic::Ordering;
+
 use crate::Error;
 use crate::client::exchange::Reply;
 use crate::progress::Event;
@@ -15,6 +17,7 @@ impl Transfer<'_> {
         if fresh {
             session.offset = 0;
         }
+        self.state_may_exist.store(true, Ordering::Relaxed);
         session.writer = Some(PartWriter::spawn(
             paths.clone(),
             session.state.clone(),

@@ -299,13 +299,29 @@ async fn a_dropped_connection_leaves_a_resumable_part_and_no_final_file() {
         format!("{missing} answered HTTP 404 Not Found"),
         "a reason phrase"
     );
+    // A 404 for a file whose `.part` an earlier attempt left still keeps that `.part`.
+    let gone = server.file_url(10, "gone.bin", "status=404");
+    let error = downloader
+        .download(
+            Request::new(&gone)
+                .unwrap()
+                .into_dir_at(dir.path(), "cut.bin")
+                .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::HttpStatus, "{error}");
     let mut kept_by_event = Vec::new();
     while let Ok(event) = events.try_recv() {
         if let Event::Failed { kept_bytes, .. } = event {
             kept_by_event.push(kept_bytes);
         }
     }
-    assert_eq!(kept_by_event, vec![700_000, 0], "what each failure kept");
+    assert_eq!(
+        kept_by_event,
+        vec![700_000, 0, 700_000],
+        "what each failure kept"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
