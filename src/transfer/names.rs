@@ -74,12 +74,17 @@ impl Transfer<'_> {
         if session.claimed_name.is_some() || !self.server_names_the_file() {
             return Ok(None);
         }
-        // The server's name, or without one the URL's name that stood in for it: claimed
-        // either way, so two downloads of this run never finish at one path.
-        let wanted = session
-            .disposition_name
-            .clone()
-            .unwrap_or_else(|| paths.place.name().to_string_lossy().into_owned());
+        // The server's name, or without one the name that stood in for it: claimed either
+        // way, so two downloads of this run never finish at one path. A server's name that is
+        // the URL's own keeps the name that stood in: a batch numbers URLs that end alike in
+        // input order (`NAME`, `NAME.1`, ...), and claiming the bare name here would take it
+        // from the download it was planned for, which then moved on to the next number and
+        // left gaps (seen under load: `NAME`, `NAME.1`, `NAME.3`).
+        let url_name = crate::naming::file_name_from_url(&self.request.url).ok();
+        let wanted = match &session.disposition_name {
+            Some(name) if url_name.as_deref() != Some(name.as_str()) => name.clone(),
+            _ => paths.place.name().to_string_lossy().into_owned(),
+        };
         let owner = self.report.id().0;
         let reservations = self.disk.reservations().clone();
         let lookup = paths.clone();
