@@ -55,9 +55,14 @@ fn submit(command: Command) -> String {
 }
 
 /// Waits until no job is left, releasing requeued tasks held back by their begin time (Slurm
-/// holds a requeued task for about two minutes).
+/// holds a requeued task for about two minutes). A task is released two seconds after it was
+/// first seen held, not at once: slurmd refuses a relaunch in the same second as the revocation
+/// of the task's previous credential ("Killing non-startable batch JobId=6: Job credential
+/// revoked", seen under load), and the task then never runs again.
 fn wait_for_all(slurm: &Slurm, within: Duration) {
     let deadline = Instant::now() + within;
+    let mut held_since: std::collections::HashMap<String, Instant> =
+        std::collections::HashMap::new();
     while !slurm.idle() {
         assert!(
             Instant::now() < deadline,
@@ -71,6 +76,10 @@ fn wait_for_all(slurm: &Slurm, within: Duration) {
             .expect("squeue");
         for line in String::from_utf8_lossy(&pending.stdout).lines() {
             if let Some((id, "BeginTime")) = line.split_once(' ') {
+                let since = *held_since.entry(id.to_owned()).or_insert_with(Instant::now);
+                if since.elapsed() < Duration::from_secs(2) {
+                    continue;
+                }
                 let _ = slurm
                     .command("scontrol")
                     .args(["update", &format!("JobId={id}"), "StartTime=now"])
