@@ -59,7 +59,9 @@ pub(crate) fn create_part(paths: &PartPaths, truncate: bool) -> Result<File, Err
         }
         return Err(busy());
     }
-    if truncate {
+    // Seen empty under the lock: nothing to cut (a fresh `.part`, the common case, is spared a
+    // metadata write).
+    if truncate && ours.len() > 0 {
         file.set_len(0)
             .map_err(|e| Error::io("truncate", &paths.part, e))?;
     }
