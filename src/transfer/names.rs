@@ -74,17 +74,12 @@ impl Transfer<'_> {
         if session.claimed_name.is_some() || !self.server_names_the_file() {
             return Ok(None);
         }
-        // The server's name, or without one the name that stood in for it: claimed either
-        // way, so two downloads of this run never finish at one path. A server's name that is
-        // the URL's own keeps the name that stood in: a batch numbers URLs that end alike in
-        // input order (`NAME`, `NAME.1`, ...), and claiming the bare name here would take it
-        // from the download it was planned for, which then moved on to the next number and
-        // left gaps (seen under load: `NAME`, `NAME.1`, `NAME.3`).
         let url_name = crate::naming::file_name_from_url(&self.request.url).ok();
-        let wanted = match &session.disposition_name {
-            Some(name) if url_name.as_deref() != Some(name.as_str()) => name.clone(),
-            _ => paths.place.name().to_string_lossy().into_owned(),
-        };
+        let wanted = name_to_claim(
+            session.disposition_name.as_deref(),
+            url_name.as_deref(),
+            &paths.place.name().to_string_lossy(),
+        );
         let owner = self.report.id().0;
         let reservations = self.disk.reservations().clone();
         let lookup = paths.clone();
@@ -160,5 +155,99 @@ impl Transfer<'_> {
             source: None,
             repaired_pieces: 0,
         })
+    }
+}
+
+/// The name a download claims when its answer arrives: the server's, or without one the name
+/// that stood in for it (claimed either way, so two downloads of this run never finish at one
+/// path). A server's name that is the URL's own keeps the name that stood in: a batch numbers
+/// URLs that end alike in input order (`NAME`, `NAME.1`, ...), and claiming the bare name here
+/// would take it from the download it was planned for, which then moved on to the next number
+/// and left gaps (seen under load: `NAME`, `NAME.1`, `NAME.3`).
+fn name_to_claim(server_name: Option<&str>, url_name: Option<&str>, stood_in: &str) -> String {
+    match server_name {
+        Some(name) if url_name != Some(name) => name.to_owned(),
+        _ => stood_in.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use super::name_to_claim;
+    use crate::config::OnExists;
+    use crate::storage::reservations::{Claim, Reservations};
+
+    /// One download of a batch: its URL's name and the name its server gives, if any.
+    fn download() -> impl Strategy<Value = (&'static str, Option<&'static str>)> {
+        (
+            prop::sample::select(vec!["r.csv", "a.bin"]),
+            prop::option::of(prop::sample::select(vec!["r.csv", "b.bin"])),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// However the downloads' claims interleave (each claims its stand-in name when it
+        /// starts, its final name when its answer arrives): no two finish at one name, and
+        /// when every server names the file as its URL does, each file has the name the batch
+        /// planned in input order (no gaps, no reordering).
+        #[test]
+        fn claims_in_any_order_give_distinct_names_and_keep_the_planned_ones(
+            downloads in prop::collection::vec(download(), 2..6),
+            order in prop::collection::vec(any::<prop::sample::Index>(), 12),
+        ) {
+            // The batch's plan: URLs whose names are alike get NAME, NAME.1, ... in input order.
+            let mut seen: Vec<&str> = Vec::new();
+            let planned: Vec<String> = downloads
+                .iter()
+                .map(|(url_name, _)| {
+                    let before = seen.iter().filter(|n| *n == url_name).count();
+                    seen.push(url_name);
+                    if before == 0 { (*url_name).to_owned() } else { format!("{url_name}.{before}") }
+                })
+                .collect();
+            let reservations = Reservations::default();
+            let root = Path::new("/out");
+            let mut stood_in: Vec<Option<String>> = vec![None; downloads.len()];
+            let mut finals: Vec<Option<String>> = vec![None; downloads.len()];
+            // Each step moves one download (chosen by `order`) one claim further.
+            let mut steps = order.iter().cycle();
+            while finals.iter().any(Option::is_none) {
+                let open: Vec<usize> = (0..downloads.len()).filter(|&i| finals[i].is_none()).collect();
+                let i = open[steps.next().unwrap().index(open.len())];
+                let owner = i as u64;
+                match &stood_in[i] {
+                    None => {
+                        let name = reservations
+                            .claim_provisional(None, root, OsStr::new(&planned[i]), owner)
+                            .unwrap();
+                        stood_in[i] = Some(name.to_string_lossy().into_owned());
+                    }
+                    Some(name) => {
+                        let (url_name, server_name) = downloads[i];
+                        let wanted = name_to_claim(server_name, Some(url_name), name);
+                        let claim = reservations
+                            .claim(None, root, OsStr::new(&wanted), OnExists::Skip, owner, &|_, _, _| false)
+                            .unwrap();
+                        let Claim::Name(name) = claim else { panic!("nothing is on disk") };
+                        finals[i] = Some(name.to_string_lossy().into_owned());
+                    }
+                }
+            }
+            let finals: Vec<String> = finals.into_iter().map(Option::unwrap).collect();
+            let mut distinct = finals.clone();
+            distinct.sort();
+            distinct.dedup();
+            prop_assert_eq!(distinct.len(), finals.len(), "two downloads at one name: {:?}", finals);
+            if downloads.iter().all(|(url_name, server)| server.is_none_or(|s| s == *url_name)) {
+                prop_assert_eq!(finals, planned);
+            }
+        }
     }
 }
