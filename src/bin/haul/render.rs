@@ -283,17 +283,31 @@ impl Renderer {
         }
     }
 
+    /// The file's name, looked up only for what prints it: a failure in every display, the
+    /// other events' lines in plain-line mode (not a progress event per chunk, nor a finished
+    /// file under bars or `--progress none`); empty otherwise.
+    fn printed_name(state: &RenderState, event: &Event, lines: bool) -> String {
+        let printed = match event {
+            Event::Failed { .. } => true,
+            Event::Retrying { .. }
+            | Event::Restarted { .. }
+            | Event::Warning { .. }
+            | Event::Finished { .. } => lines,
+            _ => false,
+        };
+        if !printed {
+            return String::new();
+        }
+        state
+            .view
+            .file(event.id())
+            .map_or_else(String::new, |f| f.name.clone())
+    }
+
     /// JSON and plain lines for one event the view has folded in.
     fn render(&self, state: &mut RenderState, event: &Event) {
-        // Not for the frequent events that print no name (a progress event per chunk).
-        let name = match event {
-            Event::Queued { .. } | Event::Started { .. } | Event::Progress { .. } => String::new(),
-            _ => state
-                .view
-                .file(event.id())
-                .map_or_else(String::new, |f| f.name.clone()),
-        };
         let lines = matches!(self.display, Display::Lines);
+        let name = Self::printed_name(state, event, lines);
         match event {
             Event::Queued { id, url, path, .. } => self.json_event(|| {
                 json!({
