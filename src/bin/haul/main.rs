@@ -10,6 +10,7 @@ mod civil;
 mod config;
 mod daemon;
 mod get;
+mod hint;
 mod input_file;
 mod render;
 mod schedule;
