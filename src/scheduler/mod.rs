@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
@@ -22,30 +22,23 @@ use crate::progress::{Event, NoObserver, Observer, Reporter, TransferId};
 use crate::storage::disk::Disk;
 use crate::storage::place::Place;
 use crate::transfer::Transfer;
-use crate::{Completed, Error, Request};
+use crate::{Error, Request};
 
 mod control;
 mod handle;
+mod outcome;
 mod queue;
+mod slots;
 
 use control::Control;
 pub(crate) use handle::submit;
 pub use handle::{Canceller, DownloadControl, DownloadHandle};
+pub use outcome::Outcome;
+use outcome::finish_keeping;
+pub(crate) use outcome::{Sink, failed_event, finish};
 use queue::{Queue, Waiting};
-
-/// The end of one request of a batch.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct Outcome {
-    /// The download's id (unique within its downloader; the id of its events).
-    pub id: TransferId,
-    /// Its position in the batch, from 0.
-    pub index: usize,
-    /// The caller's tag, when the request has one.
-    pub tag: Option<crate::Tag>,
-    /// What became of it.
-    pub result: Result<Completed, Error>,
-}
+pub(crate) use slots::{Admission, SideSlot};
+use slots::{JobSlot, Running};
 
 /// Downloads that may be finishing on disk (final sync, rename) beyond `jobs`: a download
 /// gives its job slot up once its body has arrived, so the network is not idle while files
@@ -98,86 +91,6 @@ pub(crate) struct Job {
     sink: Sink,
     /// How its submitter pauses, resumes and re-prioritizes it (a batch's downloads have none).
     control: Option<Arc<Control>>,
-}
-
-/// The places of admitted work, given back when dropped.
-pub(crate) struct Admission {
-    pub(crate) permit: HostPermit,
-    /// Held for its `Drop`.
-    slot: JobSlot,
-    /// Held for its `Drop`.
-    running: Running,
-}
-
-impl Admission {
-    /// Keeps the job slot and gives the host's place back: for requests that take the host's
-    /// place themselves, once per attempt (documents, probes), so retries do not hold it.
-    pub(crate) fn job_slot_only(self) -> SideSlot {
-        SideSlot {
-            _slot: self.slot,
-            _running: self.running,
-        }
-    }
-}
-
-/// A job slot held by a request the library makes on a caller's behalf (a listing page, a
-/// checksum file, a conditional `HEAD`): such requests count against `jobs` like downloads.
-pub(crate) struct SideSlot {
-    _slot: JobSlot,
-    _running: Running,
-}
-
-/// Where a download's outcome goes.
-pub(crate) enum Sink {
-    Handle(oneshot::Sender<Result<Completed, Error>>),
-    Batch {
-        outcomes: mpsc::UnboundedSender<Outcome>,
-        index: usize,
-    },
-}
-
-impl Sink {
-    fn send(self, report: &Reporter, result: Result<Completed, Error>) {
-        match self {
-            Self::Handle(sender) => {
-                let _ = sender.send(result);
-            }
-            Self::Batch { outcomes, index } => {
-                let _ = outcomes.send(Outcome {
-                    id: report.id(),
-                    index,
-                    tag: report.tag(),
-                    result,
-                });
-            }
-        }
-    }
-}
-
-/// A download's place among the `jobs` on the network at once; given back on drop (when the
-/// body has arrived, or when the download ends).
-struct JobSlot {
-    scheduler: Arc<Scheduler>,
-}
-
-impl Drop for JobSlot {
-    fn drop(&mut self) {
-        self.scheduler.on_network.fetch_sub(1, Ordering::AcqRel);
-        // `notify_one` keeps a wake-up for a driver that is not waiting yet: none is lost.
-        self.scheduler.wake.notify_one();
-    }
-}
-
-/// Counts a download task while it lives.
-struct Running {
-    scheduler: Arc<Scheduler>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.scheduler.running.fetch_sub(1, Ordering::AcqRel);
-        self.scheduler.wake.notify_one();
-    }
 }
 
 /// Sends every event to several observers.
@@ -567,41 +480,4 @@ enum Next {
     /// Downloads wait, but none of their hosts has room.
     Blocked,
     Empty,
-}
-
-/// Reports a download's end and hands its outcome over.
-pub(crate) fn finish(report: &Reporter, sink: Sink, result: Result<Completed, Error>) {
-    finish_keeping(report, sink, result, 0);
-}
-
-/// [`finish`] for a download that may have kept `kept_bytes` in its `.part` for a resume.
-fn finish_keeping(
-    report: &Reporter,
-    sink: Sink,
-    result: Result<Completed, Error>,
-    kept_bytes: u64,
-) {
-    let event = match &result {
-        Ok(completed) => Event::Finished {
-            id: report.id(),
-            completed: completed.clone(),
-            tag: report.tag(),
-        },
-        Err(error) => failed_event(report, error, kept_bytes),
-    };
-    report.emit(&event);
-    sink.send(report, result);
-}
-
-/// The `Failed` event of `error`.
-pub(crate) fn failed_event(report: &Reporter, error: &Error, kept_bytes: u64) -> Event {
-    Event::Failed {
-        id: report.id(),
-        kind: error.kind(),
-        message: error.to_string(),
-        status: error.status(),
-        circumstance: error.circumstance(),
-        kept_bytes,
-        tag: report.tag(),
-    }
 }
