@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::durability::Syncer;
+use super::open_dirs::OpenDirs;
 use super::quick::QuickFs;
 use super::reservations::Reservations;
 use crate::config::Config;
@@ -15,6 +16,7 @@ pub(crate) struct Disk {
     syncer: Syncer,
     reservations: Arc<Reservations>,
     quick_fs: QuickFs,
+    open_dirs: Arc<OpenDirs>,
     /// Places for finished bodies waiting for their commit (each holds an open file; see
     /// `storage::descriptors`).
     commits: tokio::sync::Semaphore,
@@ -26,6 +28,7 @@ impl Disk {
             syncer: Syncer::new(config.durability),
             reservations: Arc::default(),
             quick_fs: QuickFs::default(),
+            open_dirs: Arc::default(),
             commits: tokio::sync::Semaphore::new(config.commits.max(1)),
         }
     }
@@ -43,6 +46,11 @@ impl Disk {
     /// Where short file-system work runs (see `storage::quick`).
     pub(crate) fn quick_fs(&self) -> &QuickFs {
         &self.quick_fs
+    }
+
+    /// The output directories running downloads share (see `storage::open_dirs`).
+    pub(crate) fn open_dirs(&self) -> &Arc<OpenDirs> {
+        &self.open_dirs
     }
 
     /// A place among the commits waiting at once.

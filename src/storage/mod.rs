@@ -7,6 +7,7 @@ pub(crate) mod descriptors;
 pub(crate) mod disk;
 pub(crate) mod durability;
 pub(crate) mod files;
+pub(crate) mod open_dirs;
 pub(crate) mod place;
 pub(crate) mod pool;
 pub(crate) mod quick;
@@ -90,6 +91,25 @@ impl PartPaths {
             return Ok(Some(Arc::clone(dir)));
         }
         let opened = self.place.open_dir(create)?.map(Arc::new);
+        slot.clone_from(&opened);
+        Ok(opened)
+    }
+
+    /// The files' directory like [`PartPaths::dir`], shared with the downloads running now
+    /// through `dirs` (see `storage::open_dirs`) rather than opened for each.
+    pub(crate) fn shared_dir(&self, dirs: &open_dirs::OpenDirs) -> Result<Option<Arc<Dir>>, Error> {
+        let mut slot = self.dir.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(dir) = slot.as_ref() {
+            return Ok(Some(Arc::clone(dir)));
+        }
+        if let Some(dir) = dirs.get(&self.place.dir_path()) {
+            *slot = Some(Arc::clone(&dir));
+            return Ok(Some(dir));
+        }
+        let opened = self.place.open_dir(false)?.map(Arc::new);
+        if let Some(dir) = &opened {
+            dirs.offer(dir);
+        }
         slot.clone_from(&opened);
         Ok(opened)
     }

@@ -4,6 +4,7 @@
 //! through the file's open directory (`PartPaths::dir`), never through a symlink.
 
 use std::ffi::{OsStr, OsString};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use crate::config::OnExists;
 use crate::integrity::{Checksum, Hasher};
 use crate::progress::Event;
 use crate::storage::PartPaths;
+use crate::storage::open_dirs::OpenDirs;
 use crate::storage::place::{Dir, Entry, Kind};
 use crate::storage::quick::QuickFs;
 use crate::storage::state::{ResumeState, Unusable, Validators};
@@ -46,14 +48,16 @@ impl OnDisk {
     /// final name to the first free `NAME.N` (wget's way) and looks there.
     pub(super) async fn look(
         quick: &QuickFs,
+        dirs: &Arc<OpenDirs>,
         paths: &PartPaths,
         rename: bool,
         want_etag: bool,
     ) -> Result<(Self, PartPaths), Error> {
         let paths = paths.clone();
+        let dirs = Arc::clone(dirs);
         quick
             .run("inspecting the output", move || {
-                let dir = paths.dir(false)?;
+                let dir = paths.shared_dir(&dirs)?;
                 let paths = match (&dir, rename) {
                     (Some(dir), true) => {
                         let free = free_name(dir, paths.place.name())
@@ -273,6 +277,7 @@ impl Transfer<'_> {
                 .unwrap_or(self.config().timestamping);
         let (on_disk, mut paths) = OnDisk::look(
             self.disk.quick_fs(),
+            self.disk.open_dirs(),
             &PartPaths::beside(&self.place),
             rename,
             timestamping,
