@@ -145,6 +145,7 @@ impl Batch {
             seen: SeenOutputs::default(),
             leaders: HashMap::new(),
             in_flight: HashMap::new(),
+            path_of: HashMap::new(),
             fingerprints: Fingerprints::new(),
         };
         let room = Arc::new(Room::default());
@@ -216,7 +217,6 @@ impl Fingerprints {
 struct Leader {
     /// Followers: their index, id and tag.
     followers: Vec<(usize, TransferId, Option<crate::Tag>)>,
-    path: u64,
 }
 
 struct Feeder {
@@ -232,6 +232,8 @@ struct Feeder {
     leaders: HashMap<usize, Leader>,
     /// Which index is in flight for each output path.
     in_flight: HashMap<u64, usize>,
+    /// The output path of each index in flight (so an ended one is found without a scan).
+    path_of: HashMap<usize, u64>,
     fingerprints: Fingerprints,
 }
 
@@ -253,10 +255,11 @@ impl Feeder {
                 biased;
                 Some(outcome) = receiver.recv(), if flying > 0 => {
                     flying -= 1;
-                    if let Some(path) = self.leaders.get(&outcome.index).map(|l| l.path) {
+                    if let Some(path) = self.path_of.remove(&outcome.index)
+                        && self.in_flight.get(&path) == Some(&outcome.index)
+                    {
                         self.in_flight.remove(&path);
                     }
-                    self.in_flight.retain(|_, i| *i != outcome.index);
                     self.forward_with_followers(outcome);
                 }
                 () = self.cancel.cancelled(), if !exhausted => exhausted = true,
@@ -273,20 +276,20 @@ impl Feeder {
                     let tag = next.as_ref().ok().and_then(|r| r.tag.clone());
                     match next.and_then(|request| self.classify(request, this)) {
                         Err(error) => self.fail(this, tag, error),
-                        Ok(Classified::Follow(leader, request, path)) => {
+                        Ok(Classified::Follow(leader, request)) => {
                             let id = self.scheduler.next_id();
                             self.queued(id, &request);
                             self.leaders
                                 .entry(leader)
                                 .or_insert_with(|| Leader {
                                     followers: Vec::new(),
-                                    path,
                                 })
                                 .followers
                                 .push((this, id, tag));
                         }
                         Ok(Classified::Run(request, path)) => {
                             self.in_flight.insert(path, this);
+                            self.path_of.insert(this, path);
                             flying += 1;
                             self.submit(request, this, &sender);
                         }
@@ -313,7 +316,7 @@ impl Feeder {
                 first,
             }) if seen_url == fold(url) => {
                 if let Some(leader) = self.in_flight.get(&path).copied() {
-                    return Ok(Classified::Follow(leader, request, path));
+                    return Ok(Classified::Follow(leader, request));
                 }
                 // The first finished: a repeat finds the file there and is reported as such.
                 let _ = first;
@@ -457,7 +460,7 @@ enum Classified {
     /// Run it; its output path's fingerprint.
     Run(Request, u64),
     /// The same URL and output as the request at this index, still in flight.
-    Follow(usize, Request, u64),
+    Follow(usize, Request),
 }
 
 /// The outcomes of a started batch, as a `Stream` in completion order. Dropping it before the
