@@ -13,6 +13,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, ResolveFlags};
@@ -141,22 +142,19 @@ impl Place {
             Err(error) => return Err(Error::io("open", &self.root, error)),
         };
         if self.dirs.is_empty() {
-            return Ok(Some(Dir {
-                fd: root,
-                path: self.root.clone(),
-            }));
+            return Ok(Some(Dir::new(root, self.root.clone())));
         }
         let path = self.dir_path();
         let relative: PathBuf = self.dirs.iter().collect();
         match open_beneath(&root, &relative) {
-            Ok(fd) => return Ok(Some(Dir { fd, path })),
+            Ok(fd) => return Ok(Some(Dir::new(fd, path))),
             Err(Beneath::Unsupported) => {}
             Err(Beneath::Missing) if !create => return Ok(None),
             Err(Beneath::Missing) => {}
             Err(Beneath::Failed(error)) => return Err(self.refusal(&root, error)),
         }
         self.walk(root, create)
-            .map(|fd| fd.map(|fd| Dir { fd, path }))
+            .map(|fd| fd.map(|fd| Dir::new(fd, path)))
     }
 
     /// Opens `dirs` one by one below `root`, never following a symlink.
@@ -296,9 +294,29 @@ fn open_beneath(_root: &OwnedFd, _relative: &Path) -> Result<OwnedFd, Beneath> {
 pub(crate) struct Dir {
     fd: OwnedFd,
     path: PathBuf,
+    /// Held while a name is made, changed or removed here. The kernel takes the directory's
+    /// own lock for each anyway; taken by two threads at once, that lock spins while the
+    /// other's create runs (a third of all CPU for small files on ext4): here the waiter
+    /// sleeps instead.
+    naming: Mutex<()>,
 }
 
 impl Dir {
+    fn new(fd: OwnedFd, path: PathBuf) -> Self {
+        Self {
+            fd,
+            path,
+            naming: Mutex::default(),
+        }
+    }
+
+    /// The turn to make, change or remove a name here.
+    fn naming(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.naming
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The directory's path, for messages.
     pub(crate) fn path(&self) -> &Path {
         &self.path
@@ -316,6 +334,7 @@ impl Dir {
         if truncate {
             flags |= OFlags::TRUNC;
         }
+        let _naming = self.naming();
         let fd = rustix::fs::openat(&self.fd, name, flags, Mode::from(0o666))?;
         Ok(File::from(fd))
     }
@@ -358,11 +377,13 @@ impl Dir {
 
     /// Renames `from` to `to` within this directory.
     pub(crate) fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        let _naming = self.naming();
         rustix::fs::renameat(&self.fd, from, &self.fd, to).map_err(io::Error::from)
     }
 
     /// Removes the file `name`; nothing there is fine.
     pub(crate) fn remove(&self, name: &OsStr) -> io::Result<()> {
+        let _naming = self.naming();
         match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
             Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
             Err(error) => Err(error.into()),
@@ -380,10 +401,7 @@ impl Dir {
     /// Opens the subdirectory `name`, never through a symlink; `None` when it is not one.
     pub(crate) fn subdir(&self, name: &OsStr) -> io::Result<Option<Dir>> {
         match open_no_follow_dir(&self.fd, name) {
-            Ok(fd) => Ok(Some(Dir {
-                fd,
-                path: self.path.join(name),
-            })),
+            Ok(fd) => Ok(Some(Dir::new(fd, self.path.join(name)))),
             Err(error)
                 if matches!(
                     error.raw_os_error(),
