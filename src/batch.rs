@@ -26,6 +26,7 @@ use crate::progress::{Event, Observer, Reporter, TransferId};
 use crate::request::normalized;
 pub use crate::scheduler::Outcome;
 use crate::scheduler::{Scheduler, Sink};
+use crate::storage::place::Place;
 use crate::{Completed, Destination, Error, Request};
 
 enum Source {
@@ -287,11 +288,11 @@ impl Feeder {
                                 .followers
                                 .push((this, id, tag));
                         }
-                        Ok(Classified::Run(request, path)) => {
+                        Ok(Classified::Run(request, place, path)) => {
                             self.in_flight.insert(path, this);
                             self.path_of.insert(this, path);
                             flying += 1;
-                            self.submit(request, this, &sender);
+                            self.submit(request, place, this, &sender);
                         }
                     }
                 }
@@ -302,7 +303,7 @@ impl Feeder {
     /// Decides what to do with the request at `index`.
     fn classify(&mut self, request: Request, index: usize) -> Result<Classified, Error> {
         let mut request = request;
-        let place = request.place()?;
+        let mut place = request.place()?;
         let mut path = self
             .fingerprints
             .of(normalized(&place.path()).as_os_str().as_encoded_bytes());
@@ -320,7 +321,7 @@ impl Feeder {
                 }
                 // The first finished: a repeat finds the file there and is reported as such.
                 let _ = first;
-                return Ok(Classified::Run(request, path));
+                return Ok(Classified::Run(request, place, path));
             }
             Some(_) if provisional => {
                 // Another URL that ends alike: a provisional name of its own (the server's
@@ -333,6 +334,7 @@ impl Feeder {
                         .of(normalized(&candidate.path()).as_os_str().as_encoded_bytes());
                     if !self.seen.contains(candidate_path) {
                         request.provisional_name = Some(format!("{name}.{n}"));
+                        place = candidate;
                         path = candidate_path;
                         break;
                     }
@@ -353,16 +355,23 @@ impl Feeder {
                 first: index,
             },
         );
-        Ok(Classified::Run(request, path))
+        Ok(Classified::Run(request, place, path))
     }
 
-    fn submit(&self, request: Request, index: usize, sender: &mpsc::UnboundedSender<Outcome>) {
+    /// Queues a request whose output `place` `classify` derived (once: it parses the URL's
+    /// name).
+    fn submit(
+        &self,
+        request: Request,
+        place: Place,
+        index: usize,
+        sender: &mpsc::UnboundedSender<Outcome>,
+    ) {
         let id = self.scheduler.next_id();
-        let place = request.place();
         let report = Reporter::new(Arc::clone(&self.observer), id).with_tag(request.tag.clone());
         self.scheduler.enqueue(
             request,
-            place,
+            Ok(place),
             self.cancel.clone(),
             report,
             Sink::Batch {
@@ -457,8 +466,8 @@ impl Room {
 }
 
 enum Classified {
-    /// Run it; its output path's fingerprint.
-    Run(Request, u64),
+    /// Run it; its output and that path's fingerprint.
+    Run(Request, Place, u64),
     /// The same URL and output as the request at this index, still in flight.
     Follow(usize, Request),
 }
