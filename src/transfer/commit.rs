@@ -22,7 +22,7 @@ impl Transfer<'_> {
     pub(super) async fn commit(
         &self,
         mut session: Session,
-        small: Option<Vec<u8>>,
+        small: Option<super::small::SmallBody>,
         paths: &PartPaths,
         clock: Instant,
     ) -> Result<Completed, Error> {

@@ -124,7 +124,7 @@ pub(super) enum Fetched {
     /// The body is in the `.part`, complete: verify and rename it.
     Body,
     /// A small file's body, in memory: write, verify and rename it in one go.
-    Small(Vec<u8>),
+    Small(super::small::SmallBody),
     /// The server named the file, and a file of that name from before the run is kept.
     Present(u64),
     /// The server said the existing file is current (`304`).
@@ -136,7 +136,7 @@ pub(super) enum AttemptEnd {
     /// The body is in the `.part`.
     Complete,
     /// A small file's whole body, received in memory, to be written once by the commit.
-    Small(Vec<u8>),
+    Small(super::small::SmallBody),
     /// The server named the file, and a file of that name (this long) is kept as it is.
     Present(u64),
     /// The server said the existing file is current (`304`).
