@@ -86,30 +86,34 @@ impl PartPaths {
     /// missing are made (below the root, never through a symlink); without, `None` when it
     /// does not exist.
     pub(crate) fn dir(&self, create: bool) -> Result<Option<Arc<Dir>>, Error> {
-        let mut slot = self.dir.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(dir) = slot.as_ref() {
-            return Ok(Some(Arc::clone(dir)));
-        }
-        let opened = self.place.open_dir(create)?.map(Arc::new);
-        slot.clone_from(&opened);
-        Ok(opened)
+        self.dir_or(|| Ok(self.place.open_dir(create)?.map(Arc::new)))
     }
 
     /// The files' directory like [`PartPaths::dir`], shared with the downloads running now
     /// through `dirs` (see `storage::open_dirs`) rather than opened for each.
     pub(crate) fn shared_dir(&self, dirs: &open_dirs::OpenDirs) -> Result<Option<Arc<Dir>>, Error> {
+        self.dir_or(|| {
+            if let Some(dir) = dirs.get(&self.place.dir_path()) {
+                return Ok(Some(dir));
+            }
+            let opened = self.place.open_dir(false)?.map(Arc::new);
+            if let Some(dir) = &opened {
+                dirs.offer(dir);
+            }
+            Ok(opened)
+        })
+    }
+
+    /// The directory this download already holds, or the one `open` gives, then held.
+    fn dir_or(
+        &self,
+        open: impl FnOnce() -> Result<Option<Arc<Dir>>, Error>,
+    ) -> Result<Option<Arc<Dir>>, Error> {
         let mut slot = self.dir.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(dir) = slot.as_ref() {
             return Ok(Some(Arc::clone(dir)));
         }
-        if let Some(dir) = dirs.get(&self.place.dir_path()) {
-            *slot = Some(Arc::clone(&dir));
-            return Ok(Some(dir));
-        }
-        let opened = self.place.open_dir(false)?.map(Arc::new);
-        if let Some(dir) = &opened {
-            dirs.offer(dir);
-        }
+        let opened = open()?;
         slot.clone_from(&opened);
         Ok(opened)
     }
