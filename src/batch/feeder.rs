@@ -239,7 +239,18 @@ impl Feeder {
 
     /// A request that fails before it could be queued (a bad line, a conflict).
     fn fail(&self, index: usize, tag: Option<crate::Tag>, error: Error) {
-        let id = self.scheduler.next_id();
+        self.finish(index, self.scheduler.next_id(), tag, Err(error));
+    }
+
+    /// Reports the end of the request at `index` that never ran on its own (a failure before
+    /// it was queued, a follower) and forwards it.
+    fn finish(
+        &self,
+        index: usize,
+        id: TransferId,
+        tag: Option<crate::Tag>,
+        result: Result<Completed, Error>,
+    ) {
         let report = Reporter::new(Arc::clone(&self.observer), id).with_tag(tag);
         crate::scheduler::finish(
             &report,
@@ -247,7 +258,7 @@ impl Feeder {
                 outcomes: self.forward.clone(),
                 index,
             },
-            Err(error),
+            result,
         );
     }
 
@@ -267,15 +278,7 @@ impl Feeder {
                         status: error.status(),
                     }),
                 };
-                let report = Reporter::new(Arc::clone(&self.observer), id).with_tag(tag);
-                crate::scheduler::finish(
-                    &report,
-                    Sink::Batch {
-                        outcomes: self.forward.clone(),
-                        index,
-                    },
-                    shared,
-                );
+                self.finish(index, id, tag, shared);
             }
         }
         let _ = self.forward.send(outcome);
