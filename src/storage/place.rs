@@ -299,6 +299,9 @@ pub(crate) struct Dir {
     /// other's create runs (a third of all CPU for small files on ext4): here the waiter
     /// sleeps instead.
     naming: Mutex<()>,
+    /// The file system here cannot make a file without a name (`O_TMPFILE`): seen once, not
+    /// asked again.
+    no_anonymous_files: std::sync::atomic::AtomicBool,
 }
 
 impl Dir {
@@ -307,6 +310,7 @@ impl Dir {
             fd,
             path,
             naming: Mutex::default(),
+            no_anonymous_files: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -337,6 +341,71 @@ impl Dir {
         let _naming = self.naming();
         let fd = rustix::fs::openat(&self.fd, name, flags, Mode::from(0o666))?;
         Ok(File::from(fd))
+    }
+
+    /// A new file in this directory without a name (`O_TMPFILE`), for `link_anonymous` to
+    /// name once it is complete: a file that is never named (a crash, an error) leaves nothing
+    /// behind, and the directory changes once instead of three times (a `.part` made, then
+    /// renamed away). `None` where the file system or the kernel cannot make one (FUSE, NFS,
+    /// older kernels) or `/proc` is not there to name it through.
+    pub(crate) fn create_anonymous(&self) -> Option<File> {
+        use std::sync::atomic::Ordering;
+        if self.no_anonymous_files.load(Ordering::Relaxed) {
+            return None;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let flags = OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC;
+            match rustix::fs::openat(&self.fd, c".", flags, Mode::from(0o666)) {
+                Ok(fd) => Some(File::from(fd)),
+                Err(error) => {
+                    // Not supported here (`EISDIR` from kernels that predate it): remembered.
+                    // Any other failure (a full disk, no descriptors) the named way meets and
+                    // reports.
+                    if matches!(
+                        error,
+                        rustix::io::Errno::OPNOTSUPP
+                            | rustix::io::Errno::ISDIR
+                            | rustix::io::Errno::INVAL
+                    ) {
+                        self.no_anonymous_files.store(true, Ordering::Relaxed);
+                    }
+                    None
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            self.no_anonymous_files.store(true, Ordering::Relaxed);
+            None
+        }
+    }
+
+    /// Names a file `create_anonymous` made: never over an existing name (`EEXIST` then).
+    /// `/proc` names the open file (`AT_EMPTY_PATH` needs a capability users lack); without
+    /// `/proc`, `Ok(false)` and no more anonymous files here.
+    pub(crate) fn link_anonymous(&self, file: &File, name: &OsStr) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let linked = {
+            let _naming = self.naming();
+            rustix::fs::linkat(
+                CWD,
+                proc_path.as_str(),
+                &self.fd,
+                name,
+                AtFlags::SYMLINK_FOLLOW,
+            )
+        };
+        match linked {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::NOENT) if !Path::new("/proc/self/fd").exists() => {
+                self.no_anonymous_files
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(false)
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Opens `name` for reading; never through a symlink.
@@ -448,6 +517,42 @@ mod tests {
             Err(Error::UnsafePath { .. })
         ));
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_without_a_name_appears_only_when_named_and_never_over_another() {
+        use std::io::Write;
+        let root = tempfile::tempdir().unwrap();
+        let dir = Place::in_dir(root.path(), "f.bin")
+            .open_dir(false)
+            .unwrap()
+            .unwrap();
+        let names = || std::fs::read_dir(root.path()).unwrap().count();
+
+        let mut file = dir.create_anonymous().expect("ext4 and tmpfs make them");
+        file.write_all(b"complete").unwrap();
+        assert_eq!(names(), 0, "nothing to see before it is named");
+        assert!(dir.link_anonymous(&file, OsStr::new("f.bin")).unwrap());
+        assert_eq!(
+            std::fs::read(root.path().join("f.bin")).unwrap(),
+            b"complete"
+        );
+
+        let mut other = dir.create_anonymous().unwrap();
+        other.write_all(b"another version").unwrap();
+        let error = dir.link_anonymous(&other, OsStr::new("f.bin")).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            std::fs::read(root.path().join("f.bin")).unwrap(),
+            b"complete",
+            "the file there is kept"
+        );
+
+        let mut dropped = dir.create_anonymous().unwrap();
+        dropped.write_all(b"never named").unwrap();
+        drop((other, dropped));
+        assert_eq!(names(), 1, "a file never named leaves nothing behind");
     }
 
     #[test]

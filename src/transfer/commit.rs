@@ -232,6 +232,11 @@ pub(super) struct Naming {
 }
 
 impl Naming {
+    /// The file keeps its planned name (no `Content-Disposition` name was claimed for it).
+    pub(super) fn keeps_planned_name(&self) -> bool {
+        self.suggested.is_none()
+    }
+
     /// Gives a finished, synced `.part` its final name (the suggested one, or `NAME.1`, ...
     /// when that is taken; else the planned one), removes the state file when `drop_state`,
     /// and sets the server's time (unless `mtime` was taken to set it on an open file).

@@ -16,6 +16,7 @@ use crate::Error;
 use crate::integrity::{Checksum, Hasher};
 use crate::progress::Event;
 use crate::storage::PartPaths;
+use crate::storage::durability::Syncer;
 use crate::storage::files::{create_part, remove_part, remove_state};
 use crate::storage::quick::on_pool;
 use crate::storage::writer::PartWriter;
@@ -136,8 +137,10 @@ impl Transfer<'_> {
     /// Commits a small file received in memory, in one call (with thousands of small files
     /// each trip to a blocking thread costs more than the work; without syncs the call runs
     /// inline once the file system has proven fast, see `storage::quick`): verify the digest (a
-    /// mismatch never touches the disk), write the `.part` with the server's time, sync it,
-    /// and give it its final name. Returns that name and the digest.
+    /// mismatch never touches the disk), write the file with the server's time, sync it, and
+    /// give it its final name: a file without a name until then where the file system makes
+    /// one (`commit_anonymously`), else a locked `.part`, renamed. Returns that name and the
+    /// digest.
     pub(super) async fn commit_small(
         &self,
         session: &Session,
@@ -164,22 +167,16 @@ impl Transfer<'_> {
                 }
                 return Err(mismatch);
             }
+            let attributes = (mtime, etag.as_deref());
+            if !stale_state
+                && naming.keeps_planned_name()
+                && let Some(named) = commit_anonymously(&paths, &body, attributes, &syncer)?
+            {
+                return Ok((named, digest));
+            }
             let mut file = create_part(&paths, true)?;
-            let written = body
-                .write_to(&mut file)
-                .map_err(|e| Error::io("write", &paths.part, e))
-                .and_then(|()| {
-                    if let Some(seconds) = mtime {
-                        // Only the timestamp is lost if this fails, never the file.
-                        let _ = file.set_modified(epoch_seconds(seconds));
-                    }
-                    if let Some(etag) = &etag {
-                        super::look::write_etag(&file, etag);
-                    }
-                    syncer
-                        .sync_grouped(&file)
-                        .map_err(|e| Error::io("sync", &paths.part, e))
-                });
+            let written = fill(&mut file, &body, attributes, &syncer)
+                .map_err(|(doing, e)| Error::io(doing, &paths.part, e));
             if let Err(error) = written {
                 // Without a state file these bytes could not be resumed; the body is fetched
                 // again, and a full disk is not left fuller.
@@ -201,6 +198,76 @@ impl Transfer<'_> {
             .run("writing a small file", commit)
             .await
     }
+}
+
+/// The server's time (seconds since the epoch) and `ETag`, when haul keeps them.
+type Attributes<'a> = (Option<u64>, Option<&'a str>);
+
+/// What either way does to the file before it is named: the body, the server's time and
+/// `ETag` (only these are lost if setting them fails, never the file), and the sync. A
+/// failure says what was being done.
+fn fill(
+    file: &mut std::fs::File,
+    body: &SmallBody,
+    (mtime, etag): Attributes<'_>,
+    syncer: &Syncer,
+) -> Result<(), (&'static str, std::io::Error)> {
+    body.write_to(file).map_err(|e| ("write", e))?;
+    if let Some(seconds) = mtime {
+        let _ = file.set_modified(epoch_seconds(seconds));
+    }
+    if let Some(etag) = etag {
+        super::look::write_etag(file, etag);
+    }
+    syncer.sync_grouped(file).map_err(|e| ("sync", e))
+}
+
+/// Writes a small body to a file without a name and names it at the planned name (see
+/// `Dir::create_anonymous`): no `.part` is made, locked, renamed or left behind by a crash.
+/// `Ok(None)` when this way is not open here: the final name was taken when the download
+/// looked (`OnExists::Overwrite` replaces it), a `.part` is there (an earlier run's, or
+/// another process's, which the `.part` way locks or takes over), or the file system cannot.
+/// A final name that appears meanwhile (another process finished the file) is `Error::Busy`,
+/// like the `.part` way's: the download looks again and keeps that file. (A process on the
+/// `.part` way, a haul before this or a file system without anonymous files, that makes its
+/// `.part` after this look may still rename it over this file: what stays is then that
+/// process's complete version.) Blocking.
+fn commit_anonymously(
+    paths: &PartPaths,
+    body: &SmallBody,
+    attributes: Attributes<'_>,
+    syncer: &Syncer,
+) -> Result<Option<PathBuf>, Error> {
+    if !paths.final_absent {
+        return Ok(None);
+    }
+    let dir = paths.made_dir()?;
+    let part_there = dir
+        .entry(paths.part_name())
+        .map_err(|e| Error::io("inspect", &paths.part, e))?
+        .is_some();
+    if part_there {
+        return Ok(None);
+    }
+    let Some(mut file) = dir.create_anonymous() else {
+        return Ok(None);
+    };
+    let planned = paths.place.path();
+    fill(&mut file, body, attributes, syncer)
+        .map_err(|(doing, e)| Error::io(doing, &planned, e))?;
+    match dir.link_anonymous(&file, paths.place.name()) {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::Busy { path: planned });
+        }
+        Err(error) => return Err(Error::io("name", &planned, error)),
+    }
+    // The new name survives a power cut only once its directory is synced.
+    syncer
+        .sync_names(dir.fd())
+        .map_err(|e| Error::io("sync", dir.path(), e))?;
+    Ok(Some(planned))
 }
 
 #[cfg(test)]

@@ -358,3 +358,35 @@ async fn a_low_open_file_limit_slows_a_batch_and_fails_nothing() {
     );
     assert_eq!(crate::support::listing(dir.path()), names);
 }
+
+/// A small file's final name that another program fills while the download runs is never
+/// written over: the download finds the file there and keeps it (`--on-exists skip`, the
+/// default), and nothing else is left in the directory — no `.part`, no file without a name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_name_filled_by_another_program_meanwhile_is_never_written_over() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // 20 kB at 20 kB/s: about a second in flight.
+    let url = server.file_url(20_000, "late.bin", "rate=20000");
+    let mut command = get(dir.path(), &[], &[url]);
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    std::fs::write(dir.path().join("late.bin"), b"theirs").unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        std::fs::read(dir.path().join("late.bin")).unwrap(),
+        b"theirs"
+    );
+    assert_eq!(crate::support::listing(dir.path()), ["late.bin"]);
+    let events = json_events(&output.stdout);
+    let finished: Vec<_> = events.iter().filter(|e| e["event"] == "finished").collect();
+    assert_eq!(finished.len(), 1, "{events:?}");
+    assert_eq!(finished[0]["already_present"], true, "{events:?}");
+}
