@@ -7,7 +7,8 @@
 //! finishes writing waits, and the next flush (`syncfs`, which writes back every dirty file of
 //! the file system and flushes the device once) covers all of them. A file that finishes
 //! while nothing else is waiting uses its own `fdatasync`, so a lone file never waits for
-//! other writers of the file system.
+//! other writers of the file system. Groups are per file system: a `syncfs` flushes only the
+//! one its descriptor is on.
 
 use std::fs::File;
 use std::io;
@@ -20,7 +21,20 @@ use crate::config::Durability;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Syncer {
     durability: Durability,
-    group: Arc<GroupSync>,
+    /// The shared flushes of each file system written to: a `syncfs` covers only the file
+    /// system of the descriptor it is given, so files on two file systems (`dir=` lines on
+    /// two disks) never share one.
+    file_systems: Arc<Mutex<Vec<FileSystem>>>,
+}
+
+/// One file system's group commits, found by its device number.
+#[derive(Debug)]
+struct FileSystem {
+    device: u64,
+    /// FUSE: `syncfs` never reaches its server (sshfs, rclone, s3fs, ...), so each file is
+    /// synced on its own.
+    fuse: bool,
+    data: Arc<GroupSync>,
     /// The flushes that make renamed and created names durable (their directories').
     names: Arc<GroupSync>,
 }
@@ -29,9 +43,30 @@ impl Syncer {
     pub(crate) fn new(durability: Durability) -> Self {
         Self {
             durability,
-            group: Arc::default(),
-            names: Arc::default(),
+            file_systems: Arc::default(),
         }
+    }
+
+    /// The group commits of `fd`'s file system (`None` on FUSE, where there are none).
+    fn groups_of(&self, fd: impl AsFd) -> io::Result<Option<(Arc<GroupSync>, Arc<GroupSync>)>> {
+        let device = rustix::fs::fstat(&fd)?.st_dev;
+        let mut known = self
+            .file_systems
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(fs) = known.iter().find(|fs| fs.device == device) {
+            return Ok((!fs.fuse).then(|| (Arc::clone(&fs.data), Arc::clone(&fs.names))));
+        }
+        let fuse = on_fuse(&fd);
+        let fs = FileSystem {
+            device,
+            fuse,
+            data: Arc::default(),
+            names: Arc::default(),
+        };
+        let groups = (!fuse).then(|| (Arc::clone(&fs.data), Arc::clone(&fs.names)));
+        known.push(fs);
+        Ok(groups)
     }
 
     /// Whether data is synced at all.
@@ -50,10 +85,12 @@ impl Syncer {
 
     /// Like `sync_data`, but shares one flush with the other files finishing at the same time.
     pub(crate) fn sync_grouped(&self, file: &File) -> io::Result<()> {
-        if self.durable() {
-            self.group.sync(file)
-        } else {
-            Ok(())
+        if !self.durable() {
+            return Ok(());
+        }
+        match self.groups_of(file)? {
+            Some((data, _)) => data.sync(file),
+            None => rustix::fs::fdatasync(file).map_err(io::Error::from),
         }
     }
 
@@ -61,10 +98,12 @@ impl Syncer {
     /// makes them survive a power cut only once their directory is synced. Shares one flush
     /// with the other files renamed at the same time, like `sync_grouped`.
     pub(crate) fn sync_names(&self, dir: impl AsFd) -> io::Result<()> {
-        if self.durable() {
-            self.names.sync(dir)
-        } else {
-            Ok(())
+        if !self.durable() {
+            return Ok(());
+        }
+        match self.groups_of(&dir)? {
+            Some((_, names)) => names.sync(dir),
+            None => rustix::fs::fdatasync(dir).map_err(io::Error::from),
         }
     }
 }
@@ -90,12 +129,9 @@ struct Round {
 }
 
 impl GroupSync {
+    /// Makes `file`'s data durable, by itself or with others on its file system (the caller
+    /// gives this file system's group).
     fn sync(&self, file: impl AsFd) -> io::Result<()> {
-        // `syncfs` never reaches a FUSE file system's server (sshfs, rclone, s3fs, ...): there
-        // only the file's own sync makes it durable.
-        if on_fuse(&file) {
-            return rustix::fs::fdatasync(&file).map_err(io::Error::from);
-        }
         let mut round = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         // Every flush numbered from here on starts after this file's data was written.
         let needed = round.started + 1;
@@ -159,12 +195,39 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// The data group commit of the file system `path` is on.
+    fn data_group(syncer: &Syncer, path: &std::path::Path) -> Arc<GroupSync> {
+        let fd = File::open(path).unwrap();
+        syncer.groups_of(&fd).unwrap().expect("not FUSE").0
+    }
+
+    #[test]
+    fn each_file_system_has_its_own_shared_flushes() {
+        let disk = tempfile::tempdir().unwrap();
+        let syncer = Syncer::new(Durability::Full);
+        let here = data_group(&syncer, disk.path());
+        std::fs::create_dir(disk.path().join("sub")).unwrap();
+        assert!(
+            Arc::ptr_eq(&here, &data_group(&syncer, &disk.path().join("sub"))),
+            "one file system, one group"
+        );
+        // tmpfs beside the disk: a flush of one does not cover the other.
+        let Ok(memory) = tempfile::tempdir_in("/dev/shm") else {
+            return;
+        };
+        let device = |p: &std::path::Path| rustix::fs::stat(p).unwrap().st_dev;
+        if device(memory.path()) != device(disk.path()) {
+            assert!(!Arc::ptr_eq(&here, &data_group(&syncer, memory.path())));
+        }
+    }
+
     #[test]
     fn files_finishing_during_a_flush_share_the_next_one() {
         let dir = tempfile::tempdir().unwrap();
         let syncer = Syncer::new(Durability::Full);
+        let group = data_group(&syncer, dir.path());
         // A flush is running: whoever finishes now must wait for the next one.
-        syncer.group.state.lock().unwrap().running = true;
+        group.state.lock().unwrap().running = true;
         let threads: Vec<_> = (0..4)
             .map(|i| {
                 let syncer = syncer.clone();
@@ -176,16 +239,16 @@ mod tests {
                 })
             })
             .collect();
-        while syncer.group.state.lock().unwrap().waiting < 4 {
+        while group.state.lock().unwrap().waiting < 4 {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         // The running flush ends: one of the four flushes for all of them.
-        syncer.group.state.lock().unwrap().running = false;
-        syncer.group.finished.notify_all();
+        group.state.lock().unwrap().running = false;
+        group.finished.notify_all();
         for thread in threads {
             thread.join().unwrap();
         }
-        let round = syncer.group.state.lock().unwrap();
+        let round = group.state.lock().unwrap();
         assert_eq!(round.started, 1, "four files, one shared flush");
         assert_eq!(round.finished, 1);
         assert_eq!(round.waiting, 0);
@@ -211,7 +274,8 @@ mod tests {
         for thread in threads {
             thread.join().unwrap();
         }
-        let round = syncer.group.state.lock().unwrap();
+        let round = data_group(&syncer, dir.path());
+        let round = round.state.lock().unwrap();
         // Nobody is left waiting and no flush is left half done.
         assert_eq!(round.waiting, 0);
         assert!(!round.running);
@@ -225,7 +289,8 @@ mod tests {
         let mut file = File::create(dir.path().join("alone")).unwrap();
         writeln!(file, "alone").unwrap();
         syncer.sync_grouped(&file).unwrap();
-        let round = syncer.group.state.lock().unwrap();
+        let round = data_group(&syncer, dir.path());
+        let round = round.state.lock().unwrap();
         assert_eq!(round.started, 0, "its own fdatasync, no shared flush");
         assert_eq!(round.waiting, 0);
     }
@@ -236,6 +301,9 @@ mod tests {
         let file = File::create(dir.path().join("f")).unwrap();
         let syncer = Syncer::new(Durability::Relaxed);
         syncer.sync_grouped(&file).unwrap();
-        assert_eq!(syncer.group.state.lock().unwrap().started, 0);
+        assert!(
+            syncer.file_systems.lock().unwrap().is_empty(),
+            "not even looked at"
+        );
     }
 }
