@@ -4,6 +4,7 @@
 
 pub(crate) mod buffers;
 pub(crate) mod descriptors;
+pub(crate) mod dir;
 pub(crate) mod disk;
 pub(crate) mod durability;
 pub(crate) mod files;
@@ -22,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::Error;
-use place::{Dir, Place};
+use dir::Dir;
+use place::Place;
 
 /// The two working files of one download, beside its final name, and the directory they are
 /// all in, opened once and shared by the transfer and its writer.

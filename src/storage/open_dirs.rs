@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use super::place::Dir;
+use super::dir::Dir;
 
 /// How long after it was opened a directory is handed to another download: short enough that
 /// a directory replaced under a batch is seen at once, long enough for hundreds of requests.

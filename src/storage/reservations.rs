@@ -11,7 +11,7 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::place::Dir;
+use super::dir::Dir;
 use crate::Error;
 use crate::config::OnExists;
 
@@ -99,7 +99,7 @@ impl Reservations {
         wanted: &OsStr,
         policy: OnExists,
         owner: u64,
-        is_this_file: &dyn Fn(&Dir, &OsStr, &super::place::Entry) -> bool,
+        is_this_file: &dyn Fn(&Dir, &OsStr, &super::dir::Entry) -> bool,
     ) -> Result<Claim, Error> {
         let mut names = self.names();
         let chosen = match names.get(&dir_path.join(wanted)) {
@@ -107,7 +107,7 @@ impl Reservations {
             // Claimed by another download of this run.
             Some(_) => choose(&names, dir, dir_path, wanted, owner, true)?,
             None => {
-                let file = |entry: &super::place::Entry| entry.kind == super::place::Kind::File;
+                let file = |entry: &super::dir::Entry| entry.kind == super::dir::Kind::File;
                 match (taken(dir, dir_path, wanted)?, policy) {
                     (None, _) => wanted.to_owned(),
                     (Some(entry), OnExists::Overwrite) if file(&entry) => wanted.to_owned(),
@@ -157,7 +157,7 @@ fn taken(
     dir: Option<&Dir>,
     dir_path: &Path,
     name: &OsStr,
-) -> Result<Option<super::place::Entry>, Error> {
+) -> Result<Option<super::dir::Entry>, Error> {
     match dir {
         Some(dir) => dir
             .entry(name)

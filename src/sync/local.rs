@@ -9,7 +9,8 @@ use std::time::SystemTime;
 use super::names::is_working_file;
 use crate::Error;
 use crate::integrity::{Algorithm, Checksum, Hasher};
-use crate::storage::place::{Dir, Kind, Place};
+use crate::storage::dir::{Dir, Kind};
+use crate::storage::place::Place;
 
 /// A regular file in the mirror.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,8 +16,8 @@ use crate::config::OnExists;
 use crate::integrity::{Checksum, Hasher};
 use crate::progress::Event;
 use crate::storage::PartPaths;
+use crate::storage::dir::{Dir, Entry, Kind};
 use crate::storage::open_dirs::OpenDirs;
-use crate::storage::place::{Dir, Entry, Kind};
 use crate::storage::quick::QuickFs;
 use crate::storage::state::{ResumeState, Unusable, Validators};
 

@@ -90,9 +90,9 @@ impl Transfer<'_> {
             session.state.validators.total_bytes,
             session.state.validators.etag.clone(),
         );
-        let is_this_file = move |dir: &crate::storage::place::Dir,
+        let is_this_file = move |dir: &crate::storage::dir::Dir,
                                  name: &std::ffi::OsStr,
-                                 entry: &crate::storage::place::Entry| {
+                                 entry: &crate::storage::dir::Entry| {
             let same_length = length.is_some_and(|length| length == entry.len);
             let remembered = dir
                 .open_read(name)
