@@ -24,7 +24,7 @@ pub(crate) struct Syncer {
     /// The shared flushes of each file system written to: a `syncfs` covers only the file
     /// system of the descriptor it is given, so files on two file systems (`dir=` lines on
     /// two disks) never share one.
-    file_systems: Arc<Mutex<Vec<FileSystem>>>,
+    file_systems: Arc<Mutex<Vec<Arc<FileSystem>>>>,
 }
 
 /// One file system's group commits, found by its device number.
@@ -34,9 +34,9 @@ struct FileSystem {
     /// FUSE: `syncfs` never reaches its server (sshfs, rclone, s3fs, ...), so each file is
     /// synced on its own.
     fuse: bool,
-    data: Arc<GroupSync>,
+    data: GroupSync,
     /// The flushes that make renamed and created names durable (their directories').
-    names: Arc<GroupSync>,
+    names: GroupSync,
 }
 
 impl Syncer {
@@ -47,26 +47,37 @@ impl Syncer {
         }
     }
 
-    /// The group commits of `fd`'s file system (`None` on FUSE, where there are none).
-    fn groups_of(&self, fd: impl AsFd) -> io::Result<Option<(Arc<GroupSync>, Arc<GroupSync>)>> {
+    /// The group commits of `fd`'s file system, made when it is first met.
+    fn file_system(&self, fd: impl AsFd) -> io::Result<Arc<FileSystem>> {
         let device = rustix::fs::fstat(&fd)?.st_dev;
         let mut known = self
             .file_systems
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(fs) = known.iter().find(|fs| fs.device == device) {
-            return Ok((!fs.fuse).then(|| (Arc::clone(&fs.data), Arc::clone(&fs.names))));
+            return Ok(Arc::clone(fs));
         }
-        let fuse = on_fuse(&fd);
-        let fs = FileSystem {
+        let fs = Arc::new(FileSystem {
             device,
-            fuse,
-            data: Arc::default(),
-            names: Arc::default(),
-        };
-        let groups = (!fuse).then(|| (Arc::clone(&fs.data), Arc::clone(&fs.names)));
-        known.push(fs);
-        Ok(groups)
+            fuse: on_fuse(&fd),
+            data: GroupSync::default(),
+            names: GroupSync::default(),
+        });
+        known.push(Arc::clone(&fs));
+        Ok(fs)
+    }
+
+    /// Makes what `fd` holds durable through `group` of its file system (on FUSE, its own
+    /// `fdatasync`); nothing with relaxed durability.
+    fn sync_in(&self, fd: impl AsFd, group: fn(&FileSystem) -> &GroupSync) -> io::Result<()> {
+        if !self.durable() {
+            return Ok(());
+        }
+        let fs = self.file_system(&fd)?;
+        if fs.fuse {
+            return rustix::fs::fdatasync(fd).map_err(io::Error::from);
+        }
+        group(&fs).sync(fd)
     }
 
     /// Whether data is synced at all.
@@ -85,26 +96,14 @@ impl Syncer {
 
     /// Like `sync_data`, but shares one flush with the other files finishing at the same time.
     pub(crate) fn sync_grouped(&self, file: &File) -> io::Result<()> {
-        if !self.durable() {
-            return Ok(());
-        }
-        match self.groups_of(file)? {
-            Some((data, _)) => data.sync(file),
-            None => rustix::fs::fdatasync(file).map_err(io::Error::from),
-        }
+        self.sync_in(file, |fs| &fs.data)
     }
 
     /// Makes the names in directory `dir` durable (a rename, a created or removed file): POSIX
     /// makes them survive a power cut only once their directory is synced. Shares one flush
     /// with the other files renamed at the same time, like `sync_grouped`.
     pub(crate) fn sync_names(&self, dir: impl AsFd) -> io::Result<()> {
-        if !self.durable() {
-            return Ok(());
-        }
-        match self.groups_of(&dir)? {
-            Some((_, names)) => names.sync(dir),
-            None => rustix::fs::fdatasync(dir).map_err(io::Error::from),
-        }
+        self.sync_in(dir, |fs| &fs.names)
     }
 }
 
@@ -195,20 +194,21 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    /// The data group commit of the file system `path` is on.
-    fn data_group(syncer: &Syncer, path: &std::path::Path) -> Arc<GroupSync> {
-        let fd = File::open(path).unwrap();
-        syncer.groups_of(&fd).unwrap().expect("not FUSE").0
+    /// The group commits of the file system `path` is on.
+    fn file_system(syncer: &Syncer, path: &std::path::Path) -> Arc<FileSystem> {
+        let fs = syncer.file_system(File::open(path).unwrap()).unwrap();
+        assert!(!fs.fuse, "the tests' files are on a local disk");
+        fs
     }
 
     #[test]
     fn each_file_system_has_its_own_shared_flushes() {
         let disk = tempfile::tempdir().unwrap();
         let syncer = Syncer::new(Durability::Full);
-        let here = data_group(&syncer, disk.path());
+        let here = file_system(&syncer, disk.path());
         std::fs::create_dir(disk.path().join("sub")).unwrap();
         assert!(
-            Arc::ptr_eq(&here, &data_group(&syncer, &disk.path().join("sub"))),
+            Arc::ptr_eq(&here, &file_system(&syncer, &disk.path().join("sub"))),
             "one file system, one group"
         );
         // tmpfs beside the disk: a flush of one does not cover the other.
@@ -217,7 +217,7 @@ mod tests {
         };
         let device = |p: &std::path::Path| rustix::fs::stat(p).unwrap().st_dev;
         if device(memory.path()) != device(disk.path()) {
-            assert!(!Arc::ptr_eq(&here, &data_group(&syncer, memory.path())));
+            assert!(!Arc::ptr_eq(&here, &file_system(&syncer, memory.path())));
         }
     }
 
@@ -225,7 +225,8 @@ mod tests {
     fn files_finishing_during_a_flush_share_the_next_one() {
         let dir = tempfile::tempdir().unwrap();
         let syncer = Syncer::new(Durability::Full);
-        let group = data_group(&syncer, dir.path());
+        let fs = file_system(&syncer, dir.path());
+        let group = &fs.data;
         // A flush is running: whoever finishes now must wait for the next one.
         group.state.lock().unwrap().running = true;
         let threads: Vec<_> = (0..4)
@@ -274,8 +275,8 @@ mod tests {
         for thread in threads {
             thread.join().unwrap();
         }
-        let round = data_group(&syncer, dir.path());
-        let round = round.state.lock().unwrap();
+        let fs = file_system(&syncer, dir.path());
+        let round = fs.data.state.lock().unwrap();
         // Nobody is left waiting and no flush is left half done.
         assert_eq!(round.waiting, 0);
         assert!(!round.running);
@@ -289,8 +290,8 @@ mod tests {
         let mut file = File::create(dir.path().join("alone")).unwrap();
         writeln!(file, "alone").unwrap();
         syncer.sync_grouped(&file).unwrap();
-        let round = data_group(&syncer, dir.path());
-        let round = round.state.lock().unwrap();
+        let fs = file_system(&syncer, dir.path());
+        let round = fs.data.state.lock().unwrap();
         assert_eq!(round.started, 0, "its own fdatasync, no shared flush");
         assert_eq!(round.waiting, 0);
     }
