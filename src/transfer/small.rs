@@ -227,6 +227,8 @@ fn fill(
 /// `Ok(None)` when this way is not open here: the final name was taken when the download
 /// looked (`OnExists::Overwrite` replaces it), a `.part` is there (an earlier run's, or
 /// another process's, which the `.part` way locks or takes over), or the file system cannot.
+/// (The caller keeps the `.part` way also for a stale state to remove and for a claimed
+/// `Content-Disposition` name.)
 /// A final name that appears meanwhile (another process finished the file) is `Error::Busy`,
 /// like the `.part` way's: the download looks again and keeps that file. (A process on the
 /// `.part` way, a haul before this or a file system without anonymous files, that makes its
