@@ -64,10 +64,17 @@ def which(name):
     return shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count):
+    """`count` distinct free loopback ports: the sockets stay bound until all are picked, so
+    the kernel cannot hand the same port out twice (nginx refuses a duplicate `listen`)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def write_file(path, size, seed):
@@ -116,10 +123,9 @@ def make_certificates(root):
 class Nginx:
     def __init__(self, root):
         self.root = root
-        self.port = free_port()
-        # Three more ports of the same server: four "hosts" for the per-host limit (H256).
-        self.more_ports = [free_port() for _ in range(3)]
-        self.tls_port = free_port()
+        # The main port, three more of the same server (four "hosts" for the per-host limit,
+        # H256), and the TLS port.
+        self.port, *self.more_ports, self.tls_port = free_ports(5)
         os.makedirs(f"{root}/tmp", exist_ok=True)
         make_certificates(root)
         conf = f"""
