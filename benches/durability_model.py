@@ -9,6 +9,10 @@ write, make it durable, rename to NAME), in a fresh directory per run, three way
   syncfs_batch  the 16 threads only write; one committer thread takes whatever is ready,
                 calls syncfs() once for the batch, then renames it (close to what haul
                 does now: its group commit uses syncfs when several files wait)
+  syncfs_named  syncfs_batch whose names are durable too, as haul promises for a file it
+                reports finished: each round's syncfs also flushes the previous round's
+                renames, and one more syncfs flushes the last round's (the other two modes
+                never sync a directory, so a power cut may lose names they "finished")
 
 Usage: python3 benches/durability_model.py [--runs 3] [--dir DIR]   (DIR defaults to target/)
 Prints the wall time and system CPU of each run.
@@ -43,7 +47,7 @@ def per_file(directory, data, sync, files=FILES, threads=THREADS):
         t.join()
 
 
-def syncfs_batch(directory, data, files=FILES, threads=THREADS):
+def syncfs_batch(directory, data, files=FILES, threads=THREADS, names_durable=False):
     ready = queue.Queue()
 
     def write(first):
@@ -69,6 +73,9 @@ def syncfs_batch(directory, data, files=FILES, threads=THREADS):
             for path in batch:
                 os.rename(path + ".part", path)
             done += len(batch)
+        # The next round's syncfs carries these renames; after the last round, one more.
+        if names_durable and libc.syncfs(dir_fd) != 0:
+            raise OSError(ctypes.get_errno(), "syncfs failed")
         os.close(dir_fd)
 
     committer = threading.Thread(target=commit)
@@ -88,6 +95,7 @@ def measure(mode, directory, files=FILES, size=SIZE, threads=THREADS):
         "nosync": lambda: per_file(directory, data, False, files, threads),
         "fdatasync": lambda: per_file(directory, data, True, files, threads),
         "syncfs_batch": lambda: syncfs_batch(directory, data, files, threads),
+        "syncfs_named": lambda: syncfs_batch(directory, data, files, threads, names_durable=True),
     }[mode]
     started, cpu = time.perf_counter(), os.times()
     model()
@@ -106,6 +114,7 @@ def main():
         "nosync": lambda d: per_file(d, data, sync=False),
         "fdatasync": lambda d: per_file(d, data, sync=True),
         "syncfs_batch": lambda d: syncfs_batch(d, data),
+        "syncfs_named": lambda d: syncfs_batch(d, data, names_durable=True),
     }
     try:
         for run in range(args.runs):
