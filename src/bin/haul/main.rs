@@ -40,9 +40,9 @@ pub(crate) use setup::{
 /// the cores (`TOKIO_WORKER_THREADS` decides when set). A single download gains nothing from a
 /// second worker and loses much: its connection's task and its body's reader are then woken
 /// on different threads for every HTTP/2 frame or read, where one thread runs each in turn
-/// over many frames. On 2 cores a 1 GiB HTTPS download took 1.53 s with one worker against
-/// 1.72 s with two, 1.22 s against 1.56 s over HTTP/1.1; a batch of independent small files
-/// gains from every core (benches/RESULTS.md, twelfth session).
+/// over many frames. On 2 cores a 1 GiB HTTPS download took 1.47 s with one worker against
+/// 1.80 s with two (curl 1.58 s), 1.22 s against 1.56 s over HTTP/1.1; a batch of independent
+/// small files gains from every core (benches/RESULTS.md, twelfth session).
 fn runtime_workers(command: &Command) -> usize {
     let asked = std::env::var("TOKIO_WORKER_THREADS")
         .ok()
@@ -55,8 +55,16 @@ fn runtime_workers(command: &Command) -> usize {
 /// Downloads that can run at once, up to `cores`.
 fn workers_for(command: &Command, cores: usize) -> usize {
     let at_once = match command {
-        // Only the command line's URLs: no more downloads than those.
-        Command::Get(args) if args.input_file.is_none() => {
+        // Only the command line's URLs, none a Metalink (which may name many files): no more
+        // downloads than those.
+        Command::Get(args)
+            if args.input_file.is_none()
+                && args.metalink.is_empty()
+                && !args
+                    .urls
+                    .iter()
+                    .any(|url| haul::metalink::is_metalink_name(url)) =>
+        {
             args.urls.len().clamp(1, args.common.jobs as usize)
         }
         Command::Get(args) => args.common.jobs as usize,
@@ -378,5 +386,8 @@ mod tests {
         assert_eq!(workers(&["haul", "get", "-j", "1", "-i", "urls.txt"], 4), 1);
         assert_eq!(workers(&["haul", "daemon"], 2), 2);
         assert_eq!(workers(&["haul", "get", "http://h/a"], 0), 1);
+        // A Metalink may name many files.
+        assert_eq!(workers(&["haul", "get", "http://h/set.meta4"], 2), 2);
+        assert_eq!(workers(&["haul", "get", "--metalink", "set.meta4"], 2), 2);
     }
 }
