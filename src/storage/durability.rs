@@ -8,12 +8,17 @@
 //! the file system and flushes the device once) covers all of them. A file that finishes
 //! while nothing else is waiting uses its own `fdatasync`, so a lone file never waits for
 //! other writers of the file system. Groups are per file system: a `syncfs` flushes only the
-//! one its descriptor is on.
+//! one its descriptor is on. Before a shared flush starts, its leader waits as long as the
+//! previous one took (at most `GATHER_CAP`), so that files finishing meanwhile join it: on a
+//! fast disk flushes otherwise follow each other as fast as they end, two or three files each,
+//! and every one is a journal commit (5,000 tiny files to ext4: 1,888 flushes, 1,000 with the
+//! wait; 6% less time, 11% less CPU; benches/RESULTS.md, twelfth session).
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::config::Durability;
 
@@ -107,11 +112,27 @@ impl Syncer {
     }
 }
 
+/// The longest a shared flush waits for more files to join it: a slow disk's flush (tens of
+/// milliseconds) gathers many files by itself, and a file's commit never waits much longer.
+const GATHER_CAP: Duration = Duration::from_millis(2);
+
 /// Group commit: a flush that *starts* after a file's data was written covers that file.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct GroupSync {
     state: Mutex<Round>,
     finished: Condvar,
+    /// At most this long a shared flush waits for more files (`GATHER_CAP`; tests widen it).
+    gather_cap: Duration,
+}
+
+impl Default for GroupSync {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            finished: Condvar::new(),
+            gather_cap: GATHER_CAP,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -125,6 +146,8 @@ struct Round {
     waiting: usize,
     /// The latest shared flush that failed, and how.
     failed: Option<(u64, io::ErrorKind, String)>,
+    /// How long the latest shared flush took.
+    last_flush: Duration,
 }
 
 impl GroupSync {
@@ -164,11 +187,21 @@ impl GroupSync {
                 self.finished.notify_all();
                 return result;
             }
+            // Shared: files finishing while the leader waits (`running` keeps them waiting)
+            // are numbered into this flush, which starts after their data was written.
+            let gather = round.last_flush.min(self.gather_cap);
+            if !gather.is_zero() {
+                drop(round);
+                std::thread::sleep(gather);
+                round = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            }
             round.started += 1;
             let number = round.started;
             drop(round);
+            let flush_started = Instant::now();
             let result = rustix::fs::syncfs(&file);
             round = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            round.last_flush = flush_started.elapsed();
             round.running = false;
             round.finished = number;
             if let Err(errno) = result {
@@ -252,6 +285,48 @@ mod tests {
         let round = group.state.lock().unwrap();
         assert_eq!(round.started, 1, "four files, one shared flush");
         assert_eq!(round.finished, 1);
+        assert_eq!(round.waiting, 0);
+    }
+
+    #[test]
+    fn a_file_finishing_while_a_shared_flush_gathers_joins_that_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        // Widened so that a loaded machine cannot miss the window: the last flush "took" 2 s.
+        let group = GroupSync {
+            gather_cap: Duration::from_secs(2),
+            ..GroupSync::default()
+        };
+        let group = Arc::new(group);
+        let commit = |name: &str| {
+            let group = Arc::clone(&group);
+            let path = dir.path().join(name);
+            std::thread::spawn(move || {
+                let mut file = File::create(&path).unwrap();
+                writeln!(file, "data").unwrap();
+                group.sync(&file).unwrap();
+            })
+        };
+        {
+            let mut round = group.state.lock().unwrap();
+            round.last_flush = Duration::from_secs(2);
+            round.running = true;
+        }
+        let first = [commit("a"), commit("b")];
+        while group.state.lock().unwrap().waiting < 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The running flush ends; one of the two leads the next and gathers.
+        group.state.lock().unwrap().running = false;
+        group.finished.notify_all();
+        while !group.state.lock().unwrap().running {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let late = commit("c");
+        for thread in first.into_iter().chain([late]) {
+            thread.join().unwrap();
+        }
+        let round = group.state.lock().unwrap();
+        assert_eq!(round.started, 1, "three files, one shared flush");
         assert_eq!(round.waiting, 0);
     }
 
