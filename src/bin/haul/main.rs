@@ -44,30 +44,38 @@ pub(crate) use setup::{
 /// 1.80 s with two (curl 1.58 s), 1.22 s against 1.56 s over HTTP/1.1; a batch of independent
 /// small files gains from every core (benches/RESULTS.md, twelfth session).
 fn runtime_workers(command: &Command) -> usize {
-    let asked = std::env::var("TOKIO_WORKER_THREADS")
-        .ok()
-        .and_then(|value| value.trim().parse::<usize>().ok())
-        .filter(|&workers| workers > 0);
+    let asked = workers_asked(std::env::var("TOKIO_WORKER_THREADS").ok().as_deref());
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     asked.unwrap_or_else(|| workers_for(command, cores))
+}
+
+/// The count `TOKIO_WORKER_THREADS` asks for: a positive number, else none (tokio itself
+/// would panic on a value it cannot read).
+fn workers_asked(value: Option<&str>) -> Option<usize> {
+    value
+        .and_then(|value| value.trim().parse::<usize>().ok())
+        .filter(|&workers| workers > 0)
 }
 
 /// Downloads that can run at once, up to `cores`.
 fn workers_for(command: &Command, cores: usize) -> usize {
     let at_once = match command {
-        // Only the command line's URLs, none a Metalink (which may name many files): no more
-        // downloads than those.
-        Command::Get(args)
-            if args.input_file.is_none()
+        Command::Get(args) => {
+            let jobs = args.common.jobs as usize;
+            // Only the command line's URLs, none a Metalink (which may name many files): no
+            // more downloads than those.
+            let only_these_urls = args.input_file.is_none()
                 && args.metalink.is_empty()
                 && !args
                     .urls
                     .iter()
-                    .any(|url| haul::metalink::is_metalink_name(url)) =>
-        {
-            args.urls.len().clamp(1, args.common.jobs as usize)
+                    .any(|url| haul::metalink::is_metalink_name(url));
+            if only_these_urls {
+                args.urls.len().clamp(1, jobs)
+            } else {
+                jobs
+            }
         }
-        Command::Get(args) => args.common.jobs as usize,
         _ => cores,
     };
     at_once.clamp(1, cores.max(1))
@@ -389,5 +397,14 @@ mod tests {
         // A Metalink may name many files.
         assert_eq!(workers(&["haul", "get", "http://h/set.meta4"], 2), 2);
         assert_eq!(workers(&["haul", "get", "--metalink", "set.meta4"], 2), 2);
+    }
+
+    #[test]
+    fn tokio_worker_threads_decides_only_with_a_positive_count() {
+        assert_eq!(workers_asked(Some("3")), Some(3));
+        assert_eq!(workers_asked(Some(" 1\n")), Some(1));
+        assert_eq!(workers_asked(Some("0")), None);
+        assert_eq!(workers_asked(Some("many")), None);
+        assert_eq!(workers_asked(None), None);
     }
 }
