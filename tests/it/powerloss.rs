@@ -9,10 +9,13 @@
 //! 4. `haul sync`'s memory file claims no file that is not there;
 //! 5. the same command run again ends exact.
 //!
+//! crashfs is FUSE, which makes no file without a name and receives no `syncfs`: the way most
+//! small files take on a local disk is checked from haul's system calls instead (the last test).
+//!
 //! `HAUL_POWERLOSS_CUTS` sets the number of cuts (52 by default, spread over the
 //! configurations) and `HAUL_POWERLOSS_SEED` where the random moments come from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -370,4 +373,295 @@ fn a_power_cut_at_any_moment_loses_nothing_reported_and_corrupts_nothing() {
 #[test]
 fn relaxed_durability_loses_only_what_it_says() {
     power_loss_trials("relaxed", 12);
+}
+
+/// crashfs is FUSE, where haul syncs each file on its own and makes no file without a name, so
+/// the way most small files take on a real disk (written without a name, made durable by a
+/// shared `syncfs`, then linked under their name) is checked from haul's system calls instead,
+/// traced by strace: for every file linked under its final name,
+///
+/// 1. a flush of all files (`syncfs`) or of that file started after its last write and ended
+///    before the link;
+/// 2. a flush of all files or of its directory started after the link and ended before haul
+///    reported the file finished.
+///
+/// These are the orders a power cut needs (POSIX makes nothing durable otherwise); what a cut
+/// then keeps is crashfs's question above.
+#[test]
+fn on_a_real_disk_each_small_file_is_durable_before_its_name_and_its_name_before_it_is_reported() {
+    if !strace_available() {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start());
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..120).map(|i| format!("n{i:03}.bin")).collect();
+    let trace = dir.path().join("trace");
+    let out = dir.path().join("out");
+    let mut command = Command::new("strace");
+    command
+        .args(["-f", "-qq", "-ttt", "-T", "-s", "4096", "-o"])
+        .arg(&trace)
+        .args([
+            "-e",
+            "trace=openat,fcntl,write,writev,linkat,syncfs,fdatasync,fsync,close",
+            "--",
+        ])
+        .arg(env!("CARGO_BIN_EXE_haul"))
+        .args(["--no-config", "get", "--json", "-j", "8", "-d"])
+        .arg(&out);
+    for (i, name) in names.iter().enumerate() {
+        command.arg(server.file_url(300 + 211 * i as u64, name, ""));
+    }
+    let output = command.output().expect("strace runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for (i, name) in names.iter().enumerate() {
+        let bytes = std::fs::read(out.join(name)).unwrap();
+        assert_eq!(bytes, content(name, 1, 300 + 211 * i as u64), "{name}");
+    }
+    let calls = traced_calls(&std::fs::read_to_string(&trace).unwrap());
+    let linked = nameless_links(&calls);
+    assert_eq!(
+        linked.len(),
+        names.len(),
+        "every file took the nameless way (else this test checks nothing)"
+    );
+    let flushes: Vec<&Call> = calls
+        .iter()
+        .filter(|c| matches!(c.name.as_str(), "syncfs" | "fdatasync" | "fsync") && c.ret == "0")
+        .collect();
+    assert!(
+        flushes.iter().any(|f| f.name == "syncfs"),
+        "eight downloads at once shared flushes"
+    );
+    let flushed = |file: Option<u64>, after: f64, before: f64| {
+        flushes.iter().any(|f| {
+            (f.name == "syncfs" || (file.is_some() && f.file == file))
+                && f.start > after
+                && f.end < before
+        })
+    };
+    for link in &linked {
+        assert!(
+            flushed(Some(link.file), link.written, link.call.start),
+            "{}: linked without a flush of its data after its last write",
+            link.name
+        );
+        let reported = calls
+            .iter()
+            .find(|c| {
+                c.name == "write"
+                    && c.first_arg() == "1"
+                    && c.args.split("\\n").any(|event| {
+                        event.contains("\\\"event\\\":\\\"finished\\\"")
+                            && event.contains(&format!("/{}\\\"", link.name))
+                    })
+            })
+            .unwrap_or_else(|| panic!("{} was never reported finished", link.name));
+        assert!(
+            flushed(link.dir, link.call.end, reported.start),
+            "{}: reported finished before its name was flushed",
+            link.name
+        );
+    }
+    drop(server);
+}
+
+fn strace_available() -> bool {
+    let there = Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !there {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "strace is needed under CI=true (see .ci/run)"
+        );
+        eprintln!("SKIPPED: strace is not installed");
+    }
+    there
+}
+
+/// One system call strace saw: its name, arguments and result as strace prints them, when it
+/// started and ended (seconds), and the open files it named (see `open_files`).
+#[derive(Debug)]
+struct Call {
+    name: String,
+    args: String,
+    ret: String,
+    start: f64,
+    end: f64,
+    /// The open file its first argument is (for `linkat`, the file it names).
+    file: Option<u64>,
+    /// The open file an `openat` made; for `linkat`, the directory it links into.
+    other: Option<u64>,
+}
+
+impl Call {
+    fn first_arg(&self) -> &str {
+        self.args.split(',').next().unwrap_or("").trim()
+    }
+}
+
+/// The calls of an `strace -f -ttt -T` log, a call split over two lines (`<unfinished ...>`,
+/// `<... resumed>`) made whole, in the order they started.
+fn traced_calls(log: &str) -> Vec<Call> {
+    let mut pending: HashMap<&str, (f64, String)> = HashMap::default();
+    let mut calls = Vec::new();
+    for line in log.lines() {
+        let Some((thread, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Some((time, rest)) = rest.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Ok(time) = time.parse::<f64>() else {
+            continue;
+        };
+        let (start, text, resumed) = if let Some(tail) = rest.strip_prefix("<... ") {
+            let Some((started, head)) = pending.remove(thread) else {
+                continue;
+            };
+            let Some((_, after)) = tail.split_once(" resumed>") else {
+                continue;
+            };
+            (started, format!("{head}{after}"), true)
+        } else if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
+            pending.insert(thread, (time, head.to_owned()));
+            continue;
+        } else {
+            (time, rest.to_owned(), false)
+        };
+        // NAME(ARGS) = RET <DURATION>
+        let Some((name, after_name)) = text.split_once('(') else {
+            continue;
+        };
+        // strace pads short calls: `syncfs(31)      = 0`.
+        let Some((args, result)) = after_name.rsplit_once(" = ") else {
+            continue;
+        };
+        let Some(args) = args.trim_end().strip_suffix(')') else {
+            continue;
+        };
+        let mut result = result.split_whitespace();
+        let ret = result.next().unwrap_or("").to_owned();
+        let duration = result
+            .last()
+            .and_then(|d| d.strip_prefix('<')?.strip_suffix('>')?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        calls.push(Call {
+            name: name.to_owned(),
+            args: args.to_owned(),
+            ret,
+            start,
+            end: if resumed { time } else { time + duration },
+            file: None,
+            other: None,
+        });
+    }
+    open_files(&mut calls);
+    calls.sort_by(|a, b| a.start.total_cmp(&b.start));
+    calls
+}
+
+/// Names the open file each call's first argument is, across the descriptors that share it
+/// (`fcntl(F_DUPFD_CLOEXEC)`: a sync may run on a copy of the file's descriptor) and numbers
+/// reused after a `close`. A descriptor exists from the end of the call that made it until
+/// the start of its `close`.
+fn open_files(calls: &mut [Call]) {
+    let mut moments: Vec<(f64, usize)> = (0..calls.len())
+        .map(|i| {
+            let call = &calls[i];
+            let makes = matches!(call.name.as_str(), "openat" | "fcntl");
+            (if makes { call.end } else { call.start }, i)
+        })
+        .collect();
+    moments.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut files: HashMap<String, u64> = HashMap::default();
+    let mut next_file = 0;
+    for (_, i) in moments {
+        let call = &mut calls[i];
+        let first = call.first_arg().to_owned();
+        call.file = files.get(&first).copied();
+        match call.name.as_str() {
+            "openat" if !call.ret.starts_with('-') => {
+                next_file += 1;
+                files.insert(call.ret.clone(), next_file);
+                call.other = Some(next_file);
+            }
+            "fcntl" if call.args.contains("F_DUPFD") && !call.ret.starts_with('-') => {
+                let file = call.file.unwrap_or_else(|| {
+                    next_file += 1;
+                    next_file
+                });
+                files.insert(call.ret.clone(), file);
+            }
+            "close" => {
+                files.remove(&first);
+            }
+            "linkat" => {
+                // linkat(AT_FDCWD, "/proc/self/fd/N", DIR, "NAME", AT_SYMLINK_FOLLOW)
+                let args: Vec<&str> = call.args.split(", ").collect();
+                let named = args
+                    .get(1)
+                    .and_then(|a| a.strip_prefix("\"/proc/self/fd/")?.strip_suffix('"'));
+                call.file = named.and_then(|fd| files.get(fd).copied());
+                call.other = args.get(2).and_then(|dir| files.get(dir.trim()).copied());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A file made without a name (`openat(..., O_TMPFILE)`) and linked under its name.
+struct Link<'a> {
+    name: String,
+    /// The open file, and the directory it was linked into (see `open_files`).
+    file: u64,
+    dir: Option<u64>,
+    /// When its last write ended.
+    written: f64,
+    call: &'a Call,
+}
+
+fn nameless_links(calls: &[Call]) -> Vec<Link<'_>> {
+    // The nameless files made so far, with the end of their last write.
+    let mut nameless: HashMap<u64, f64> = HashMap::default();
+    let mut links = Vec::new();
+    for call in calls {
+        match call.name.as_str() {
+            "openat" if call.args.contains("O_TMPFILE") => {
+                if let Some(made) = call.other {
+                    nameless.insert(made, 0.0);
+                }
+            }
+            "write" | "writev" => {
+                if let Some(written) = call.file.and_then(|f| nameless.get_mut(&f)) {
+                    *written = written.max(call.end);
+                }
+            }
+            "linkat" if call.ret == "0" => {
+                let Some((file, written)) = call
+                    .file
+                    .and_then(|file| Some((file, *nameless.get(&file)?)))
+                else {
+                    continue;
+                };
+                let name = call.args.split(", ").nth(3).unwrap_or("");
+                links.push(Link {
+                    name: name.trim_matches('"').to_owned(),
+                    file,
+                    dir: call.other,
+                    written,
+                    call,
+                });
+            }
+            _ => {}
+        }
+    }
+    links
 }
