@@ -8,16 +8,24 @@
 //! the file system and flushes the device once) covers all of them. A file that finishes
 //! while nothing else is waiting uses its own `fdatasync`, so a lone file never waits for
 //! other writers of the file system. Groups are per file system: a `syncfs` flushes only the
-//! one its descriptor is on. Before a shared flush starts, its leader waits as long as the
-//! previous one took (at most `GATHER_CAP`), so that files finishing meanwhile join it: on a
-//! fast disk flushes otherwise follow each other as fast as they end, two or three files each,
-//! and every one is a journal commit (5,000 tiny files to ext4: 1,888 flushes, 1,000 with the
-//! wait; 6% less time, 11% less CPU; benches/RESULTS.md, twelfth session).
+//! one its descriptor is on. Data and names (a directory synced after a rename or a link)
+//! share one group: a `syncfs` makes both durable, so one flush carries the names of files
+//! whose data the flush before carried, and the data of newer ones (5,000 tiny files to ext4:
+//! half the flushes of one group for each).
+//!
+//! The shared flushes run on a thread of their own (the flusher), started by the waiter that
+//! finds none running and exiting when nobody waits: a task waits as a future, holding no
+//! thread (a small file's commit used to hold a blocking thread through two flushes, and every
+//! flush woke them all), and code already on a blocking thread waits on a condition variable.
+//! Before a shared flush starts, the flusher waits as long as the previous one took (at most
+//! `GATHER_CAP`), so that files finishing meanwhile join it: on a fast disk flushes otherwise
+//! follow each other as fast as they end, two or three files each, and every one is a journal
+//! commit (benches/RESULTS.md, twelfth and thirteenth sessions).
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::config::Durability;
@@ -32,16 +40,14 @@ pub(crate) struct Syncer {
     file_systems: Arc<Mutex<Vec<Arc<FileSystem>>>>,
 }
 
-/// One file system's group commits, found by its device number.
+/// One file system's group commit, found by its device number.
 #[derive(Debug)]
 struct FileSystem {
     device: u64,
     /// FUSE: `syncfs` never reaches its server (sshfs, rclone, s3fs, ...), so each file is
     /// synced on its own.
     fuse: bool,
-    data: GroupSync,
-    /// The flushes that make renamed and created names durable (their directories').
-    names: GroupSync,
+    group: Arc<GroupSync>,
 }
 
 impl Syncer {
@@ -52,9 +58,9 @@ impl Syncer {
         }
     }
 
-    /// The group commits of `fd`'s file system, made when it is first met.
-    fn file_system(&self, fd: impl AsFd) -> io::Result<Arc<FileSystem>> {
-        let device = rustix::fs::fstat(&fd)?.st_dev;
+    /// The group commit of `fd`'s file system, made when it is first met.
+    fn file_system(&self, fd: BorrowedFd<'_>) -> io::Result<Arc<FileSystem>> {
+        let device = rustix::fs::fstat(fd)?.st_dev;
         let mut known = self
             .file_systems
             .lock()
@@ -64,25 +70,11 @@ impl Syncer {
         }
         let fs = Arc::new(FileSystem {
             device,
-            fuse: on_fuse(&fd),
-            data: GroupSync::default(),
-            names: GroupSync::default(),
+            fuse: on_fuse(fd),
+            group: Arc::default(),
         });
         known.push(Arc::clone(&fs));
         Ok(fs)
-    }
-
-    /// Makes what `fd` holds durable through `group` of its file system (on FUSE, its own
-    /// `fdatasync`); nothing with relaxed durability.
-    fn sync_in(&self, fd: impl AsFd, group: fn(&FileSystem) -> &GroupSync) -> io::Result<()> {
-        if !self.durable() {
-            return Ok(());
-        }
-        let fs = self.file_system(&fd)?;
-        if fs.fuse {
-            return rustix::fs::fdatasync(fd).map_err(io::Error::from);
-        }
-        group(&fs).sync(fd)
     }
 
     /// Whether data is synced at all.
@@ -99,38 +91,93 @@ impl Syncer {
         }
     }
 
-    /// Like `sync_data`, but shares one flush with the other files finishing at the same time.
+    /// Like `sync_data`, but shares one flush with the other files finishing at the same
+    /// time. Blocking: for code on a blocking thread (`sync_shared` is the waiting task's).
     pub(crate) fn sync_grouped(&self, file: &File) -> io::Result<()> {
-        self.sync_in(file, |fs| &fs.data)
+        self.sync_blocking(file.as_fd())
     }
 
     /// Makes the names in directory `dir` durable (a rename, a created or removed file): POSIX
     /// makes them survive a power cut only once their directory is synced. Shares one flush
-    /// with the other files renamed at the same time, like `sync_grouped`.
+    /// with the other files finishing at the same time, like `sync_grouped`. Blocking.
     pub(crate) fn sync_names(&self, dir: impl AsFd) -> io::Result<()> {
-        self.sync_in(dir, |fs| &fs.names)
+        self.sync_blocking(dir.as_fd())
     }
+
+    /// Makes what `fd` holds durable (a file's data, or a directory's names), sharing one flush
+    /// with the others finishing at the same time, as a task that holds no thread while it
+    /// waits; nothing with relaxed durability.
+    pub(crate) async fn sync_shared(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        if !self.durable() {
+            return Ok(());
+        }
+        let fs = self.file_system(fd)?;
+        if fs.fuse {
+            let own = fd.try_clone_to_owned()?;
+            return run_blocking(move || rustix::fs::fdatasync(own).map_err(io::Error::from)).await;
+        }
+        fs.group.sync(fd).await
+    }
+
+    /// `sync_shared` for a blocking thread.
+    fn sync_blocking(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        if !self.durable() {
+            return Ok(());
+        }
+        let fs = self.file_system(fd)?;
+        if fs.fuse {
+            return rustix::fs::fdatasync(fd).map_err(io::Error::from);
+        }
+        fs.group.sync_blocking(fd)
+    }
+}
+
+/// Runs a sync on tokio's blocking pool; a task that panicked is an error.
+async fn run_blocking(sync: impl FnOnce() -> io::Result<()> + Send + 'static) -> io::Result<()> {
+    tokio::task::spawn_blocking(sync)
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(format!("a sync failed: {e}"))))
 }
 
 /// The longest a shared flush waits for more files to join it: a slow disk's flush (tens of
 /// milliseconds) gathers many files by itself, and a file's commit never waits much longer.
 const GATHER_CAP: Duration = Duration::from_millis(2);
 
+/// How a group makes durable what it was given: every file of the file system, or one
+/// descriptor's. Functions, so that tests can watch them.
+type Flush = fn(BorrowedFd<'_>) -> io::Result<()>;
+
+fn flush_file_system(fd: BorrowedFd<'_>) -> io::Result<()> {
+    rustix::fs::syncfs(fd).map_err(io::Error::from)
+}
+
+fn flush_one(fd: BorrowedFd<'_>) -> io::Result<()> {
+    rustix::fs::fdatasync(fd).map_err(io::Error::from)
+}
+
 /// Group commit: a flush that *starts* after a file's data was written covers that file.
 #[derive(Debug)]
 struct GroupSync {
     state: Mutex<Round>,
-    finished: Condvar,
+    /// Wakes the waiting threads when a flush ends or the flusher stops.
+    changed: Condvar,
+    /// Wakes the waiting tasks, likewise (the value counts the changes).
+    changes: tokio::sync::watch::Sender<u64>,
     /// At most this long a shared flush waits for more files (`GATHER_CAP`; tests widen it).
     gather_cap: Duration,
+    flush_all: Flush,
+    flush_alone: Flush,
 }
 
 impl Default for GroupSync {
     fn default() -> Self {
         Self {
             state: Mutex::default(),
-            finished: Condvar::new(),
+            changed: Condvar::new(),
+            changes: tokio::sync::watch::Sender::new(0),
             gather_cap: GATHER_CAP,
+            flush_all: flush_file_system,
+            flush_alone: flush_one,
         }
     }
 }
@@ -140,75 +187,202 @@ struct Round {
     /// Numbers of the shared flushes started and finished so far.
     started: u64,
     finished: u64,
-    /// Whether a flush (shared or a lone file's own) is running.
+    /// Whether a flush is running (the flusher's, or a lone file's own).
     running: bool,
     /// Callers waiting for their data to be durable.
     waiting: usize,
+    /// The highest flush number a waiter needs: the flusher runs until it has finished it.
+    wanted: u64,
     /// The latest shared flush that failed, and how.
     failed: Option<(u64, io::ErrorKind, String)>,
     /// How long the latest shared flush took.
     last_flush: Duration,
 }
 
+/// What a waiter does next.
+enum Step {
+    /// A flush that started after it joined has ended, with this result.
+    Done(io::Result<()>),
+    /// A flush runs: wait for it to end.
+    Wait,
+    /// Nothing runs and nobody else waits: its own sync, now (it is marked running).
+    Alone,
+    /// Nothing runs and others wait: start the flusher (it is marked running).
+    Lead,
+}
+
+impl Round {
+    fn step(&mut self, needed: u64) -> Step {
+        if self.finished >= needed {
+            return Step::Done(match &self.failed {
+                Some((number, kind, message)) if *number >= needed => {
+                    Err(io::Error::new(*kind, message.clone()))
+                }
+                _ => Ok(()),
+            });
+        }
+        if self.running {
+            return Step::Wait;
+        }
+        self.running = true;
+        if self.waiting == 1 {
+            Step::Alone
+        } else {
+            Step::Lead
+        }
+    }
+}
+
+/// One waiter of a group, counted while it lives (a task may be dropped while it waits).
+struct Ticket<'a> {
+    group: &'a GroupSync,
+    /// The first flush numbered after this waiter joined: it covers the waiter's data.
+    needed: u64,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.group.lock().waiting -= 1;
+    }
+}
+
+/// Marks the group's flush ended when dropped (also when a flush's thread panics).
+struct EndsRunning(Arc<GroupSync>);
+
+impl Drop for EndsRunning {
+    fn drop(&mut self) {
+        self.0.lock().running = false;
+        self.0.wake();
+    }
+}
+
 impl GroupSync {
-    /// Makes `file`'s data durable, by itself or with others on its file system (the caller
-    /// gives this file system's group).
-    fn sync(&self, file: impl AsFd) -> io::Result<()> {
-        let mut round = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        // Every flush numbered from here on starts after this file's data was written.
+    fn lock(&self) -> MutexGuard<'_, Round> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes every waiter, thread or task, to look at the round again.
+    fn wake(&self) {
+        self.changed.notify_all();
+        self.changes
+            .send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    /// Joins the group after the caller's data was written: every flush numbered from now on
+    /// starts after that.
+    fn join(&self) -> Ticket<'_> {
+        let mut round = self.lock();
         let needed = round.started + 1;
         round.waiting += 1;
+        round.wanted = round.wanted.max(needed);
+        Ticket {
+            group: self,
+            needed,
+        }
+    }
+
+    /// Makes `fd`'s data durable, by itself or with others on its file system, as a task.
+    async fn sync(self: &Arc<Self>, fd: BorrowedFd<'_>) -> io::Result<()> {
+        // Subscribed before the first look, so that no wake-up after it is missed.
+        let mut changes = self.changes.subscribe();
+        let ticket = self.join();
         loop {
-            if round.finished >= needed {
-                round.waiting -= 1;
-                return match &round.failed {
-                    Some((number, kind, message)) if *number >= needed => {
-                        Err(io::Error::new(*kind, message.clone()))
-                    }
-                    _ => Ok(()),
-                };
+            let step = self.lock().step(ticket.needed);
+            match step {
+                Step::Done(result) => return result,
+                Step::Wait => {
+                    // The sender lives in `self`: this never ends in an error.
+                    let _ = changes.changed().await;
+                }
+                Step::Alone => {
+                    let own = self.own_fd(fd)?;
+                    let ends = EndsRunning(Arc::clone(self));
+                    let flush = self.flush_alone;
+                    return run_blocking(move || {
+                        let _ends = ends;
+                        flush(own.as_fd())
+                    })
+                    .await;
+                }
+                Step::Lead => self.start_flusher(fd)?,
             }
-            if round.running {
-                round = self
-                    .finished
-                    .wait(round)
-                    .unwrap_or_else(PoisonError::into_inner);
-                continue;
+        }
+    }
+
+    /// `sync` for a blocking thread.
+    fn sync_blocking(self: &Arc<Self>, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let ticket = self.join();
+        let mut round = self.lock();
+        loop {
+            match round.step(ticket.needed) {
+                Step::Done(result) => return result,
+                Step::Wait => {
+                    round = self
+                        .changed
+                        .wait(round)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                Step::Alone => {
+                    drop(round);
+                    let _ends = EndsRunning(Arc::clone(self));
+                    return (self.flush_alone)(fd);
+                }
+                Step::Lead => {
+                    drop(round);
+                    self.start_flusher(fd)?;
+                    round = self.lock();
+                }
             }
-            round.running = true;
-            if round.waiting == 1 {
-                // Alone: this file's own sync, which does not wait for anyone else's data.
-                drop(round);
-                let result = rustix::fs::fdatasync(&file).map_err(io::Error::from);
-                let mut round = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-                round.running = false;
-                round.waiting -= 1;
-                drop(round);
-                self.finished.notify_all();
-                return result;
+        }
+    }
+
+    /// A descriptor of the caller's own for a thread to sync; on failure the group is not
+    /// left marked running (another waiter then tries).
+    fn own_fd(self: &Arc<Self>, fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+        fd.try_clone_to_owned().inspect_err(|_| {
+            drop(EndsRunning(Arc::clone(self)));
+        })
+    }
+
+    /// Starts the flusher on a thread of its own, given a descriptor on this file system.
+    fn start_flusher(self: &Arc<Self>, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let own = self.own_fd(fd)?;
+        let ends = EndsRunning(Arc::clone(self));
+        std::thread::Builder::new()
+            .name("haul-flush".into())
+            .spawn(move || ends.0.flush_while_wanted(own.as_fd(), &ends))
+            .map(drop)
+    }
+
+    /// The flusher: shared flushes until every waiter's is done. (`_ends` ends the group's
+    /// running mark, after the last flush, when it is dropped.)
+    fn flush_while_wanted(&self, fd: BorrowedFd<'_>, _ends: &EndsRunning) {
+        loop {
+            let mut round = self.lock();
+            if round.wanted <= round.finished {
+                return;
             }
-            // Shared: files finishing while the leader waits (`running` keeps them waiting)
-            // are numbered into this flush, which starts after their data was written.
+            // Files finishing while the flusher waits are numbered into this flush, which
+            // starts after their data was written.
             let gather = round.last_flush.min(self.gather_cap);
             if !gather.is_zero() {
                 drop(round);
                 std::thread::sleep(gather);
-                round = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                round = self.lock();
             }
             round.started += 1;
             let number = round.started;
             drop(round);
             let flush_started = Instant::now();
-            let result = rustix::fs::syncfs(&file);
-            round = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let result = (self.flush_all)(fd);
+            let mut round = self.lock();
             round.last_flush = flush_started.elapsed();
-            round.running = false;
             round.finished = number;
-            if let Err(errno) = result {
-                let error = io::Error::from(errno);
+            if let Err(error) = result {
                 round.failed = Some((number, error.kind(), error.to_string()));
             }
-            self.finished.notify_all();
+            drop(round);
+            self.wake();
         }
     }
 }
@@ -217,7 +391,7 @@ impl GroupSync {
 const FUSE_SUPER_MAGIC: u32 = 0x6573_5546;
 
 /// Whether `fd` is on a FUSE file system.
-fn on_fuse(fd: &impl AsFd) -> bool {
+fn on_fuse(fd: BorrowedFd<'_>) -> bool {
     rustix::fs::fstatfs(fd)
         .is_ok_and(|stat| u32::try_from(stat.f_type).is_ok_and(|kind| kind == FUSE_SUPER_MAGIC))
 }
@@ -227,11 +401,33 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    /// The group commits of the file system `path` is on.
+    /// The group commit of the file system `path` is on.
     fn file_system(syncer: &Syncer, path: &std::path::Path) -> Arc<FileSystem> {
-        let fs = syncer.file_system(File::open(path).unwrap()).unwrap();
+        let fs = syncer
+            .file_system(File::open(path).unwrap().as_fd())
+            .unwrap();
         assert!(!fs.fuse, "the tests' files are on a local disk");
         fs
+    }
+
+    /// A new file in `dir` holding `text`, not yet synced.
+    fn written(dir: &std::path::Path, name: &str, text: &str) -> File {
+        let mut file = File::create(dir.join(name)).unwrap();
+        writeln!(file, "{text}").unwrap();
+        file
+    }
+
+    /// Waits until the flusher has stopped, then returns the round.
+    fn settled(group: &GroupSync) -> MutexGuard<'_, Round> {
+        for _ in 0..5_000 {
+            let round = group.lock();
+            if !round.running {
+                return round;
+            }
+            drop(round);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("the flusher never stopped");
     }
 
     #[test]
@@ -258,31 +454,29 @@ mod tests {
     fn files_finishing_during_a_flush_share_the_next_one() {
         let dir = tempfile::tempdir().unwrap();
         let syncer = Syncer::new(Durability::Full);
-        let fs = file_system(&syncer, dir.path());
-        let group = &fs.data;
+        let group = Arc::clone(&file_system(&syncer, dir.path()).group);
         // A flush is running: whoever finishes now must wait for the next one.
-        group.state.lock().unwrap().running = true;
+        group.lock().running = true;
         let threads: Vec<_> = (0..4)
             .map(|i| {
                 let syncer = syncer.clone();
-                let path = dir.path().join(format!("f{i}"));
+                let dir = dir.path().to_path_buf();
                 std::thread::spawn(move || {
-                    let mut file = File::create(&path).unwrap();
-                    writeln!(file, "{i}").unwrap();
+                    let file = written(&dir, &format!("f{i}"), "data");
                     syncer.sync_grouped(&file).unwrap();
                 })
             })
             .collect();
-        while group.state.lock().unwrap().waiting < 4 {
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        while group.lock().waiting < 4 {
+            std::thread::sleep(Duration::from_millis(1));
         }
-        // The running flush ends: one of the four flushes for all of them.
-        group.state.lock().unwrap().running = false;
-        group.finished.notify_all();
+        // The running flush ends: one of the four starts the flusher, one flush for all.
+        group.lock().running = false;
+        group.wake();
         for thread in threads {
             thread.join().unwrap();
         }
-        let round = group.state.lock().unwrap();
+        let round = settled(&group);
         assert_eq!(round.started, 1, "four files, one shared flush");
         assert_eq!(round.finished, 1);
         assert_eq!(round.waiting, 0);
@@ -292,40 +486,35 @@ mod tests {
     fn a_file_finishing_while_a_shared_flush_gathers_joins_that_flush() {
         let dir = tempfile::tempdir().unwrap();
         // Widened so that a loaded machine cannot miss the window: the last flush "took" 2 s.
-        let group = GroupSync {
+        let group = Arc::new(GroupSync {
             gather_cap: Duration::from_secs(2),
             ..GroupSync::default()
-        };
-        let group = Arc::new(group);
+        });
         let commit = |name: &str| {
             let group = Arc::clone(&group);
-            let path = dir.path().join(name);
-            std::thread::spawn(move || {
-                let mut file = File::create(&path).unwrap();
-                writeln!(file, "data").unwrap();
-                group.sync(&file).unwrap();
-            })
+            let file = written(dir.path(), name, "data");
+            std::thread::spawn(move || group.sync_blocking(file.as_fd()).unwrap())
         };
         {
-            let mut round = group.state.lock().unwrap();
+            let mut round = group.lock();
             round.last_flush = Duration::from_secs(2);
             round.running = true;
         }
         let first = [commit("a"), commit("b")];
-        while group.state.lock().unwrap().waiting < 2 {
+        while group.lock().waiting < 2 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        // The running flush ends; one of the two leads the next and gathers.
-        group.state.lock().unwrap().running = false;
-        group.finished.notify_all();
-        while !group.state.lock().unwrap().running {
+        // The running flush ends; one of the two starts the flusher, which gathers.
+        group.lock().running = false;
+        group.wake();
+        while !group.lock().running {
             std::thread::sleep(Duration::from_millis(1));
         }
         let late = commit("c");
         for thread in first.into_iter().chain([late]) {
             thread.join().unwrap();
         }
-        let round = group.state.lock().unwrap();
+        let round = settled(&group);
         assert_eq!(round.started, 1, "three files, one shared flush");
         assert_eq!(round.waiting, 0);
     }
@@ -337,11 +526,10 @@ mod tests {
         let threads: Vec<_> = (0..16)
             .map(|i| {
                 let syncer = syncer.clone();
-                let path = dir.path().join(format!("f{i}"));
+                let dir = dir.path().to_path_buf();
                 std::thread::spawn(move || {
                     for round in 0..20 {
-                        let mut file = File::create(&path).unwrap();
-                        writeln!(file, "{i} {round}").unwrap();
+                        let file = written(&dir, &format!("f{i}"), &format!("{i} {round}"));
                         syncer.sync_grouped(&file).unwrap();
                     }
                 })
@@ -351,22 +539,65 @@ mod tests {
             thread.join().unwrap();
         }
         let fs = file_system(&syncer, dir.path());
-        let round = fs.data.state.lock().unwrap();
+        let round = settled(&fs.group);
         // Nobody is left waiting and no flush is left half done.
         assert_eq!(round.waiting, 0);
-        assert!(!round.running);
         assert_eq!(round.started, round.finished);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn waiting_tasks_hold_no_thread_and_share_flushes_with_waiting_threads() {
+        // One runtime thread: a task that blocked it while waiting would stop them all.
+        let dir = tempfile::tempdir().unwrap();
+        let syncer = Syncer::new(Durability::Full);
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let syncer = syncer.clone();
+                let file = written(dir.path(), &format!("t{i}"), "task");
+                tokio::spawn(async move { syncer.sync_shared(file.as_fd()).await })
+            })
+            .collect();
+        let thread = {
+            let syncer = syncer.clone();
+            let dir = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                for round in 0..20 {
+                    let file = written(&dir, "thread", &format!("{round}"));
+                    syncer.sync_grouped(&file).unwrap();
+                }
+            })
+        };
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        thread.join().unwrap();
+        let fs = file_system(&syncer, dir.path());
+        let round = settled(&fs.group);
+        assert!(round.started >= 1, "the tasks shared flushes");
+        assert_eq!(round.waiting, 0);
+    }
+
+    #[tokio::test]
+    async fn a_task_that_stops_waiting_is_no_longer_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncer = Syncer::new(Durability::Full);
+        let group = Arc::clone(&file_system(&syncer, dir.path()).group);
+        group.lock().running = true;
+        let file = written(dir.path(), "f", "data");
+        let waited =
+            tokio::time::timeout(Duration::from_millis(20), syncer.sync_shared(file.as_fd())).await;
+        assert!(waited.is_err(), "a flush runs: the task waits");
+        assert_eq!(group.lock().waiting, 0);
     }
 
     #[test]
     fn a_file_finishing_alone_syncs_only_itself() {
         let dir = tempfile::tempdir().unwrap();
         let syncer = Syncer::new(Durability::Full);
-        let mut file = File::create(dir.path().join("alone")).unwrap();
-        writeln!(file, "alone").unwrap();
+        let file = written(dir.path(), "alone", "alone");
         syncer.sync_grouped(&file).unwrap();
         let fs = file_system(&syncer, dir.path());
-        let round = fs.data.state.lock().unwrap();
+        let round = fs.group.lock();
         assert_eq!(round.started, 0, "its own fdatasync, no shared flush");
         assert_eq!(round.waiting, 0);
     }
@@ -380,6 +611,100 @@ mod tests {
         assert!(
             syncer.file_systems.lock().unwrap().is_empty(),
             "not even looked at"
+        );
+    }
+
+    /// The flushes the ordering test's group ran: when each started and ended (on one
+    /// clock of events), and whose file a lone one covered (`None`: every file).
+    mod watched {
+        use super::*;
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        pub(super) static CLOCK: AtomicU64 = AtomicU64::new(0);
+        pub(super) static FLUSHES: Mutex<Vec<(u64, u64, Option<u64>)>> = Mutex::new(Vec::new());
+
+        pub(super) fn tick() -> u64 {
+            CLOCK.fetch_add(1, Ordering::SeqCst)
+        }
+
+        fn record(fd: BorrowedFd<'_>, covers: Option<u64>) -> io::Result<()> {
+            let started = tick();
+            std::thread::sleep(Duration::from_micros(200 * (started % 4)));
+            rustix::fs::fdatasync(fd)?;
+            let ended = tick();
+            FLUSHES.lock().unwrap().push((started, ended, covers));
+            Ok(())
+        }
+
+        pub(super) fn all(fd: BorrowedFd<'_>) -> io::Result<()> {
+            record(fd, None)
+        }
+
+        pub(super) fn alone(fd: BorrowedFd<'_>) -> io::Result<()> {
+            record(fd, Some(rustix::fs::fstat(fd)?.st_ino))
+        }
+    }
+
+    #[test]
+    fn every_file_returns_only_after_a_flush_that_started_after_its_data_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = Arc::new(GroupSync {
+            flush_all: watched::all,
+            flush_alone: watched::alone,
+            ..GroupSync::default()
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        // (written, returned, inode) of every commit; threads and tasks mixed, in bursts.
+        let commits = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for i in 0..24_u64 {
+            let group = Arc::clone(&group);
+            let commits = Arc::clone(&commits);
+            let dir = dir.path().to_path_buf();
+            let as_task = i % 2 == 0;
+            let handle = runtime.handle().clone();
+            threads.push(std::thread::spawn(move || {
+                for round in 0..10_u64 {
+                    let file = written(&dir, &format!("f{i}"), &format!("{round}"));
+                    let inode = rustix::fs::fstat(&file).unwrap().st_ino;
+                    let written_at = watched::tick();
+                    if as_task {
+                        handle.block_on(group.sync(file.as_fd())).unwrap();
+                    } else {
+                        group.sync_blocking(file.as_fd()).unwrap();
+                    }
+                    let returned_at = watched::tick();
+                    commits
+                        .lock()
+                        .unwrap()
+                        .push((written_at, returned_at, inode));
+                    std::thread::sleep(Duration::from_micros(300 * ((i + round) % 3)));
+                }
+            }));
+        }
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let flushes = watched::FLUSHES.lock().unwrap();
+        let commits = commits.lock().unwrap();
+        assert_eq!(commits.len(), 240);
+        for (written_at, returned_at, inode) in commits.iter() {
+            assert!(
+                flushes.iter().any(|(started, ended, covers)| {
+                    started > written_at
+                        && ended < returned_at
+                        && covers.is_none_or(|covered| covered == *inode)
+                }),
+                "a commit written at {written_at} returned at {returned_at} without a flush of \
+                 its data in between"
+            );
+        }
+        assert!(
+            flushes.iter().any(|flush| flush.2.is_none()),
+            "the bursts shared flushes"
         );
     }
 }

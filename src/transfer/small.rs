@@ -2,7 +2,9 @@
 //! resume state, which would cost more than fetching them again.
 
 use std::io::{IoSlice, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -16,6 +18,7 @@ use crate::Error;
 use crate::integrity::{Checksum, Hasher};
 use crate::progress::Event;
 use crate::storage::PartPaths;
+use crate::storage::dir::Dir;
 use crate::storage::durability::Syncer;
 use crate::storage::files::{create_part, remove_part, remove_state};
 use crate::storage::quick::on_pool;
@@ -134,13 +137,15 @@ impl Transfer<'_> {
         }
     }
 
-    /// Commits a small file received in memory, in one call (with thousands of small files
-    /// each trip to a blocking thread costs more than the work; without syncs the call runs
-    /// inline once the file system has proven fast, see `storage::quick`): verify the digest (a
-    /// mismatch never touches the disk), write the file with the server's time, sync it, and
-    /// give it its final name: a file without a name until then where the file system makes
-    /// one (`commit_anonymously`), else a locked `.part`, renamed. Returns that name and the
-    /// digest.
+    /// Commits a small file received in memory: verify the digest (a mismatch never touches
+    /// the disk), write the file with the server's time, sync it, and give it its final name:
+    /// a file without a name until then where the file system makes one (`write_nameless`,
+    /// `name_nameless`), else a locked `.part`, renamed. Returns that name and the digest.
+    ///
+    /// Without syncs this is one call (with thousands of small files each trip to a blocking
+    /// thread costs more than the work; it runs inline once the file system has proven fast,
+    /// see `storage::quick`). With syncs the nameless way goes in steps, and its two waits for
+    /// a shared flush (the data, then the name) hold no thread: the task waits.
     pub(super) async fn commit_small(
         &self,
         session: &Session,
@@ -156,8 +161,47 @@ impl Transfer<'_> {
         let mtime = naming.mtime.take();
         let etag = naming.etag.take();
         let stale_state = session.stale_state;
+        let nameless = !stale_state && naming.keeps_planned_name();
         let syncer = self.disk.syncer().clone();
+        let quick_fs = self.disk.quick_fs();
         let durable = syncer.durable();
+        if durable && nameless {
+            let written = {
+                let paths = paths.clone();
+                quick_fs
+                    .run("writing a small file", move || {
+                        let digest = algorithm.map(|algorithm| body.digest(algorithm));
+                        check_digest(expected.as_ref(), digest.as_ref(), &paths.place.path())?;
+                        let file = write_nameless(&paths, &body, (mtime, etag.as_deref()))?;
+                        // Written: the memory is not held while the file waits for its flush.
+                        let body = if file.is_some() {
+                            SmallBody::default()
+                        } else {
+                            body
+                        };
+                        Ok((file, body, digest, etag))
+                    })
+                    .await?
+            };
+            let (body, digest, etag) = match written {
+                (Some((file, dir)), _, digest, etag) => {
+                    match self.name_durably(file, dir, &paths).await? {
+                        None => return Ok((planned, digest)),
+                        Some(body) => (body, digest, etag),
+                    }
+                }
+                (None, body, digest, etag) => (body, digest, etag),
+            };
+            // The nameless way is not open here: the `.part` way, whose syncs wait on a
+            // blocking thread.
+            return on_pool("writing a small file", move || {
+                let attributes = (mtime, etag.as_deref());
+                let named =
+                    commit_as_part(&paths, &body, attributes, naming, stale_state, &syncer)?;
+                Ok((named, digest))
+            })
+            .await;
+        }
         let commit = move || {
             let digest = algorithm.map(|algorithm| body.digest(algorithm));
             if let Err(mismatch) = check_digest(expected.as_ref(), digest.as_ref(), &planned) {
@@ -168,49 +212,79 @@ impl Transfer<'_> {
                 return Err(mismatch);
             }
             let attributes = (mtime, etag.as_deref());
-            if !stale_state
-                && naming.keeps_planned_name()
-                && let Some(named) = commit_anonymously(&paths, &body, attributes, &syncer)?
-            {
-                return Ok((named, digest));
+            if nameless && let Some((file, dir)) = write_nameless(&paths, &body, attributes)? {
+                // (Only without syncs: a durable nameless commit took the way above.)
+                syncer
+                    .sync_grouped(&file)
+                    .map_err(|e| Error::io("sync", &planned, e))?;
+                if name_nameless(&paths, &dir, &file)? {
+                    syncer
+                        .sync_names(dir.fd())
+                        .map_err(|e| Error::io("sync", dir.path(), e))?;
+                    return Ok((planned, digest));
+                }
             }
-            let mut file = create_part(&paths, true)?;
-            let written = fill(&mut file, &body, attributes, &syncer)
-                .map_err(|(doing, e)| Error::io(doing, &paths.part, e));
-            if let Err(error) = written {
-                // Without a state file these bytes could not be resumed; the body is fetched
-                // again, and a full disk is not left fuller.
-                let _ = remove_part(&paths);
-                return Err(error);
-            }
-            // The `.part` stays open, and so locked, until it has its final name: another
-            // process never takes it over between the write and the rename.
-            let named = naming.apply(&paths, stale_state, &syncer);
-            drop(file);
-            Ok((named?, digest))
+            let named = commit_as_part(&paths, &body, attributes, naming, stale_state, &syncer)?;
+            Ok((named, digest))
         };
         if durable {
             // The sync may wait for a shared flush: never on a runtime thread.
             return on_pool("writing a small file", commit).await;
         }
-        self.disk
-            .quick_fs()
-            .run("writing a small file", commit)
+        quick_fs.run("writing a small file", commit).await
+    }
+
+    /// Makes a file `write_nameless` wrote durable, names it, and makes the name durable, each
+    /// wait a task's (see `Syncer::sync_shared`). `Some(body)`, read back, when it cannot be
+    /// named here after all (no `/proc`): the caller takes the `.part` way.
+    async fn name_durably(
+        &self,
+        file: std::fs::File,
+        dir: Arc<Dir>,
+        paths: &PartPaths,
+    ) -> Result<Option<SmallBody>, Error> {
+        let syncer = self.disk.syncer();
+        syncer
+            .sync_shared(file.as_fd())
             .await
+            .map_err(|e| Error::io("sync", paths.place.path(), e))?;
+        let named = {
+            let paths = paths.clone();
+            self.disk
+                .quick_fs()
+                .run("naming a small file", move || {
+                    if name_nameless(&paths, &dir, &file)? {
+                        Ok(Ok(dir))
+                    } else {
+                        read_back(&file, &paths).map(Err)
+                    }
+                })
+                .await?
+        };
+        match named {
+            Ok(dir) => {
+                // The new name survives a power cut only once its directory is synced.
+                syncer
+                    .sync_shared(dir.fd())
+                    .await
+                    .map_err(|e| Error::io("sync", dir.path(), e))?;
+                Ok(None)
+            }
+            Err(body) => Ok(Some(body)),
+        }
     }
 }
 
 /// The server's time (seconds since the epoch) and `ETag`, when haul keeps them.
 type Attributes<'a> = (Option<u64>, Option<&'a str>);
 
-/// What either way does to the file before it is named: the body, the server's time and
-/// `ETag` (only these are lost if setting them fails, never the file), and the sync. A
-/// failure says what was being done.
+/// What either way does to the file before it is synced and named: the body, the server's
+/// time and `ETag` (only these are lost if setting them fails, never the file). A failure
+/// says what was being done.
 fn fill(
     file: &mut std::fs::File,
     body: &SmallBody,
     (mtime, etag): Attributes<'_>,
-    syncer: &Syncer,
 ) -> Result<(), (&'static str, std::io::Error)> {
     body.write_to(file).map_err(|e| ("write", e))?;
     if let Some(seconds) = mtime {
@@ -219,27 +293,48 @@ fn fill(
     if let Some(etag) = etag {
         super::look::write_etag(file, etag);
     }
-    syncer.sync_grouped(file).map_err(|e| ("sync", e))
+    Ok(())
 }
 
-/// Writes a small body to a file without a name and names it at the planned name (see
-/// `Dir::create_anonymous`): no `.part` is made, locked, renamed or left behind by a crash.
-/// `Ok(None)` when this way is not open here: the final name was taken when the download
-/// looked (`OnExists::Overwrite` replaces it), a `.part` is there (an earlier run's, or
-/// another process's, which the `.part` way locks or takes over), or the file system cannot.
-/// (The caller keeps the `.part` way also for a stale state to remove and for a claimed
-/// `Content-Disposition` name.)
-/// A final name that appears meanwhile (another process finished the file) is `Error::Busy`,
-/// like the `.part` way's: the download looks again and keeps that file. (A process on the
-/// `.part` way, a haul before this or a file system without anonymous files, that makes its
-/// `.part` after this look may still rename it over this file: what stays is then that
-/// process's complete version.) Blocking.
-fn commit_anonymously(
+/// The `.part` way: a locked `.part` is made (or taken over), filled, synced and renamed to
+/// its final name (the claimed `Content-Disposition` name, when there is one). Blocking.
+fn commit_as_part(
     paths: &PartPaths,
     body: &SmallBody,
     attributes: Attributes<'_>,
+    naming: super::commit::Naming,
+    stale_state: bool,
     syncer: &Syncer,
-) -> Result<Option<PathBuf>, Error> {
+) -> Result<PathBuf, Error> {
+    let mut file = create_part(paths, true)?;
+    let written = fill(&mut file, body, attributes)
+        .and_then(|()| syncer.sync_grouped(&file).map_err(|e| ("sync", e)))
+        .map_err(|(doing, e)| Error::io(doing, &paths.part, e));
+    if let Err(error) = written {
+        // Without a state file these bytes could not be resumed; the body is fetched
+        // again, and a full disk is not left fuller.
+        let _ = remove_part(paths);
+        return Err(error);
+    }
+    // The `.part` stays open, and so locked, until it has its final name: another
+    // process never takes it over between the write and the rename.
+    let named = naming.apply(paths, stale_state, syncer);
+    drop(file);
+    named
+}
+
+/// Writes a small body to a file without a name in the planned name's directory (see
+/// `Dir::create_anonymous`), for `name_nameless` to name once it is durable: no `.part` is
+/// made, locked, renamed or left behind by a crash. `None` when this way is not open here:
+/// the final name was taken when the download looked (`OnExists::Overwrite` replaces it), a
+/// `.part` is there (an earlier run's, or another process's, which the `.part` way locks or
+/// takes over), or the file system cannot. (The caller keeps the `.part` way also for a
+/// stale state to remove and for a claimed `Content-Disposition` name.) Blocking.
+fn write_nameless(
+    paths: &PartPaths,
+    body: &SmallBody,
+    attributes: Attributes<'_>,
+) -> Result<Option<(std::fs::File, Arc<Dir>)>, Error> {
     if !paths.final_absent {
         return Ok(None);
     }
@@ -254,22 +349,41 @@ fn commit_anonymously(
     let Some(mut file) = dir.create_anonymous() else {
         return Ok(None);
     };
-    let planned = paths.place.path();
-    fill(&mut file, body, attributes, syncer)
-        .map_err(|(doing, e)| Error::io(doing, &planned, e))?;
-    match dir.link_anonymous(&file, paths.place.name()) {
-        Ok(true) => {}
-        Ok(false) => return Ok(None),
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(Error::Busy { path: planned });
-        }
-        Err(error) => return Err(Error::io("name", &planned, error)),
+    fill(&mut file, body, attributes)
+        .map_err(|(doing, e)| Error::io(doing, paths.place.path(), e))?;
+    Ok(Some((file, dir)))
+}
+
+/// The body of a file `write_nameless` wrote, read back for the `.part` way when it could not
+/// be named (rare: once per directory, and only where `/proc` is missing).
+fn read_back(file: &std::fs::File, paths: &PartPaths) -> Result<SmallBody, Error> {
+    use std::io::{Read, Seek};
+    let mut bytes = Vec::new();
+    let mut reader = file;
+    reader
+        .seek(std::io::SeekFrom::Start(0))
+        .and_then(|_| reader.read_to_end(&mut bytes))
+        .map_err(|e| Error::io("read", paths.place.path(), e))?;
+    let mut body = SmallBody::default();
+    body.push(Bytes::from(bytes));
+    Ok(body)
+}
+
+/// Names a file `write_nameless` wrote (and the caller made durable) at the planned name;
+/// `false` when it cannot be named here after all (no `/proc`: the `.part` way then). A final
+/// name that appeared meanwhile (another process finished the file) is `Error::Busy`, like the
+/// `.part` way's: the download looks again and keeps that file. (A process on the `.part`
+/// way, a haul before this or a file system without anonymous files, that makes its `.part`
+/// after this look may still rename it over this file: what stays is then that process's
+/// complete version.) Blocking.
+fn name_nameless(paths: &PartPaths, dir: &Dir, file: &std::fs::File) -> Result<bool, Error> {
+    match dir.link_anonymous(file, paths.place.name()) {
+        Ok(named) => Ok(named),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::Busy {
+            path: paths.place.path(),
+        }),
+        Err(error) => Err(Error::io("name", paths.place.path(), error)),
     }
-    // The new name survives a power cut only once its directory is synced.
-    syncer
-        .sync_names(dir.fd())
-        .map_err(|e| Error::io("sync", dir.path(), e))?;
-    Ok(Some(planned))
 }
 
 #[cfg(test)]
