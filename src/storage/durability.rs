@@ -44,10 +44,38 @@ pub(crate) struct Syncer {
 #[derive(Debug)]
 struct FileSystem {
     device: u64,
+    kind: Kind,
+    group: Arc<GroupSync>,
+}
+
+/// What syncing means on a file system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A disk: shared flushes (`syncfs`), or a lone file's own `fdatasync`.
+    Disk,
     /// FUSE: `syncfs` never reaches its server (sshfs, rclone, s3fs, ...), so each file is
     /// synced on its own.
-    fuse: bool,
-    group: Arc<GroupSync>,
+    Fuse,
+    /// tmpfs or ramfs: nothing survives a power cut, and a sync does nothing in the kernel;
+    /// haul skips its machinery too (on tmpfs it cost a 64 KiB file a fifth of its CPU).
+    Memory,
+}
+
+/// `f_type`s of `fstatfs`.
+const FUSE_SUPER_MAGIC: u32 = 0x6573_5546;
+const TMPFS_MAGIC: u32 = 0x0102_1994;
+const RAMFS_MAGIC: u32 = 0x8584_58f6;
+
+/// What kind of file system `fd` is on.
+fn kind_of(fd: BorrowedFd<'_>) -> Kind {
+    let f_type = rustix::fs::fstatfs(fd)
+        .ok()
+        .and_then(|stat| u32::try_from(stat.f_type).ok());
+    match f_type {
+        Some(FUSE_SUPER_MAGIC) => Kind::Fuse,
+        Some(TMPFS_MAGIC | RAMFS_MAGIC) => Kind::Memory,
+        _ => Kind::Disk,
+    }
 }
 
 impl Syncer {
@@ -70,7 +98,7 @@ impl Syncer {
         }
         let fs = Arc::new(FileSystem {
             device,
-            fuse: on_fuse(fd),
+            kind: kind_of(fd),
             group: Arc::default(),
         });
         known.push(Arc::clone(&fs));
@@ -112,11 +140,14 @@ impl Syncer {
             return Ok(());
         }
         let fs = self.file_system(fd)?;
-        if fs.fuse {
-            let own = fd.try_clone_to_owned()?;
-            return run_blocking(move || rustix::fs::fdatasync(own).map_err(io::Error::from)).await;
+        match fs.kind {
+            Kind::Disk => fs.group.sync(fd).await,
+            Kind::Fuse => {
+                let own = fd.try_clone_to_owned()?;
+                run_blocking(move || rustix::fs::fdatasync(own).map_err(io::Error::from)).await
+            }
+            Kind::Memory => Ok(()),
         }
-        fs.group.sync(fd).await
     }
 
     /// `sync_shared` for a blocking thread.
@@ -125,10 +156,11 @@ impl Syncer {
             return Ok(());
         }
         let fs = self.file_system(fd)?;
-        if fs.fuse {
-            return rustix::fs::fdatasync(fd).map_err(io::Error::from);
+        match fs.kind {
+            Kind::Disk => fs.group.sync_blocking(fd),
+            Kind::Fuse => rustix::fs::fdatasync(fd).map_err(io::Error::from),
+            Kind::Memory => Ok(()),
         }
-        fs.group.sync_blocking(fd)
     }
 }
 
@@ -159,10 +191,11 @@ fn flush_one(fd: BorrowedFd<'_>) -> io::Result<()> {
 #[derive(Debug)]
 struct GroupSync {
     state: Mutex<Round>,
-    /// Wakes the waiting threads when a flush ends or the flusher stops.
+    /// Wakes the waiting threads when a flush ends or the flusher stops. (Waiting tasks are
+    /// woken by their flush's own `Notify`, in `Round`: each once, not at every flush.)
     changed: Condvar,
-    /// Wakes the waiting tasks, likewise (the value counts the changes).
-    changes: tokio::sync::watch::Sender<u64>,
+    /// Wakes an idle flusher when files wait again.
+    flusher_wanted: Condvar,
     /// At most this long a shared flush waits for more files (`GATHER_CAP`; tests widen it).
     gather_cap: Duration,
     flush_all: Flush,
@@ -174,7 +207,7 @@ impl Default for GroupSync {
         Self {
             state: Mutex::default(),
             changed: Condvar::new(),
-            changes: tokio::sync::watch::Sender::new(0),
+            flusher_wanted: Condvar::new(),
             gather_cap: GATHER_CAP,
             flush_all: flush_file_system,
             flush_alone: flush_one,
@@ -189,6 +222,8 @@ struct Round {
     finished: u64,
     /// Whether a flush is running (the flusher's, or a lone file's own).
     running: bool,
+    /// Whether a flusher thread is idle, waiting for files (`FLUSHER_LINGER`).
+    idle_flusher: bool,
     /// Callers waiting for their data to be durable.
     waiting: usize,
     /// The highest flush number a waiter needs: the flusher runs until it has finished it.
@@ -197,6 +232,11 @@ struct Round {
     failed: Option<(u64, io::ErrorKind, String)>,
     /// How long the latest shared flush took.
     last_flush: Duration,
+    /// Wakes the tasks waiting for the flush numbered next (`started + 1`) when it ends, and
+    /// when a flush (a lone file's) ends without numbering one: one of them may start it.
+    next_flush: Arc<tokio::sync::Notify>,
+    /// Wakes the tasks waiting for the flush numbered last, when it ends.
+    flushing: Arc<tokio::sync::Notify>,
 }
 
 /// What a waiter does next.
@@ -238,6 +278,8 @@ struct Ticket<'a> {
     group: &'a GroupSync,
     /// The first flush numbered after this waiter joined: it covers the waiter's data.
     needed: u64,
+    /// What wakes a waiting task when that flush ends (or the group goes idle before it).
+    woken: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for Ticket<'_> {
@@ -251,7 +293,15 @@ struct EndsRunning(Arc<GroupSync>);
 
 impl Drop for EndsRunning {
     fn drop(&mut self) {
-        self.0.lock().running = false;
+        let mut round = self.0.lock();
+        round.running = false;
+        if round.finished < round.started {
+            // A numbered flush that never ended (its thread panicked): not durable.
+            round.finished = round.started;
+            let number = round.started;
+            round.failed = Some((number, io::ErrorKind::Other, "a flush stopped".into()));
+        }
+        drop(round);
         self.0.wake();
     }
 }
@@ -263,9 +313,13 @@ impl GroupSync {
 
     /// Wakes every waiter, thread or task, to look at the round again.
     fn wake(&self) {
+        let (next, flushing) = {
+            let round = self.lock();
+            (Arc::clone(&round.next_flush), Arc::clone(&round.flushing))
+        };
         self.changed.notify_all();
-        self.changes
-            .send_modify(|count| *count = count.wrapping_add(1));
+        next.notify_waiters();
+        flushing.notify_waiters();
     }
 
     /// Joins the group after the caller's data was written: every flush numbered from now on
@@ -278,22 +332,22 @@ impl GroupSync {
         Ticket {
             group: self,
             needed,
+            woken: Arc::clone(&round.next_flush),
         }
     }
 
     /// Makes `fd`'s data durable, by itself or with others on its file system, as a task.
     async fn sync(self: &Arc<Self>, fd: BorrowedFd<'_>) -> io::Result<()> {
-        // Subscribed before the first look, so that no wake-up after it is missed.
-        let mut changes = self.changes.subscribe();
         let ticket = self.join();
         loop {
+            // Registered before the look, so that no wake-up after it is missed.
+            let woken = ticket.woken.notified();
+            let mut woken = std::pin::pin!(woken);
+            woken.as_mut().enable();
             let step = self.lock().step(ticket.needed);
             match step {
                 Step::Done(result) => return result,
-                Step::Wait => {
-                    // The sender lives in `self`: this never ends in an error.
-                    let _ = changes.changed().await;
-                }
+                Step::Wait => woken.await,
                 Step::Alone => {
                     let own = self.own_fd(fd)?;
                     let ends = EndsRunning(Arc::clone(self));
@@ -344,23 +398,49 @@ impl GroupSync {
         })
     }
 
-    /// Starts the flusher on a thread of its own, given a descriptor on this file system.
+    /// Sets the flusher to work: the idle one, else a new thread, given a descriptor on this
+    /// file system.
     fn start_flusher(self: &Arc<Self>, fd: BorrowedFd<'_>) -> io::Result<()> {
+        {
+            let mut round = self.lock();
+            if round.idle_flusher {
+                round.idle_flusher = false;
+                drop(round);
+                self.flusher_wanted.notify_one();
+                return Ok(());
+            }
+        }
         let own = self.own_fd(fd)?;
-        let ends = EndsRunning(Arc::clone(self));
+        let group = Arc::clone(self);
         std::thread::Builder::new()
             .name("haul-flush".into())
-            .spawn(move || ends.0.flush_while_wanted(own.as_fd(), &ends))
+            .spawn(move || {
+                let _gone = FlusherGone(Arc::clone(&group));
+                group.flush_while_wanted(own.as_fd());
+            })
             .map(drop)
+            .inspect_err(|_| drop(EndsRunning(Arc::clone(self))))
     }
 
-    /// The flusher: shared flushes until every waiter's is done. (`_ends` ends the group's
-    /// running mark, after the last flush, when it is dropped.)
-    fn flush_while_wanted(&self, fd: BorrowedFd<'_>, _ends: &EndsRunning) {
+    /// The flusher: shared flushes while files wait for one; then idle for `FLUSHER_LINGER`,
+    /// and the thread ends unless files wait again.
+    fn flush_while_wanted(&self, fd: BorrowedFd<'_>) {
         loop {
             let mut round = self.lock();
             if round.wanted <= round.finished {
-                return;
+                // Every waiter's flush is done (a waiter joining now finds nothing running).
+                round.running = false;
+                round.idle_flusher = true;
+                let (mut round, _) = self
+                    .flusher_wanted
+                    .wait_timeout_while(round, FLUSHER_LINGER, |round| round.idle_flusher)
+                    .unwrap_or_else(PoisonError::into_inner);
+                if round.idle_flusher {
+                    round.idle_flusher = false;
+                    return;
+                }
+                // Set to work again (and marked running) by a waiter.
+                continue;
             }
             // Files finishing while the flusher waits are numbered into this flush, which
             // starts after their data was written.
@@ -372,6 +452,7 @@ impl GroupSync {
             }
             round.started += 1;
             let number = round.started;
+            round.flushing = std::mem::take(&mut round.next_flush);
             drop(round);
             let flush_started = Instant::now();
             let result = (self.flush_all)(fd);
@@ -381,19 +462,28 @@ impl GroupSync {
             if let Err(error) = result {
                 round.failed = Some((number, error.kind(), error.to_string()));
             }
+            let woken = Arc::clone(&round.flushing);
             drop(round);
-            self.wake();
+            self.changed.notify_all();
+            woken.notify_waiters();
         }
     }
 }
 
-/// `FUSE_SUPER_MAGIC`, the `f_type` of every FUSE file system.
-const FUSE_SUPER_MAGIC: u32 = 0x6573_5546;
+/// How long an idle flusher waits for more files before its thread ends: in a batch the next
+/// files come within it, and need no new thread (on tmpfs, without it, one per flush).
+const FLUSHER_LINGER: Duration = Duration::from_millis(50);
 
-/// Whether `fd` is on a FUSE file system.
-fn on_fuse(fd: BorrowedFd<'_>) -> bool {
-    rustix::fs::fstatfs(fd)
-        .is_ok_and(|stat| u32::try_from(stat.f_type).is_ok_and(|kind| kind == FUSE_SUPER_MAGIC))
+/// Ends the group's flush if the flusher's thread panics (it does not: a safeguard).
+struct FlusherGone(Arc<GroupSync>);
+
+impl Drop for FlusherGone {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.lock().idle_flusher = false;
+            drop(EndsRunning(Arc::clone(&self.0)));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -403,11 +493,20 @@ mod tests {
 
     /// The group commit of the file system `path` is on.
     fn file_system(syncer: &Syncer, path: &std::path::Path) -> Arc<FileSystem> {
-        let fs = syncer
+        syncer
             .file_system(File::open(path).unwrap().as_fd())
-            .unwrap();
-        assert!(!fs.fuse, "the tests' files are on a local disk");
-        fs
+            .unwrap()
+    }
+
+    /// A new directory on a disk (not tmpfs, which some machines mount at /tmp): where the
+    /// group commit runs.
+    fn on_disk() -> tempfile::TempDir {
+        let target = concat!(env!("CARGO_MANIFEST_DIR"), "/target");
+        std::fs::create_dir_all(target).unwrap();
+        let dir = tempfile::tempdir_in(target).unwrap();
+        let kind = kind_of(File::open(dir.path()).unwrap().as_fd());
+        assert_eq!(kind, Kind::Disk, "the build directory is on a local disk");
+        dir
     }
 
     /// A new file in `dir` holding `text`, not yet synced.
@@ -432,7 +531,7 @@ mod tests {
 
     #[test]
     fn each_file_system_has_its_own_shared_flushes() {
-        let disk = tempfile::tempdir().unwrap();
+        let disk = on_disk();
         let syncer = Syncer::new(Durability::Full);
         let here = file_system(&syncer, disk.path());
         std::fs::create_dir(disk.path().join("sub")).unwrap();
@@ -446,13 +545,15 @@ mod tests {
         };
         let device = |p: &std::path::Path| rustix::fs::stat(p).unwrap().st_dev;
         if device(memory.path()) != device(disk.path()) {
-            assert!(!Arc::ptr_eq(&here, &file_system(&syncer, memory.path())));
+            let memory = file_system(&syncer, memory.path());
+            assert!(!Arc::ptr_eq(&here, &memory));
+            assert_eq!(memory.kind, Kind::Memory, "nothing to sync in memory");
         }
     }
 
     #[test]
     fn files_finishing_during_a_flush_share_the_next_one() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = on_disk();
         let syncer = Syncer::new(Durability::Full);
         let group = Arc::clone(&file_system(&syncer, dir.path()).group);
         // A flush is running: whoever finishes now must wait for the next one.
@@ -484,7 +585,7 @@ mod tests {
 
     #[test]
     fn a_file_finishing_while_a_shared_flush_gathers_joins_that_flush() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = on_disk();
         // Widened so that a loaded machine cannot miss the window: the last flush "took" 2 s.
         let group = Arc::new(GroupSync {
             gather_cap: Duration::from_secs(2),
@@ -521,7 +622,7 @@ mod tests {
 
     #[test]
     fn many_threads_committing_at_once_all_return() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = on_disk();
         let syncer = Syncer::new(Durability::Full);
         let threads: Vec<_> = (0..16)
             .map(|i| {
@@ -548,7 +649,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn waiting_tasks_hold_no_thread_and_share_flushes_with_waiting_threads() {
         // One runtime thread: a task that blocked it while waiting would stop them all.
-        let dir = tempfile::tempdir().unwrap();
+        let dir = on_disk();
         let syncer = Syncer::new(Durability::Full);
         let tasks: Vec<_> = (0..64)
             .map(|i| {
@@ -579,7 +680,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_task_that_stops_waiting_is_no_longer_counted() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = on_disk();
         let syncer = Syncer::new(Durability::Full);
         let group = Arc::clone(&file_system(&syncer, dir.path()).group);
         group.lock().running = true;
@@ -592,7 +693,7 @@ mod tests {
 
     #[test]
     fn a_file_finishing_alone_syncs_only_itself() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = on_disk();
         let syncer = Syncer::new(Durability::Full);
         let file = written(dir.path(), "alone", "alone");
         syncer.sync_grouped(&file).unwrap();
@@ -604,7 +705,7 @@ mod tests {
 
     #[test]
     fn relaxed_durability_syncs_nothing() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = on_disk();
         let file = File::create(dir.path().join("f")).unwrap();
         let syncer = Syncer::new(Durability::Relaxed);
         syncer.sync_grouped(&file).unwrap();
@@ -647,7 +748,7 @@ mod tests {
 
     #[test]
     fn every_file_returns_only_after_a_flush_that_started_after_its_data_was_written() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = on_disk();
         let group = Arc::new(GroupSync {
             flush_all: watched::all,
             flush_alone: watched::alone,
