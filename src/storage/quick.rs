@@ -4,10 +4,14 @@
 //! thousands of small files those trips were most of haul's time per file. On a slow or
 //! hung file system (NFS) the same call may take seconds and must not hold a runtime thread.
 //! So the work goes to the blocking pool until the file system has shown itself fast
-//! (`TRUST_AFTER` calls in a row under `FAST`), then runs inline; one inline call over `SLOW`
-//! sends all later work back to the pool for the rest of the run.
+//! (`TRUST_AFTER` calls in a row under `FAST`), then runs inline. An inline call over `SLOW`
+//! sends the work back to the pool, and trust must be earned again by twice as many quick
+//! calls as the last time: a machine so loaded that an inline call was merely preempted for
+//! 10 ms (at `-j 256` on two cores it happens) soon runs inline again, while a file system
+//! that is slow now and then is soon never trusted (a hung one never is: its pooled calls are
+//! slow).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Error;
@@ -16,16 +20,18 @@ use crate::Error;
 const FAST: Duration = Duration::from_millis(1);
 /// Pooled calls in a row under `FAST` before calls run inline.
 const TRUST_AFTER: u32 = 32;
-/// An inline call this slow ends inline calls for good.
+/// An inline call this slow sends the work back to the pool (see the module's comment).
 const SLOW: Duration = Duration::from_millis(10);
+/// At most this many doublings of `TRUST_AFTER` (then about two million quick calls).
+const MOST_STRIKES: u32 = 16;
 
 /// Where short file-system work runs; one per downloader.
 #[derive(Debug, Default)]
 pub(crate) struct QuickFs {
     /// Pooled calls in a row that were quick.
     quick_in_a_row: AtomicU32,
-    /// An inline call was slow: never inline again.
-    distrusted: AtomicBool,
+    /// Inline calls that were slow: each doubles the quick calls trust needs.
+    strikes: AtomicU32,
 }
 
 impl QuickFs {
@@ -42,7 +48,8 @@ impl QuickFs {
             let started = Instant::now();
             let result = work();
             if started.elapsed() > SLOW {
-                self.distrusted.store(true, Ordering::Relaxed);
+                self.quick_in_a_row.store(0, Ordering::Relaxed);
+                self.strikes.fetch_add(1, Ordering::Relaxed);
             }
             return result;
         }
@@ -56,10 +63,11 @@ impl QuickFs {
         result
     }
 
-    /// Whether calls run inline now: the file system proved fast and never failed that since.
+    /// Whether calls run inline now: the file system proved fast, by more calls after each
+    /// slow inline one.
     fn trusted(&self) -> bool {
-        !self.distrusted.load(Ordering::Relaxed)
-            && self.quick_in_a_row.load(Ordering::Relaxed) >= TRUST_AFTER
+        let strikes = self.strikes.load(Ordering::Relaxed).min(MOST_STRIKES);
+        self.quick_in_a_row.load(Ordering::Relaxed) >= TRUST_AFTER << strikes
     }
 
     /// Counts one pooled call's duration towards (or against) trust.
@@ -91,7 +99,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn work_runs_inline_only_after_the_file_system_proved_quick_and_never_after_a_slow_call()
+    async fn work_runs_inline_only_after_the_file_system_proved_quick_and_slow_calls_cost_trust()
     {
         let quick = QuickFs::default();
         for _ in 0..TRUST_AFTER - 1 {
@@ -125,5 +133,18 @@ mod tests {
             .await
             .unwrap();
         assert_ne!(ran_on, thread, "on the blocking pool again");
+        // Trust comes back, after twice as many quick calls as the first time (that pooled
+        // call was the first).
+        for _ in 2..TRUST_AFTER * 2 {
+            quick.observe(Duration::from_micros(50));
+        }
+        assert!(!quick.trusted(), "not after as many as the first time");
+        quick.observe(Duration::from_micros(50));
+        assert!(quick.trusted());
+        for strike in 2..=40 {
+            quick.strikes.store(strike, Ordering::Relaxed);
+            quick.quick_in_a_row.store(u32::MAX, Ordering::Relaxed);
+            assert!(quick.trusted(), "the doubling stops: no overflow");
+        }
     }
 }
