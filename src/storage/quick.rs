@@ -99,8 +99,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn work_runs_inline_only_after_the_file_system_proved_quick_and_slow_calls_cost_trust()
-    {
+    async fn work_runs_inline_only_after_the_file_system_proved_quick_and_slow_calls_cost_trust() {
         let quick = QuickFs::default();
         for _ in 0..TRUST_AFTER - 1 {
             quick.observe(Duration::from_micros(50));
