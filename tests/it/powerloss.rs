@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crate::support::crashfs::CrashFs;
 use crate::support::server::{TestServer, content};
-use crate::support::{haul, json_events};
+use crate::support::{haul, json_events, tool};
 
 /// crashfs itself, before haul is judged with it: a synced write survives, an unsynced one is
 /// gone, a name survives only once its directory was synced, a rename without a directory sync
@@ -389,7 +389,7 @@ fn relaxed_durability_loses_only_what_it_says() {
 /// then keeps is crashfs's question above.
 #[test]
 fn on_a_real_disk_each_small_file_is_durable_before_its_name_and_its_name_before_it_is_reported() {
-    if !strace_available() {
+    if !tool("strace", Command::new("strace").arg("-V")) {
         return;
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -470,21 +470,6 @@ fn on_a_real_disk_each_small_file_is_durable_before_its_name_and_its_name_before
         );
     }
     drop(server);
-}
-
-fn strace_available() -> bool {
-    let there = Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !there {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "strace is needed under CI=true (see .ci/run)"
-        );
-        eprintln!("SKIPPED: strace is not installed");
-    }
-    there
 }
 
 /// One system call strace saw: its name, arguments and result as strace prints them, when it

@@ -170,26 +170,9 @@ impl Drop for Daemon {
     }
 }
 
-/// Whether `check` (a command) succeeds; under `CI=true` it must.
-fn tool(what: &str, check: &mut Command) -> bool {
-    let present = check
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !present {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{what} is needed under CI=true (see .ci/run)"
-        );
-        eprintln!("SKIPPED: {what} is not installed");
-    }
-    present
-}
-
 /// aria2p, the Python client (`pip install aria2p`).
 pub fn aria2p_available() -> bool {
-    tool(
+    super::tool(
         "aria2p",
         Command::new("python3").args(["-c", "import aria2p"]),
     )
@@ -202,7 +185,7 @@ pub fn node_client_dir() -> PathBuf {
 
 /// Node and the `aria2` npm package (`npm install --prefix tests/daemon`).
 pub fn node_aria2_available() -> bool {
-    tool(
+    super::tool(
         "node with the aria2 npm package",
         Command::new("node")
             .args(["-e", "require('aria2')"])

@@ -65,6 +65,24 @@ pub fn free_port() -> u16 {
 }
 
 /// The real `haul` binary.
+/// Whether `check` (a command) succeeds: a tool a test needs is installed. Under `CI=true` it
+/// must be (`.ci/run` installs it); elsewhere the caller skips, saying so.
+pub fn tool(what: &str, check: &mut Command) -> bool {
+    let present = check
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{what} is needed under CI=true (see .ci/run)"
+        );
+        eprintln!("SKIPPED: {what} is not installed");
+    }
+    present
+}
+
 pub fn haul() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_haul"));
     // A developer's own configuration file never changes a test.
