@@ -8,6 +8,7 @@ pub(crate) mod dir;
 pub(crate) mod disk;
 pub(crate) mod durability;
 pub(crate) mod files;
+mod group_commit;
 pub(crate) mod open_dirs;
 pub(crate) mod place;
 pub(crate) mod pool;
