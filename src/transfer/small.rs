@@ -213,14 +213,9 @@ impl Transfer<'_> {
             }
             let attributes = (mtime, etag.as_deref());
             if nameless && let Some((file, dir)) = write_nameless(&paths, &body, attributes)? {
-                // (Only without syncs: a durable nameless commit took the way above.)
-                syncer
-                    .sync_grouped(&file)
-                    .map_err(|e| Error::io("sync", &planned, e))?;
+                // Only without syncs: a durable nameless commit took the way above.
+                debug_assert!(!durable, "a durable nameless commit is not synced here");
                 if name_nameless(&paths, &dir, &file)? {
-                    syncer
-                        .sync_names(dir.fd())
-                        .map_err(|e| Error::io("sync", dir.path(), e))?;
                     return Ok((planned, digest));
                 }
             }
