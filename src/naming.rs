@@ -54,16 +54,16 @@ pub fn file_name_from_url_exact(url: &Url) -> Result<String, String> {
 /// when nothing usable is left.
 #[must_use]
 pub fn sanitize_file_name(name: &str) -> Option<String> {
-    let replaced: String = name
-        .chars()
-        .map(|c| {
-            if c == '/' || c == '\\' || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
+    let unsafe_char = |c: char| c == '/' || c == '\\' || c.is_control();
+    // Most names need no replacing: then no copy is made but the one returned.
+    let replaced: std::borrow::Cow<'_, str> = if name.contains(unsafe_char) {
+        name.chars()
+            .map(|c| if unsafe_char(c) { '_' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        name.into()
+    };
     let trimmed = replaced.trim_matches(|c: char| c == '.' || c.is_whitespace());
     if trimmed.is_empty() || trimmed.chars().all(|c| c == '_') {
         return None;

@@ -28,22 +28,38 @@ use dir::Dir;
 use place::Place;
 
 /// The two working files of one download, beside its final name, and the directory they are
-/// all in, opened once and shared by the transfer and its writer.
+/// all in, opened once and shared by the transfer and its writer. A clone shares the names
+/// (one counter, not seven allocations: the file work of every request clones them to move
+/// into blocking calls).
 #[derive(Debug, Clone)]
 pub(crate) struct PartPaths {
+    names: Arc<PartNames>,
+    /// The final name was free when this download looked: a file appearing there later was
+    /// made by another process (a duplicated pod, an overlapping cron run) and is not to be
+    /// downloaded over.
+    pub(crate) final_absent: bool,
+}
+
+/// What [`PartPaths`] names, made once per look.
+#[derive(Debug)]
+pub(crate) struct PartNames {
     /// Where the finished file goes.
     pub(crate) place: Place,
     /// `NAME.part`, for messages.
     pub(crate) part: PathBuf,
     /// `NAME.part.haul`, for messages.
     pub(crate) state: PathBuf,
-    /// The final name was free when this download looked: a file appearing there later was
-    /// made by another process (a duplicated pod, an overlapping cron run) and is not to be
-    /// downloaded over.
-    pub(crate) final_absent: bool,
     part_name: OsString,
     state_name: OsString,
-    dir: Arc<Mutex<Option<Arc<Dir>>>>,
+    dir: Mutex<Option<Arc<Dir>>>,
+}
+
+impl std::ops::Deref for PartPaths {
+    type Target = PartNames;
+
+    fn deref(&self) -> &PartNames {
+        &self.names
+    }
 }
 
 impl PartPaths {
@@ -67,13 +83,15 @@ impl PartPaths {
             path
         };
         Self {
-            part: sibling(&part_name),
-            state: sibling(&state_name),
-            place: place.clone(),
+            names: Arc::new(PartNames {
+                part: sibling(&part_name),
+                state: sibling(&state_name),
+                place: place.clone(),
+                part_name,
+                state_name,
+                dir: Mutex::default(),
+            }),
             final_absent: false,
-            part_name,
-            state_name,
-            dir: Arc::default(),
         }
     }
 
