@@ -356,15 +356,81 @@ impl Request {
 }
 
 /// Whether two paths name the same output, comparing them lexically after dropping `.` parts.
-pub(crate) fn normalized(path: &Path) -> PathBuf {
+pub(crate) fn normalized(path: &Path) -> std::borrow::Cow<'_, Path> {
+    use std::path::Component;
+    // What collecting the components would drop (`.` parts, repeated and trailing
+    // separators) only ever shortens the path: at the same length it is the same path, and
+    // is not copied (this runs for every request of a batch).
+    let mut length = 0;
+    let mut needs_separator = false;
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::RootDir => {
+                length += 1;
+                needs_separator = false;
+            }
+            other => {
+                length += other.as_os_str().len() + usize::from(needs_separator);
+                needs_separator = true;
+            }
+        }
+    }
+    if length == path.as_os_str().len() {
+        return path.into();
+    }
     path.components()
-        .filter(|c| !matches!(c, std::path::Component::CurDir))
-        .collect()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect::<PathBuf>()
+        .into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_that_differ_only_in_dot_parts_and_separators_normalize_alike() {
+        let collected = |p: &str| -> PathBuf {
+            Path::new(p)
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect()
+        };
+        for path in [
+            "a",
+            "a/b",
+            "/a/b",
+            "/",
+            "./a",
+            "a/./b",
+            "a//b",
+            "a/b/",
+            "a/b/.",
+            "//a",
+            "../a",
+            "a/../b",
+            ".",
+            "./",
+            "",
+            "/./a",
+            "dir/file.bin",
+            "./dir//file.bin",
+        ] {
+            let normal = normalized(Path::new(path));
+            assert_eq!(normal.as_os_str(), collected(path).as_os_str(), "{path:?}");
+            let copied = matches!(normal, std::borrow::Cow::Owned(_));
+            assert_eq!(
+                copied,
+                normal.as_os_str() != path,
+                "{path:?}: copied only when changed"
+            );
+        }
+        assert_eq!(
+            normalized(Path::new("out/./f")),
+            normalized(Path::new("out/f"))
+        );
+    }
 
     #[test]
     fn only_http_and_https_are_accepted() {

@@ -173,8 +173,9 @@ fn check_list(requests: &[Request], content_disposition: bool) -> Result<(), Err
         if content_disposition && matches!(request.destination, Destination::Directory(_)) {
             continue;
         }
-        let path = normalized(&place.path());
-        match seen.get(&path) {
+        let path = place.path();
+        let path = normalized(&path);
+        match seen.get(path.as_ref()) {
             Some((first, url)) if **url != request.url => {
                 return Err(Error::DuplicateOutput {
                     path: place.path(),
@@ -184,7 +185,7 @@ fn check_list(requests: &[Request], content_disposition: bool) -> Result<(), Err
             }
             Some(_) => {}
             None => {
-                seen.insert(path, (index, &request.url));
+                seen.insert(path.into_owned(), (index, &request.url));
             }
         }
     }

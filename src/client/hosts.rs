@@ -20,7 +20,7 @@ const PENALTY_SPACING: Duration = Duration::from_secs(1);
 /// The limits of all hosts.
 pub(crate) struct HostLimits {
     per_host: usize,
-    hosts: Arc<Mutex<HashMap<String, HostState>>>,
+    hosts: Arc<Mutex<HashMap<Arc<str>, HostState>>>,
     released: Arc<Released>,
 }
 
@@ -56,8 +56,8 @@ impl HostState {
 
 /// One connection's right to talk to a host; released on drop.
 pub(crate) struct HostPermit {
-    host: String,
-    hosts: Arc<Mutex<HashMap<String, HostState>>>,
+    host: Arc<str>,
+    hosts: Arc<Mutex<HashMap<Arc<str>, HostState>>>,
     released: Arc<Released>,
 }
 
@@ -67,7 +67,7 @@ impl Drop for HostPermit {
             .hosts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(&self.host)
+            .get_mut(&*self.host)
         {
             state.in_use = state.in_use.saturating_sub(1);
         }
@@ -86,14 +86,19 @@ impl HostLimits {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, HostState>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, HostState>> {
         self.hosts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A permit for one more connection to `host`, if the host has room now.
     pub(crate) fn try_acquire(&self, host: &str) -> Option<HostPermit> {
         let mut hosts = self.lock();
-        let state = hosts.entry(host.to_owned()).or_insert(HostState {
+        // The key is made once per host; a permit shares it (this runs for every request).
+        let key = match hosts.get_key_value(host) {
+            Some((key, _)) => Arc::clone(key),
+            None => host.into(),
+        };
+        let state = hosts.entry(Arc::clone(&key)).or_insert(HostState {
             in_use: 0,
             penalty: None,
         });
@@ -102,7 +107,7 @@ impl HostLimits {
         }
         state.in_use += 1;
         Some(HostPermit {
-            host: host.to_owned(),
+            host: key,
             hosts: Arc::clone(&self.hosts),
             released: Arc::clone(&self.released),
         })
@@ -138,7 +143,7 @@ impl HostLimits {
     pub(crate) fn penalize(&self, host: &str) {
         let now = Instant::now();
         let mut hosts = self.lock();
-        let state = hosts.entry(host.to_owned()).or_insert(HostState {
+        let state = hosts.entry(host.into()).or_insert(HostState {
             in_use: 0,
             penalty: None,
         });
@@ -168,12 +173,17 @@ impl HostLimits {
 
 /// The key the per-host limit counts by: scheme, host and port.
 pub(crate) fn host_key(url: &url::Url) -> String {
-    format!(
-        "{}://{}:{}",
-        url.scheme(),
-        url.host_str().unwrap_or(""),
+    use std::fmt::Write as _;
+    let scheme = url.scheme();
+    let host = url.host_str().unwrap_or("");
+    // Sized once (`format!` grew it twice for every request).
+    let mut key = String::with_capacity(scheme.len() + host.len() + 9);
+    let _ = write!(
+        key,
+        "{scheme}://{host}:{}",
         url.port_or_known_default().unwrap_or(0)
-    )
+    );
+    key
 }
 
 #[cfg(test)]

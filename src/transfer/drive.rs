@@ -93,7 +93,7 @@ impl Transfer<'_> {
             let Some(delay) = delay else {
                 // This source is done with; the next one, if any, goes on from the bytes
                 // already verified.
-                let Some(message) = session.sources.leave(&error.to_string()) else {
+                let Some(message) = session.sources.leave(&error) else {
                     return Err(error);
                 };
                 self.emit(&Event::Warning {

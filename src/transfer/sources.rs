@@ -88,8 +88,9 @@ impl Sources {
     }
 
     /// Leaves the current source; the next one not left yet, when there is one (then it is
-    /// current), with a line saying why.
-    pub(super) fn leave(&mut self, why: &str) -> Option<String> {
+    /// current), with a line saying why (`why` is formatted only then: a file with one source
+    /// pays nothing for it).
+    pub(super) fn leave(&mut self, why: impl std::fmt::Display) -> Option<String> {
         self.left[self.current] = true;
         self.stalls = 0;
         let count = self.urls.len();
