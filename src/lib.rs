@@ -66,7 +66,9 @@ pub use downloader::{Downloader, DownloaderBuilder, IpVersion, install_tls_provi
 pub use error::{Circumstance, Error, ErrorKind};
 pub use integrity::{Algorithm, Checksum, parse_sums};
 pub use outputs::OutputConflicts;
-pub use progress::{ChannelObserver, Event, NoObserver, Observer, Tag, TransferId};
+pub use progress::{
+    ChannelObserver, Event, NoObserver, Observer, ProgressCounter, Tag, TransferId,
+};
 pub use request::{Destination, Request};
 pub use reqwest;
 pub use scheduler::{Canceller, DownloadControl, DownloadHandle};

@@ -2,6 +2,7 @@
 //! library only counts and reports; throttling and drawing are the observer's business.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -225,6 +226,46 @@ pub(crate) fn display_name(url: &str, path: Option<&std::path::Path>) -> String 
 pub trait Observer: Send + Sync {
     /// One event happened.
     fn on_event(&self, event: &Event);
+
+    /// Whether this observer wants a [`Event::Progress`] for every piece of a body that
+    /// arrives (the default). One that draws at its own pace (a progress bar's tick) returns
+    /// `false`: it then gets no `Progress` events, and each download's [`ProgressCounter`]
+    /// through [`Observer::on_counter`] instead, to read when it draws. Every other event
+    /// comes as before. Asked once per download.
+    fn wants_progress_events(&self) -> bool {
+        true
+    }
+
+    /// A download's live byte count, given once, just before its first `Started` event, to an
+    /// observer that does not want `Progress` events. It reads what the `Progress` events
+    /// would have said; by the download's terminal event it holds the last figure.
+    fn on_counter(&self, id: TransferId, counter: &ProgressCounter) {
+        let _ = (id, counter);
+    }
+}
+
+/// One download's bytes so far, resumed prefix included: what its latest `Progress` event
+/// would say (see [`Observer::wants_progress_events`]). Cheap to clone and to read.
+#[derive(Debug, Clone)]
+pub struct ProgressCounter(std::sync::Arc<CounterCell>);
+
+#[derive(Debug, Default)]
+struct CounterCell {
+    bytes_done: AtomicU64,
+    /// The observer was given the counter (at the first `Started`).
+    announced: AtomicBool,
+}
+
+impl ProgressCounter {
+    /// The bytes done now.
+    #[must_use]
+    pub fn bytes_done(&self) -> u64 {
+        self.0.bytes_done.load(Ordering::Acquire)
+    }
+
+    fn set(&self, bytes_done: u64) {
+        self.0.bytes_done.store(bytes_done, Ordering::Release);
+    }
 }
 
 /// An observer that ignores everything.
@@ -241,14 +282,20 @@ pub(crate) struct Reporter {
     observer: std::sync::Arc<dyn Observer>,
     id: TransferId,
     tag: Option<Tag>,
+    /// Where `Progress` figures go instead of events, for an observer that reads them at its
+    /// own pace: an event per chunk cost a batch of small files a twentieth of its CPU.
+    counter: Option<ProgressCounter>,
 }
 
 impl Reporter {
     pub(crate) fn new(observer: std::sync::Arc<dyn Observer>, id: TransferId) -> Self {
+        let counter =
+            (!observer.wants_progress_events()).then(|| ProgressCounter(std::sync::Arc::default()));
         Self {
             observer,
             id,
             tag: None,
+            counter,
         }
     }
 
@@ -271,6 +318,20 @@ impl Reporter {
     }
 
     pub(crate) fn emit(&self, event: &Event) {
+        if let Some(counter) = &self.counter {
+            match event {
+                Event::Progress { bytes_done, .. } => return counter.set(*bytes_done),
+                // The figure starts again where the download does.
+                Event::Started { resumed_from, .. } => {
+                    counter.set(*resumed_from);
+                    if !counter.0.announced.swap(true, Ordering::AcqRel) {
+                        self.observer.on_counter(self.id, counter);
+                    }
+                }
+                Event::Restarted { .. } => counter.set(0),
+                _ => {}
+            }
+        }
         self.observer.on_event(event);
     }
 }

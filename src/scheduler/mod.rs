@@ -105,6 +105,19 @@ impl Observer for Fanout {
             observer.on_event(event);
         }
     }
+
+    /// `Progress` events when any of them wants them (the others take them as they come).
+    fn wants_progress_events(&self) -> bool {
+        self.0
+            .iter()
+            .any(|observer| observer.wants_progress_events())
+    }
+
+    fn on_counter(&self, id: crate::TransferId, counter: &crate::ProgressCounter) {
+        for observer in &self.0 {
+            observer.on_counter(id, counter);
+        }
+    }
 }
 
 impl Scheduler {

@@ -363,6 +363,98 @@ impl Observer for Recorder {
     }
 }
 
+/// Reads byte counts at its own pace instead of taking `Progress` events: records the other
+/// events, and at each terminal event what the download's counter says.
+#[derive(Default)]
+struct CounterReader {
+    events: Mutex<Vec<Event>>,
+    counters: Mutex<Vec<(haul::TransferId, haul::ProgressCounter, usize)>>,
+    at_the_end: Mutex<Vec<(u64, u64)>>,
+}
+
+impl Observer for CounterReader {
+    fn on_event(&self, event: &Event) {
+        let mut events = self.events.lock().unwrap();
+        events.push(event.clone());
+        if event.is_terminal() {
+            let counters = self.counters.lock().unwrap();
+            if let Some((_, counter, _)) = counters.iter().find(|(id, ..)| *id == event.id()) {
+                let bytes = counter.bytes_done();
+                self.at_the_end
+                    .lock()
+                    .unwrap()
+                    .push((event.id().get(), bytes));
+            }
+        }
+    }
+
+    fn wants_progress_events(&self) -> bool {
+        false
+    }
+
+    fn on_counter(&self, id: haul::TransferId, counter: &haul::ProgressCounter) {
+        let events_before = self.events.lock().unwrap().len();
+        self.counters
+            .lock()
+            .unwrap()
+            .push((id, counter.clone(), events_before));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_that_reads_counters_gets_no_progress_events_and_the_final_figures() {
+    let Fixture {
+        server,
+        dir,
+        downloader,
+    } = Fixture::new().await;
+    let reader = Arc::new(CounterReader::default());
+    let requests = vec![
+        Request::new(&server.file_url(3_000_000, "big", "")).unwrap(),
+        Request::new(&server.file_url(5_000, "small", "")).unwrap(),
+        Request::new(&server.url("/nope")).unwrap(),
+    ]
+    .into_iter()
+    .map(|r| r.into_dir(dir.path()))
+    .collect();
+    downloader
+        .batch(requests)
+        .with_observer(reader.clone())
+        .run()
+        .await
+        .unwrap();
+    let events = reader.events.lock().unwrap().clone();
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Progress { .. })),
+        "no Progress events for an observer that does not want them"
+    );
+    let counters = reader.counters.lock().unwrap();
+    let mut given: Vec<u64> = counters.iter().map(|(id, ..)| id.get()).collect();
+    given.sort_unstable();
+    assert_eq!(
+        given,
+        [0, 1],
+        "one counter per download that started, none for the 404"
+    );
+    for (id, _, events_before) in counters.iter() {
+        let started_at = events
+            .iter()
+            .position(|e| e.id() == *id && matches!(e, Event::Started { .. }))
+            .unwrap();
+        assert_eq!(
+            *events_before, started_at,
+            "given just before its first Started"
+        );
+    }
+    let mut at_the_end = reader.at_the_end.lock().unwrap().clone();
+    at_the_end.sort_unstable();
+    assert_eq!(
+        at_the_end,
+        [(0, 3_000_000), (1, 5_000)],
+        "the last figure by the end"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_follow_the_life_of_each_download() {
     let Fixture {

@@ -295,6 +295,21 @@ pub(crate) fn renderer(common: &CommonArgs) -> anyhow::Result<(Arc<Renderer>, Ca
         credentials_given: common.user.is_some() || common.netrc || common.netrc_file.is_some(),
     };
     let renderer = Arc::new(Renderer::new(display(common), outputs));
+    if renderer.shows_progress() {
+        // Reads the byte counts at the display's pace; ends with the renderer.
+        let ticking = Arc::downgrade(&renderer);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(render::TICK);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                ticks.tick().await;
+                match ticking.upgrade() {
+                    Some(renderer) => renderer.tick(),
+                    None => return,
+                }
+            }
+        });
+    }
     let cancel = CancellationToken::new();
     watch_interrupts(cancel.clone());
     if let Some(limit) = common.max_time {

@@ -9,12 +9,14 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use haul::bars::{ProgressBars, rate};
-use haul::{BatchView, Completed, Event, Observer, TransferId};
+use haul::{BatchView, Completed, Event, Observer, ProgressCounter, TransferId};
 use indicatif::HumanBytes;
 use serde_json::{Value, json};
 
 /// How often a plain progress line is printed when not on a terminal.
 const LINE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the running downloads' byte counts are read (the bars draw at 10 Hz).
+pub const TICK: Duration = Duration::from_millis(100);
 /// Failures listed by name in the closing summary; the rest are counted (every one is in
 /// `--json`, `--json-file` and `--log-file` as it happens).
 const FAILURES_LISTED: usize = 100;
@@ -61,6 +63,8 @@ struct RenderState {
     last_line: Option<Instant>,
     /// Failures in order: name and reason.
     failures: Vec<(String, String)>,
+    /// The running downloads' byte counts, and what was last read from each.
+    counters: HashMap<TransferId, (ProgressCounter, u64)>,
 }
 
 /// What the batch did, for the summary and the exit code.
@@ -93,6 +97,7 @@ impl Renderer {
                 // that ends quickly has its summary, and no `progress: 0/1 files` first.
                 last_line: Some(Instant::now()),
                 failures: Vec::new(),
+                counters: HashMap::new(),
             }),
         }
     }
@@ -459,14 +464,68 @@ fn timestamp() -> String {
     )
 }
 
-impl Observer for Renderer {
-    fn on_event(&self, event: &Event) {
+impl Renderer {
+    /// Whether anything shown moves with the bytes (bars, plain progress lines, JSON
+    /// `progress` events): then `tick` is to be called every `TICK`.
+    pub fn shows_progress(&self) -> bool {
+        self.json || matches!(self.display, Display::Bars(_) | Display::Lines)
+    }
+
+    /// Folds the running downloads' byte counts into the view and shows what moved: the
+    /// library reports bytes as counters, read here at the display's pace, not as an event
+    /// per chunk.
+    pub fn tick(&self) {
         let mut state = self.lock();
+        let ids: Vec<TransferId> = state.counters.keys().copied().collect();
+        for id in ids {
+            self.fold(&mut state, id);
+        }
+    }
+
+    /// `id`'s counter, as the `Progress` event it stands for, when it moved since last read.
+    fn fold(&self, state: &mut RenderState, id: TransferId) {
+        let Some((counter, last)) = state.counters.get_mut(&id) else {
+            return;
+        };
+        let bytes_done = counter.bytes_done();
+        if std::mem::replace(last, bytes_done) == bytes_done {
+            return;
+        }
+        self.take(state, &Event::Progress { id, bytes_done });
+    }
+
+    fn take(&self, state: &mut RenderState, event: &Event) {
         state.view.apply(event);
-        self.render(&mut state, event);
+        self.render(state, event);
         if let Display::Bars(bars) = &self.display {
             bars.draw(&state.view, event);
         }
+    }
+}
+
+impl Observer for Renderer {
+    fn on_event(&self, event: &Event) {
+        let mut state = self.lock();
+        if event.is_terminal() {
+            // The last figure first, as its last `Progress` event would have come.
+            self.fold(&mut state, event.id());
+            state.counters.remove(&event.id());
+        }
+        if let Event::Started { id, .. } | Event::Restarted { id, .. } = event
+            && let Some((_, last)) = state.counters.get_mut(id)
+        {
+            // The view starts this file's figure again: the next reading is news, whatever it is.
+            *last = u64::MAX;
+        }
+        self.take(&mut state, event);
+    }
+
+    fn wants_progress_events(&self) -> bool {
+        false
+    }
+
+    fn on_counter(&self, id: TransferId, counter: &ProgressCounter) {
+        self.lock().counters.insert(id, (counter.clone(), 0));
     }
 }
 
