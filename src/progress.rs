@@ -283,14 +283,13 @@ pub(crate) struct Reporter {
     id: TransferId,
     tag: Option<Tag>,
     /// Where `Progress` figures go instead of events, for an observer that reads them at its
-    /// own pace: an event per chunk cost a batch of small files a twentieth of its CPU.
-    counter: Option<ProgressCounter>,
+    /// own pace; made when the first figure comes (a 404 never needs one).
+    counter: Option<std::sync::OnceLock<ProgressCounter>>,
 }
 
 impl Reporter {
     pub(crate) fn new(observer: std::sync::Arc<dyn Observer>, id: TransferId) -> Self {
-        let counter =
-            (!observer.wants_progress_events()).then(|| ProgressCounter(std::sync::Arc::default()));
+        let counter = (!observer.wants_progress_events()).then(std::sync::OnceLock::new);
         Self {
             observer,
             id,
@@ -318,17 +317,19 @@ impl Reporter {
     }
 
     pub(crate) fn emit(&self, event: &Event) {
-        if let Some(counter) = &self.counter {
+        if let Some(cell) = &self.counter {
+            let counter = || cell.get_or_init(|| ProgressCounter(std::sync::Arc::default()));
             match event {
-                Event::Progress { bytes_done, .. } => return counter.set(*bytes_done),
+                Event::Progress { bytes_done, .. } => return counter().set(*bytes_done),
                 // The figure starts again where the download does.
                 Event::Started { resumed_from, .. } => {
+                    let counter = counter();
                     counter.set(*resumed_from);
                     if !counter.0.announced.swap(true, Ordering::AcqRel) {
                         self.observer.on_counter(self.id, counter);
                     }
                 }
-                Event::Restarted { .. } => counter.set(0),
+                Event::Restarted { .. } => counter().set(0),
                 _ => {}
             }
         }
