@@ -363,6 +363,21 @@ impl Observer for Recorder {
     }
 }
 
+/// Runs `urls` as one batch into the fixture's directory, with `observer` watching.
+async fn run_watched(fixture: &Fixture, urls: &[String], observer: Arc<dyn Observer>) {
+    let requests = urls
+        .iter()
+        .map(|url| Request::new(url).unwrap().into_dir(fixture.dir.path()))
+        .collect();
+    fixture
+        .downloader
+        .batch(requests)
+        .with_observer(observer)
+        .run()
+        .await
+        .unwrap();
+}
+
 /// Reads byte counts at its own pace instead of taking `Progress` events: records the other
 /// events, and at each terminal event what the download's counter says.
 #[derive(Default)]
@@ -403,26 +418,14 @@ impl Observer for CounterReader {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_observer_that_reads_counters_gets_no_progress_events_and_the_final_figures() {
-    let Fixture {
-        server,
-        dir,
-        downloader,
-    } = Fixture::new().await;
+    let fixture = Fixture::new().await;
     let reader = Arc::new(CounterReader::default());
-    let requests = vec![
-        Request::new(&server.file_url(3_000_000, "big", "")).unwrap(),
-        Request::new(&server.file_url(5_000, "small", "")).unwrap(),
-        Request::new(&server.url("/nope")).unwrap(),
-    ]
-    .into_iter()
-    .map(|r| r.into_dir(dir.path()))
-    .collect();
-    downloader
-        .batch(requests)
-        .with_observer(reader.clone())
-        .run()
-        .await
-        .unwrap();
+    let urls = [
+        fixture.server.file_url(3_000_000, "big", ""),
+        fixture.server.file_url(5_000, "small", ""),
+        fixture.server.url("/nope"),
+    ];
+    run_watched(&fixture, &urls, reader.clone()).await;
     let events = reader.events.lock().unwrap().clone();
     assert!(
         !events.iter().any(|e| matches!(e, Event::Progress { .. })),
@@ -457,25 +460,13 @@ async fn an_observer_that_reads_counters_gets_no_progress_events_and_the_final_f
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_follow_the_life_of_each_download() {
-    let Fixture {
-        server,
-        dir,
-        downloader,
-    } = Fixture::new().await;
+    let fixture = Fixture::new().await;
     let recorder = Arc::new(Recorder::default());
-    let requests = vec![
-        Request::new(&server.file_url(3_000_000, "big", "")).unwrap(),
-        Request::new(&server.url("/nope")).unwrap(),
-    ]
-    .into_iter()
-    .map(|r| r.into_dir(dir.path()))
-    .collect();
-    downloader
-        .batch(requests)
-        .with_observer(recorder.clone())
-        .run()
-        .await
-        .unwrap();
+    let urls = [
+        fixture.server.file_url(3_000_000, "big", ""),
+        fixture.server.url("/nope"),
+    ];
+    run_watched(&fixture, &urls, recorder.clone()).await;
     let events = recorder.0.lock().unwrap().clone();
     let of =
         |index: u64| -> Vec<&Event> { events.iter().filter(|e| e.id().get() == index).collect() };
