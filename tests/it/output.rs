@@ -47,6 +47,39 @@ async fn json_events_follow_the_schema_for_success_and_failure() {
     assert_eq!(summary["exit_code"], 1);
 }
 
+/// The CLI takes no event per chunk: it reads each download's byte count at its tick. A
+/// download that lasts about a second reports how far it is while it runs, not only at its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_progress_comes_while_a_download_runs() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let size: u64 = 1_500_000;
+    let mut command = haul();
+    command
+        .args(["get", "--json", "-q", "--limit-rate", "1500k", "-d"])
+        .arg(dir.path())
+        .arg(server.file_url(size, "slow.bin", ""));
+    let output = run(command).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let events = json_events(&output.stdout);
+    let midway: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "progress")
+        .map(|e| e["bytes_done"].as_u64().unwrap())
+        .filter(|&bytes| bytes > 0 && bytes < size)
+        .collect();
+    assert!(
+        !midway.is_empty(),
+        "progress while running, not only at the end: {events:?}"
+    );
+    assert!(midway.windows(2).all(|w| w[0] <= w[1]), "{midway:?}");
+    let last = events.iter().rfind(|e| e["event"] == "progress").unwrap();
+    assert_eq!(
+        last["bytes_done"], size,
+        "the last figure is the whole file"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_reports_retries_and_digests() {
     use sha2::{Digest, Sha256};
